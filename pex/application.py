@@ -1,0 +1,552 @@
+"""The service layer: PexApplication, an eventsourcing Application whose methods are PEX's
+commands and queries. Everything that changes state goes through here.
+
+A command loads the aggregates it needs, calls them (they check their invariants and raise
+before recording anything), and saves them together in one atomic `save(...)`. Two processes
+that decide on stale state collide on an aggregate version; the loser's save raises
+IntegrityError, and the command runs again on fresh state (bounded, with jittered backoff).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, JSONTranscoder
+
+from pex.clock import system_clock
+from pex.domain.catalogue import CATALOGUE_ID, DEMO_NODES, DEMO_TEMPLATES, TABLE_1_SIZES, Catalogue
+from pex.domain.errors import CapacityExceeded, CatalogueError, InvalidProposal, NodeUnavailable
+from pex.domain.instance import Instance, instance_id, instance_name
+from pex.domain.negotiation import NegotiationPolicy, check_terms, evaluate
+from pex.domain.node import Node, node_id
+from pex.domain.pricing import FlatRatePricing, PricingPolicy
+from pex.domain.reservation import USER_REPLIES, Reservation, Step
+from pex.domain.values import Offer, Reply, Resources, Size, State, Terms
+from pex.projections.capacity import CapacityTimeline
+from pex.projections.reservations import ReservationIndex
+from pex.transcodings import register_pex_transcodings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class NotFound(Exception):
+    """No such reservation, instance or node (or not the caller's)."""
+
+
+class Contention(Exception):
+    """Too many concurrent writers on the same aggregates; the caller may retry later."""
+
+
+@dataclass(frozen=True)
+class ReservationView:
+    """A reservation as a query returns it: plain values, never the aggregate."""
+
+    id: UUID
+    user_id: str
+    state: State
+    round: int
+    proposal: Terms | None
+    offer: Offer | None
+    alternatives: tuple[Offer, ...]
+    valid_until: datetime | None
+    instance_ids: tuple[UUID, ...]
+    history: tuple[Step, ...]
+    version: int
+    created_on: datetime
+    modified_on: datetime
+
+    @property
+    def terms(self) -> Terms | None:
+        """The terms that stand: the offer once the provider answered, else the proposal."""
+        return self.offer.terms if self.offer else self.proposal
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The provider's answer to one negotiation step."""
+
+    reply: Reply
+    reservation: ReservationView
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    id: UUID
+    reservation_id: UUID
+    user_id: str
+    name: str
+    size: str
+    template: str
+    node: str
+    start: datetime
+    end: datetime
+    status: str
+    ip_address: str | None
+    version: int
+
+
+@dataclass(frozen=True)
+class NodeView:
+    name: str
+    capacity: Resources
+    available: bool
+    version: int
+
+
+class PexApplication(Application):
+    name = "pex"  # pinned: it names the tables and the env prefix
+    is_snapshotting_enabled = True
+    node_snapshot_interval = 50
+    max_attempts = 12
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        clock: Callable[[], datetime] = system_clock,
+        pricing: PricingPolicy | None = None,
+        policy: NegotiationPolicy | None = None,
+    ):
+        super().__init__(env)
+        self.clock = clock
+        self.pricing = pricing or FlatRatePricing()
+        self.policy = policy or NegotiationPolicy()
+        self.timeline = CapacityTimeline()
+        self.index = ReservationIndex()
+        self._follow_lock = threading.RLock()
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        register_pex_transcodings(transcoder)
+
+    # --- catalogue and pool (operators) ------------------------------------------------
+
+    def install_demo_pool(self, at: datetime | None = None) -> bool:
+        """Set up the paper's sizes, templates and testbed if the store has no catalogue yet."""
+        at = at or self.clock()
+        if CATALOGUE_ID in self.repository:
+            return False
+        catalogue = Catalogue(at=at)
+        for size in TABLE_1_SIZES:
+            catalogue.define_size(size, at)
+        for name, description in DEMO_TEMPLATES:
+            catalogue.register_template(name, description, at)
+        nodes = [Node(name=name, capacity=capacity, at=at) for name, capacity in DEMO_NODES if node_id(name) not in self.repository]
+        try:
+            self.save(catalogue, *nodes)
+        except IntegrityError:
+            return False  # another process installed it first
+        return True
+
+    def catalogue(self) -> Catalogue:
+        try:
+            return self.repository.get(CATALOGUE_ID)
+        except AggregateNotFoundError:
+            return Catalogue(at=self.clock())  # empty until an operator defines something
+
+    def _change_catalogue(self, change: Callable[[Catalogue, datetime], None]) -> None:
+        def attempt() -> None:
+            at = self.clock()
+            catalogue = self.catalogue()
+            change(catalogue, at)
+            self.save(catalogue)
+
+        self._retrying(attempt)
+
+    def define_size(self, size: Size) -> None:
+        self._change_catalogue(lambda c, at: c.define_size(size, at))
+
+    def withdraw_size(self, name: str) -> None:
+        self._change_catalogue(lambda c, at: c.withdraw_size(name, at))
+
+    def register_template(self, name: str, description: str = "") -> None:
+        self._change_catalogue(lambda c, at: c.register_template(name, description, at))
+
+    def withdraw_template(self, name: str) -> None:
+        self._change_catalogue(lambda c, at: c.withdraw_template(name, at))
+
+    def register_node(self, name: str, capacity: Resources) -> UUID:
+        if not name or capacity.cpus <= 0 or capacity.memory_mb <= 0 or capacity.disk_gb < 0:
+            raise CatalogueError("a node needs a name and positive CPUs and memory")
+        node = Node(name=name, capacity=capacity, at=self.clock())
+        try:
+            self.save(node)
+        except IntegrityError:
+            raise CatalogueError(f"node {name!r} is already registered") from None
+        return node.id
+
+    def resize_node(self, name: str, capacity: Resources) -> None:
+        self._retrying(lambda: self._save_nodes(self._node(name), lambda n, at: n.resize(capacity, at)))
+
+    def mark_node_lost(self, name: str) -> None:
+        self._retrying(lambda: self._save_nodes(self._node(name), lambda n, at: n.mark_lost(at)))
+
+    def mark_node_returned(self, name: str) -> None:
+        self._retrying(lambda: self._save_nodes(self._node(name), lambda n, at: n.mark_returned(at)))
+
+    def _save_nodes(self, node: Node, change: Callable[[Node, datetime], None]) -> None:
+        change(node, self.clock())
+        self._save(node)
+
+    def _node(self, name: str) -> Node:
+        try:
+            return self.repository.get(node_id(name))
+        except AggregateNotFoundError:
+            raise NotFound(f"no node {name!r}") from None
+
+    def nodes(self) -> list[NodeView]:
+        self.follow()
+        with self._follow_lock:
+            names = list(self.timeline.nodes)
+        views = []
+        for name in names:
+            node = self._node(name)
+            views.append(NodeView(node.name, node.capacity, node.available, node.version))
+        return views
+
+    # --- negotiation (users) -----------------------------------------------------------
+
+    def initiate_reservation(self, user_id: str, reservation_id: UUID | None = None) -> UUID:
+        """initiateReservation: open a negotiation and return its id.
+
+        A caller-chosen `reservation_id` (e.g. derived from an Idempotency-Key) makes the call
+        idempotent: initiating the same id twice gives the same reservation."""
+        reservation = Reservation.initiate(user_id, self.clock(), reservation_id or uuid4())
+        try:
+            self.save(reservation)
+        except IntegrityError:
+            existing = self._reservation(reservation.id)
+            if existing.user_id != user_id:
+                raise NotFound("no such reservation") from None
+        return reservation.id
+
+    def submit_proposal(self, reservation_id: UUID, terms: Terms) -> Outcome:
+        """requestReservation, and a user's COUNTER: the provider evaluates and answers."""
+        return self._retrying(lambda: self._evaluate(reservation_id, terms))
+
+    def _evaluate(self, reservation_id: UUID, terms: Terms) -> Outcome:
+        at = self.clock()
+        reservation = self._reservation(reservation_id)
+        reservation.check("counter" if reservation.state == State.COUNTERED else "submit")
+        catalogue = self.catalogue()
+        size = catalogue.size(terms.size)
+        catalogue.check_template(terms.template)
+        check_terms(terms, at, self.policy)
+        self.follow()
+        with self._follow_lock:
+            decision = evaluate(
+                terms, size, self.timeline, at, self.pricing, self.policy, reservation.round + 1, reservation.id
+            )
+        previous = reservation.offer if reservation.state in (State.ACCEPTED, State.COUNTERED) else None
+        reservation.submit(terms, size.resources, at)
+        nodes: dict[str, Node] = {}
+        if decision.offer is not None:
+            valid_until = at + self.policy.offer_ttl
+            offered = decision.offer.terms
+            for allocation in decision.offer.placement:
+                node = nodes.setdefault(allocation.node, self._node(allocation.node))
+                node.hold(
+                    reservation.id, offered.start, offered.end, allocation.instances, size.resources, valid_until, at
+                )
+            if decision.reply == Reply.ACCEPT:
+                reservation.accept(decision.offer, valid_until, at)
+            else:
+                reservation.counter_offer(decision.offer, decision.alternatives, valid_until, at)
+        else:
+            reservation.reject(decision.reason, at)
+        if previous is not None:
+            for name in previous.nodes:
+                if name not in nodes:
+                    nodes[name] = self._node(name)
+                    nodes[name].release(reservation.id, "superseded by a new offer", at)
+        self._save(reservation, *nodes.values())
+        return Outcome(decision.reply, self._view(reservation), decision.reason)
+
+    def respond(self, reservation_id: UUID, reply: Reply | str, terms: Terms | None = None) -> Outcome:
+        """One negotiation step of the wire protocol: the user's CONFIRM, ACCEPT, REJECT or COUNTER."""
+        reply = Reply(reply)
+        move = USER_REPLIES.get(reply)
+        if move is None:
+            raise InvalidProposal("reply", f"a user replies CONFIRM, ACCEPT, REJECT or COUNTER, not {reply.value}")
+        if reply == Reply.CONFIRM:
+            return self.confirm(reservation_id)
+        if reply == Reply.ACCEPT:
+            return self.accept_counter(reservation_id)
+        if reply == Reply.REJECT:
+            return self.decline(reservation_id)
+        if terms is None:
+            raise InvalidProposal("proposal", "a COUNTER carries the user's proposal")
+        return self.submit_proposal(reservation_id, terms)
+
+    def accept_counter(self, reservation_id: UUID) -> Outcome:
+        def attempt() -> Outcome:
+            reservation = self._reservation(reservation_id)
+            reservation.accept_counter(self.clock())
+            self._save(reservation)
+            return Outcome(Reply.CONFIRM_REQUEST, self._view(reservation))
+
+        return self._retrying(attempt)
+
+    def decline(self, reservation_id: UUID) -> Outcome:
+        def attempt() -> Outcome:
+            at = self.clock()
+            reservation = self._reservation(reservation_id)
+            reservation.decline(at)
+            nodes = self._release_all(reservation, "offer declined", at)
+            self._save(reservation, *nodes)
+            return Outcome(Reply.REJECT, self._view(reservation))
+
+        return self._retrying(attempt)
+
+    def confirm(self, reservation_id: UUID) -> Outcome:
+        """The user's CONFIRM: the provider books the held capacity and schedules the instances."""
+
+        def attempt() -> Outcome:
+            at = self.clock()
+            reservation = self._reservation(reservation_id)
+            reservation.check("confirm", "only an accepted offer can be confirmed")
+            reservation.check_offer_valid(at)
+            offer = reservation.offer
+            assert offer is not None
+            nodes, instances = [], []
+            try:
+                for allocation in offer.placement:
+                    node = self._node(allocation.node)
+                    node.book(reservation.id, offer.terms.start, offer.terms.end, allocation.instances, offer.per_instance, at)
+                    nodes.append(node)
+                    for _ in range(allocation.instances):
+                        index = len(instances)
+                        instances.append(
+                            Instance(
+                                reservation_id=reservation.id,
+                                user_id=reservation.user_id,
+                                index=index,
+                                name=instance_name(reservation.id, index),
+                                size=offer.terms.size,
+                                template=offer.terms.template,
+                                per_instance=offer.per_instance,
+                                node=allocation.node,
+                                start=offer.terms.start,
+                                end=offer.terms.end,
+                                at=at,
+                            )
+                        )
+            except (CapacityExceeded, NodeUnavailable) as refused:
+                # Only when a hold was judged lapsed by another process's clock and given away.
+                return Outcome(Reply.REQUEST_FAILED, self._view(reservation), str(refused))
+            reservation.confirm(tuple(i.id for i in instances), at)
+            self._save(reservation, *nodes, *instances)
+            return Outcome(Reply.REQUEST_SUCCESS, self._view(reservation))
+
+        return self._retrying(attempt)
+
+    def activate(self, reservation_id: UUID) -> ReservationView:
+        def attempt() -> ReservationView:
+            reservation = self._reservation(reservation_id)
+            reservation.activate(self.clock())
+            self._save(reservation)
+            return self._view(reservation)
+
+        return self._retrying(attempt)
+
+    def cancel(self, reservation_id: UUID, reason: str = "deleted by the user") -> ReservationView:
+        """Delete a reservation that is not activated, releasing what it holds or booked."""
+
+        def attempt() -> ReservationView:
+            at = self.clock()
+            reservation = self._reservation(reservation_id)
+            reservation.cancel(reason, at)
+            nodes = self._release_all(reservation, reason, at)
+            instances = [self.repository.get(i) for i in reservation.instance_ids]
+            for instance in instances:
+                instance.cancel(at)
+            self._save(reservation, *nodes, *instances)
+            return self._view(reservation)
+
+        return self._retrying(attempt)
+
+    def expire_offer(self, reservation_id: UUID) -> bool:
+        """Record that an offer lapsed and release its holds. False if it is not due (any more)."""
+
+        def attempt() -> bool:
+            at = self.clock()
+            reservation = self._reservation(reservation_id)
+            if not reservation.can("expire_offer") or (reservation.valid_until and reservation.valid_until > at):
+                return False
+            reservation.expire_offer(at)
+            nodes = self._release_all(reservation, "offer lapsed", at)
+            self._save(reservation, *nodes)
+            return True
+
+        return self._retrying(attempt)
+
+    def expire_offers(self) -> int:
+        """Expire every lapsed offer. Safe to run in several processes at once."""
+        self.follow()
+        with self._follow_lock:
+            due = self.index.lapsed_offers(self.clock())
+        return sum(self.expire_offer(rid) for rid in due)
+
+    def expire_reservation(self, reservation_id: UUID) -> bool:
+        """Mark a confirmed or activated reservation EXPIRED once its interval is over."""
+
+        def attempt() -> bool:
+            at = self.clock()
+            reservation = self._reservation(reservation_id)
+            offer = reservation.offer
+            if not reservation.can("expire") or offer is None or offer.terms.end > at:
+                return False
+            reservation.expire(at)
+            self._save(reservation)
+            return True
+
+        return self._retrying(attempt)
+
+    def _release_all(self, reservation: Reservation, reason: str, at: datetime) -> list[Node]:
+        nodes = []
+        if reservation.offer is not None:
+            for name in reservation.offer.nodes:
+                node = self._node(name)
+                node.release(reservation.id, reason, at)
+                nodes.append(node)
+        return nodes
+
+    # --- queries -----------------------------------------------------------------------
+
+    def get_reservation(self, reservation_id: UUID, user_id: str | None = None) -> ReservationView:
+        """One reservation; `user_id` restricts it to that user's (others answer NotFound)."""
+        reservation = self._reservation(reservation_id)
+        if user_id is not None and reservation.user_id != user_id:
+            raise NotFound("no such reservation")
+        return self._view(reservation)
+
+    def list_reservations(self, user_id: str | None = None, state: State | None = None) -> list[ReservationView]:
+        self.follow()
+        with self._follow_lock:
+            entries = [e for e in self.index.of_user(user_id) if state is None or e.state == state]
+        return [self._view(self._reservation(e.id)) for e in entries]
+
+    def get_instance(self, instance_id_: UUID, user_id: str | None = None) -> InstanceView:
+        try:
+            instance = self.repository.get(instance_id_)
+        except AggregateNotFoundError:
+            raise NotFound("no such instance") from None
+        if not isinstance(instance, Instance) or (user_id is not None and instance.user_id != user_id):
+            raise NotFound("no such instance")
+        return self._instance_view(instance)
+
+    def list_instances(self, user_id: str | None = None) -> list[InstanceView]:
+        self.follow()
+        with self._follow_lock:
+            if user_id is None:
+                ids = [i for ids in self.index.instances_by_user.values() for i in ids]
+            else:
+                ids = list(self.index.instances_by_user.get(user_id, []))
+        return [self._instance_view(self.repository.get(i)) for i in ids]
+
+    def reservation_events(self, reservation_id: UUID) -> list[Any]:
+        """The stored events of one reservation, oldest first: its history as recorded."""
+        self._reservation(reservation_id)
+        return list(self.events.get(reservation_id))
+
+    def node_allocations(self, name: str) -> list[Any]:
+        self.follow()
+        with self._follow_lock:
+            if name not in self.timeline.nodes:
+                raise NotFound(f"no node {name!r}")
+            return self.timeline.allocations(name, self.clock())
+
+    # --- following the log -------------------------------------------------------------
+
+    def follow(self) -> None:
+        """Bring the in-process read models up to the head of the log."""
+        with self._follow_lock:
+            while True:
+                batch = self.recorder.select_notifications(
+                    start=self.timeline.position, limit=1000, inclusive_of_start=False
+                )
+                for notification in batch:
+                    event = self.mapper.to_domain_event(notification)
+                    self.timeline.apply(event)
+                    self.index.apply(event)
+                    self.timeline.position = notification.id
+                if len(batch) < 1000:
+                    break
+            self.timeline.forget_before(self.clock())
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _reservation(self, reservation_id: UUID) -> Reservation:
+        try:
+            reservation = self.repository.get(reservation_id)
+        except AggregateNotFoundError:
+            raise NotFound("no such reservation") from None
+        if not isinstance(reservation, Reservation):
+            raise NotFound("no such reservation")
+        return reservation
+
+    def _save(self, *aggregates: Aggregate) -> None:
+        self.save(*aggregates)
+        for aggregate in aggregates:
+            if isinstance(aggregate, Node) and aggregate.version % self.node_snapshot_interval == 0:
+                try:
+                    self.take_snapshot(aggregate.id, version=aggregate.version)
+                except Exception:  # a snapshot is an optimisation; the events are committed
+                    log.warning("snapshot of node %s at version %s failed", aggregate.name, aggregate.version, exc_info=True)
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """Run a command; on a lost race (IntegrityError) or a node refusing a stale placement,
+        run it again on fresh state, with jittered exponential backoff."""
+        for n in range(1, self.max_attempts + 1):
+            try:
+                return attempt()
+            except (IntegrityError, CapacityExceeded, NodeUnavailable):
+                pass
+            time.sleep(random.uniform(0, 0.002 * 2 ** min(n, 7)))
+        raise Contention("too many concurrent changes; retry later")
+
+    def _view(self, r: Reservation) -> ReservationView:
+        return ReservationView(
+            id=r.id,
+            user_id=r.user_id,
+            state=State(r.state),
+            round=r.round,
+            proposal=r.proposal,
+            offer=r.offer,
+            alternatives=tuple(r.alternatives),
+            valid_until=r.valid_until,
+            instance_ids=tuple(r.instance_ids),
+            history=tuple(r.history),
+            version=r.version,
+            created_on=r.created_on,
+            modified_on=r.modified_on,
+        )
+
+    def _instance_view(self, i: Instance) -> InstanceView:
+        return InstanceView(
+            id=i.id,
+            reservation_id=i.reservation_id,
+            user_id=i.user_id,
+            name=i.name,
+            size=i.size,
+            template=i.template,
+            node=i.node,
+            start=i.start,
+            end=i.end,
+            status=i.status,
+            ip_address=getattr(i, "ip_address", None),
+            version=i.version,
+        )
+

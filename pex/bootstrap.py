@@ -1,0 +1,83 @@
+"""The composition root: builds PEX from settings. Nothing else reads the environment, and
+nothing happens at import time. Build one application per process, after any fork."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import datetime
+from importlib import import_module
+from urllib.parse import parse_qs, unquote, urlparse
+
+from pex.application import PexApplication
+from pex.clock import system_clock
+from pex.domain.negotiation import NegotiationPolicy
+from pex.domain.pricing import FlatRatePricing, PeakHourPricing, PricingPolicy
+from pex.settings import Settings, SettingsError
+
+
+def persistence_env(database_url: str) -> dict[str, str]:
+    """The eventsourcing settings for a PEX database URL.
+
+    postgresql://user:password@host:port/dbname (or ?host=/socket/dir), sqlite:///relative/path,
+    sqlite:////absolute/path, or memory: (in-process, for tests and simulations)."""
+    url = urlparse(database_url)
+    if url.scheme in ("postgresql", "postgres"):
+        query = parse_qs(url.query)
+        host = query.get("host", [url.hostname or "localhost"])[0]
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": url.path.lstrip("/") or "pex",
+            "POSTGRES_HOST": host,
+            "POSTGRES_PORT": str(url.port or 5432),
+            "POSTGRES_USER": unquote(url.username or "pex"),
+            "POSTGRES_PASSWORD": unquote(url.password or ""),
+            "POSTGRES_LOCK_TIMEOUT": "5",
+            "POSTGRES_PRE_PING": "y",
+            "POSTGRES_POOL_SIZE": query.get("pool_size", ["4"])[0],
+            "POSTGRES_MAX_OVERFLOW": query.get("max_overflow", ["8"])[0],
+            "POSTGRES_CONNECT_TIMEOUT": query.get("connect_timeout", ["10"])[0],
+        }
+        if "schema" in query:
+            env["POSTGRES_SCHEMA"] = query["schema"][0]
+        return env
+    if url.scheme == "sqlite":
+        path = unquote(url.path)
+        path = path[1:]  # sqlite:///relative/path, sqlite:////absolute/path
+        if not path:
+            raise SettingsError("sqlite URL needs a path, e.g. sqlite:///var/pex.sqlite3")
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "10"}
+    if url.scheme == "memory":
+        return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+    raise SettingsError(f"PEX_DATABASE_URL must be postgresql://…, sqlite:///… or memory:, not {database_url!r}")
+
+
+def pricing_policy(name: str) -> PricingPolicy:
+    if name == "flat":
+        return FlatRatePricing()
+    if name == "peak":
+        return PeakHourPricing()
+    module, _, attr = name.partition(":")
+    try:
+        return getattr(import_module(module), attr)()
+    except (ImportError, AttributeError, ValueError) as error:
+        raise SettingsError(f"PEX_PRICING: cannot load pricing policy {name!r}: {error}") from None
+
+
+def build_application(settings: Settings | None = None, clock: Callable[[], datetime] = system_clock) -> PexApplication:
+    settings = settings or Settings.from_env()
+    env = persistence_env(settings.database_url)
+    env["CREATE_TABLE"] = "y" if settings.create_tables else "n"
+    env.update(settings.extra_env)
+    policy = NegotiationPolicy(
+        offer_ttl=settings.offer_ttl,
+        horizon=settings.horizon,
+        max_rounds=settings.max_rounds,
+        max_alternatives=settings.max_alternatives,
+    )
+    app = PexApplication(env=env, clock=clock, pricing=pricing_policy(settings.pricing), policy=policy)
+    if settings.install_demo_pool:
+        app.install_demo_pool()
+    return app

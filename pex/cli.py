@@ -1,0 +1,247 @@
+"""The `pex` command (also installed as `openpex`): run the service and its workers, operate
+the pool, and negotiate from a terminal. Every command builds PEX through pex.bootstrap."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from uuid import UUID
+
+import click
+
+from pex.domain.errors import DomainError
+from pex.domain.values import Reply, Resources, Size, Terms
+
+
+def build(**overrides):
+    from pex.bootstrap import build_application
+    from pex.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+    if overrides:
+        from dataclasses import replace
+
+        settings = replace(settings, **overrides)
+    try:
+        return build_application(settings)
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def parse_time(value: str) -> datetime:
+    """RFC 3339 / ISO 8601 with a zone, the paper's RFC 1123 form, or now+DURATION."""
+    from email.utils import parsedate_to_datetime
+
+    if value.startswith("now"):
+        rest = value[3:].lstrip("+")
+        return datetime.now(timezone.utc).replace(microsecond=0) + (parse_duration(rest) if rest else timedelta(0))
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            raise click.BadParameter(f"{value!r} is not a time (use RFC 3339, RFC 1123 or now+2h)") from None
+    if when.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no time zone (add Z or +00:00)")
+    return when.astimezone(timezone.utc)
+
+
+def parse_duration(value: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    try:
+        return timedelta(seconds=float(value[:-1]) * units[value[-1]])
+    except (KeyError, ValueError, IndexError):
+        raise click.BadParameter(f"{value!r} is not a duration like 90m, 6h or 2d") from None
+
+
+class TimeParam(click.ParamType):
+    name = "time"
+
+    def convert(self, value, param, ctx):
+        return value if isinstance(value, datetime) else parse_time(value)
+
+
+class DurationParam(click.ParamType):
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        return value if isinstance(value, timedelta) else parse_duration(value)
+
+
+def print_outcome(outcome, as_json: bool) -> None:
+    r = outcome.reservation
+    if as_json:
+        from pex.wire import outcome_json
+
+        click.echo(json.dumps(outcome_json(outcome), indent=2))
+        return
+    click.echo(f"reservation {str(r.id).upper()}: {outcome.reply.value} ({r.state.value})")
+    if outcome.reason:
+        click.echo(f"  reason: {outcome.reason}")
+    if r.offer is not None:
+        t = r.offer.terms
+        click.echo(
+            f"  offer: {t.instances_fixed}+{t.instances_option} {t.size} '{t.template}' "
+            f"from {t.start.isoformat()} to {t.end.isoformat()} for {t.price}"
+        )
+        click.echo("  on: " + ", ".join(f"{a.node}×{a.instances}" for a in r.offer.placement))
+        for change in r.offer.changes:
+            click.echo(f"  changed: {change}")
+        if r.valid_until:
+            click.echo(f"  valid until: {r.valid_until.isoformat()}")
+    for i, alt in enumerate(r.alternatives, 1):
+        t = alt.terms
+        click.echo(f"  alternative {i}: {t.instances} from {t.start.isoformat()} for {t.price} ({'; '.join(alt.changes)})")
+
+
+@click.group()
+@click.version_option(package_name="openpex")
+def main() -> None:
+    """PEX: reserve virtual machines ahead of time, and negotiate the terms.
+
+    Settings come from the environment: PEX_DATABASE_URL (default sqlite:///var/pex.sqlite3),
+    PEX_OFFER_TTL_SECONDS, PEX_MAX_ROUNDS, PEX_HORIZON_DAYS, PEX_PRICING, PEX_DEMO_POOL."""
+
+
+@main.command()
+def init() -> None:
+    """Create the tables and, on an empty store, the paper's demo pool."""
+    app = build()
+    click.echo(f"store ready; {len(app.nodes())} nodes, sizes {', '.join(sorted(app.catalogue().sizes))}")
+
+
+@main.command()
+@click.option("--user", default="cli", show_default=True, help="Whose reservation this is.")
+@click.option("--type", "size", default="SMALL", show_default=True, help="VM size (Table 1).")
+@click.option("--template", default="PEX Debian Etch 4.0 Template", show_default=True)
+@click.option("--instances", "fixed", type=click.IntRange(0), default=1, show_default=True, help="Instances needed.")
+@click.option("--optional", "option", type=click.IntRange(0), default=0, show_default=True, help="Further instances welcome.")
+@click.option("--start", type=TimeParam(), default="now+1h", show_default=True)
+@click.option("--duration", type=DurationParam(), default="1h", show_default=True)
+@click.option("--price", help="The most you will pay.")
+@click.option("--confirm", is_flag=True, help="Accept whatever the provider offers and confirm it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the wire JSON of each reply.")
+def negotiate(user, size, template, fixed, option, start, duration, price, confirm, as_json) -> None:
+    """Propose a reservation and print the provider's answer (and confirm it with --confirm)."""
+    try:
+        max_price = Decimal(price) if price is not None else None
+    except InvalidOperation:
+        raise click.BadParameter(f"{price!r} is not a price", param_hint="--price") from None
+    app = build()
+    terms = Terms(size, template, fixed, option, start, start + duration, max_price)
+    try:
+        rid = app.initiate_reservation(user)
+        outcome = app.submit_proposal(rid, terms)
+        print_outcome(outcome, as_json)
+        if confirm and outcome.reply in (Reply.ACCEPT, Reply.COUNTER):
+            if outcome.reply == Reply.COUNTER:
+                print_outcome(app.respond(rid, Reply.ACCEPT), as_json)
+            print_outcome(app.respond(rid, Reply.CONFIRM), as_json)
+    except DomainError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command()
+@click.argument("reservation_id")
+@click.argument("reply", type=click.Choice(["CONFIRM", "ACCEPT", "REJECT"], case_sensitive=False))
+def respond(reservation_id, reply) -> None:
+    """Answer the provider's offer: CONFIRM an ACCEPT, ACCEPT or REJECT a COUNTER."""
+    app = build()
+    try:
+        print_outcome(app.respond(parse_id(reservation_id), Reply(reply.upper())), False)
+    except DomainError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command("reservations")
+@click.option("--user", help="Only this user's.")
+def list_reservations(user) -> None:
+    """List reservations with their state and terms."""
+    app = build()
+    for r in app.list_reservations(user):
+        t = r.terms
+        terms = f"{t.instances} {t.size} {t.start.isoformat()} → {t.end.isoformat()} {t.price or ''}" if t else ""
+        click.echo(f"{str(r.id).upper()}  {r.user_id:<10} {r.state.value:<10} {terms}")
+
+
+@main.command()
+def nodes() -> None:
+    """List the pool's nodes and what is booked or held on them."""
+    app = build()
+    for node in app.nodes():
+        c = node.capacity
+        state = "up" if node.available else "LOST"
+        click.echo(f"{node.name:<12} {state:<5} {c.cpus} CPUs {c.memory_mb} MB {c.disk_gb} GB")
+        for a in app.node_allocations(node.name):
+            kind = f"hold until {a.hold_until.isoformat()}" if a.is_hold else "booked"
+            click.echo(f"    {a.start.isoformat()} → {a.end.isoformat()}  {a.instances}× {a.per_instance}  {kind}")
+
+
+@main.group()
+def admin() -> None:
+    """Change the catalogue (sizes, templates) and the pool (nodes)."""
+
+
+@admin.command("size")
+@click.argument("name")
+@click.option("--cpus", type=click.IntRange(0), required=True)
+@click.option("--memory-mb", type=click.IntRange(0), required=True)
+@click.option("--disk-gb", type=click.IntRange(0), required=True)
+@click.option("--hourly-price", default="0", show_default=True)
+def admin_size(name, cpus, memory_mb, disk_gb, hourly_price) -> None:
+    """Define or change a VM size."""
+    try:
+        app = build()
+        app.define_size(Size(name, cpus, memory_mb, disk_gb, Decimal(hourly_price)))
+    except (DomainError, InvalidOperation) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"size {name} defined")
+
+
+@admin.command("template")
+@click.argument("name")
+@click.option("--description", default="")
+def admin_template(name, description) -> None:
+    """Register a template by name."""
+    try:
+        build().register_template(name, description)
+    except DomainError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"template {name!r} registered")
+
+
+@admin.command("node")
+@click.argument("name")
+@click.option("--cpus", type=click.IntRange(1), required=True)
+@click.option("--memory-mb", type=click.IntRange(1), required=True)
+@click.option("--disk-gb", type=click.IntRange(0), required=True)
+def admin_node(name, cpus, memory_mb, disk_gb) -> None:
+    """Register a node, or resize one that exists."""
+    app = build()
+    capacity = Resources(cpus, memory_mb, disk_gb)
+    try:
+        if name in {n.name for n in app.nodes()}:
+            app.resize_node(name, capacity)
+            click.echo(f"node {name} resized")
+        else:
+            app.register_node(name, capacity)
+            click.echo(f"node {name} registered")
+    except DomainError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def parse_id(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a reservation id") from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

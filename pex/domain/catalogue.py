@@ -1,0 +1,114 @@
+"""The Catalogue aggregate: the VM sizes (paper Table 1) and templates an operator offers.
+
+There is one catalogue per store. Sizes and templates are data an operator changes with
+commands (`pex admin`, the admin API); a reservation copies the resources of its size when
+it is proposed, so a later change of a size never changes an agreed reservation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from pex.domain.errors import CatalogueError, InvalidProposal
+from pex.domain.values import Resources, Size
+
+CATALOGUE_ID = uuid5(NAMESPACE_URL, "/pex/catalogue")
+
+# The paper's Table 1, with the default flat price per instance-hour.
+TABLE_1_SIZES = (
+    Size("SMALL", cpus=1, memory_mb=768, disk_gb=10, hourly_price=Decimal("0.05")),
+    Size("MEDIUM", cpus=2, memory_mb=1536, disk_gb=20, hourly_price=Decimal("0.10")),
+    Size("LARGE", cpus=3, memory_mb=2560, disk_gb=40, hourly_price=Decimal("0.15")),
+    Size("XLARGE", cpus=4, memory_mb=3584, disk_gb=60, hourly_price=Decimal("0.20")),
+)
+
+DEMO_TEMPLATES = (
+    ("PEX Debian Etch 4.0 Template", "Debian GNU/Linux 4.0 (the paper's template)"),
+    ("Debian Bookworm 12", "Debian GNU/Linux 12"),
+    ("Ubuntu 24.04 LTS", "Ubuntu Server 24.04"),
+)
+
+# The paper's testbed (§3.3): 5 nodes of 2 dual-core Xeons with 4 GB for guests each,
+# so exactly one XLARGE fits a node. Disk comes from the shared 1 TB storage node.
+DEMO_NODES = tuple((f"node{i}", Resources(cpus=4, memory_mb=4096, disk_gb=200)) for i in range(1, 6))
+
+
+class Catalogue(Aggregate):
+    """Sizes and templates on offer."""
+
+    class Event(Aggregate.Event):
+        at: datetime
+
+    class Opened(Aggregate.Created):
+        at: datetime
+
+    class SizeDefined(Event):
+        size: Size
+
+        def apply(self, c: Catalogue) -> None:
+            c.sizes[self.size.name] = self.size
+
+    class SizeWithdrawn(Event):
+        name: str
+
+        def apply(self, c: Catalogue) -> None:
+            c.sizes.pop(self.name, None)
+
+    class TemplateRegistered(Event):
+        name: str
+        description: str
+
+        def apply(self, c: Catalogue) -> None:
+            c.templates[self.name] = self.description
+
+    class TemplateWithdrawn(Event):
+        name: str
+
+        def apply(self, c: Catalogue) -> None:
+            c.templates.pop(self.name, None)
+
+    def __init__(self, at: datetime):
+        self.sizes: dict[str, Size] = {}
+        self.templates: dict[str, str] = {}
+
+    @staticmethod
+    def create_id(**_: object) -> UUID:
+        return CATALOGUE_ID
+
+    def size(self, name: str) -> Size:
+        try:
+            return self.sizes[name]
+        except KeyError:
+            raise InvalidProposal("type", f"unknown size {name!r}; sizes are {', '.join(sorted(self.sizes))}") from None
+
+    def check_template(self, name: str) -> None:
+        if name not in self.templates:
+            raise InvalidProposal("template", f"unknown template {name!r}")
+
+    def define_size(self, size: Size, at: datetime) -> None:
+        if not size.name or size.cpus < 0 or size.memory_mb < 0 or size.disk_gb < 0 or size.hourly_price < 0:
+            raise CatalogueError("a size needs a name and non-negative resources and price")
+        if size.cpus == size.memory_mb == size.disk_gb == 0:
+            raise CatalogueError("a size must take some resource")
+        if self.sizes.get(size.name) != size:
+            self.trigger_event(self.SizeDefined, size=size, at=at)
+
+    def withdraw_size(self, name: str, at: datetime) -> None:
+        if name not in self.sizes:
+            raise CatalogueError(f"no size {name!r}")
+        self.trigger_event(self.SizeWithdrawn, name=name, at=at)
+
+    def register_template(self, name: str, description: str, at: datetime) -> None:
+        if not name.strip():
+            raise CatalogueError("a template needs a name")
+        if self.templates.get(name) != description:
+            self.trigger_event(self.TemplateRegistered, name=name, description=description, at=at)
+
+    def withdraw_template(self, name: str, at: datetime) -> None:
+        if name not in self.templates:
+            raise CatalogueError(f"no template {name!r}")
+        self.trigger_event(self.TemplateWithdrawn, name=name, at=at)

@@ -1,0 +1,255 @@
+"""The Node aggregate: one physical host's capacity, and the holds and bookings against it.
+
+A Node is the authority on its own capacity. Every command that adds demand checks that, at
+every instant of the new interval, held plus booked resources stay within capacity, and
+refuses (raising before anything is recorded) otherwise. Because holds and bookings of one
+node live in one event stream, two processes that race for the same capacity both try to
+append the same version; the store lets exactly one win (see docs/architecture.md).
+
+State stays small over the years: every event carries the time `at` of the decision that
+caused it, and applying an event forgets allocations that ended before that time and holds
+that lapsed. A replay prunes at the same points, so replayed state equals live state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from pex.domain.errors import CapacityExceeded, CatalogueError, NodeUnavailable
+from pex.domain.values import Resources
+
+
+@dataclass(frozen=True)
+class NodeAllocation:
+    """Demand of one reservation on one node. A hold lapses at `hold_until`; a booking does not."""
+
+    reservation_id: UUID
+    start: datetime
+    end: datetime
+    instances: int
+    per_instance: Resources
+    hold_until: datetime | None = None
+
+    @property
+    def demand(self) -> Resources:
+        return self.per_instance * self.instances
+
+    @property
+    def is_hold(self) -> bool:
+        return self.hold_until is not None
+
+    def counts_at(self, at: datetime) -> bool:
+        """Whether this allocation still occupies capacity, seen at decision time `at`."""
+        if self.end <= at:
+            return False
+        return self.hold_until is None or self.hold_until > at
+
+
+def peak_demand(allocations: list[NodeAllocation], start: datetime, end: datetime) -> Resources:
+    """The resource-wise peak of summed demand over [start, end), by a sweep over interval ends."""
+    points: list[tuple[datetime, int, Resources]] = []
+    for a in allocations:
+        s, e = max(a.start, start), min(a.end, end)
+        if s < e:
+            # Ends sort before starts at the same instant: intervals are half-open.
+            points.append((s, 1, a.demand))
+            points.append((e, 0, a.demand))
+    points.sort(key=lambda p: (p[0], p[1]))
+    level = peak = Resources()
+    for _, is_start, demand in points:
+        level = level + demand if is_start else level - demand
+        peak = Resources.peak(peak, level)
+    return peak
+
+
+class Node(Aggregate):
+    """A physical host of the pool, as the placement sees it."""
+
+    class Event(Aggregate.Event):
+        at: datetime
+
+        def apply(self, node: Node) -> None:
+            node.forget_before(self.at)
+
+    class Registered(Aggregate.Created):
+        name: str
+        capacity: Resources
+        at: datetime
+
+    class Resized(Event):
+        capacity: Resources
+
+        def apply(self, node: Node) -> None:
+            super().apply(node)
+            node.capacity = self.capacity
+
+    class CapacityHeld(Event):
+        reservation_id: UUID
+        start: datetime
+        end: datetime
+        instances: int
+        per_instance: Resources
+        hold_until: datetime
+
+        def apply(self, node: Node) -> None:
+            super().apply(node)
+            node.allocations[str(self.reservation_id)] = NodeAllocation(
+                self.reservation_id, self.start, self.end, self.instances, self.per_instance, self.hold_until
+            )
+
+    class HoldReleased(Event):
+        reservation_id: UUID
+        reason: str
+
+        def apply(self, node: Node) -> None:
+            super().apply(node)
+            node.allocations.pop(str(self.reservation_id), None)
+
+    class CapacityBooked(Event):
+        reservation_id: UUID
+        start: datetime
+        end: datetime
+        instances: int
+        per_instance: Resources
+
+        def apply(self, node: Node) -> None:
+            super().apply(node)
+            node.allocations[str(self.reservation_id)] = NodeAllocation(
+                self.reservation_id, self.start, self.end, self.instances, self.per_instance
+            )
+
+    class BookingReleased(Event):
+        reservation_id: UUID
+        reason: str
+
+        def apply(self, node: Node) -> None:
+            super().apply(node)
+            node.allocations.pop(str(self.reservation_id), None)
+
+    class Lost(Event):
+        """The node stopped answering; it takes nothing new until it returns."""
+
+        def apply(self, node: Node) -> None:
+            super().apply(node)
+            node.available = False
+
+    class Returned(Event):
+        def apply(self, node: Node) -> None:
+            super().apply(node)
+            node.available = True
+
+    def __init__(self, name: str, capacity: Resources, at: datetime):
+        self.name = name
+        self.capacity = capacity
+        self.available = True
+        self.allocations: dict[str, NodeAllocation] = {}
+        self.forgotten_before = at
+
+    @staticmethod
+    def create_id(name: str, **_: object) -> UUID:
+        return node_id(name)
+
+    # --- queries -----------------------------------------------------------------------
+
+    def live_allocations(self, at: datetime, excluding: UUID | None = None) -> list[NodeAllocation]:
+        return [a for a in self.allocations.values() if a.counts_at(at) and a.reservation_id != excluding]
+
+    def allocation_of(self, reservation_id: UUID) -> NodeAllocation | None:
+        return self.allocations.get(str(reservation_id))
+
+    def peak_usage(self, start: datetime, end: datetime, at: datetime) -> Resources:
+        return peak_demand(self.live_allocations(at), start, end)
+
+    # --- commands ----------------------------------------------------------------------
+
+    def hold(
+        self,
+        reservation_id: UUID,
+        start: datetime,
+        end: datetime,
+        instances: int,
+        per_instance: Resources,
+        hold_until: datetime,
+        at: datetime,
+    ) -> None:
+        """Set capacity aside for an offer until `hold_until` (replacing this reservation's own)."""
+        self.check_can_take(reservation_id, start, end, per_instance * instances, at)
+        self.trigger_event(
+            self.CapacityHeld,
+            reservation_id=reservation_id,
+            start=start,
+            end=end,
+            instances=instances,
+            per_instance=per_instance,
+            hold_until=hold_until,
+            at=at,
+        )
+
+    def book(
+        self, reservation_id: UUID, start: datetime, end: datetime, instances: int, per_instance: Resources, at: datetime
+    ) -> None:
+        """Book capacity for a confirmed reservation, turning its hold (if any) into a booking.
+
+        The check runs even when a hold exists: holds are judged by each decision's own clock,
+        so a hold another process already saw as lapsed may have been given away.
+        """
+        self.check_can_take(reservation_id, start, end, per_instance * instances, at)
+        self.trigger_event(
+            self.CapacityBooked,
+            reservation_id=reservation_id,
+            start=start,
+            end=end,
+            instances=instances,
+            per_instance=per_instance,
+            at=at,
+        )
+
+    def release(self, reservation_id: UUID, reason: str, at: datetime) -> None:
+        """Give back what a reservation holds or booked here. Releasing nothing records nothing."""
+        allocation = self.allocation_of(reservation_id)
+        if allocation is None:
+            return
+        event = self.HoldReleased if allocation.is_hold else self.BookingReleased
+        self.trigger_event(event, reservation_id=reservation_id, reason=reason, at=at)
+
+    def resize(self, capacity: Resources, at: datetime) -> None:
+        peak = peak_demand(self.live_allocations(at), at, datetime.max.replace(tzinfo=at.tzinfo))
+        if not peak.fits_in(capacity):
+            raise CatalogueError(f"node {self.name} has {peak} held or booked; it cannot shrink to {capacity}")
+        self.trigger_event(self.Resized, capacity=capacity, at=at)
+
+    def mark_lost(self, at: datetime) -> None:
+        if self.available:
+            self.trigger_event(self.Lost, at=at)
+
+    def mark_returned(self, at: datetime) -> None:
+        if not self.available:
+            self.trigger_event(self.Returned, at=at)
+
+    # --- invariant ---------------------------------------------------------------------
+
+    def check_can_take(
+        self, reservation_id: UUID, start: datetime, end: datetime, demand: Resources, at: datetime
+    ) -> None:
+        if not self.available:
+            raise NodeUnavailable(f"node {self.name} is lost and takes no new reservations")
+        others = self.live_allocations(at, excluding=reservation_id)
+        peak = peak_demand(others, start, end)
+        if not (peak + demand).fits_in(self.capacity):
+            raise CapacityExceeded(self.name, f"needs {demand}, {self.capacity - peak} free at worst")
+
+    def forget_before(self, at: datetime) -> None:
+        """Drop allocations that can no longer matter to any decision taken at or after `at`."""
+        if at <= self.forgotten_before:
+            return
+        self.forgotten_before = at
+        for key in [k for k, a in self.allocations.items() if not a.counts_at(at)]:
+            del self.allocations[key]
+
+
+def node_id(name: str) -> UUID:
+    return uuid5(NAMESPACE_URL, f"/pex/nodes/{name}")

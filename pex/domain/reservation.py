@@ -1,0 +1,249 @@
+"""The Reservation aggregate: one user's negotiation (paper §3.1) and the life that follows it.
+
+Its event stream is the whole negotiation history: who proposed which terms when, each reply
+of the provider, each state change. The legal moves of each state are the table LEGAL_MOVES;
+a command checks it first and raises IllegalMove, so a refused move records nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from pex.domain.errors import IllegalMove, OfferExpired
+from pex.domain.values import Offer, Reply, Resources, State, Terms
+
+# Which move each state allows. "submit" is the user's opening proposal, "counter" a user's
+# own proposal in answer to a COUNTER; both are evaluated by the provider in the same command.
+LEGAL_MOVES: dict[State, frozenset[str]] = {
+    State.INITIATED: frozenset({"submit", "cancel"}),
+    State.ACCEPTED: frozenset({"confirm", "decline", "cancel", "expire_offer"}),
+    State.COUNTERED: frozenset({"accept_counter", "counter", "decline", "cancel", "expire_offer"}),
+    State.REJECTED: frozenset({"cancel"}),
+    State.CONFIRMED: frozenset({"activate", "cancel", "expire"}),
+    State.ACTIVATED: frozenset({"expire"}),
+    State.EXPIRED: frozenset(),
+    State.CANCELLED: frozenset(),
+    # SUBMITTED exists only between a proposal and the provider's answer, inside one command.
+    State.SUBMITTED: frozenset({"answer"}),
+}
+
+# Wire verbs of the original implementation, mapped to the moves above.
+USER_REPLIES = {Reply.CONFIRM: "confirm", Reply.ACCEPT: "accept_counter", Reply.REJECT: "decline", Reply.COUNTER: "counter"}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of the negotiation history, as kept in the aggregate for queries."""
+
+    at: datetime
+    party: str  # "user" or "provider"
+    reply: str
+    terms: Terms | None = None
+    note: str = ""
+
+
+class Reservation(Aggregate):
+    """A user's request for N instances of a size from a start time for a duration."""
+
+    class Event(Aggregate.Event):
+        at: datetime
+
+    class Initiated(Aggregate.Created):
+        user_id: str
+        at: datetime
+
+    class ProposalSubmitted(Event):
+        """The user proposed terms (opening, or as a counter to the provider's offer)."""
+
+        terms: Terms
+        per_instance: Resources
+
+        def apply(self, r: Reservation) -> None:
+            r.state = State.SUBMITTED
+            r.proposal, r.per_instance, r.round = self.terms, self.per_instance, r.round + 1
+            r.history.append(Step(self.at, "user", "COUNTER" if r.round > 1 else "PROPOSE", self.terms))
+
+    class Accepted(Event):
+        """The provider can satisfy the proposal as it is, and holds capacity until `valid_until`."""
+
+        offer: Offer
+        valid_until: datetime
+
+        def apply(self, r: Reservation) -> None:
+            r.state, r.offer, r.valid_until, r.alternatives = State.ACCEPTED, self.offer, self.valid_until, ()
+            r.history.append(Step(self.at, "provider", Reply.ACCEPT.value, self.offer.terms))
+
+    class CounterOffered(Event):
+        """The provider offers other terms (held until `valid_until`) and, beside them, alternatives."""
+
+        offer: Offer
+        alternatives: tuple[Offer, ...]
+        valid_until: datetime
+
+        def apply(self, r: Reservation) -> None:
+            r.state, r.offer, r.valid_until = State.COUNTERED, self.offer, self.valid_until
+            r.alternatives = tuple(self.alternatives)
+            r.history.append(Step(self.at, "provider", Reply.COUNTER.value, self.offer.terms, "; ".join(self.offer.changes)))
+
+    class Rejected(Event):
+        """The provider cannot satisfy the proposal in any manner."""
+
+        reason: str
+
+        def apply(self, r: Reservation) -> None:
+            r.state, r.offer, r.valid_until, r.alternatives = State.REJECTED, None, None, ()
+            r.history.append(Step(self.at, "provider", Reply.REJECT.value, note=self.reason))
+
+    class CounterAccepted(Event):
+        """The user accepted the provider's counter-offer; the provider asks for confirmation."""
+
+        def apply(self, r: Reservation) -> None:
+            r.state = State.ACCEPTED
+            r.history.append(Step(self.at, "user", Reply.ACCEPT.value))
+            r.history.append(Step(self.at, "provider", Reply.CONFIRM_REQUEST.value))
+
+    class Declined(Event):
+        """The user walked away from the provider's offer."""
+
+        def apply(self, r: Reservation) -> None:
+            r.state, r.valid_until = State.REJECTED, None
+            r.history.append(Step(self.at, "user", Reply.REJECT.value))
+
+    class Confirmed(Event):
+        """The user confirmed and the provider booked the offer: the reservation is agreed."""
+
+        instance_ids: tuple[UUID, ...]
+
+        def apply(self, r: Reservation) -> None:
+            r.state, r.valid_until, r.alternatives = State.CONFIRMED, None, ()
+            r.instance_ids = tuple(self.instance_ids)
+            r.history.append(Step(self.at, "user", Reply.CONFIRM.value))
+            r.history.append(Step(self.at, "provider", Reply.REQUEST_SUCCESS.value))
+
+    class OfferExpired(Event):
+        """The offer lapsed before the user confirmed it; its holds are released."""
+
+        def apply(self, r: Reservation) -> None:
+            r.state, r.valid_until = State.EXPIRED, None
+            r.history.append(Step(self.at, "provider", "OFFER_EXPIRED"))
+
+    class Activated(Event):
+        def apply(self, r: Reservation) -> None:
+            r.state = State.ACTIVATED
+            r.history.append(Step(self.at, "user", "ACTIVATE"))
+
+    class Cancelled(Event):
+        reason: str
+
+        def apply(self, r: Reservation) -> None:
+            r.state, r.valid_until = State.CANCELLED, None
+            r.history.append(Step(self.at, "user", "DELETE", note=self.reason))
+
+    class Expired(Event):
+        """The reservation's interval is over."""
+
+        def apply(self, r: Reservation) -> None:
+            r.state = State.EXPIRED
+            r.history.append(Step(self.at, "provider", "EXPIRED"))
+
+    def __init__(self, user_id: str, at: datetime):
+        self.user_id = user_id
+        self.initiated_at = at
+        self.state = State.INITIATED
+        self.round = 0
+        self.proposal: Terms | None = None
+        self.per_instance: Resources | None = None
+        self.offer: Offer | None = None
+        self.alternatives: tuple[Offer, ...] = ()
+        self.valid_until: datetime | None = None
+        self.instance_ids: tuple[UUID, ...] = ()
+        self.history: list[Step] = []
+
+    @classmethod
+    def initiate(cls, user_id: str, at: datetime, reservation_id: UUID) -> Reservation:
+        """initiateReservation: open a negotiation under an id the caller chose."""
+        return cls._create(cls.Initiated, id=reservation_id, user_id=user_id, at=at)
+
+    # --- queries -----------------------------------------------------------------------
+
+    @property
+    def agreed(self) -> Offer | None:
+        """The booked terms, once confirmed."""
+        if self.state in (State.CONFIRMED, State.ACTIVATED) or (self.state == State.EXPIRED and self.instance_ids):
+            return self.offer
+        return None
+
+    @property
+    def holds_capacity(self) -> bool:
+        return self.state in (State.ACCEPTED, State.COUNTERED, State.CONFIRMED, State.ACTIVATED)
+
+    def can(self, move: str) -> bool:
+        return move in LEGAL_MOVES[self.state]
+
+    # --- commands ----------------------------------------------------------------------
+
+    def check(self, move: str, detail: str = "") -> None:
+        if not self.can(move):
+            raise IllegalMove(move, self.state.value, detail)
+
+    def submit(self, terms: Terms, per_instance: Resources, at: datetime) -> None:
+        self.check("counter" if self.state == State.COUNTERED else "submit")
+        self.trigger_event(self.ProposalSubmitted, terms=terms, per_instance=per_instance, at=at)
+
+    def accept(self, offer: Offer, valid_until: datetime, at: datetime) -> None:
+        self.check("answer")
+        self.trigger_event(self.Accepted, offer=offer, valid_until=valid_until, at=at)
+
+    def counter_offer(self, offer: Offer, alternatives: tuple[Offer, ...], valid_until: datetime, at: datetime) -> None:
+        self.check("answer")
+        self.trigger_event(self.CounterOffered, offer=offer, alternatives=alternatives, valid_until=valid_until, at=at)
+
+    def reject(self, reason: str, at: datetime) -> None:
+        self.check("answer")
+        self.trigger_event(self.Rejected, reason=reason, at=at)
+
+    def accept_counter(self, at: datetime) -> None:
+        self.check("accept_counter")
+        self.check_offer_valid(at)
+        self.trigger_event(self.CounterAccepted, at=at)
+
+    def decline(self, at: datetime) -> None:
+        self.check("decline")
+        self.trigger_event(self.Declined, at=at)
+
+    def confirm(self, instance_ids: tuple[UUID, ...], at: datetime) -> None:
+        self.check("confirm", "only an accepted offer can be confirmed" if self.state == State.COUNTERED else "")
+        self.check_offer_valid(at)
+        self.trigger_event(self.Confirmed, instance_ids=instance_ids, at=at)
+
+    def expire_offer(self, at: datetime) -> None:
+        self.check("expire_offer")
+        if self.valid_until is not None and self.valid_until > at:
+            raise IllegalMove("expire_offer", self.state.value, f"the offer is valid until {self.valid_until.isoformat()}")
+        self.trigger_event(self.OfferExpired, at=at)
+
+    def activate(self, at: datetime) -> None:
+        self.check("activate")
+        assert self.offer is not None
+        if self.offer.terms.end <= at:
+            raise IllegalMove("activate", self.state.value, "the reservation's interval is over")
+        self.trigger_event(self.Activated, at=at)
+
+    def cancel(self, reason: str, at: datetime) -> None:
+        self.check("cancel", "an activated reservation cannot be deleted" if self.state == State.ACTIVATED else "")
+        self.trigger_event(self.Cancelled, reason=reason, at=at)
+
+    def expire(self, at: datetime) -> None:
+        self.check("expire")
+        assert self.offer is not None
+        if self.offer.terms.end > at:
+            raise IllegalMove("expire", self.state.value, f"it ends at {self.offer.terms.end.isoformat()}")
+        self.trigger_event(self.Expired, at=at)
+
+    def check_offer_valid(self, at: datetime) -> None:
+        if self.valid_until is None or self.valid_until <= at:
+            raise OfferExpired(f"the offer lapsed at {self.valid_until.isoformat() if self.valid_until else 'an earlier time'}")

@@ -1,0 +1,140 @@
+"""Value types shared by the aggregates: resources, sizes, the terms under negotiation, offers.
+
+Everything here is immutable and transcodable, because it travels inside stored events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import Enum
+
+
+class Reply(str, Enum):
+    """The wire values of the original implementation's negotiation replies."""
+
+    ACCEPT = "ACCEPT"
+    REJECT = "REJECT"
+    COUNTER = "COUNTER"
+    CONFIRM = "CONFIRM"
+    CONFIRM_REQUEST = "CONFIRM_REQUEST"
+    REQUEST_SUCCESS = "REQUEST_SUCCESS"
+    REQUEST_FAILED = "REQUEST_FAILED"
+
+
+class State(str, Enum):
+    """Reservation states of the original implementation, plus CANCELLED."""
+
+    INITIATED = "INITIATED"
+    SUBMITTED = "SUBMITTED"
+    ACCEPTED = "ACCEPTED"
+    COUNTERED = "COUNTERED"
+    REJECTED = "REJECTED"
+    CONFIRMED = "CONFIRMED"
+    ACTIVATED = "ACTIVATED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+
+
+@dataclass(frozen=True, order=True)
+class Resources:
+    """An amount of the three resources a node has and an instance takes."""
+
+    cpus: int = 0
+    memory_mb: int = 0
+    disk_gb: int = 0
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(self.cpus + other.cpus, self.memory_mb + other.memory_mb, self.disk_gb + other.disk_gb)
+
+    def __sub__(self, other: Resources) -> Resources:
+        return Resources(self.cpus - other.cpus, self.memory_mb - other.memory_mb, self.disk_gb - other.disk_gb)
+
+    def __mul__(self, n: int) -> Resources:
+        return Resources(self.cpus * n, self.memory_mb * n, self.disk_gb * n)
+
+    def fits_in(self, available: Resources) -> bool:
+        return self.cpus <= available.cpus and self.memory_mb <= available.memory_mb and self.disk_gb <= available.disk_gb
+
+    def how_many_fit_in(self, available: Resources) -> int:
+        """How many copies of self fit in `available` (a zero resource never limits)."""
+        limits = [
+            have // need
+            for have, need in zip(
+                (available.cpus, available.memory_mb, available.disk_gb), (self.cpus, self.memory_mb, self.disk_gb)
+            )
+            if need > 0
+        ]
+        return max(0, min(limits)) if limits else 0
+
+    @staticmethod
+    def peak(a: Resources, b: Resources) -> Resources:
+        """The resource-wise maximum of two amounts."""
+        return Resources(max(a.cpus, b.cpus), max(a.memory_mb, b.memory_mb), max(a.disk_gb, b.disk_gb))
+
+
+@dataclass(frozen=True)
+class Size:
+    """A VM size of the paper's Table 1, with the price an hour the default pricing charges."""
+
+    name: str
+    cpus: int
+    memory_mb: int
+    disk_gb: int
+    hourly_price: Decimal = Decimal("0")
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(self.cpus, self.memory_mb, self.disk_gb)
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What the two sides negotiate over: the paper's proposal (Figure 7), plus a price.
+
+    In a user's proposal `price` is the most the user will pay (or None); in the provider's
+    offer it is the price quoted. `instances_option` in an offer is what the provider grants.
+    """
+
+    size: str
+    template: str
+    instances_fixed: int
+    instances_option: int
+    start: datetime
+    end: datetime
+    price: Decimal | None = None
+    auto_start: bool = False
+
+    @property
+    def duration(self) -> timedelta:
+        return self.end - self.start
+
+    @property
+    def instances(self) -> int:
+        return self.instances_fixed + self.instances_option
+
+    def but(self, **changes: object) -> Terms:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Part of an offer's placement: `instances` instances on the node named `node`."""
+
+    node: str
+    instances: int
+
+
+@dataclass(frozen=True)
+class Offer:
+    """The provider's terms, where they would run, and what differs from the user's proposal."""
+
+    terms: Terms
+    per_instance: Resources
+    placement: tuple[Allocation, ...]
+    changes: tuple[str, ...] = field(default=())
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(a.node for a in self.placement)

@@ -1,0 +1,192 @@
+"""The node-capacity timeline: every node's free CPUs, memory and disk over time.
+
+Representation
+    Per node, booked demand is a step function kept as a SortedDict `levels`
+    {instant: usage from that instant until the next key}; each key is reference-counted by
+    the booking boundaries that put it there, and disappears with the last of them. Holds
+    (offers waiting for a confirm) are few and short-lived, so they sit in a plain dict and
+    are laid over the step function at query time; a hold stops counting when it lapses.
+    One global SortedDict counts the boundaries of all bookings, for the change points that
+    the search for alternative start times walks.
+
+Cost, with B bookings on a node and k of them overlapping the queried interval
+    free(node, start, end)     O(log B + k + h)      h = live holds on the node (small)
+    a query over N nodes       O(N (log B + k))      k is what overlaps, not the history
+    book / release             O(log B + k)          plus O(B) memmove inside the sorted keys
+    change_points(a, b)        O(log P + m)          P = all boundaries, m = those in (a, b]
+    forget_before(t)           O(r log B)            r = bookings that ended: past costs nothing
+
+The timeline follows the event log (Node events only) and is rebuilt from it from scratch;
+the Node aggregates stay the authority that accepts or refuses a hold or booking.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+from sortedcontainers import SortedDict
+
+from pex.domain.node import Node, NodeAllocation
+from pex.domain.values import Resources
+
+ZERO = Resources()
+
+
+@dataclass
+class NodeTimeline:
+    name: str
+    capacity: Resources
+    available: bool = True
+    levels: SortedDict = field(default_factory=SortedDict)
+    refs: dict[datetime, int] = field(default_factory=dict)
+    bookings: dict[UUID, NodeAllocation] = field(default_factory=dict)
+    holds: dict[UUID, NodeAllocation] = field(default_factory=dict)
+
+    def level_at(self, t: datetime) -> Resources:
+        i = self.levels.bisect_right(t) - 1
+        return self.levels.peekitem(i)[1] if i >= 0 else ZERO
+
+    def _add_key(self, t: datetime) -> None:
+        if t not in self.levels:
+            self.levels[t] = self.level_at(t)
+        self.refs[t] = self.refs.get(t, 0) + 1
+
+    def _drop_key(self, t: datetime) -> None:
+        self.refs[t] -= 1
+        if self.refs[t] == 0:
+            del self.refs[t]
+            del self.levels[t]
+
+    def _shift(self, start: datetime, end: datetime, delta: Resources, sign: int) -> None:
+        for t in list(self.levels.irange(start, end, inclusive=(True, False))):
+            self.levels[t] = self.levels[t] + delta if sign > 0 else self.levels[t] - delta
+
+    def add_booking(self, a: NodeAllocation) -> None:
+        self._add_key(a.start)
+        self._add_key(a.end)
+        self._shift(a.start, a.end, a.demand, +1)
+        self.bookings[a.reservation_id] = a
+
+    def remove(self, reservation_id: UUID) -> NodeAllocation | None:
+        self.holds.pop(reservation_id, None)
+        a = self.bookings.pop(reservation_id, None)
+        if a is not None:
+            self._shift(a.start, a.end, a.demand, -1)
+            self._drop_key(a.start)
+            self._drop_key(a.end)
+        return a
+
+    def free(self, start: datetime, end: datetime, at: datetime, excluding: UUID | None) -> Resources:
+        # Overlays: live holds count, and the excluded reservation's own booking does not.
+        overlays: list[tuple[datetime, datetime, Resources, int]] = [
+            (max(h.start, start), min(h.end, end), h.demand, +1)
+            for rid, h in self.holds.items()
+            if rid != excluding and h.counts_at(at) and h.start < end and h.end > start
+        ]
+        own = self.bookings.get(excluding) if excluding is not None else None
+        if own is not None and own.start < end and own.end > start:
+            overlays.append((max(own.start, start), min(own.end, end), own.demand, -1))
+        instants = [start, *self.levels.irange(start, end, inclusive=(False, False))]
+        if overlays:
+            instants = sorted({*instants, *(o[0] for o in overlays), *(o[1] for o in overlays if o[1] < end)})
+        peak = ZERO
+        for t in instants:
+            usage = self.level_at(t)
+            for s, e, demand, sign in overlays:
+                if s <= t < e:
+                    usage = usage + demand if sign > 0 else usage - demand
+            peak = Resources.peak(peak, usage)
+        return self.capacity - peak
+
+
+class CapacityTimeline:
+    """Free capacity of every node over time; a CapacityView for pex.domain.placement."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, NodeTimeline] = {}
+        self.node_by_id: dict[UUID, str] = {}
+        self.boundaries: SortedDict = SortedDict()  # instant -> how many booking boundaries
+        self.ends: list[tuple[datetime, str, UUID]] = []  # heap of booking ends, for forgetting
+        self.position = 0  # the last notification id applied
+
+    # --- CapacityView ------------------------------------------------------------------
+
+    def node_names(self) -> list[str]:
+        return [name for name, n in self.nodes.items() if n.available]
+
+    def capacity(self, node: str) -> Resources:
+        return self.nodes[node].capacity
+
+    def free(self, node: str, start: datetime, end: datetime, at: datetime, excluding: UUID | None = None) -> Resources:
+        return self.nodes[node].free(start, end, at, excluding)
+
+    def change_points(self, after: datetime, until: datetime, at: datetime) -> list[datetime]:
+        points = set(self.boundaries.irange(after, until, inclusive=(False, True)))
+        for n in self.nodes.values():
+            for h in n.holds.values():
+                if h.counts_at(at):
+                    points.update(t for t in (h.start, h.end, h.hold_until) if after < t <= until)
+        return sorted(points)
+
+    # --- following the log -------------------------------------------------------------
+
+    def apply(self, event: object) -> None:
+        """Fold one Node event into the timeline (other events are ignored)."""
+        if isinstance(event, Node.Registered):
+            self.nodes[event.name] = NodeTimeline(event.name, event.capacity)
+            self.node_by_id[event.originator_id] = event.name
+            return
+        name = self.node_by_id.get(getattr(event, "originator_id", None))
+        if name is None:
+            return
+        node = self.nodes[name]
+        if isinstance(event, Node.Resized):
+            node.capacity = event.capacity
+        elif isinstance(event, Node.Lost):
+            node.available = False
+        elif isinstance(event, Node.Returned):
+            node.available = True
+        elif isinstance(event, Node.CapacityHeld):
+            self._remove(node, event.reservation_id)
+            node.holds[event.reservation_id] = NodeAllocation(
+                event.reservation_id, event.start, event.end, event.instances, event.per_instance, event.hold_until
+            )
+        elif isinstance(event, Node.CapacityBooked):
+            self._remove(node, event.reservation_id)
+            a = NodeAllocation(event.reservation_id, event.start, event.end, event.instances, event.per_instance)
+            node.add_booking(a)
+            for t in (a.start, a.end):
+                self.boundaries[t] = self.boundaries.get(t, 0) + 1
+            heapq.heappush(self.ends, (a.end, name, a.reservation_id))
+        elif isinstance(event, (Node.HoldReleased, Node.BookingReleased)):
+            self._remove(node, event.reservation_id)
+
+    def _remove(self, node: NodeTimeline, reservation_id: UUID) -> None:
+        a = node.remove(reservation_id)
+        if a is not None:
+            for t in (a.start, a.end):
+                self.boundaries[t] -= 1
+                if self.boundaries[t] == 0:
+                    del self.boundaries[t]
+
+    def forget_before(self, t: datetime) -> None:
+        """Drop bookings that ended by `t` and holds that lapsed: the past costs nothing."""
+        while self.ends and self.ends[0][0] <= t:
+            end, name, rid = heapq.heappop(self.ends)
+            node = self.nodes.get(name)
+            if node is not None and (b := node.bookings.get(rid)) is not None and b.end == end:
+                self._remove(node, rid)
+        for node in self.nodes.values():
+            for rid in [rid for rid, h in node.holds.items() if not h.counts_at(t)]:
+                del node.holds[rid]
+
+    # --- queries for people ------------------------------------------------------------
+
+    def allocations(self, node: str, at: datetime) -> list[NodeAllocation]:
+        n = self.nodes[node]
+        return sorted(
+            [*n.bookings.values(), *(h for h in n.holds.values() if h.counts_at(at))], key=lambda a: (a.start, str(a.reservation_id))
+        )

@@ -1,0 +1,78 @@
+"""An in-memory index of reservations and instances, folded from the event log.
+
+It answers what the aggregates cannot answer alone: which reservations a user has, which
+offers are waiting (for the expiry timer), which confirmed reservations are due to start or
+end. Rebuilt from the log at start; followed as the log grows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+from pex.domain.instance import Instance
+from pex.domain.reservation import Reservation
+from pex.domain.values import State
+
+
+@dataclass
+class ReservationEntry:
+    id: UUID
+    user_id: str
+    state: State = State.INITIATED
+    start: datetime | None = None
+    end: datetime | None = None
+    valid_until: datetime | None = None
+    instance_ids: tuple[UUID, ...] = ()
+
+
+@dataclass
+class ReservationIndex:
+    reservations: dict[UUID, ReservationEntry] = field(default_factory=dict)
+    by_user: dict[str, list[UUID]] = field(default_factory=dict)
+    instances_by_user: dict[str, list[UUID]] = field(default_factory=dict)
+
+    def apply(self, event: object) -> None:
+        if isinstance(event, Reservation.Initiated):
+            self.reservations[event.originator_id] = ReservationEntry(event.originator_id, event.user_id)
+            self.by_user.setdefault(event.user_id, []).append(event.originator_id)
+            return
+        if isinstance(event, Instance.Scheduled):
+            self.instances_by_user.setdefault(event.user_id, []).append(event.originator_id)
+            return
+        entry = self.reservations.get(getattr(event, "originator_id", None))
+        if entry is None:
+            return
+        if isinstance(event, Reservation.ProposalSubmitted):
+            entry.state = State.SUBMITTED
+        elif isinstance(event, (Reservation.Accepted, Reservation.CounterOffered)):
+            entry.state = State.ACCEPTED if isinstance(event, Reservation.Accepted) else State.COUNTERED
+            entry.start, entry.end, entry.valid_until = event.offer.terms.start, event.offer.terms.end, event.valid_until
+        elif isinstance(event, Reservation.CounterAccepted):
+            entry.state = State.ACCEPTED
+        elif isinstance(event, Reservation.Confirmed):
+            entry.state, entry.valid_until, entry.instance_ids = State.CONFIRMED, None, tuple(event.instance_ids)
+        elif isinstance(event, Reservation.Activated):
+            entry.state = State.ACTIVATED
+        elif isinstance(event, (Reservation.Rejected, Reservation.Declined)):
+            entry.state, entry.valid_until = State.REJECTED, None
+        elif isinstance(event, (Reservation.OfferExpired, Reservation.Expired)):
+            entry.state, entry.valid_until = State.EXPIRED, None
+        elif isinstance(event, Reservation.Cancelled):
+            entry.state, entry.valid_until = State.CANCELLED, None
+
+    def of_user(self, user_id: str | None) -> list[ReservationEntry]:
+        if user_id is None:
+            return list(self.reservations.values())
+        return [self.reservations[rid] for rid in self.by_user.get(user_id, [])]
+
+    def lapsed_offers(self, now: datetime) -> list[UUID]:
+        return [e.id for e in self.reservations.values() if e.valid_until is not None and e.valid_until <= now]
+
+    def ended(self, now: datetime) -> list[UUID]:
+        return [
+            e.id
+            for e in self.reservations.values()
+            if e.state in (State.CONFIRMED, State.ACTIVATED) and e.end is not None and e.end <= now
+        ]

@@ -1,0 +1,179 @@
+"""The paper's JSON (Figures 7–9) and the original implementation's wire values.
+
+Field names are kept exactly: `duration` in milliseconds, `numInstancesFixed`,
+`numInstancesOption`, `startTime` in RFC 1123 form (RFC 3339 is accepted too), `template`,
+`type`, `id` (an upper-case GUID), `userid`, `reply`. PEX's additions (price, offer validity,
+state, alternatives, what changed) are extra fields an original client can ignore.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
+from uuid import UUID
+
+from pex.domain.values import Offer, Terms
+
+PROPOSAL_FIELDS = {
+    "duration", "numInstancesFixed", "numInstancesOption", "startTime", "template", "type",
+    "id", "userid", "price", "autoStart", "endTime", "state", "validUntil", "changes",
+}
+
+
+class WireError(ValueError):
+    """A field of a request body is missing or malformed. `errors` lists (pointer, detail)."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{p}: {d}" for p, d in errors))
+
+
+def rfc1123(when: datetime) -> str:
+    return format_datetime(when.astimezone(timezone.utc), usegmt=True)
+
+
+def rfc3339(when: datetime | None) -> str | None:
+    return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if when else None
+
+
+def parse_time(value: Any) -> datetime:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a time in RFC 1123 (Mon, 17 Aug 2009 04:49:03 GMT) or RFC 3339 form")
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            raise ValueError(f"{value!r} is not an RFC 1123 or RFC 3339 time") from None
+    if when.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone")
+    return when.astimezone(timezone.utc)
+
+
+def wire_id(reservation_id: UUID) -> str:
+    return str(reservation_id).upper()
+
+
+def parse_id(value: Any) -> UUID:
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a reservation id") from None
+
+
+def terms_from_json(body: Any, pointer: str = "") -> Terms:
+    """Figure 7 → Terms. Collects every problem before raising, so a client fixes them at once."""
+    if not isinstance(body, dict):
+        raise WireError([(pointer or "/", "a JSON object is expected")])
+    errors: list[tuple[str, str]] = []
+
+    def integer(name: str, default: int | None = None, minimum: int = 0, maximum: int = 10**15) -> int:
+        value = body.get(name, default)
+        if value is None:
+            errors.append((f"{pointer}/{name}", "is required"))
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int):
+            errors.append((f"{pointer}/{name}", "must be an integer"))
+            return 0
+        if not minimum <= value <= maximum:
+            errors.append((f"{pointer}/{name}", f"must be between {minimum} and {maximum}"))
+            return 0
+        return value
+
+    def text(name: str) -> str:
+        value = body.get(name)
+        if not isinstance(value, str) or not value.strip():
+            errors.append((f"{pointer}/{name}", "is required and must be a non-empty string"))
+            return ""
+        return value
+
+    duration_ms = integer("duration", minimum=1, maximum=10 * 366 * 86400 * 1000)
+    fixed = integer("numInstancesFixed", maximum=100000)
+    option = integer("numInstancesOption", default=0, maximum=100000)
+    size, template = text("type"), text("template")
+    start = None
+    try:
+        start = parse_time(body.get("startTime"))
+    except ValueError as error:
+        errors.append((f"{pointer}/startTime", str(error)))
+    price = None
+    if body.get("price") is not None:
+        raw = body["price"]
+        try:
+            if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+                raise InvalidOperation
+            price = Decimal(str(raw))
+            if not price.is_finite() or price < 0:
+                raise InvalidOperation
+        except InvalidOperation:
+            errors.append((f"{pointer}/price", "must be a non-negative number"))
+    auto_start = body.get("autoStart", False)
+    if not isinstance(auto_start, bool):
+        errors.append((f"{pointer}/autoStart", "must be true or false"))
+    if errors:
+        raise WireError(errors)
+    assert start is not None
+    return Terms(size, template, fixed, option, start, start + timedelta(milliseconds=duration_ms), price, auto_start)
+
+
+def terms_json(terms: Terms, reservation_id: UUID, user_id: str) -> dict[str, Any]:
+    """Terms → the proposal object of Figures 8 and 9 (plus PEX's extras)."""
+    return {
+        "duration": int(terms.duration.total_seconds() * 1000),
+        "id": wire_id(reservation_id),
+        "numInstancesFixed": terms.instances_fixed,
+        "numInstancesOption": terms.instances_option,
+        "startTime": rfc1123(terms.start),
+        "template": terms.template,
+        "type": terms.size,
+        "userid": user_id,
+        "endTime": rfc1123(terms.end),
+        "price": str(terms.price) if terms.price is not None else None,
+        "autoStart": terms.auto_start,
+    }
+
+
+def offer_json(offer: Offer, reservation_id: UUID, user_id: str) -> dict[str, Any]:
+    data = terms_json(offer.terms, reservation_id, user_id)
+    data["changes"] = list(offer.changes)
+    data["placement"] = [{"node": a.node, "instances": a.instances} for a in offer.placement]
+    return data
+
+
+def reservation_json(r) -> dict[str, Any]:
+    """A ReservationView → JSON: the standing terms as `proposal`, with state and extras."""
+    terms = r.terms
+    return {
+        "id": wire_id(r.id),
+        "userid": r.user_id,
+        "state": r.state.value,
+        "round": r.round,
+        "proposal": (offer_json(r.offer, r.id, r.user_id) if r.offer else terms_json(terms, r.id, r.user_id)) if terms else None,
+        "validUntil": rfc3339(r.valid_until),
+        "alternatives": [offer_json(a, r.id, r.user_id) for a in r.alternatives],
+        "instances": [str(i) for i in r.instance_ids],
+        "history": [
+            {"at": rfc3339(s.at), "party": s.party, "reply": s.reply, "note": s.note or None} for s in r.history
+        ],
+        "version": r.version,
+    }
+
+
+def outcome_json(outcome) -> dict[str, Any]:
+    """An Outcome → the reply object `{"proposal": …, "reply": …}` of the original protocol."""
+    r = outcome.reservation
+    terms = r.offer if r.offer is not None else None
+    proposal = offer_json(terms, r.id, r.user_id) if terms else (terms_json(r.proposal, r.id, r.user_id) if r.proposal else {"id": wire_id(r.id), "userid": r.user_id})
+    proposal["state"] = r.state.value
+    body: dict[str, Any] = {"proposal": proposal, "reply": outcome.reply.value, "state": r.state.value}
+    if r.valid_until is not None:
+        body["validUntil"] = rfc3339(r.valid_until)
+        proposal["validUntil"] = rfc3339(r.valid_until)
+    if r.alternatives:
+        body["alternatives"] = [offer_json(a, r.id, r.user_id) for a in r.alternatives]
+    if outcome.reason:
+        body["reason"] = outcome.reason
+    return body
