@@ -23,6 +23,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
+from pex.accounts import Accounts
 from pex.clock import system_clock
 from pex.domain.catalogue import CATALOGUE_ID, DEMO_NODES, DEMO_TEMPLATES, TABLE_1_SIZES, Catalogue
 from pex.domain.errors import CapacityExceeded, CatalogueError, InvalidProposal, NodeUnavailable
@@ -106,7 +107,7 @@ class NodeView:
     version: int
 
 
-class PexApplication(Application):
+class PexApplication(Accounts, Application):
     name = "pex"  # pinned: it names the tables and the env prefix
     is_snapshotting_enabled = True
     node_snapshot_interval = 50
@@ -234,12 +235,16 @@ class PexApplication(Application):
 
     def submit_proposal(self, reservation_id: UUID, terms: Terms) -> Outcome:
         """requestReservation, and a user's COUNTER: the provider evaluates and answers."""
-        return self._retrying(lambda: self._evaluate(reservation_id, terms))
+        return self._retrying(lambda: self._evaluate(reservation_id, terms, counter=False))
 
-    def _evaluate(self, reservation_id: UUID, terms: Terms) -> Outcome:
+    def counter(self, reservation_id: UUID, terms: Terms) -> Outcome:
+        """The user's COUNTER to the provider's COUNTER: their own proposal, evaluated again."""
+        return self._retrying(lambda: self._evaluate(reservation_id, terms, counter=True))
+
+    def _evaluate(self, reservation_id: UUID, terms: Terms, counter: bool) -> Outcome:
         at = self.clock()
         reservation = self._reservation(reservation_id)
-        reservation.check("counter" if reservation.state == State.COUNTERED else "submit")
+        reservation.check("counter" if counter or reservation.state == State.COUNTERED else "submit")
         catalogue = self.catalogue()
         size = catalogue.size(terms.size)
         catalogue.check_template(terms.template)
@@ -288,7 +293,7 @@ class PexApplication(Application):
             return self.decline(reservation_id)
         if terms is None:
             raise InvalidProposal("proposal", "a COUNTER carries the user's proposal")
-        return self.submit_proposal(reservation_id, terms)
+        return self.counter(reservation_id, terms)
 
     def accept_counter(self, reservation_id: UUID) -> Outcome:
         def attempt() -> Outcome:

@@ -1,0 +1,267 @@
+"""Random negotiation histories, replayed by Hypothesis against the application.
+
+Rules are user moves (several users proposing, countering, accepting, confirming, declining,
+cancelling, activating) and the passing of time (offers lapse, reservations end). After
+every step the promises are checked:
+
+- no node is over capacity at any instant, counting bookings and live holds, judged both by
+  the nodes themselves and independently from the reservations' own offers;
+- every confirmed reservation has bookings for all its instances inside its interval;
+- every move the protocol forbids was refused and recorded nothing (checked in the rules,
+  against the model's own table of moves, written independently of the domain's);
+- the state rebuilt from the stored events equals the live state.
+
+A failure shrinks to a short history that can be pasted back as a regression test.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import settings, strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+
+from pex.bootstrap import build_application
+from pex.clock import ManualClock
+from pex.domain import IllegalMove, InvalidProposal, OfferExpired, Reply, Resources, State, Terms
+from pex.domain.node import Node, node_id, peak_demand
+from pex.settings import Settings
+from tests.conftest import T0
+
+H = timedelta(hours=1)
+S = State
+
+# The protocol as this test understands it (paper §3.1), independent of pex.domain's table.
+MODEL_MOVES = {
+    "confirm": {S.ACCEPTED: S.CONFIRMED},
+    "accept": {S.COUNTERED: S.ACCEPTED},
+    "decline": {S.ACCEPTED: S.REJECTED, S.COUNTERED: S.REJECTED},
+    "cancel": {s: S.CANCELLED for s in (S.INITIATED, S.ACCEPTED, S.COUNTERED, S.REJECTED, S.CONFIRMED)},
+    "activate": {S.CONFIRMED: S.ACTIVATED},
+}
+OFFER_MOVES = {"confirm", "accept"}  # moves that need the offer to be still valid
+
+terms_strategy = st.builds(
+    lambda size, fixed, option, start_h, duration_h, price: (size, fixed, option, start_h, duration_h, price),
+    size=st.sampled_from(["SMALL", "MEDIUM", "LARGE", "XLARGE"]),
+    fixed=st.integers(0, 6),
+    option=st.integers(0, 4),
+    start_h=st.integers(0, 48),
+    duration_h=st.integers(1, 24),
+    price=st.none() | st.integers(0, 20),
+)
+
+
+class NegotiationHistories(RuleBasedStateMachine):
+    database_url = "memory:"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = ManualClock(T0)
+        url = self.database_url() if callable(self.database_url) else self.database_url
+        self.app = build_application(Settings(database_url=url), clock=self.clock)
+        self.refused = 0
+
+    reservations = Bundle("reservations")
+
+    def teardown(self) -> None:
+        self.app.close()
+
+    def make_terms(self, spec) -> Terms:
+        size, fixed, option, start_h, duration_h, price = spec
+        start = self.clock() + start_h * H
+        from decimal import Decimal
+
+        return Terms(
+            size, "PEX Debian Etch 4.0 Template", fixed, option, start, start + duration_h * H,
+            Decimal(price) if price is not None else None,
+        )
+
+    def check_answer(self, outcome, asked: Terms) -> None:
+        r = outcome.reservation
+        if outcome.reply == Reply.ACCEPT:
+            assert r.state == S.ACCEPTED
+            assert r.offer.terms.but(price=None) == asked.but(price=None)
+        elif outcome.reply == Reply.COUNTER:
+            offered = r.offer.terms
+            assert r.state == S.COUNTERED
+            assert offered.start >= self.clock()
+            assert offered.duration == asked.duration
+            assert max(asked.instances_fixed, 1) <= offered.instances <= asked.instances
+            assert offered.instances_fixed == asked.instances_fixed
+        else:
+            assert outcome.reply == Reply.REJECT and r.state == S.REJECTED and outcome.reason
+        if r.offer is not None:
+            assert sum(a.instances for a in r.offer.placement) == r.offer.terms.instances
+            assert r.valid_until == self.clock() + self.app.policy.offer_ttl
+
+    @rule(target=reservations, user=st.sampled_from(["alice", "bob", "carol"]), spec=terms_strategy)
+    def propose(self, user, spec):
+        asked = self.make_terms(spec)
+        rid = self.app.initiate_reservation(user)
+        try:
+            outcome = self.app.submit_proposal(rid, asked)
+        except InvalidProposal:
+            assert asked.instances < 1
+            assert self.app.get_reservation(rid).version == 1
+            return rid
+        self.check_answer(outcome, asked)
+        return rid
+
+    @rule(rid=reservations, spec=terms_strategy)
+    def counter(self, rid, spec):
+        before = self.app.get_reservation(rid)
+        asked = self.make_terms(spec)
+        try:
+            outcome = self.app.respond(rid, Reply.COUNTER, asked)
+        except (IllegalMove, InvalidProposal):
+            assert before.state != S.COUNTERED or asked.instances < 1
+            assert self.app.get_reservation(rid).version == before.version
+            return
+        assert before.state == S.COUNTERED
+        self.check_answer(outcome, asked)
+
+    def attempt(self, move: str, rid, call) -> None:
+        before = self.app.get_reservation(rid)
+        expected = MODEL_MOVES[move].get(before.state)
+        lapsed = before.valid_until is not None and before.valid_until <= self.clock()
+        if move == "activate" and before.offer is not None and before.offer.terms.end <= self.clock():
+            expected = None
+        try:
+            call(rid)
+        except (IllegalMove, OfferExpired):
+            assert expected is None or (move in OFFER_MOVES and lapsed), f"{move} refused in {before.state}"
+            assert self.app.get_reservation(rid).version == before.version
+            self.refused += 1
+            return
+        assert expected is not None, f"{move} allowed in {before.state}"
+        assert not (move in OFFER_MOVES and lapsed), f"{move} allowed on a lapsed offer"
+        assert self.app.get_reservation(rid).state == expected
+
+    @rule(rid=reservations)
+    def confirm(self, rid):
+        def call(r):
+            outcome = self.app.confirm(r)
+            assert outcome.reply == Reply.REQUEST_SUCCESS, outcome.reason
+
+        self.attempt("confirm", rid, call)
+
+    @rule(rid=reservations)
+    def accept(self, rid):
+        self.attempt("accept", rid, self.app.accept_counter)
+
+    @rule(rid=reservations)
+    def decline(self, rid):
+        self.attempt("decline", rid, self.app.decline)
+
+    @rule(rid=reservations)
+    def cancel(self, rid):
+        self.attempt("cancel", rid, self.app.cancel)
+
+    @rule(rid=reservations)
+    def activate(self, rid):
+        self.attempt("activate", rid, self.app.activate)
+
+    @rule(minutes=st.sampled_from([1, 4, 6, 30, 90, 600]))
+    def time_passes(self, minutes):
+        self.clock.advance(timedelta(minutes=minutes))
+        self.app.expire_offers()
+        for r in self.app.list_reservations():
+            if r.state in (S.CONFIRMED, S.ACTIVATED) and r.offer.terms.end <= self.clock():
+                assert self.app.expire_reservation(r.id)
+
+    # --- the promises ------------------------------------------------------------------
+
+    def live_nodes(self) -> list[Node]:
+        return [self.app.repository.get(node_id(n.name)) for n in self.app.nodes()]
+
+    @invariant()
+    def no_node_is_over_capacity_by_its_own_account(self):
+        now = self.clock()
+        for node in self.live_nodes():
+            live = node.live_allocations(now)
+            for a in live:  # the peak is reached at the start of some allocation
+                assert peak_demand(live, a.start, a.end).fits_in(node.capacity), node.name
+
+    @invariant()
+    def no_node_is_over_capacity_by_the_reservations_account(self):
+        now = self.clock()
+        demand: dict[str, list] = {}
+        from pex.domain.node import NodeAllocation
+
+        for r in self.app.list_reservations():
+            counts = r.state in (S.CONFIRMED, S.ACTIVATED) or (
+                r.state in (S.ACCEPTED, S.COUNTERED) and r.valid_until > now
+            )
+            if r.offer is None or not counts or r.offer.terms.end <= now:
+                continue
+            for a in r.offer.placement:
+                demand.setdefault(a.node, []).append(
+                    NodeAllocation(r.id, r.offer.terms.start, r.offer.terms.end, a.instances, r.offer.per_instance)
+                )
+        capacities = {n.name: n.capacity for n in self.app.nodes()}
+        for name, allocations in demand.items():
+            for a in allocations:
+                assert peak_demand(allocations, a.start, a.end).fits_in(capacities[name]), name
+
+    @invariant()
+    def every_confirmed_reservation_is_booked_in_full(self):
+        now = self.clock()
+        nodes = {n.name: n for n in self.live_nodes()}
+        for r in self.app.list_reservations():
+            if r.state not in (S.CONFIRMED, S.ACTIVATED) or r.offer.terms.end <= now:
+                continue
+            terms = r.offer.terms
+            assert len(r.instance_ids) == terms.instances
+            for a in r.offer.placement:
+                booking = nodes[a.node].allocation_of(r.id)
+                assert booking is not None and not booking.is_hold, (r.id, a.node)
+                assert (booking.start, booking.end, booking.instances) == (terms.start, terms.end, a.instances)
+            instances = [self.app.get_instance(i) for i in r.instance_ids]
+            assert sorted(i.node for i in instances) == sorted(a.node for a in r.offer.placement for _ in range(a.instances))
+            assert all(i.start == terms.start and i.end == terms.end for i in instances)
+
+    @invariant()
+    def replaying_the_stored_events_gives_the_live_state(self):
+        ids = [r.id for r in self.app.list_reservations()] + [node_id(n.name) for n in self.app.nodes()]
+        for aggregate_id in ids:
+            replayed = None
+            for event in self.app.events.get(aggregate_id):
+                replayed = event.mutate(replayed)
+            assert replayed.__dict__ == self.app.repository.get(aggregate_id).__dict__
+
+
+TestOnMemoryStore = NegotiationHistories.TestCase
+TestOnMemoryStore.settings = settings(stateful_step_count=30)
+
+
+class SqliteHistories(NegotiationHistories):
+    pass
+
+
+class PostgresHistories(NegotiationHistories):
+    pass
+
+
+@pytest.fixture
+def sqlite_machine(tmp_path_factory):
+    counter = iter(range(10**6))
+    SqliteHistories.database_url = staticmethod(
+        lambda: f"sqlite:///{tmp_path_factory.mktemp('h')}/pex-{next(counter)}.sqlite3"
+    )
+    return SqliteHistories
+
+
+def test_histories_on_sqlite(sqlite_machine):
+    from hypothesis.stateful import run_state_machine_as_test
+
+    run_state_machine_as_test(sqlite_machine, settings=settings(max_examples=15, stateful_step_count=20))
+
+
+@pytest.mark.postgres
+def test_histories_on_postgres(postgres):
+    from hypothesis.stateful import run_state_machine_as_test
+
+    PostgresHistories.database_url = staticmethod(postgres.create_database)
+    run_state_machine_as_test(PostgresHistories, settings=settings(max_examples=10, stateful_step_count=20))
