@@ -1,0 +1,95 @@
+"""The User aggregate: one account of the API and the portal.
+
+A user's id is derived from the username (uuid5), so the store itself refuses a second
+registration of a name: two processes registering "alice" at once both try to write
+version 1 of the same aggregate, and exactly one wins. Only an argon2 hash of the password
+is ever recorded; hashing belongs to the service layer (pex.accounts), which hands the hash in.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from pex.domain.errors import DomainError
+
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024  # argon2 takes any length; this bounds the work one request causes
+
+
+class AccountError(DomainError):
+    """An account command was refused: a malformed username or password."""
+
+    def __init__(self, field: str, detail: str):
+        self.field, self.detail = field, detail
+        super().__init__(f"{field}: {detail}")
+
+
+class UsernameTaken(DomainError):
+    """Someone registered that username first."""
+
+
+def user_id(username: str) -> UUID:
+    return uuid5(NAMESPACE_URL, f"/pex/users/{username}")
+
+
+def check_username(username: str) -> None:
+    if not isinstance(username, str) or not USERNAME.match(username):
+        raise AccountError(
+            "username", "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+
+
+def check_password(password: str) -> None:
+    if not isinstance(password, str) or not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise AccountError("password", f"between {MIN_PASSWORD_LENGTH} and {MAX_PASSWORD_LENGTH} characters")
+
+
+class User(Aggregate):
+    """An account: a username, the hash of its password, and whether it administers the pool."""
+
+    class Event(Aggregate.Event):
+        at: datetime
+
+    class Registered(Aggregate.Created):
+        username: str
+        password_hash: str
+        is_admin: bool
+        at: datetime
+
+    class PasswordChanged(Event):
+        password_hash: str
+
+        def apply(self, user: User) -> None:
+            user.password_hash = self.password_hash
+
+    class AdminGranted(Event):
+        def apply(self, user: User) -> None:
+            user.is_admin = True
+
+    def __init__(self, username: str, password_hash: str, is_admin: bool, at: datetime):
+        self.username = username
+        self.password_hash = password_hash
+        self.is_admin = is_admin
+        self.registered_at = at
+
+    @staticmethod
+    def create_id(username: str, **_: object) -> UUID:
+        return user_id(username)
+
+    @classmethod
+    def register(cls, username: str, password_hash: str, is_admin: bool, at: datetime) -> User:
+        check_username(username)
+        return cls(username=username, password_hash=password_hash, is_admin=is_admin, at=at)
+
+    def change_password(self, password_hash: str, at: datetime) -> None:
+        if password_hash != self.password_hash:
+            self.trigger_event(self.PasswordChanged, password_hash=password_hash, at=at)
+
+    def grant_admin(self, at: datetime) -> None:
+        if not self.is_admin:
+            self.trigger_event(self.AdminGranted, at=at)
