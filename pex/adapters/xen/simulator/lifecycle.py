@@ -7,7 +7,10 @@ VM_IS_TEMPLATE for most operations on a template, OTHER_OPERATION_IN_PROGRESS wh
 
 from __future__ import annotations
 
-from pex.adapters.xen.simulator.wire import XapiError
+from dataclasses import dataclass
+from typing import Callable
+
+from pex.adapters.xen.simulator.wire import NULL_REF, XapiError
 
 HALTED, PAUSED, RUNNING, SUSPENDED = "Halted", "Paused", "Running", "Suspended"
 POWER_STATES = (HALTED, PAUSED, RUNNING, SUSPENDED)
@@ -46,6 +49,17 @@ HOST_OPERATIONS = frozenset(
     {"clean_shutdown", "hard_shutdown", "shutdown", "clean_reboot", "hard_reboot", "pause", "unpause",
      "suspend", "pool_migrate"}
 )
+
+
+@dataclass
+class Operation:
+    """A VM operation whose checks passed; `apply` performs it (under the pool's lock)."""
+
+    vm: str
+    name: str
+    apply: Callable[[], object]
+    # The host whose memory the operation holds meanwhile (VM.scheduled_to_be_resident_on).
+    destination: str = NULL_REF
 
 
 def check_operation(vm: str, record: dict, operation: str) -> None:

@@ -79,7 +79,3 @@ def new_record(cls: str, **fields: object) -> dict:
         raise KeyError(f"{cls} has no field(s) {sorted(unknown)}")
     record.update(fields)
     return record
-
-
-def field_names(cls: str) -> frozenset[str]:
-    return frozenset(_defaults(cls))

@@ -68,8 +68,8 @@ def failure(description: list[str]) -> dict:
 
 
 def method_response(envelope: dict) -> bytes:
-    body = f'<?xml version="1.0"?><methodResponse><params><param>{encode_value(envelope)}</param></params></methodResponse>'
-    return body.encode("utf-8")
+    param = encode_value(envelope)
+    return f'<?xml version="1.0"?><methodResponse><params><param>{param}</param></params></methodResponse>'.encode()
 
 
 def task_result(value: object) -> str:

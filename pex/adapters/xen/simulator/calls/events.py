@@ -1,0 +1,106 @@
+"""event.from and event.inject: xapi's change feed over the simulated database.
+
+Tokens are "<db generation>,<message generation>", both zero-padded to 20 digits as xapi's
+are. The token "" answers at once with every current object as an "add" (the initial sync).
+Otherwise the call blocks until some subscribed object changed after the token, or the
+timeout passes, and returns one event per changed object carrying its latest snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING
+
+from pex.adapters.xen.simulator.database import CLASSES, Change
+from pex.adapters.xen.simulator.wire import Int32, XapiError, as_float
+
+if TYPE_CHECKING:
+    from pex.adapters.xen.simulator.pool import SimulatedPool
+
+_TOKEN = re.compile(r"(\d+),(\d+)")
+_CLASS_NAMES = {cls.lower(): cls for cls in CLASSES}
+
+
+def format_token(generation: int) -> str:
+    return f"{generation:020d},{0:020d}"
+
+
+class EventCalls:
+    xapi_class = "event"
+    async_calls = False
+
+    def __init__(self, pool: SimulatedPool):
+        self.pool = pool
+
+    def from_(self, session: str, classes: list, token: str, timeout: object) -> dict:
+        subscription = _Subscription.parse(classes)
+        since = _parse_token(token)
+        deadline = time.monotonic() + as_float(timeout, "timeout")
+        pool = self.pool
+        while True:
+            pool.settle()
+            changes = [c for c in pool.db.changes_since(since, subscription.classes) if subscription.matches(c)]
+            remaining = deadline - time.monotonic()
+            if changes or since is None or pool.stopping or remaining <= 0:
+                break
+            next_report = pool.seconds_until_next_report()
+            pool.changed.wait(remaining if next_report is None else min(remaining, max(next_report, 0.01)))
+        events, counts = [], {}
+        for change in changes:
+            event = {"id": str(change.generation), "timestamp": f"{pool.clock.now():.6f}",
+                     "class": change.cls.lower(), "operation": change.operation, "ref": change.ref}
+            if change.operation != "del":
+                event["snapshot"] = pool.db.view(change.cls, change.ref)
+                counts[change.cls.lower()] = counts.get(change.cls.lower(), 0) + 1
+            events.append(event)
+        return {"events": events, "valid_ref_counts": {k: Int32(v) for k, v in counts.items()},
+                "token": format_token(pool.db.generation)}
+
+    def inject(self, session: str, cls: str, ref: str) -> str:
+        name = _CLASS_NAMES.get(str(cls).lower())
+        if name is None:
+            raise XapiError("EVENT_SUBSCRIPTION_PARSE_FAILURE", cls)
+        self.pool.db.get(name, ref)
+        self.pool.db.touch(ref)
+        return format_token(self.pool.db.generation)
+
+
+class _Subscription:
+    """What one event.from call asked for: "*", whole classes ("vm"), or single objects ("vm/<ref>")."""
+
+    def __init__(self, classes: set[str] | None, whole: set[str], refs: set[str]):
+        self.classes, self.whole, self.refs = classes, whole, refs
+
+    @classmethod
+    def parse(cls, subscriptions: object) -> _Subscription:
+        if not isinstance(subscriptions, list):
+            raise XapiError("EVENT_SUBSCRIPTION_PARSE_FAILURE", subscriptions)
+        classes: set[str] = set()
+        whole: set[str] = set()
+        refs: set[str] = set()
+        for subscription in map(str, subscriptions):
+            name, _, ref = subscription.partition("/")
+            name = name.lower()
+            if name == "*" and not ref:
+                return cls(None, set(), set())
+            if name not in _CLASS_NAMES:
+                raise XapiError("EVENT_SUBSCRIPTION_PARSE_FAILURE", subscription)
+            classes.add(name)
+            if ref:
+                refs.add(ref)
+            else:
+                whole.add(name)
+        return cls(classes, whole, refs)
+
+    def matches(self, change: Change) -> bool:
+        return self.classes is None or change.cls.lower() in self.whole or change.ref in self.refs
+
+
+def _parse_token(token: object) -> int | None:
+    if token == "":
+        return None
+    match = _TOKEN.fullmatch(str(token))
+    if not match:
+        raise XapiError("EVENT_FROM_TOKEN_PARSE_FAILURE", token)
+    return int(match[1])

@@ -1,0 +1,216 @@
+"""The simulator on the network: XML-RPC on `/` and `/RPC2`, the admin API on `/sim/...`.
+
+`run_simulator()` starts one on an ephemeral loopback port for a test; `serve()` runs one
+until interrupted (what `pex xen-sim` calls). Nothing starts at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+import xmlrpc.client
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Iterator, Sequence
+from urllib.parse import urlsplit
+
+from pex.adapters.xen.simulator.api import XapiApi, fault_name
+from pex.adapters.xen.simulator.clock import Clock
+from pex.adapters.xen.simulator.control import ADMIN_ACTIONS, SimulatorControl
+from pex.adapters.xen.simulator.pool import SimulatedPool
+from pex.adapters.xen.simulator.testbed import HostSpec, SimulatorConfig, config_for
+from pex.adapters.xen.simulator.wire import XapiError, failure, method_response, success
+
+log = logging.getLogger(__name__)
+
+XMLRPC_PATHS = ("/", "/RPC2")
+ADMIN_PREFIX = "/sim/"
+# What xapi answers to a body it cannot parse (an HTML page, HTTP 500).
+PARSE_ERROR_PAGE = b"<html><body><h1>HTTP 500 internal server error</h1>Xmlrpc.Parse_error</body></html>"
+
+
+class XapiSimulator:
+    """A simulated XAPI pool served over HTTP; `url` is what `XenAPI.Session` connects to."""
+
+    def __init__(self, config: SimulatorConfig | None = None, *, clock: Clock | None = None,
+                 bind: str = "127.0.0.1:0", poll_interval: float = 0.5):
+        """`bind` is "host:port" (port 0: any free one); `poll_interval` is how often the
+        server loop checks for `stop` (small in tests, so teardown is quick)."""
+        self._poll_interval = poll_interval
+        self.pool = SimulatedPool(config, clock)
+        self.api = XapiApi(self.pool)
+        self.control = SimulatorControl(self.pool)
+        host, _, port = bind.rpartition(":")
+        self._server = _HttpServer((host or "127.0.0.1", int(port or 0)), _RequestHandler, self)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._server.server_address[:2]
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}/"
+
+    @property
+    def admin_url(self) -> str:
+        return self.url.rstrip("/") + ADMIN_PREFIX.rstrip("/")
+
+    def start(self) -> XapiSimulator:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="xapi-simulator", daemon=True,
+                                        kwargs={"poll_interval": self._poll_interval})
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.pool.stop()
+        if self._thread is not None:  # shutdown() waits for a serve_forever that never ran otherwise
+            self._server.shutdown()
+        self._server.close_open_connections()
+        self._server.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> XapiSimulator:
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def run_simulator(hosts: int | Sequence[HostSpec] = 5, *, clock: Clock | None = None, bind: str = "127.0.0.1:0",
+                  **options: object) -> Iterator[XapiSimulator]:
+    """A running simulator for the length of a `with` block.
+
+    `hosts` is a count of paper-testbed hosts or explicit `HostSpec`s; `options` are any other
+    `SimulatorConfig` fields (username, password, guest_ip_delay, seed, templates, ...).
+    """
+    simulator = XapiSimulator(config_for(hosts, **options), clock=clock, bind=bind, poll_interval=0.01)
+    with simulator:
+        yield simulator
+
+
+def serve(bind: str = "127.0.0.1:8080", hosts: int = 5, *, announce: Callable[[str], None] = print,
+          stop: threading.Event | None = None, **options: object) -> None:
+    """Run a simulator on `bind` ("host:port") until interrupted (Ctrl-C) or `stop` is set.
+
+    `options` are `SimulatorConfig` fields (username, password, guest_ip_delay, seed, ...).
+    """
+    simulator = XapiSimulator(config_for(hosts, **options), bind=bind).start()
+    config = simulator.pool.config
+    announce(f"XAPI simulator: {simulator.url} (user {config.username!r}, {len(config.hosts)} hosts), "
+             f"admin API: {simulator.admin_url}/<action>")
+    try:
+        (stop or threading.Event()).wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        simulator.stop()
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type, simulator: XapiSimulator):
+        self.simulator = simulator
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def track(self, connection: socket.socket, open_: bool) -> None:
+        with self._connections_lock:
+            (self._connections.add if open_ else self._connections.discard)(connection)
+
+    def close_open_connections(self) -> None:
+        # Keep-alive clients would otherwise hold handler threads (and the port) after stop.
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HttpServer
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; without NODELAY, Nagle plus the client's
+        # delayed ACK would add 40 ms to every call.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            super().finish()
+        self.server.track(self.connection, False)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path = urlsplit(self.path).path
+        if path in XMLRPC_PATHS:
+            self._xmlrpc(body)
+        elif path.startswith(ADMIN_PREFIX):
+            self._admin(path[len(ADMIN_PREFIX):], body)
+        else:
+            self._reply(404, "text/plain", b"not found")
+
+    def do_GET(self) -> None:
+        if urlsplit(self.path).path == ADMIN_PREFIX + "state":
+            self._admin("state", b"{}")
+        else:
+            self._reply(404, "text/plain", b"not found")
+
+    def _xmlrpc(self, body: bytes) -> None:
+        simulator = self.server.simulator
+        pool = simulator.pool
+        try:
+            params, method = xmlrpc.client.loads(body)
+        except Exception:
+            self._reply(500, "text/html", PARSE_ERROR_PAGE)
+            return
+        name = fault_name(method or "")
+        if pool.faults.take_drop(name):
+            self.close_connection = True  # closes the socket without a response
+            return
+        if pool.faults.take_http_error(name):
+            self._reply(500, "text/html", PARSE_ERROR_PAGE)
+            return
+        try:
+            envelope = success(simulator.api.call(method, params))
+        except XapiError as error:
+            envelope = failure(error.description)
+        except Exception as error:
+            log.exception("simulator bug in %s", method)
+            envelope = failure(["INTERNAL_ERROR", str(error)])
+        with contextlib.suppress(OSError):  # the client may have given up (socket timeout)
+            self._reply(200, "text/xml", method_response(envelope))
+
+    def _admin(self, action: str, body: bytes) -> None:
+        control = self.server.simulator.control
+        if action not in ADMIN_ACTIONS:
+            self._reply(404, "application/json", json.dumps({"error": f"unknown action {action!r}"}).encode())
+            return
+        try:
+            arguments = json.loads(body or b"{}")
+            result = getattr(control, action)(**arguments)
+            self._reply(200, "application/json", json.dumps({"result": result}).encode())
+        except (TypeError, KeyError, ValueError) as error:
+            self._reply(400, "application/json", json.dumps({"error": str(error)}).encode())
+
+    def _reply(self, status: int, content_type: str, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
