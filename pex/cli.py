@@ -243,5 +243,11 @@ def parse_id(value: str) -> UUID:
         raise click.BadParameter(f"{value!r} is not a reservation id") from None
 
 
+from pex.http.commands import serve, users  # noqa: E402  (the HTTP edge's commands)
+
+main.add_command(serve)
+main.add_command(users)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -18,8 +18,10 @@ from pex.domain.values import Offer, Terms
 
 PROPOSAL_FIELDS = {
     "duration", "numInstancesFixed", "numInstancesOption", "startTime", "template", "type",
-    "id", "userid", "price", "autoStart", "endTime", "state", "validUntil", "changes",
+    "id", "userid", "price", "autoStart", "endTime", "state", "validUntil", "changes", "placement",
 }
+# What a user may answer in a negotiation step (PUT /OpenPEX/reservations/{id}).
+USER_REPLY_VALUES = ("CONFIRM", "ACCEPT", "REJECT", "COUNTER")
 
 
 class WireError(ValueError):
@@ -68,7 +70,10 @@ def terms_from_json(body: Any, pointer: str = "") -> Terms:
     """Figure 7 → Terms. Collects every problem before raising, so a client fixes them at once."""
     if not isinstance(body, dict):
         raise WireError([(pointer or "/", "a JSON object is expected")])
-    errors: list[tuple[str, str]] = []
+    # A misspelt optional field (numInstancesOptions) would otherwise silently default.
+    errors: list[tuple[str, str]] = [
+        (f"{pointer}/{name}", "is not a field of a proposal") for name in sorted(set(body) - PROPOSAL_FIELDS)
+    ]
 
     def integer(name: str, default: int | None = None, minimum: int = 0, maximum: int = 10**15) -> int:
         value = body.get(name, default)
@@ -177,3 +182,54 @@ def outcome_json(outcome) -> dict[str, Any]:
     if outcome.reason:
         body["reason"] = outcome.reason
     return body
+
+
+def step_from_json(body: Any) -> tuple[str, Terms | None, UUID | None]:
+    """A negotiation step `{"proposal": {...}, "reply": "CONFIRM"}` → (reply, terms, proposal id).
+
+    The proposal is needed only with COUNTER; with the other replies it may be echoed back, as
+    the original client does, and then only its `id` is looked at."""
+    if not isinstance(body, dict):
+        raise WireError([("/", "a JSON object {\"proposal\": {...}, \"reply\": ...} is expected")])
+    errors = [(f"/{name}", "is not a field of a negotiation step") for name in sorted(set(body) - {"proposal", "reply"})]
+    reply = body.get("reply")
+    if reply not in USER_REPLY_VALUES:
+        errors.append(("/reply", f"must be one of {', '.join(USER_REPLY_VALUES)}"))
+    proposal = body.get("proposal")
+    terms, proposal_id = None, None
+    if proposal is not None and not isinstance(proposal, dict):
+        errors.append(("/proposal", "must be a proposal object"))
+    elif isinstance(proposal, dict) and proposal.get("id") is not None:
+        try:
+            proposal_id = parse_id(proposal["id"])
+        except ValueError as error:
+            errors.append(("/proposal/id", str(error)))
+    if reply == "COUNTER":
+        if proposal is None:
+            errors.append(("/proposal", "a COUNTER carries the user's proposal"))
+        elif isinstance(proposal, dict):
+            try:
+                terms = terms_from_json(proposal, "/proposal")
+            except WireError as error:
+                errors.extend(error.errors)
+    if errors:
+        raise WireError(errors)
+    return reply, terms, proposal_id
+
+
+def instance_json(i) -> dict[str, Any]:
+    """An InstanceView → JSON: what the paper's instances screen shows, and where it runs."""
+    return {
+        "id": str(i.id),
+        "name": i.name,
+        "reservationId": wire_id(i.reservation_id),
+        "userid": i.user_id,
+        "type": i.size,
+        "template": i.template,
+        "node": i.node,
+        "startTime": rfc1123(i.start),
+        "endTime": rfc1123(i.end),
+        "status": i.status,
+        "ipAddress": i.ip_address,
+        "version": i.version,
+    }

@@ -1,0 +1,94 @@
+"""create_app: the Falcon WSGI app, wired from the collaborators it is given."""
+
+from __future__ import annotations
+
+import falcon
+
+from pex.application import PexApplication
+from pex.http import accounts, instances, operations, pool, problems, reservations
+from pex.http.auth import BasicAuth, LoginThrottle, VerificationCache
+from pex.http.contract import RequestContract, ResponseContract, openapi
+from pex.http.observability import Metrics, MetricsResource, RequestObserver
+from pex.http.problems import Problem
+from pex.http.settings import HttpSettings
+
+
+class BodyLimit:
+    """Refuses bodies over the limit (413) before anything reads them; bodies without a
+    Content-Length (chunked) get 411, so the limit cannot be sidestepped."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        length = req.content_length
+        if length is None:
+            if req.get_header("Transfer-Encoding"):
+                raise Problem(411, "length-required", "Length required", "Send a Content-Length header.")
+            return
+        if length > self.max_bytes:
+            raise Problem(
+                413, "payload-too-large", "Request body too large",
+                f"The body has {length} bytes; at most {self.max_bytes} are accepted.",
+            )
+
+
+def create_app(
+    application: PexApplication,
+    settings: HttpSettings | None = None,
+    *,
+    metrics: Metrics | None = None,
+    response_contract: ResponseContract | None = None,
+) -> falcon.App:
+    """The API over `application` (which also carries the clock every command reads).
+
+    Middleware order matters: the observer first (request id, timing), then the body limit,
+    then authentication (so an anonymous caller gets 401 before any 400 about its body),
+    then the OpenAPI request contract. A `response_contract` (or settings.validate_responses)
+    checks every response against the OpenAPI document too (tests)."""
+    settings = settings or HttpSettings()
+    metrics = metrics or Metrics()
+    spec = openapi()
+    middleware: list = [
+        RequestObserver(metrics, settings.log_requests),
+        BodyLimit(settings.max_body_bytes),
+        BasicAuth(
+            application.authenticate,
+            VerificationCache(settings.auth_cache_seconds),
+            LoginThrottle(settings.login_failures_allowed, settings.login_lockout_seconds),
+        ),
+        RequestContract(spec),
+    ]
+    if response_contract is None and settings.validate_responses:
+        response_contract = ResponseContract(spec)
+    if response_contract:
+        middleware.insert(1, response_contract)  # its process_response runs after the others'
+    app = falcon.App(middleware=middleware)
+    app.req_options.strip_url_path_trailing_slash = True
+    app.resp_options.secure_cookies_by_default = False
+    problems.install(app)
+
+    routes = {
+        "/healthz": operations.Health(),
+        "/readyz": operations.Ready(application),
+        "/metrics": MetricsResource(metrics),
+        "/OpenPEX/openapi.json": operations.OpenApiDocument(),
+        "/OpenPEX/users": accounts.Users(application, settings.registration),
+        "/OpenPEX/users/{username}": accounts.User(application),
+        "/OpenPEX/reservations": reservations.Reservations(application),
+        "/OpenPEX/reservations/{reservation_id:uuid}": reservations.Reservation(application),
+        "/OpenPEX/reservations/{reservation_id:uuid}/activate": reservations.Activation(application),
+        "/OpenPEX/instances": instances.Instances(application),
+        "/OpenPEX/instances/{vm_id:uuid}": instances.Instance(application),
+        "/OpenPEX/instances/{vm_id:uuid}/stop": instances.InstanceAction(application, "stop"),
+        "/OpenPEX/instances/{vm_id:uuid}/reboot": instances.InstanceAction(application, "reboot"),
+        "/OpenPEX/sizes": pool.Sizes(application),
+        "/OpenPEX/sizes/{name}": pool.SizeResource(application),
+        "/OpenPEX/templates": pool.Templates(application),
+        "/OpenPEX/templates/{name}": pool.Template(application),
+        "/OpenPEX/nodes": pool.Nodes(application),
+        "/OpenPEX/nodes/{name}": pool.NodeResource(application),
+    }
+    for template, resource in routes.items():
+        app.add_route(template, resource)
+    return app

@@ -1,0 +1,99 @@
+"""CLI commands of the HTTP edge: `pex serve` and `pex users`. Registered in pex.cli."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import click
+
+from pex.domain.errors import DomainError
+
+
+def _settings():
+    from pex.http.settings import HttpSettings
+    from pex.settings import Settings, SettingsError
+
+    try:
+        return Settings.from_env(), HttpSettings.from_env()
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.command()
+@click.option("--bind", help="HOST:PORT to listen on [default: PEX_BIND or 127.0.0.1:8080].")
+@click.option("--workers", type=click.IntRange(1), help="gunicorn worker processes [default: PEX_WORKERS or 2].")
+@click.option("--threads", type=click.IntRange(1), help="Threads per worker [default: PEX_THREADS or 4].")
+def serve(bind, workers, threads) -> None:
+    """Serve the REST API (/OpenPEX/) with gunicorn.
+
+    The store is prepared once (tables, and the demo pool on an empty store) before the
+    workers start; every worker then builds its own application."""
+    from dataclasses import replace
+
+    store, http = _settings()
+    http = replace(http, **{k: v for k, v in {"bind": bind, "workers": workers, "threads": threads}.items() if v})
+    if store.database_url.startswith("memory:") and http.workers > 1:
+        raise click.ClickException("PEX_DATABASE_URL=memory: lives in one process; use --workers 1 or a real store")
+    # prometheus_client decides at its first import whether it runs in multiprocess mode.
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="pex-metrics-")
+    os.environ["PEX_BIND"], os.environ["PEX_WORKERS"], os.environ["PEX_THREADS"] = (
+        http.bind, str(http.workers), str(http.threads)
+    )
+    url = f"http://{http.bind}"
+    click.echo(
+        f"PEX serving {url}/OpenPEX/ on {store.database_url} ({http.workers} workers × {http.threads} threads)\n"
+        f"  contract:  {url}/OpenPEX/openapi.json     docs: docs/api.md\n"
+        + (
+            f"  register:  curl -X POST {url}/OpenPEX/users -H 'Content-Type: application/json' "
+            "-d '{\"username\": \"alice\", \"password\": \"change-me-now\"}'\n"
+            if http.registration
+            else "  registration is off: create users with `pex users add NAME`\n"
+        )
+        + f"  then:      curl -u alice:change-me-now {url}/OpenPEX/sizes\n"
+        + "  admin:     pex users add NAME --admin   (manages nodes, sizes, templates over the API)",
+        err=True,
+    )
+    from pex.http.server import serve as run
+
+    run(http)
+
+
+@click.group()
+def users() -> None:
+    """Manage user accounts."""
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--admin", is_flag=True, help="May manage the pool and see every reservation.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def add_user(username, admin, password_stdin) -> None:
+    """Create an account (the password is prompted for, never an argument)."""
+    from pex.cli import build
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = build().register_user(username, password, is_admin=admin)
+    except DomainError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"user {user.username} created{' (administrator)' if user.is_admin else ''}")
+
+
+@users.command("grant-admin")
+@click.argument("username")
+def grant_admin(username) -> None:
+    """Make an existing user an administrator."""
+    from pex.application import NotFound
+    from pex.cli import build
+
+    try:
+        build().grant_admin(username)
+    except (DomainError, NotFound) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{username} is an administrator")

@@ -1,0 +1,76 @@
+"""The instance endpoints of Table 2: list and read a user's VMs; stop, reboot, delete them.
+
+The actions are relayed to the application's `stop_instance`, `reboot_instance` and
+`delete_instance`, which the Xen dispatcher provides. Until it is there, they answer 409
+`dispatcher-unavailable` (after the usual 401/404 checks), so clients can be written now.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import falcon
+
+from pex.application import PexApplication
+from pex.http.problems import Problem
+from pex.http.reservations import check_if_match, owner
+from pex.wire import instance_json
+
+
+class Instances:
+    """/OpenPEX/instances"""
+
+    auth = "user"
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"instances": [instance_json(i) for i in self.application.list_instances(owner(req))]}
+
+
+def act(application: PexApplication, req: falcon.Request, resp: falcon.Response, vm_id: UUID, action: str) -> None:
+    view = application.get_instance(vm_id, owner(req))
+    check_if_match(req, view.version)
+    command = getattr(application, f"{action}_instance", None)
+    if command is None:
+        raise Problem(
+            409, "dispatcher-unavailable", "Instance actions need the Xen dispatcher",
+            f"This PEX cannot {action} instances yet: instance actions need the Xen dispatcher.",
+        )
+    command(vm_id)
+    view = application.get_instance(vm_id)
+    resp.etag = str(view.version)
+    resp.media = instance_json(view)
+
+
+class Instance:
+    """/OpenPEX/instances/{vm_id}"""
+
+    auth = "user"
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, vm_id: UUID) -> None:
+        view = self.application.get_instance(vm_id, owner(req))
+        resp.etag = str(view.version)
+        resp.media = instance_json(view)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, vm_id: UUID) -> None:
+        act(self.application, req, resp, vm_id, "delete")
+
+
+class InstanceAction:
+    """/OpenPEX/instances/{vm_id}/stop and /reboot"""
+
+    auth = "user"
+    contract = True
+
+    def __init__(self, application: PexApplication, action: str):
+        self.application, self.action = application, action
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, vm_id: UUID) -> None:
+        act(self.application, req, resp, vm_id, self.action)

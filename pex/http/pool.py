@@ -1,0 +1,195 @@
+"""The catalogue and the pool over the API: sizes and templates (read by every user, changed
+by administrators) and nodes (administrators only)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import falcon
+
+from pex.application import NotFound, PexApplication
+from pex.domain.node import node_id
+from pex.domain.values import Resources, Size
+from pex.wire import rfc1123
+
+
+def size_json(size: Size) -> dict:
+    return {
+        "name": size.name,
+        "cpus": size.cpus,
+        "memoryMb": size.memory_mb,
+        "diskGb": size.disk_gb,
+        "hourlyPrice": str(size.hourly_price),
+    }
+
+
+def node_json(node) -> dict:
+    c = node.capacity
+    return {
+        "name": node.name,
+        "cpus": c.cpus,
+        "memoryMb": c.memory_mb,
+        "diskGb": c.disk_gb,
+        "available": node.available,
+        "version": node.version,
+    }
+
+
+def allocation_json(a) -> dict:
+    return {
+        "reservationId": str(a.reservation_id).upper(),
+        "startTime": rfc1123(a.start),
+        "endTime": rfc1123(a.end),
+        "instances": a.instances,
+        "cpus": a.per_instance.cpus,
+        "memoryMb": a.per_instance.memory_mb,
+        "diskGb": a.per_instance.disk_gb,
+        "kind": "hold" if a.is_hold else "booking",
+        "holdUntil": rfc1123(a.hold_until) if a.hold_until else None,
+    }
+
+
+class Sizes:
+    """/OpenPEX/sizes"""
+
+    auth = {"GET": "user", "POST": "admin"}
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        sizes = sorted(self.application.catalogue().sizes.values(), key=lambda s: (s.cpus, s.memory_mb, s.name))
+        resp.media = {"sizes": [size_json(s) for s in sizes]}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = req.get_media()
+        size = Size(
+            body["name"], body["cpus"], body["memoryMb"], body["diskGb"], Decimal(str(body.get("hourlyPrice", "0")))
+        )
+        self.application.define_size(size)
+        resp.status = falcon.HTTP_201
+        resp.location = f"/OpenPEX/sizes/{size.name}"
+        resp.media = size_json(size)
+
+
+class SizeResource:
+    """/OpenPEX/sizes/{name}"""
+
+    auth = {"GET": "user", "DELETE": "admin"}
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def _size(self, name: str) -> Size:
+        size = self.application.catalogue().sizes.get(name)
+        if size is None:
+            raise NotFound(f"no size {name!r}")
+        return size
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        resp.media = size_json(self._size(name))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        size = self._size(name)
+        self.application.withdraw_size(name)
+        resp.media = size_json(size)
+
+
+class Templates:
+    """/OpenPEX/templates"""
+
+    auth = {"GET": "user", "POST": "admin"}
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        templates = self.application.catalogue().templates
+        resp.media = {"templates": [{"name": n, "description": d} for n, d in sorted(templates.items())]}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = req.get_media()
+        name, description = body["name"].strip(), body.get("description", "")
+        self.application.register_template(name, description)
+        resp.status = falcon.HTTP_201
+        resp.location = f"/OpenPEX/templates/{name}"
+        resp.media = {"name": name, "description": description}
+
+
+class Template:
+    """/OpenPEX/templates/{name}"""
+
+    auth = {"GET": "user", "DELETE": "admin"}
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def _template(self, name: str) -> dict:
+        templates = self.application.catalogue().templates
+        if name not in templates:
+            raise NotFound(f"no template {name!r}")
+        return {"name": name, "description": templates[name]}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        resp.media = self._template(name)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        template = self._template(name)
+        self.application.withdraw_template(name)
+        resp.media = template
+
+
+class Nodes:
+    """/OpenPEX/nodes"""
+
+    auth = "admin"
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"nodes": [node_json(n) for n in self.application.nodes()]}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = req.get_media()
+        name = body["name"]
+        self.application.register_node(name, Resources(body["cpus"], body["memoryMb"], body["diskGb"]))
+        resp.status = falcon.HTTP_201
+        resp.location = f"/OpenPEX/nodes/{name}"
+        resp.media = node_json(_node(self.application, name))
+
+
+def _node(application: PexApplication, name: str):
+    for node in application.nodes():
+        if node.name == name:
+            return node
+    raise NotFound(f"no node {name!r}")
+
+
+class NodeResource:
+    """/OpenPEX/nodes/{name}"""
+
+    auth = "admin"
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        node = _node(self.application, name)
+        body = node_json(node)
+        body["allocations"] = [allocation_json(a) for a in self.application.node_allocations(name)]
+        resp.etag = str(node.version)
+        resp.media = body
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        body = req.get_media()
+        if node_id(name) not in self.application.repository:
+            raise NotFound(f"no node {name!r}")
+        self.application.resize_node(name, Resources(body["cpus"], body["memoryMb"], body["diskGb"]))
+        resp.media = node_json(_node(self.application, name))

@@ -1,0 +1,168 @@
+"""Every 4xx and 5xx of the API as RFC 9457 problem details (application/problem+json).
+
+ERRORS is the one table that maps what the service layer raises to HTTP. Resources raise
+domain errors or `Problem`; nothing else decides a status code. Problem types are URIs under
+/OpenPEX/problems/ and are listed, with their meaning, in docs/api.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import falcon
+
+from pex.application import Contention, NotFound
+from pex.domain.errors import (
+    CapacityExceeded,
+    CatalogueError,
+    IllegalMove,
+    InvalidProposal,
+    NodeUnavailable,
+    OfferExpired,
+)
+from pex.domain.user import AccountError, UsernameTaken
+from pex.wire import WireError
+
+log = logging.getLogger("pex.http")
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "/OpenPEX/problems/"
+
+
+class Problem(falcon.HTTPError):
+    """An HTTP error with an RFC 9457 type and, for validation, `errors: [{pointer, detail}]`."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        title: str,
+        detail: str | None = None,
+        errors: list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ):
+        super().__init__(falcon.code_to_http_status(status), title=title, description=detail, headers=headers)
+        self.kind = kind
+        self.errors = errors or []
+        self.extra = extra
+
+
+@dataclass(frozen=True)
+class Mapping:
+    status: int
+    kind: str
+    title: str
+    retry_after: int | None = None
+
+
+# The one table: exception raised by the service layer → HTTP.
+ERRORS: dict[type[Exception], Mapping] = {
+    NotFound: Mapping(404, "not-found", "No such resource"),
+    WireError: Mapping(422, "invalid-proposal", "The request body is not a valid proposal"),
+    InvalidProposal: Mapping(422, "invalid-proposal", "The proposal cannot be negotiated"),
+    AccountError: Mapping(422, "invalid-account", "The account details are not acceptable"),
+    IllegalMove: Mapping(409, "illegal-move", "The protocol does not allow that move now"),
+    OfferExpired: Mapping(409, "offer-expired", "The offer has lapsed"),
+    UsernameTaken: Mapping(409, "username-taken", "That username is taken"),
+    CatalogueError: Mapping(409, "catalogue-conflict", "The catalogue or pool refused the change"),
+    CapacityExceeded: Mapping(409, "capacity-exceeded", "Not enough free capacity"),
+    NodeUnavailable: Mapping(409, "node-unavailable", "The node takes no new reservations"),
+    Contention: Mapping(503, "contention", "Too many concurrent changes; retry shortly", retry_after=1),
+}
+
+
+def to_problem(req: falcon.Request, error: Exception) -> Problem | None:
+    for cls in type(error).__mro__:
+        mapping = ERRORS.get(cls)
+        if mapping is not None:
+            break
+    else:
+        return None
+    errors: list[tuple[str, str]] = []
+    if isinstance(error, WireError):
+        errors = list(error.errors)
+        detail = "; ".join(f"{p}: {d}" for p, d in errors)
+    elif isinstance(error, (InvalidProposal, AccountError)):
+        prefix = getattr(req.context, "proposal_pointer", "")
+        errors = [(f"{prefix}/{error.field}", error.detail)]
+        detail = str(error)
+    else:
+        detail = str(error) or mapping.title
+    headers = {"Retry-After": str(mapping.retry_after)} if mapping.retry_after else None
+    return Problem(mapping.status, mapping.kind, mapping.title, detail, errors, headers)
+
+
+def handle(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]) -> None:
+    """The error handler for everything: domain errors via ERRORS, HTTP errors as they are,
+    and anything else as a logged 500 that tells the client nothing but the request id."""
+    if isinstance(error, falcon.HTTPError):
+        problem = error
+    else:
+        problem = to_problem(req, error)
+        if isinstance(error, OfferExpired):
+            metrics = getattr(req.context, "metrics", None)
+            if metrics is not None:
+                metrics.offers_expired.inc()
+        if problem is None:
+            log.error(
+                "unhandled error",
+                exc_info=error,
+                extra={"request_id": getattr(req.context, "request_id", None), "path": req.path},
+            )
+            problem = Problem(500, "internal", "Internal server error", "The server failed; quote the request id.")
+    render(req, resp, problem)
+
+
+def render(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+    resp.status = error.status
+    for name, value in (error.headers or {}).items():
+        resp.set_header(name, value)
+    body = problem_body(req, error)
+    resp.content_type = PROBLEM_JSON
+    resp.text = json.dumps(body)
+    resp.media = None
+
+
+def problem_body(req: falcon.Request, error: falcon.HTTPError) -> dict[str, Any]:
+    status = error.status_code
+    kind = getattr(error, "kind", None) or _default_kind(status)
+    if isinstance(error, falcon.MediaMalformedError):
+        kind = "malformed-body"
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + kind,
+        "title": error.title or falcon.code_to_http_status(status)[4:],
+        "status": status,
+        "detail": error.description or error.title or "",
+        "instance": req.path,
+        "request_id": getattr(req.context, "request_id", None),
+    }
+    errors = getattr(error, "errors", None)
+    if errors:
+        body["errors"] = [{"pointer": pointer, "detail": detail} for pointer, detail in errors]
+    body.update(getattr(error, "extra", {}) or {})
+    return body
+
+
+def _default_kind(status: int) -> str:
+    return {
+        400: "bad-request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not-found",
+        405: "method-not-allowed",
+        406: "not-acceptable",
+        411: "length-required",
+        412: "precondition-failed",
+        413: "payload-too-large",
+        415: "unsupported-media-type",
+        429: "too-many-requests",
+    }.get(status, "http-error")
+
+
+def install(app: falcon.App) -> None:
+    app.add_error_handler(Exception, handle)
+    app.add_error_handler(falcon.HTTPError, handle)

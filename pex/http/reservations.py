@@ -1,0 +1,214 @@
+"""The reservation endpoints of the paper's Table 2: negotiate, read, delete, activate.
+
+POST creates a reservation and submits its first proposal (initiateReservation +
+requestReservation in one call), answering Figure 8 or 9. PUT is one negotiation step of the
+original protocol. Each responder parses, calls one application method, renders.
+"""
+
+from __future__ import annotations
+
+import re
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+
+import falcon
+
+from pex.application import Outcome, PexApplication, ReservationView
+from pex.domain.errors import IllegalMove
+from pex.domain.negotiation import check_terms
+from pex.domain.values import Reply, State, Terms
+from pex.http.problems import Problem
+from pex.wire import outcome_json, reservation_json, step_from_json, terms_from_json, wire_id
+
+IDEMPOTENCY_KEY = re.compile(r'^"?([\x21\x23-\x7e]{1,255})"?$')
+
+
+def reservation_url(reservation_id: UUID) -> str:
+    return f"/OpenPEX/reservations/{wire_id(reservation_id)}"
+
+
+def owner(req: falcon.Request) -> str | None:
+    """Whose things the caller may see: their own, or (an administrator) everyone's."""
+    user = req.context.user
+    return None if user.is_admin else user.username
+
+
+def check_if_match(req: falcon.Request, version: int) -> None:
+    """Honour If-Match (RFC 9110 §13.1.1, strong comparison) against the aggregate version."""
+    tags = req.if_match
+    if tags is None:
+        return
+    current = falcon.ETag(str(version))
+    if any(tag == "*" or (not tag.is_weak and tag.strong_compare(current)) for tag in tags):
+        return
+    raise Problem(
+        412, "precondition-failed", "The resource has changed",
+        f"If-Match does not match the current version; GET it again (ETag \"{version}\").",
+    )
+
+
+def load(application: PexApplication, req: falcon.Request, reservation_id: UUID) -> ReservationView:
+    view = application.get_reservation(reservation_id, owner(req))
+    if view.state == State.CANCELLED:
+        raise Problem(410, "deleted", "The reservation was deleted", "This reservation was deleted.")
+    return view
+
+
+def check_proposal(application: PexApplication, terms: Terms) -> None:
+    """Refuse a malformed first proposal before a reservation exists for it, so a refused
+    POST changes nothing (the same checks run again inside submit_proposal)."""
+    catalogue = application.catalogue()
+    catalogue.size(terms.size)
+    catalogue.check_template(terms.template)
+    check_terms(terms, application.clock(), application.policy)
+
+
+def first_answer(view: ReservationView) -> tuple[Terms | None, Reply | None, str]:
+    """The first proposal and the provider's answer to it, from the recorded history."""
+    proposed, answer, note = None, None, ""
+    for step in view.history:
+        if step.party == "user" and step.reply == "PROPOSE":
+            proposed = step.terms
+        elif proposed is not None and step.party == "provider" and step.reply in ("ACCEPT", "COUNTER", "REJECT"):
+            answer, note = Reply(step.reply), step.note
+            break
+    return proposed, answer, note
+
+
+class Reservations:
+    """/OpenPEX/reservations"""
+
+    auth = "user"
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        state = req.get_param("state")
+        if state is not None and state not in State.__members__:
+            raise Problem(400, "invalid-request", "Unknown state", f"state must be one of {', '.join(State.__members__)}",
+                          [("#query/state", "is not a reservation state")])
+        views = self.application.list_reservations(owner(req), State(state) if state else None)
+        if state is None:
+            views = [v for v in views if v.state != State.CANCELLED]
+        resp.media = {"reservations": [reservation_json(v) for v in views]}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        user = req.context.user.username
+        terms = terms_from_json(req.get_media())
+        key = self._idempotency_key(req)
+        check_proposal(self.application, terms)
+        reservation_id = uuid5(NAMESPACE_URL, f"/pex/users/{user}/idempotency/{key}") if key else uuid4()
+        reservation_id = self.application.initiate_reservation(user, reservation_id)
+        replayed = False
+        try:
+            outcome = self.application.submit_proposal(reservation_id, terms)
+        except IllegalMove:
+            if key is None:
+                raise
+            # The same key was used before: answer what was answered then.
+            outcome, replayed = self._replay(reservation_id, terms), True
+        except Exception:
+            if key is None:
+                self._abandon(reservation_id)
+            raise
+        if not replayed:
+            req.context.metrics.replies.labels(outcome.reply.value).inc()
+        resp.status = falcon.HTTP_201
+        resp.location = reservation_url(reservation_id)
+        resp.etag = str(outcome.reservation.version)
+        if replayed:
+            resp.set_header("Idempotent-Replayed", "true")
+        resp.media = outcome_json(outcome)
+
+    @staticmethod
+    def _idempotency_key(req: falcon.Request) -> str | None:
+        raw = req.get_header("Idempotency-Key")
+        if raw is None:
+            return None
+        match = IDEMPOTENCY_KEY.match(raw.strip())
+        if not match:
+            raise Problem(
+                400, "invalid-idempotency-key", "Invalid Idempotency-Key",
+                "An Idempotency-Key is 1 to 255 visible ASCII characters (a UUID is best).",
+                [("#header/Idempotency-Key", "1 to 255 visible ASCII characters")],
+            )
+        return match.group(1)
+
+    def _replay(self, reservation_id: UUID, terms: Terms) -> Outcome:
+        view = self.application.get_reservation(reservation_id)
+        proposed, answer, note = first_answer(view)
+        if proposed is None or answer is None:
+            raise Problem(
+                409, "idempotency-key-in-use", "A request with this Idempotency-Key is still in progress",
+                "Retry in a moment.", headers={"Retry-After": "1"},
+            )
+        if proposed != terms:
+            raise Problem(
+                422, "idempotency-key-reused", "This Idempotency-Key was used for another proposal",
+                "Use a new Idempotency-Key for a different proposal.",
+            )
+        return Outcome(answer, view, note)
+
+    def _abandon(self, reservation_id: UUID) -> None:
+        """Best effort: a POST that failed after initiating leaves no open reservation behind."""
+        try:
+            self.application.cancel(reservation_id, "the proposal was refused")
+        except Exception:
+            pass
+
+
+class Reservation:
+    """/OpenPEX/reservations/{reservation_id}"""
+
+    auth = "user"
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
+        view = load(self.application, req, reservation_id)
+        resp.etag = str(view.version)
+        resp.media = reservation_json(view)
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
+        reply, terms, proposal_id = step_from_json(req.get_media())
+        view = load(self.application, req, reservation_id)
+        if proposal_id is not None and proposal_id != reservation_id:
+            raise Problem(
+                422, "invalid-proposal", "The proposal belongs to another reservation",
+                "proposal.id must be this reservation's id (or be left out).",
+                [("/proposal/id", "is not the id of the reservation in the URL")],
+            )
+        check_if_match(req, view.version)
+        req.context.proposal_pointer = "/proposal"
+        outcome = self.application.respond(reservation_id, Reply(reply), terms)
+        req.context.metrics.replies.labels(outcome.reply.value).inc()
+        resp.etag = str(outcome.reservation.version)
+        resp.media = outcome_json(outcome)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
+        view = load(self.application, req, reservation_id)
+        check_if_match(req, view.version)
+        view = self.application.cancel(reservation_id)
+        resp.media = reservation_json(view)
+
+
+class Activation:
+    """/OpenPEX/reservations/{reservation_id}/activate"""
+
+    auth = "user"
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
+        view = load(self.application, req, reservation_id)
+        if view.state != State.ACTIVATED:  # activating twice is a no-op, as a PUT should be
+            check_if_match(req, view.version)
+            view = self.application.activate(reservation_id)
+        resp.etag = str(view.version)
+        resp.media = reservation_json(view)
+

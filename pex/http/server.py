@@ -1,0 +1,107 @@
+"""Serving the API with gunicorn: `pex serve`, or `gunicorn -c python:pex.http.gunicorn_conf`.
+
+The master prepares the store once (tables, demo pool) and closes that application before
+forking; each worker builds its own application after the fork, with CREATE_TABLE=n. Several
+workers, and several hosts, share one PostgreSQL: the event store's optimistic concurrency
+keeps them consistent. Prometheus metrics are merged across workers (multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import replace
+
+from pex.http.settings import HttpSettings
+from pex.settings import Settings
+
+log = logging.getLogger("pex.http")
+
+
+def prepare_store(settings: Settings) -> int:
+    """Create the tables and, on an empty store, the demo pool; return the number of nodes."""
+    from pex.bootstrap import build_application
+
+    application = build_application(replace(settings, create_tables=True))
+    try:
+        return len(application.nodes())
+    finally:
+        application.close()
+
+
+def reset_metrics_dir() -> None:
+    """Empty PROMETHEUS_MULTIPROC_DIR: samples of a previous run must not be merged in."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+
+
+# --- gunicorn hooks (also used by pex.http.gunicorn_conf) ---------------------------------
+
+
+def on_starting(server) -> None:
+    from pex.http.observability import configure_logging
+
+    configure_logging()
+    reset_metrics_dir()
+    nodes = prepare_store(Settings.from_env())
+    os.environ["PEX_CREATE_TABLES"] = "n"  # for the workers, whatever was set before
+    log.info("store ready", extra={"nodes": nodes})
+
+
+def post_fork(server, worker) -> None:
+    from pex.http import wsgi
+    from pex.http.observability import configure_logging
+
+    configure_logging()
+    wsgi.get_app()
+
+
+def worker_exit(server, worker) -> None:
+    from pex.http import wsgi
+
+    wsgi.close()
+
+
+def child_exit(server, worker) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def gunicorn_options(http: HttpSettings) -> dict:
+    return {
+        "bind": http.bind,
+        "workers": http.workers,
+        "worker_class": "gthread",
+        "threads": http.threads,
+        "timeout": 30,
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        "accesslog": None,  # the app logs one JSON line per request itself
+        "control_socket_disable": True,  # one fixed socket path would clash between servers
+        "on_starting": on_starting,
+        "post_fork": post_fork,
+        "worker_exit": worker_exit,
+        "child_exit": child_exit,
+    }
+
+
+def serve(http: HttpSettings) -> None:
+    """Run gunicorn in this process until it is stopped."""
+    from gunicorn.app.base import BaseApplication
+
+    class PexServer(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in gunicorn_options(http).items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            from pex.http import wsgi
+
+            return wsgi.application
+
+    PexServer().run()

@@ -1,0 +1,50 @@
+"""The WSGI entry gunicorn loads: `pex.http.wsgi:application`.
+
+Importing this module does nothing. The PexApplication (and its database pool) is built on
+first use in each process, that is after gunicorn forked the worker (eventsourcing notes,
+gotcha 1); the gunicorn hooks (pex.http.server) build it right after the fork.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import falcon
+
+from pex.bootstrap import build_application
+from pex.http.app import create_app
+from pex.http.settings import HttpSettings
+from pex.settings import Settings
+
+_lock = threading.Lock()
+_app: falcon.App | None = None
+_application = None
+
+
+def get_app() -> falcon.App:
+    """This process's Falcon app, built from the environment on first call.
+
+    Workers never create tables nor install the demo pool: the master did that once before
+    forking (pex.http.server.prepare_store), and concurrent DDL from many workers fails."""
+    global _app, _application
+    if _app is None:
+        with _lock:
+            if _app is None:
+                settings = replace(Settings.from_env(), create_tables=False, install_demo_pool=False)
+                _application = build_application(settings)
+                _app = create_app(_application, HttpSettings.from_env())
+    return _app
+
+
+def close() -> None:
+    """Close this process's application (its database pool), if it was built."""
+    global _app, _application
+    with _lock:
+        if _application is not None:
+            _application.close()
+        _app = _application = None
+
+
+def application(environ, start_response):
+    return get_app()(environ, start_response)
