@@ -28,7 +28,7 @@ from pex.clock import system_clock
 from pex.domain.catalogue import CATALOGUE_ID, DEMO_NODES, DEMO_TEMPLATES, TABLE_1_SIZES, Catalogue
 from pex.domain.errors import CapacityExceeded, CatalogueError, InvalidProposal, NodeUnavailable
 from pex.domain.instance import Instance, instance_id, instance_name
-from pex.domain.negotiation import NegotiationPolicy, check_terms, evaluate
+from pex.domain.negotiation import NegotiationPolicy, Negotiator, check_terms, evaluate
 from pex.domain.node import Node, node_id
 from pex.domain.pricing import FlatRatePricing, PricingPolicy
 from pex.domain.reservation import USER_REPLIES, Reservation, Step
@@ -119,11 +119,13 @@ class PexApplication(Accounts, Application):
         clock: Callable[[], datetime] = system_clock,
         pricing: PricingPolicy | None = None,
         policy: NegotiationPolicy | None = None,
+        negotiator: Negotiator = evaluate,
     ):
         super().__init__(env)
         self.clock = clock
         self.pricing = pricing or FlatRatePricing()
         self.policy = policy or NegotiationPolicy()
+        self.negotiator = negotiator  # the provider's strategy; pex.simulation compares others
         self.timeline = CapacityTimeline()
         self.index = ReservationIndex()
         self._follow_lock = threading.RLock()
@@ -251,7 +253,7 @@ class PexApplication(Accounts, Application):
         check_terms(terms, at, self.policy)
         self.follow()
         with self._follow_lock:
-            decision = evaluate(
+            decision = self.negotiator(
                 terms, size, self.timeline, at, self.pricing, self.policy, reservation.round + 1, reservation.id
             )
         previous = reservation.offer if reservation.state in (State.ACCEPTED, State.COUNTERED) else None

@@ -9,6 +9,7 @@ records the answer; the nodes hold what it places.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -36,6 +37,15 @@ class Decision:
     offer: Offer | None = None
     alternatives: tuple[Offer, ...] = field(default=())
     reason: str = ""
+
+
+class Negotiator(Protocol):
+    """The provider's strategy: `evaluate` below is PEX's; pex.simulation has the baselines."""
+
+    def __call__(
+        self, terms: Terms, size: Size, view: CapacityView, at: datetime, pricing: PricingPolicy,
+        policy: NegotiationPolicy, round: int = 1, reservation_id: UUID | None = None,
+    ) -> Decision: ...
 
 
 def check_terms(terms: Terms, at: datetime, policy: NegotiationPolicy) -> None:
