@@ -26,7 +26,6 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not postgres and not gunicorn and not browser and not slow"
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python -m bench
 
 clean:

@@ -248,6 +248,11 @@ from pex.http.commands import serve, users  # noqa: E402  (the HTTP edge's comma
 main.add_command(serve)
 main.add_command(users)
 
+from pex.simulation.commands import simulate_command, workload_command  # noqa: E402
+
+main.add_command(simulate_command)
+main.add_command(workload_command)
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,59 @@
+"""`make bench`: run the benchmarks and write docs/performance.md.
+
+    python -m bench                 every benchmark
+    python -m bench placement http  only those named
+    python -m bench --quick         smaller sizes, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from datetime import datetime, timezone
+
+from bench.common import ROOT, machine
+
+BENCHMARKS = ("placement", "http", "audit", "worker", "scheduling")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", choices=BENCHMARKS, help="benchmarks to run (default: all)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "performance.md"))
+    args = parser.parse_args(argv)
+    names = args.names or list(BENCHMARKS)
+    started = time.perf_counter()
+    sections = []
+    for name in names:
+        try:
+            module = importlib.import_module(f"bench.{name}")
+        except ModuleNotFoundError as missing:
+            if missing.name != f"bench.{name}":
+                raise
+            print(f"[bench] {name}: not written yet, skipped", file=sys.stderr)
+            continue
+        print(f"[bench] {name} …", file=sys.stderr, flush=True)
+        t = time.perf_counter()
+        section = module.run(quick=args.quick)
+        print(section.markdown())
+        print(f"[bench] {name} took {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+        sections.append(section)
+    header = (
+        "# Performance\n\n"
+        "Every figure is measured against a baseline run in the same process and the same run, so the\n"
+        "ratio is what survives a noisy, shared machine; absolute times vary from run to run.\n\n"
+        f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+        f"- Machine: {machine()}\n"
+        f"- Command: `make bench` (this page is written by `python -m bench`; total {time.perf_counter() - started:.0f} s)\n\n"
+    )
+    with open(args.output, "w") as out:
+        out.write(header + "\n".join(s.markdown() for s in sections))
+    print(f"[bench] wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

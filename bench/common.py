@@ -1,0 +1,71 @@
+"""Shared helpers: timing, percentiles, the machine's description, result sections."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ROOT / "docs" / "bench"
+
+
+@dataclass
+class Section:
+    """One benchmark's results: a title, markdown body lines, and figure files."""
+
+    title: str
+    command: str
+    lines: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        body = "\n".join(self.lines)
+        pictures = "\n".join(f"![{Path(f).stem}](bench/{Path(f).name})" for f in self.figures)
+        return f"## {self.title}\n\nReproduce: `{self.command}`\n\n{body}\n\n{pictures}\n".rstrip() + "\n"
+
+
+def timed(fn: Callable[[], object], repeat: int) -> list[float]:
+    """Wall-clock seconds of `repeat` calls."""
+    samples = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return samples
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f} ms" if seconds < 0.1 else f"{seconds * 1000:.0f} ms"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        mem = f", {kb / 1024 / 1024:.0f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    return f"{os.cpu_count()} × {cpu}{mem}, Python {platform.python_version()}, {platform.system()} {platform.release()}"

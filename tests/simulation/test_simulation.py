@@ -1,0 +1,78 @@
+"""Scheduling quality: workloads, the LWF format, and the comparison of providers."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from click.testing import CliRunner
+
+from pex.cli import main
+from pex.simulation.simulate import simulate
+from pex.simulation.workload import Request, WorkloadError, generate, read_lwf, write_lwf
+
+
+def test_a_generated_trace_survives_the_lwf_round_trip(tmp_path):
+    trace = generate(200, seed=5)
+    write_lwf(trace, tmp_path / "t.lwf")
+    assert read_lwf(tmp_path / "t.lwf") == trace
+
+
+def test_generation_is_reproducible_from_its_seed_and_within_its_bounds():
+    assert generate(50, seed=9) == generate(50, seed=9)
+    for r in generate(500, seed=2):
+        assert 1 <= r.fixed <= 5 and 0 <= r.optional <= 2
+        assert timedelta(minutes=30) <= r.duration <= timedelta(days=7)
+        assert r.start - r.arrival >= timedelta(minutes=5)
+
+
+def test_a_haizea_lease_without_pex_terms_is_read_as_the_smallest_size_that_holds_it(tmp_path):
+    (tmp_path / "h.lwf").write_text(
+        """<?xml version="1.0"?>
+<lease-workload name="ar"><lease-requests>
+  <lease-request arrival="00:10:00.00"><lease id="7" preemptible="false">
+    <nodes><node-set numnodes="2"><res amount="200" type="CPU"/><res amount="1024" type="Memory"/></node-set></nodes>
+    <start><exact time="02:00:00.00"/></start><duration time="01:30:00.00"/>
+  </lease></lease-request>
+  <lease-request arrival="00:20:00.00"><lease id="8" preemptible="true">
+    <nodes><node-set numnodes="1"><res amount="100" type="CPU"/></node-set></nodes><start/><duration time="01:00:00.00"/>
+  </lease></lease-request>
+</lease-requests></lease-workload>"""
+    )
+    (lease,) = read_lwf(tmp_path / "h.lwf")  # the best-effort lease 8 is not a reservation
+    assert (lease.id, lease.size, lease.fixed, lease.start, lease.duration) == (
+        7, "MEDIUM", 2, timedelta(hours=2), timedelta(minutes=90),
+    )
+
+
+def test_a_broken_trace_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.lwf").write_text("<lease-workload><lease-requests>")
+    with pytest.raises(WorkloadError):
+        read_lwf(tmp_path / "bad.lwf")
+
+
+def test_negotiation_books_more_than_reject_only_on_a_busy_pool():
+    trace = generate(150, rate_per_hour=3, seed=11)
+    exact, pex = simulate(trace, "exact"), simulate(trace, "pex")
+    assert pex.booked > exact.booked
+    assert pex.revenue > exact.revenue
+    assert exact.mean_start_delay_hours == 0
+
+
+def test_the_original_openpex_puts_a_reservation_on_one_host_and_negotiates_once():
+    one = Request(1, timedelta(0), "SMALL", 5, 0, timedelta(hours=1), timedelta(hours=1), timedelta(hours=1))
+    result = simulate([one], "openpex")
+    assert result.booked == 0  # five CPUs never fit one 4-CPU host
+    assert simulate([one], "pex").booked == 1
+
+
+def test_pex_simulate_reports_every_provider(tmp_path):
+    write_lwf(generate(40, seed=4), tmp_path / "t.lwf")
+    result = CliRunner().invoke(main, ["simulate", str(tmp_path / "t.lwf"), "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output
+    assert "reject-only exact" in result.output and "original OpenPEX" in result.output and "| PEX |" in result.output
+    assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_budgets_are_kept():
+    r = Request(1, timedelta(0), "XLARGE", 1, 0, timedelta(hours=1), timedelta(hours=10), timedelta(0), Decimal("1.00"))
+    assert simulate([r], "pex").booked == 0  # 10 hours of XLARGE cost 2.00
