@@ -7,14 +7,23 @@ Representation
     (offers waiting for a confirm) are few and short-lived, so they sit in a plain dict and
     are laid over the step function at query time; a hold stops counting when it lapses.
     One global SortedDict counts the boundaries of all bookings, for the change points that
-    the search for alternative start times walks.
+    the search for alternative start times walks. Two heaps, of booking ends and of hold
+    lapses, say what to forget next.
 
-Cost, with B bookings on a node and k of them overlapping the queried interval
-    free(node, start, end)     O(log B + k + h)      h = live holds on the node (small)
-    a query over N nodes       O(N (log B + k))      k is what overlaps, not the history
-    book / release             O(log B + k)          plus O(B) memmove inside the sorted keys
-    change_points(a, b)        O(log P + m)          P = all boundaries, m = those in (a, b]
-    forget_before(t)           O(r log B)            r = bookings that ended: past costs nothing
+Cost, with B bookings on a node still ending in the future, k of them overlapping the
+queried interval, and h live holds on the node (a handful)
+    free(node, start, end)     O(log B + k + h log h)   one bisect, then a walk over the keys
+    a query over N nodes       O(N (log B + k))         k is what overlaps, not the history
+    book / release             O(log B + k)             plus O(B) memmove inside the sorted keys
+    change_points(a, b)        O(log P + m + H)         P = all boundaries, m = those in (a, b],
+                                                        H = live holds of the whole pool
+    forget_before(t)           O(r log B)               r = what ended or lapsed since the last
+                                                        call; O(1) when nothing did
+
+The past costs nothing: applying a Node event forgets, as the Node aggregate does, every
+booking that ended and every hold that lapsed by the event's time `at`, and the application
+forgets up to its clock before each search. So B counts bookings that have not ended yet,
+however long the history is, and a rebuild from the whole log never holds the past at once.
 
 The timeline follows the event log (Node events only) and is rebuilt from it from scratch;
 the Node aggregates stay the authority that accepts or refuses a hold or booking.
@@ -55,6 +64,8 @@ class NodeTimeline:
         self.refs[t] = self.refs.get(t, 0) + 1
 
     def _drop_key(self, t: datetime) -> None:
+        # With no booking starting or ending at t any more, the level at t equals the level
+        # just before it, so the key carries no information.
         self.refs[t] -= 1
         if self.refs[t] == 0:
             del self.refs[t]
@@ -80,26 +91,55 @@ class NodeTimeline:
         return a
 
     def free(self, start: datetime, end: datetime, at: datetime, excluding: UUID | None) -> Resources:
-        # Overlays: live holds count, and the excluded reservation's own booking does not.
-        overlays: list[tuple[datetime, datetime, Resources, int]] = [
-            (max(h.start, start), min(h.end, end), h.demand, +1)
+        """Capacity minus the peak of booked demand plus live holds over [start, end)."""
+        # The step function's own keys inside the interval: only what overlaps is visited.
+        # `levels` is a dict as well as sorted, so reading a value is O(1).
+        level = self.level_at(start)
+        peak = level
+        keys = self.levels.irange(start, end, inclusive=(False, False))
+        overlays = self._overlays(start, end, at, excluding)
+        if not overlays:
+            for t in keys:
+                peak = Resources.peak(peak, self.levels[t])
+            return self.capacity - peak
+        # Holds and the excluded reservation's own booking are laid over the steps: sweep
+        # the merged instants, applying every change at an instant before reading the usage.
+        changes: list[tuple[datetime, int, Resources]] = [(t, 0, self.levels[t]) for t in keys]
+        for s, e, demand in overlays:
+            changes.append((s, 1, demand))
+            if e < end:
+                changes.append((e, 1, ZERO - demand))
+        changes.sort(key=lambda c: c[0])
+        extra, peak, i = ZERO, ZERO, 0
+        while i < len(changes) and changes[i][0] <= start:
+            extra = extra + changes[i][2]  # overlays starting at `start` (keys are after it)
+            i += 1
+        peak = level + extra
+        while i < len(changes):
+            t = changes[i][0]
+            while i < len(changes) and changes[i][0] == t:
+                _, kind, value = changes[i]
+                if kind == 0:
+                    level = value
+                else:
+                    extra = extra + value
+                i += 1
+            peak = Resources.peak(peak, level + extra)
+        return self.capacity - peak
+
+    def _overlays(
+        self, start: datetime, end: datetime, at: datetime, excluding: UUID | None
+    ) -> list[tuple[datetime, datetime, Resources]]:
+        """Live holds add their demand; the excluded reservation's own booking takes its away."""
+        overlays = [
+            (max(h.start, start), min(h.end, end), h.demand)
             for rid, h in self.holds.items()
             if rid != excluding and h.counts_at(at) and h.start < end and h.end > start
         ]
         own = self.bookings.get(excluding) if excluding is not None else None
         if own is not None and own.start < end and own.end > start:
-            overlays.append((max(own.start, start), min(own.end, end), own.demand, -1))
-        instants = [start, *self.levels.irange(start, end, inclusive=(False, False))]
-        if overlays:
-            instants = sorted({*instants, *(o[0] for o in overlays), *(o[1] for o in overlays if o[1] < end)})
-        peak = ZERO
-        for t in instants:
-            usage = self.level_at(t)
-            for s, e, demand, sign in overlays:
-                if s <= t < e:
-                    usage = usage + demand if sign > 0 else usage - demand
-            peak = Resources.peak(peak, usage)
-        return self.capacity - peak
+            overlays.append((max(own.start, start), min(own.end, end), ZERO - own.demand))
+        return overlays
 
 
 class CapacityTimeline:
@@ -110,6 +150,8 @@ class CapacityTimeline:
         self.node_by_id: dict[UUID, str] = {}
         self.boundaries: SortedDict = SortedDict()  # instant -> how many booking boundaries
         self.ends: list[tuple[datetime, str, UUID]] = []  # heap of booking ends, for forgetting
+        self.lapses: list[tuple[datetime, str, UUID]] = []  # heap of when holds stop counting
+        self.forgotten_before: datetime | None = None
         self.position = 0  # the last notification id applied
 
     # --- CapacityView ------------------------------------------------------------------
@@ -134,7 +176,9 @@ class CapacityTimeline:
     # --- following the log -------------------------------------------------------------
 
     def apply(self, event: object) -> None:
-        """Fold one Node event into the timeline (other events are ignored)."""
+        """Fold one Node event into the timeline (other events are ignored).
+
+        Like Node.Event.apply, it first forgets what ended or lapsed by the event's `at`."""
         if isinstance(event, Node.Registered):
             self.nodes[event.name] = NodeTimeline(event.name, event.capacity)
             self.node_by_id[event.originator_id] = event.name
@@ -142,6 +186,9 @@ class CapacityTimeline:
         name = self.node_by_id.get(getattr(event, "originator_id", None))
         if name is None:
             return
+        at = getattr(event, "at", None)
+        if at is not None:
+            self.forget_before(at)
         node = self.nodes[name]
         if isinstance(event, Node.Resized):
             node.capacity = event.capacity
@@ -151,9 +198,11 @@ class CapacityTimeline:
             node.available = True
         elif isinstance(event, Node.CapacityHeld):
             self._remove(node, event.reservation_id)
-            node.holds[event.reservation_id] = NodeAllocation(
+            hold = NodeAllocation(
                 event.reservation_id, event.start, event.end, event.instances, event.per_instance, event.hold_until
             )
+            node.holds[event.reservation_id] = hold
+            heapq.heappush(self.lapses, (min(hold.hold_until, hold.end), name, hold.reservation_id))
         elif isinstance(event, Node.CapacityBooked):
             self._remove(node, event.reservation_id)
             a = NodeAllocation(event.reservation_id, event.start, event.end, event.instances, event.per_instance)
@@ -173,14 +222,21 @@ class CapacityTimeline:
                     del self.boundaries[t]
 
     def forget_before(self, t: datetime) -> None:
-        """Drop bookings that ended by `t` and holds that lapsed: the past costs nothing."""
+        """Drop bookings that ended by `t` and holds that lapsed: the past costs nothing.
+
+        Heap entries of allocations released or replaced since are skipped when they surface."""
+        if self.forgotten_before is not None and t <= self.forgotten_before:
+            return
+        self.forgotten_before = t
         while self.ends and self.ends[0][0] <= t:
             end, name, rid = heapq.heappop(self.ends)
             node = self.nodes.get(name)
             if node is not None and (b := node.bookings.get(rid)) is not None and b.end == end:
                 self._remove(node, rid)
-        for node in self.nodes.values():
-            for rid in [rid for rid, h in node.holds.items() if not h.counts_at(t)]:
+        while self.lapses and self.lapses[0][0] <= t:
+            _, name, rid = heapq.heappop(self.lapses)
+            node = self.nodes.get(name)
+            if node is not None and (h := node.holds.get(rid)) is not None and not h.counts_at(t):
                 del node.holds[rid]
 
     # --- queries for people ------------------------------------------------------------

@@ -1,0 +1,144 @@
+"""The capacity timeline placement searches agrees with the Node aggregates, and forgets the past."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID, uuid4
+
+from hypothesis import given, strategies as st
+
+from pex.domain import CapacityExceeded, CatalogueError, Node, Resources
+from pex.domain.node import peak_demand
+from pex.projections.capacity import CapacityTimeline
+from tests.conftest import T0
+
+H = timedelta(hours=1)
+SMALL, MEDIUM = Resources(1, 768, 10), Resources(2, 1536, 20)
+RIDS = [UUID(int=i) for i in range(1, 9)]
+
+# One step of a node's life: (minutes that pass, command, node index, reservation index,
+# start hour from now, hours, instances, size index, minutes a hold lasts).
+steps = st.lists(
+    st.tuples(
+        st.integers(0, 90),
+        st.sampled_from(["hold", "hold", "book", "book", "release", "resize"]),
+        st.integers(0, 1),
+        st.integers(0, len(RIDS) - 1),
+        st.integers(0, 12),
+        st.integers(1, 8),
+        st.integers(1, 3),
+        st.integers(0, 1),
+        st.integers(1, 240),
+    ),
+    min_size=5,
+    max_size=40,
+)
+# A query: (minutes from now to its start, its length in minutes, whose reservation to leave out).
+probes = st.lists(st.tuples(st.integers(0, 14 * 60), st.integers(1, 10 * 60), st.integers(0, len(RIDS))), min_size=1, max_size=3)
+
+
+def apply_all(timeline: CapacityTimeline, node: Node) -> None:
+    for event in node.collect_events():
+        timeline.apply(event)
+
+
+def expected_free(node: Node, start, end, at, excluding=None) -> Resources:
+    """What the aggregate itself would judge: capacity minus the peak of its live allocations."""
+    return node.capacity - peak_demand(node.live_allocations(at, excluding=excluding), start, end)
+
+
+@given(steps, st.data())
+def test_free_capacity_equals_what_the_nodes_say_at_random_instants(history, data):
+    timeline = CapacityTimeline()
+    nodes = [Node(name=f"n{i}", capacity=Resources(4, 4096, 200), at=T0) for i in range(2)]
+    for node in nodes:
+        apply_all(timeline, node)
+    at = T0
+    for minutes, command, n, r, start_h, hours, instances, size, hold_minutes in history:
+        at += timedelta(minutes=minutes)
+        node, rid = nodes[n], RIDS[r]
+        start = at + start_h * H
+        per_instance = (SMALL, MEDIUM)[size]
+        try:
+            if command == "hold":
+                node.hold(rid, start, start + hours * H, instances, per_instance, at + timedelta(minutes=hold_minutes), at)
+            elif command == "book":
+                node.book(rid, start, start + hours * H, instances, per_instance, at)
+            elif command == "release":
+                node.release(rid, "test", at)
+            else:
+                node.resize(Resources(4 + instances, 4096 + 512 * size, 200), at)
+        except CapacityExceeded:
+            pass
+        except CatalogueError as refused:
+            assert "cannot shrink" in str(refused)
+        apply_all(timeline, node)
+        # Queries come later than the last event (the clock moves on) and start no earlier than
+        # the decision time, as placement's always do.
+        now = at + timedelta(minutes=data.draw(st.integers(0, 30)))
+        for offset, length, excluded in data.draw(probes):
+            start = now + timedelta(minutes=offset)
+            end = start + timedelta(minutes=length)
+            excluding = RIDS[excluded] if excluded < len(RIDS) else None
+            for node in nodes:
+                assert timeline.free(node.name, start, end, now, excluding) == expected_free(node, start, end, now, excluding)
+    for node in nodes:  # the timeline's own list of what is allocated agrees with the node's
+        live = {(a.reservation_id, a.start, a.end, a.instances, a.is_hold) for a in node.live_allocations(at)}
+        shown = {(a.reservation_id, a.start, a.end, a.instances, a.is_hold) for a in timeline.allocations(node.name, at)}
+        assert live == {s for s in shown if s[2] > at}
+
+
+def test_forgetting_the_past_drops_ended_bookings_and_lapsed_holds():
+    timeline = CapacityTimeline()
+    node = Node(name="n1", capacity=Resources(4, 4096, 200), at=T0)
+    ended, running, future, hold = uuid4(), uuid4(), uuid4(), uuid4()
+    node.book(ended, T0 + H, T0 + 2 * H, 1, SMALL, T0)
+    node.book(running, T0 + H, T0 + 5 * H, 1, SMALL, T0)
+    node.book(future, T0 + 4 * H, T0 + 6 * H, 2, SMALL, T0)
+    node.hold(hold, T0 + 4 * H, T0 + 6 * H, 1, SMALL, hold_until=T0 + 10 * 60 * timedelta(seconds=1), at=T0)
+    apply_all(timeline, node)
+    n1 = timeline.nodes["n1"]
+    assert set(n1.bookings) == {ended, running, future} and set(n1.holds) == {hold}
+
+    timeline.forget_before(T0 + 3 * H)
+
+    assert set(n1.bookings) == {running, future}
+    assert not n1.holds
+    remaining = {running: (T0 + H, T0 + 5 * H), future: (T0 + 4 * H, T0 + 6 * H)}
+    assert set(n1.levels) == {t for span in remaining.values() for t in span}
+    assert set(timeline.boundaries) == set(n1.levels)
+    assert n1.level_at(T0 + 4 * H + timedelta(minutes=1)) == SMALL * 3
+    assert timeline.free("n1", T0 + 3 * H, T0 + 6 * H, T0 + 3 * H) == Resources(1, 4096 - 3 * 768, 170)
+
+
+def test_applying_a_node_event_forgets_what_ended_before_it_as_the_node_does():
+    timeline = CapacityTimeline()
+    node = Node(name="n1", capacity=Resources(4, 4096, 200), at=T0)
+    first = uuid4()
+    node.book(first, T0, T0 + H, 4, SMALL, T0)
+    node.book(uuid4(), T0 + 2 * H, T0 + 3 * H, 4, SMALL, T0 + 90 * timedelta(minutes=1))
+    apply_all(timeline, node)
+    assert first not in timeline.nodes["n1"].bookings
+    assert set(node.allocations) == {str(r) for r in timeline.nodes["n1"].bookings}
+
+
+def test_a_long_history_leaves_only_the_future_in_the_timeline():
+    """Placement must not slow down as the log grows: what ended is gone from every structure."""
+    timeline = CapacityTimeline()
+    node = Node(name="n1", capacity=Resources(4, 4096, 200), at=T0)
+    apply_all(timeline, node)
+    at = T0
+    for _ in range(3000):  # three thousand hours of back-to-back bookings, each made as it starts
+        node.book(uuid4(), at, at + H, 4, SMALL, at)
+        apply_all(timeline, node)
+        at += H
+    for i in range(5):  # and a few bookings still ahead
+        node.book(uuid4(), at + i * H, at + (i + 1) * H, 2, SMALL, at)
+    apply_all(timeline, node)
+    timeline.forget_before(at)
+
+    n1 = timeline.nodes["n1"]
+    assert len(n1.bookings) == 5
+    assert len(n1.levels) <= 6 and len(timeline.boundaries) <= 6
+    assert len(timeline.ends) <= 6
+    assert timeline.free("n1", at, at + 10 * H, at) == Resources(2, 4096 - 2 * 768, 180)
