@@ -105,17 +105,36 @@ def request_problem(errors: list[Exception]) -> Problem:
     return Problem(400, "invalid-request", "The request does not match the API's contract", detail, found)
 
 
+def declared_query_parameters(uri_template: str, method: str) -> frozenset[str] | None:
+    """The query parameters the document declares for a route (a Falcon URI template)."""
+    path = re.sub(r"\{(\w+):\w+\}", r"{\1}", uri_template)
+    item = spec_dict()["paths"].get(path)
+    if item is None or method.lower() not in item:
+        return None
+    parameters = [*item.get("parameters", []), *item[method.lower()].get("parameters", [])]
+    return frozenset(p["name"] for p in parameters if p.get("in") == "query")
+
+
 class RequestContract:
-    """Falcon middleware: validates requests to contract resources against the document."""
+    """Falcon middleware: validates requests to contract resources against the document.
+
+    openapi-core ignores query parameters the document does not declare; PEX refuses them,
+    so that a misspelt filter (?stat=CONFIRMED) is not silently a list of everything."""
 
     def __init__(self, spec: OpenAPI):
         self.spec = spec
+        self._declared = functools.lru_cache(maxsize=256)(declared_query_parameters)
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params) -> None:
         if resource is None or not getattr(resource, "contract", False):
             return
         if not hasattr(resource, f"on_{req.method.lower()}"):
             return  # falcon answers 405 with Allow
+        declared = self._declared(req.uri_template, req.method)
+        unknown = sorted(set(req.params) - declared) if declared is not None else []
+        if unknown:
+            found = [(f"#query/{name}", "is not a parameter of this operation") for name in unknown]
+            raise Problem(400, "invalid-request", "Unknown query parameter", "; ".join(f"{p}: {d}" for p, d in found), found)
         if req.method in ("POST", "PUT", "PATCH") and (req.content_length or 0) > 0:
             # Malformed JSON surfaces here as falcon's own 400, before openapi-core sees it.
             req.get_media(default_when_empty=None)

@@ -52,10 +52,17 @@ def on_starting(server) -> None:
 
 
 def post_fork(server, worker) -> None:
-    from pex.http import wsgi
     from pex.http.observability import configure_logging
 
     configure_logging()
+
+
+def post_worker_init(worker) -> None:
+    """Build this worker's application before it takes requests. Not in post_fork: until the
+    worker has installed its signal handlers, a SIGTERM that arrives during the (slowish)
+    build would be lost and the stop would wait out the graceful timeout."""
+    from pex.http import wsgi
+
     wsgi.get_app()
 
 
@@ -85,6 +92,7 @@ def gunicorn_options(http: HttpSettings) -> dict:
         "control_socket_disable": True,  # one fixed socket path would clash between servers
         "on_starting": on_starting,
         "post_fork": post_fork,
+        "post_worker_init": post_worker_init,
         "worker_exit": worker_exit,
         "child_exit": child_exit,
     }

@@ -114,6 +114,15 @@ class LiveServer:
     url: str
     process: subprocess.Popen
     log_path: str
+    env: dict  # what the server was given beyond the inherited environment
+    cwd: str
+    sessions: list = field(default_factory=list)  # closed before stopping: idle keep-alives delay a graceful stop
+
+    def session(self, auth: tuple[str, str] | None = None) -> requests.Session:
+        session = requests.Session()
+        session.auth = auth
+        self.sessions.append(session)
+        return session
 
     def log(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
@@ -133,13 +142,8 @@ def free_port() -> int:
 
 def start_server(database_url: str, tmp_path, workers: int = 2, extra_env: dict | None = None) -> LiveServer:
     port = free_port()
-    env = {
-        **os.environ,
-        **CHEAP,
-        "PEX_DATABASE_URL": database_url,
-        "PEX_LOGIN_FAILURES_ALLOWED": "0",
-        **(extra_env or {}),
-    }
+    given = {**CHEAP, "PEX_DATABASE_URL": database_url, "PEX_LOGIN_FAILURES_ALLOWED": "0", **(extra_env or {})}
+    env = {**os.environ, **given}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log_path = str(tmp_path / f"gunicorn-{port}.log")
     log = open(log_path, "wb")
@@ -151,15 +155,15 @@ def start_server(database_url: str, tmp_path, workers: int = 2, extra_env: dict 
         cwd=tmp_path,
         start_new_session=True,
     )
-    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path, given, str(tmp_path))
     deadline = time.monotonic() + 60
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited:\n{server.log()}")
         try:
-            if requests.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+            if requests.get(f"{server.url}/readyz", timeout=15).status_code == 200:
                 return server
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             pass
         if time.monotonic() > deadline:
             stop_server(server)
@@ -168,6 +172,8 @@ def start_server(database_url: str, tmp_path, workers: int = 2, extra_env: dict 
 
 
 def stop_server(server: LiveServer) -> None:
+    for session in server.sessions:
+        session.close()
     if server.process.poll() is None:
         server.process.send_signal(signal.SIGTERM)
         try:

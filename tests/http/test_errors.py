@@ -181,3 +181,10 @@ def test_deleting_an_activated_reservation_is_409(api):
     api.step(rid, "CONFIRM")
     api.put(f"/OpenPEX/reservations/{rid}/activate")
     problem(api.delete(f"/OpenPEX/reservations/{rid}"), 409, "illegal-move")
+
+
+def test_an_unknown_query_parameter_is_400_not_ignored(api):
+    body = problem(api.get("/OpenPEX/reservations?stat=CONFIRMED"), 400, "invalid-request")
+    assert pointers(body) == {"#query/stat"}
+    body = problem(api.get("/OpenPEX/reservations?state=MAYBE"), 400)
+    assert pointers(body) == {"#query/state"}
