@@ -109,16 +109,32 @@ def test_instances_of_a_confirmed_reservation_are_listed_and_readable(api):
     assert (one.json["type"], one.json["status"], one.json["startTime"]) == ("MEDIUM", "SCHEDULED", "Mon, 02 Mar 2026 10:00:00 GMT")
 
 
-def test_instance_actions_are_refused_while_the_instance_cannot_take_them(api):
-    """A SCHEDULED instance has no VM yet: 409, either because this PEX has no Xen dispatcher
-    (dispatcher-unavailable) or because the instance cannot be stopped before it runs."""
+def test_instance_actions_answer_409_while_there_is_no_xen_dispatcher(api, monkeypatch):
     rid = api.propose().json["proposal"]["id"]
     api.step(rid, "CONFIRM")
     vm = api.get("/OpenPEX/instances").json["instances"][0]["id"]
+    for action in ("stop", "reboot", "delete"):
+        monkeypatch.setattr(api.application, f"{action}_instance", None, raising=False)
     for response in (
         api.put(f"/OpenPEX/instances/{vm}/stop"),
         api.put(f"/OpenPEX/instances/{vm}/reboot"),
         api.delete(f"/OpenPEX/instances/{vm}"),
     ):
         assert response.status_code == 409
-        assert response.json["type"] in ("/OpenPEX/problems/dispatcher-unavailable", "/OpenPEX/problems/illegal-move")
+        assert response.json["type"] == "/OpenPEX/problems/dispatcher-unavailable"
+
+
+def test_instance_actions_are_relayed_to_the_application(api, monkeypatch):
+    rid = api.propose().json["proposal"]["id"]
+    api.step(rid, "CONFIRM")
+    vm = api.get("/OpenPEX/instances").json["instances"][0]["id"]
+    calls = []
+    for action in ("stop", "reboot", "delete"):
+        monkeypatch.setattr(api.application, f"{action}_instance", lambda i, a=action: calls.append((a, str(i))), raising=False)
+    assert api.put(f"/OpenPEX/instances/{vm}/stop").status_code == 200
+    assert api.put(f"/OpenPEX/instances/{vm}/reboot").status_code == 200
+    deleted = api.delete(f"/OpenPEX/instances/{vm}")
+    assert deleted.status_code == 200 and deleted.json["id"] == vm
+    assert calls == [("stop", vm), ("reboot", vm), ("delete", vm)]
+    assert api.put(f"/OpenPEX/instances/{vm}/stop", user="bob").status_code == 404
+    assert len(calls) == 3
