@@ -11,6 +11,8 @@ from pex.http.contract import RequestContract, ResponseContract, openapi
 from pex.http.observability import Metrics, MetricsResource, RequestObserver
 from pex.http.problems import Problem
 from pex.http.settings import HttpSettings
+from pex.http import portal
+from pex.http.portal.settings import PortalSettings
 
 
 class BodyLimit:
@@ -39,6 +41,7 @@ def create_app(
     *,
     metrics: Metrics | None = None,
     response_contract: ResponseContract | None = None,
+    portal_settings: PortalSettings | None = None,
 ) -> falcon.App:
     """The API over `application` (which also carries the clock every command reads).
 
@@ -91,4 +94,11 @@ def create_app(
     }
     for template, resource in routes.items():
         app.add_route(template, resource)
+    # The web portal at / (paper §3.4): session cookies, not Basic auth; outside the contract.
+    portal.install(
+        app, application, portal_settings or PortalSettings.from_env(),
+        registration=settings.registration,
+        login_failures_allowed=settings.login_failures_allowed,
+        login_lockout_seconds=settings.login_lockout_seconds,
+    )
     return app

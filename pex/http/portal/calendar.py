@@ -1,0 +1,176 @@
+"""The capacity calendar: nodes over time (a day, a week or a month), as a Gantt chart.
+
+Rows are nodes; bars are the bookings and held offers on them, from the capacity timeline
+(`application.node_allocations`). The window is cut into columns (hours for a day, quarter
+days for a week, days for a month); each column of each node says how many CPUs stay free
+over all of it (capacity minus the peak of demand, `peak_demand`) and, when any are, links to
+the new-reservation form with that column's start and end filled in.
+
+Privacy: a user sees their own bookings by name; an administrator sees everyone's with the
+owner; anyone else's booking is shown to other users only as "busy". Bookings that ended are
+forgotten by the timeline, so the past of the window shows nothing.
+
+Cost: one pass over each node's allocations per column, O(N × C × k) for N nodes, C columns
+and k allocations overlapping the window: a few thousand steps for the paper's testbed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from pex.domain.node import peak_demand
+from pex.domain.values import Resources
+
+VIEWS = {
+    # name: (days shown, column width, label format of a column)
+    "day": (1, timedelta(hours=1), "%H"),
+    "week": (7, timedelta(hours=6), "%a %-d"),
+    "month": (30, timedelta(days=1), "%-d"),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    start: datetime
+    end: datetime
+    label: str
+    first_of_group: bool  # a new day (week view) or a new week (month view): a stronger line
+
+
+@dataclass(frozen=True)
+class Slot:
+    start: datetime
+    end: datetime
+    free: Resources
+    capacity: Resources
+    past: bool
+
+    @property
+    def free_share(self) -> float:
+        return self.free.cpus / self.capacity.cpus if self.capacity.cpus else 0.0
+
+
+@dataclass(frozen=True)
+class Bar:
+    reservation_id: str | None  # None when the viewer may not know whose it is
+    label: str
+    title: str
+    kind: str  # "mine", "other" (admin), "busy", and "held" for an offer still open
+    start: datetime
+    end: datetime
+    left: float  # percent of the window
+    width: float
+    lane: int
+
+
+@dataclass(frozen=True)
+class Row:
+    node: str
+    capacity: Resources
+    available: bool
+    slots: tuple[Slot, ...]
+    bars: tuple[Bar, ...]
+    lanes: int
+
+
+@dataclass(frozen=True)
+class Calendar:
+    view: str
+    start: datetime
+    end: datetime
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+    previous: date
+    next: date
+    anchor: date  # the day the viewer asked for (the window holds it)
+    now_left: float | None  # where "now" falls, in percent, if inside the window
+
+    @property
+    def last(self) -> datetime:
+        """The last instant shown (the window is half-open)."""
+        return self.end - timedelta(seconds=1)
+
+
+def window(view: str, anchor: date, tz: ZoneInfo) -> tuple[datetime, datetime, list[Column]]:
+    days, step, label = VIEWS[view]
+    if view == "week":
+        anchor = anchor - timedelta(days=anchor.weekday())
+    start_local = datetime.combine(anchor, time(0), tz)
+    end_local = datetime.combine(anchor + timedelta(days=days), time(0), tz)
+    columns, t = [], start_local
+    while t < end_local:
+        # Step in local wall time, so a day column stays a calendar day across a DST change.
+        following = (datetime.combine(t.date() + step, time(0), tz) if step >= timedelta(days=1)
+                     else (t.astimezone(ZoneInfo("UTC")) + step).astimezone(tz))
+        first = (view == "week" and t.hour == 0) or (view == "month" and t.weekday() == 0)
+        # A week names each day once, over its four quarter-day columns.
+        text = t.strftime(label) if view != "week" or first else ""
+        columns.append(Column(t, min(following, end_local), text, first))
+        t = following
+    return start_local, end_local, columns
+
+
+def build(
+    view: str,
+    anchor: date,
+    tz: ZoneInfo,
+    now: datetime,
+    nodes: list,
+    allocations_of,
+    owners: dict,
+    viewer: str,
+) -> Calendar:
+    """`nodes` are NodeViews, `allocations_of(name)` a node's allocations, `owners` maps the
+    reservation ids the viewer may name (their own, or all for admins) to (owner, size name)."""
+    start, end, columns = window(view, anchor, tz)
+    total = (end - start).total_seconds()
+
+    def percent(t: datetime) -> float:
+        return max(0.0, min(100.0, (t - start).total_seconds() / total * 100))
+
+    rows = []
+    for node in nodes:
+        allocations = [a for a in allocations_of(node.name) if a.start < end and a.end > start and a.counts_at(now)]
+        slots = []
+        for c in columns:
+            past = c.end <= now
+            from_ = max(c.start, now) if not past else c.start
+            used = peak_demand(allocations, from_, c.end) if not past else Resources()
+            free = node.capacity - used if node.available else Resources()
+            slots.append(Slot(c.start, c.end, free, node.capacity, past))
+        bars, lane_ends = [], []
+        for a in sorted(allocations, key=lambda a: (a.start, a.end)):
+            lane = next((i for i, e in enumerate(lane_ends) if e <= a.start), len(lane_ends))
+            if lane == len(lane_ends):
+                lane_ends.append(a.end)
+            else:
+                lane_ends[lane] = a.end
+            owner, size = owners.get(a.reservation_id, (None, None))
+            what = f"{a.instances} × {size or f'{a.per_instance.cpus} CPU'}"
+            if owner is None:
+                kind, label, rid = "busy", "busy", None
+            elif owner == viewer:
+                kind, label, rid = "mine", f"yours: {what}", str(a.reservation_id)
+            else:
+                kind, label, rid = "other", f"{owner}: {what}", str(a.reservation_id)
+            if a.is_hold:
+                kind, label = f"{kind} held", f"{label} (offer)"
+            span = f"{a.start.astimezone(tz):%a %-d %b %H:%M} – {a.end.astimezone(tz):%a %-d %b %H:%M %Z}"
+            bars.append(Bar(rid, label, f"{label}, {span}", kind, a.start, a.end, percent(a.start),
+                            max(percent(a.end) - percent(a.start), 0.4), lane))
+        rows.append(Row(node.name, node.capacity, node.available, tuple(slots), tuple(bars), max(1, len(lane_ends))))
+    days = VIEWS[view][0]
+    first_day = start.date()
+    return Calendar(
+        view=view,
+        start=start,
+        end=end,
+        columns=tuple(columns),
+        rows=tuple(rows),
+        previous=first_day - timedelta(days=days),
+        next=first_day + timedelta(days=days),
+        anchor=anchor,  # the day asked for: switching views keeps it in sight
+        now_left=percent(now) if start <= now < end else None,
+    )

@@ -1,0 +1,486 @@
+"""The portal's pages (paper §3.4): each resource parses a form or a query, calls one
+application method, and renders a page or redirects (POST → 303 See Other → GET).
+
+Refusals a person can fix come back as messages: beside the form field that caused them
+(422, the form shown again with what was typed), or as a flash message on the page the user
+is sent back to. Someone else's reservation or instance is "not found", as in the API.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from urllib.parse import urlencode
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+
+import falcon
+
+from pex.application import Contention, NotFound, PexApplication, ReservationView
+from pex.domain.errors import DomainError, IllegalMove, OfferExpired
+from pex.domain.user import AccountError, UsernameTaken
+from pex.domain.values import Reply, State
+from pex.http.auth import LoginThrottle
+from pex.http.portal import calendar
+from pex.http.portal.forms import AccountForm, FormErrors, ReservationForm
+from pex.http.portal.pages import Renderer, is_zone, local_input, time_zones, zone
+from pex.http.portal.sessions import form
+
+log = logging.getLogger("pex.http.portal")
+
+# What a person reads for each state, and for each step of the history.
+STATE_WORDS = {
+    State.INITIATED: "Started, no proposal yet",
+    State.SUBMITTED: "Being evaluated",
+    State.ACCEPTED: "Offer waiting for your confirmation",
+    State.COUNTERED: "Counter-offer waiting for your answer",
+    State.REJECTED: "Not agreed",
+    State.CONFIRMED: "Booked",
+    State.ACTIVATED: "Activated",
+    State.EXPIRED: "Expired",
+    State.CANCELLED: "Deleted",
+}
+STEP_WORDS = {
+    ("user", "PROPOSE"): "You proposed",
+    ("user", "COUNTER"): "You made a counter-proposal",
+    ("user", "ACCEPT"): "You accepted the provider's terms",
+    ("user", "REJECT"): "You walked away",
+    ("user", "CONFIRM"): "You confirmed",
+    ("user", "ACTIVATE"): "You activated the reservation",
+    ("user", "DELETE"): "Deleted",
+    ("provider", "ACCEPT"): "The provider accepted",
+    ("provider", "COUNTER"): "The provider made a counter-offer",
+    ("provider", "REJECT"): "The provider refused",
+    ("provider", "CONFIRM_REQUEST"): "The provider asked you to confirm",
+    ("provider", "REQUEST_SUCCESS"): "The provider booked it",
+    ("provider", "OFFER_EXPIRED"): "The offer lapsed",
+    ("provider", "EXPIRED"): "The reservation ended",
+}
+DELETABLE = {State.INITIATED, State.ACCEPTED, State.COUNTERED, State.REJECTED, State.CONFIRMED}
+INSTANCE_ACTIONS = {
+    # action: (application method, statuses it applies to, button text)
+    "start": ("start_instance", {"HALTED"}, "Start"),
+    "stop": ("stop_instance", {"RUNNING", "PAUSED", "SUSPENDED"}, "Stop"),
+    "reboot": ("reboot_instance", {"RUNNING"}, "Reboot"),
+}
+
+
+@dataclass
+class Portal:
+    """What the pages share."""
+
+    application: PexApplication
+    renderer: Renderer
+    throttle: LoginThrottle
+    registration: bool
+
+
+def redirect(to: str) -> falcon.HTTPSeeOther:
+    return falcon.HTTPSeeOther(to)
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path on this site: never //host or an absolute URL (an open redirect)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+def owner_of(req: falcon.Request) -> str | None:
+    """Whose things the user may open: their own, or (an administrator) anyone's."""
+    user = req.context.user
+    return None if user.is_admin else user.username
+
+
+def reservation_url(reservation_id: UUID) -> str:
+    return f"/reservations/{reservation_id}"
+
+
+class Page:
+    portal = True  # PortalSessions looks after it
+    auth = None  # no HTTP basic authentication: the session cookie is the portal's
+    contract = False  # not part of the OpenAPI document
+    login_required = True
+
+    def __init__(self, portal: Portal):
+        self.p = portal
+        self.application = portal.application
+
+    def render(self, req, resp, template: str, status: int = 200, **context) -> None:
+        self.p.renderer.render(req, resp, template, status, **context)
+
+    def now(self) -> datetime:
+        return self.application.clock()
+
+
+# --- accounts ---------------------------------------------------------------------------
+
+
+class Register(Page):
+    login_required = False
+
+    def on_get(self, req, resp):
+        if req.context.user:
+            raise redirect("/")
+        self.render(req, resp, "register.html", form=AccountForm(), errors={}, open=self.p.registration,
+                    status=200 if self.p.registration else 403)
+
+    def on_post(self, req, resp):
+        if not self.p.registration:
+            self.render(req, resp, "register.html", form=AccountForm(), errors={}, open=False, status=403)
+            return
+        account = AccountForm.from_post(form(req))
+        errors = {}
+        if account.password != account.confirm:
+            errors["confirm"] = "The two passwords differ"
+        else:
+            try:
+                self.application.register_user(account.username, account.password)
+            except AccountError as error:
+                errors[error.field] = error.detail[:1].upper() + error.detail[1:]
+            except UsernameTaken:
+                errors["username"] = "That username is taken; choose another"
+        if errors:
+            account.password = account.confirm = ""
+            self.render(req, resp, "register.html", status=422, form=account, errors=errors, open=True)
+            return
+        req.context.session.log_in(account.username)
+        req.context.session.flash(f"Welcome, {account.username}: your account is ready.", "success")
+        raise redirect("/")
+
+
+class Login(Page):
+    login_required = False
+
+    def on_get(self, req, resp):
+        if req.context.user:
+            raise redirect(safe_next(req.get_param("next")))
+        self.render(req, resp, "login.html", username="", next=safe_next(req.get_param("next")), error=None,
+                    registration=self.p.registration)
+
+    def on_post(self, req, resp):
+        data = form(req)
+        username, password = str(data.get("username", "")).strip(), str(data.get("password", ""))
+        target = safe_next(data.get("next"))
+        address = req.remote_addr or "-"
+        wait = self.p.throttle.retry_after(username, address)
+        if wait > 0:
+            resp.set_header("Retry-After", str(int(wait) + 1))
+            error = f"Too many failed attempts: wait {int(wait) + 1} seconds and try again."
+            self.render(req, resp, "login.html", status=429, username=username, next=target, error=error,
+                        registration=self.p.registration)
+            return
+        user = self.application.authenticate(username, password) if username and password else None
+        if user is None:
+            self.p.throttle.failed(username, address)
+            self.render(req, resp, "login.html", status=422, username=username, next=target,
+                        error="Unknown username or wrong password.", registration=self.p.registration)
+            return
+        self.p.throttle.succeeded(username, address)
+        req.context.session.log_in(user.username)
+        raise redirect(target)
+
+
+class Logout(Page):
+    login_required = False
+
+    def on_post(self, req, resp):
+        req.context.session.log_out()
+        req.context.session.flash("You are logged out.")
+        raise redirect("/login")
+
+
+class Preferences(Page):
+    login_required = False
+
+    def on_get(self, req, resp):
+        self.render(req, resp, "preferences.html", zones=time_zones(), back=safe_next(req.get_param("back")), error=None)
+
+    def on_post(self, req, resp):
+        data = form(req)
+        name = str(data.get("tz", "")).strip()
+        back = safe_next(data.get("back"))
+        if not is_zone(name):
+            self.render(req, resp, "preferences.html", status=422, zones=time_zones(), back=back,
+                        error=f"{name or 'That'} is not a time zone this server knows")
+            return
+        req.context.session.tz = name
+        req.context.session.modified = True
+        req.context.session.flash(f"Times are now shown in {name}.", "success")
+        raise redirect(back)
+
+
+# --- welcome ---------------------------------------------------------------------------
+
+
+class Welcome(Page):
+    def on_get(self, req, resp):
+        now = self.now()
+        mine = self.application.list_reservations(req.context.user.username)
+        upcoming = sorted(
+            (r for r in mine if r.state in (State.CONFIRMED, State.ACTIVATED) and r.terms and r.terms.end > now),
+            key=lambda r: r.terms.start,
+        )
+        waiting = [r for r in mine if r.state in (State.ACCEPTED, State.COUNTERED)]
+        self.render(req, resp, "welcome.html", upcoming=upcoming[:5], waiting=waiting, words=STATE_WORDS, now=now)
+
+
+# --- reservations ----------------------------------------------------------------------
+
+
+class NewReservation(Page):
+    def on_get(self, req, resp):
+        tz = zone(req.context.session.tz)
+        catalogue = self.application.catalogue()
+        typed = ReservationForm(
+            size=req.get_param("size") or "",
+            template=req.get_param("template") or next(iter(catalogue.templates), ""),
+            start=req.get_param("start") or local_input(self._next_hour(), tz),
+            end=req.get_param("end") or "",
+            duration=req.get_param("duration") or ("" if req.get_param("end") else "1"),
+            instances_fixed=req.get_param("instances_fixed") or "1",
+            instances_option=req.get_param("instances_option") or "0",
+            price=req.get_param("price") or "",
+        )
+        if not typed.size and catalogue.sizes:
+            typed.size = next(iter(catalogue.sizes))
+        self._show(req, resp, typed, {}, 200)
+
+    def _next_hour(self) -> datetime:
+        now = self.now()
+        return now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+
+    def _show(self, req, resp, typed: ReservationForm, errors: dict, status: int) -> None:
+        typed.nonce = typed.nonce or uuid4().hex
+        catalogue = self.application.catalogue()
+        self.render(req, resp, "new_reservation.html", status=status, form=typed, errors=errors,
+                    sizes=list(catalogue.sizes.values()), templates=catalogue.templates)
+
+    def on_post(self, req, resp):
+        tz = zone(req.context.session.tz)
+        typed = ReservationForm.from_post(form(req))
+        user = req.context.user.username
+        try:
+            terms = typed.terms(tz)
+            typed.check(terms, self.application.catalogue(), self.now(), self.application.policy)
+        except FormErrors as refused:
+            self._show(req, resp, typed, refused.errors, 422)
+            return
+        # The form's nonce names the reservation: a form sent twice negotiates once.
+        rid = uuid5(NAMESPACE_URL, f"/pex/users/{user}/portal/{typed.nonce or uuid4().hex}")
+        rid = self.application.initiate_reservation(user, rid)
+        try:
+            self.application.submit_proposal(rid, terms)
+        except IllegalMove:
+            pass  # already submitted by the same form: show what was answered then
+        except DomainError as error:
+            field = typed.field_of(error) if hasattr(error, "field") else "form"
+            self._abandon(rid)
+            typed.nonce = ""  # that reservation is spent: the next try makes a new one
+            self._show(req, resp, typed, {field: str(getattr(error, "detail", error))}, 422)
+            return
+        raise redirect(reservation_url(rid))
+
+    def _abandon(self, rid: UUID) -> None:
+        try:
+            self.application.cancel(rid, "the proposal was refused")
+        except Exception:
+            pass
+
+
+class Reservations(Page):
+    def on_get(self, req, resp):
+        show_all = req.get_param_as_bool("all") or False
+        views = self.application.list_reservations(req.context.user.username)
+        if not show_all:
+            views = [v for v in views if v.state != State.CANCELLED]
+        views.sort(key=lambda v: v.created_on, reverse=True)
+        self.render(req, resp, "reservations.html", reservations=views, words=STATE_WORDS, deletable=DELETABLE,
+                    show_all=show_all)
+
+
+def plain_reply(view: ReservationView) -> tuple[str, str]:
+    """(headline, explanation) of where the negotiation stands, in plain words."""
+    last_provider = next((s for s in reversed(view.history) if s.party == "provider"), None)
+    if view.state == State.ACCEPTED:
+        if last_provider and last_provider.reply == Reply.CONFIRM_REQUEST.value:
+            return ("You accepted the provider's terms.",
+                    "Confirm to book them; until you do, the capacity is held for you.")
+        return ("Accepted as you asked.", "The provider can do exactly what you asked. Confirm to book it.")
+    if view.state == State.COUNTERED:
+        return ("The provider cannot do exactly what you asked, and offers other terms.",
+                "Accept them, pick one of the alternatives, make your own counter-proposal, or walk away.")
+    if view.state == State.REJECTED:
+        if view.history and view.history[-1].party == "user":
+            return ("You walked away.", "Nothing is held or booked for this reservation.")
+        reason = last_provider.note if last_provider else ""
+        return ("The provider cannot satisfy this request in any manner.", reason)
+    if view.state == State.CONFIRMED:
+        return ("Booked.", "Activate the reservation, or delete it while it is not activated.")
+    if view.state == State.ACTIVATED:
+        return ("Activated.", "Its instances run from the start to the end of the reservation.")
+    if view.state == State.EXPIRED:
+        if view.instance_ids:
+            return ("Over.", "The reservation's time has ended.")
+        return ("The offer lapsed.", "You did not confirm in time; propose again if you still need it.")
+    if view.state == State.CANCELLED:
+        return ("Deleted.", "Nothing is held or booked for this reservation.")
+    return (STATE_WORDS.get(view.state, view.state.value), "")
+
+
+class ReservationPage(Page):
+    def on_get(self, req, resp, reservation_id: UUID):
+        view = self.application.get_reservation(reservation_id, owner_of(req))
+        self.show(req, resp, view, None, {}, 200)
+
+    def show(self, req, resp, view: ReservationView, counter: ReservationForm | None, errors: dict, status: int):
+        tz = zone(req.context.session.tz)
+        catalogue = self.application.catalogue()
+        if counter is None and view.proposal is not None:
+            counter = ReservationForm.from_terms(view.proposal, tz)
+        headline, explanation = plain_reply(view)
+        now = self.now()
+        self.render(
+            req, resp, "reservation.html", status=status, r=view, headline=headline, explanation=explanation,
+            counter=counter, errors=errors, words=STATE_WORDS, step_words=STEP_WORDS,
+            sizes=list(catalogue.sizes.values()), templates=catalogue.templates,
+            seconds_left=max(0, int((view.valid_until - now).total_seconds())) if view.valid_until else None,
+            deletable=view.state in DELETABLE, now=now,
+        )
+
+
+class ReservationAction(Page):
+    """POST /reservations/{id}/{action}: one move of the negotiation or of the reservation's life."""
+
+    MOVES = ("confirm", "accept", "decline", "counter", "alternative", "activate", "delete")
+
+    def on_post(self, req, resp, reservation_id: UUID, action: str):
+        if action not in self.MOVES:
+            raise falcon.HTTPNotFound()
+        view = self.application.get_reservation(reservation_id, owner_of(req))
+        session = req.context.session
+        app = self.application
+        try:
+            if action == "confirm":
+                outcome = app.confirm(reservation_id)
+                if outcome.reply == Reply.REQUEST_SUCCESS:
+                    session.flash("Confirmed: the reservation is booked.", "success")
+                else:
+                    session.flash(f"The provider could not book it: {outcome.reason or 'the capacity is gone'}.", "error")
+            elif action == "accept":
+                app.accept_counter(reservation_id)
+                session.flash("You accepted the provider's terms: confirm them to book.", "success")
+            elif action == "decline":
+                app.decline(reservation_id)
+                session.flash("You walked away from the offer.")
+            elif action == "activate":
+                app.activate(reservation_id)
+                session.flash("Activated.", "success")
+            elif action == "delete":
+                app.cancel(reservation_id)
+                session.flash("The reservation is deleted.")
+                raise redirect("/reservations")
+            elif action == "alternative":
+                try:
+                    chosen = view.alternatives[int(form(req).get("index", ""))]
+                except (ValueError, IndexError):
+                    session.flash("That alternative is no longer on offer.", "error")
+                    raise redirect(reservation_url(reservation_id)) from None
+                self._counter(req, reservation_id, chosen.terms)
+            elif action == "counter":
+                tz = zone(session.tz)
+                typed = ReservationForm.from_post(form(req))
+                try:
+                    terms = typed.terms(tz)
+                    typed.check(terms, app.catalogue(), self.now(), app.policy)
+                except FormErrors as refused:
+                    ReservationPage(self.p).show(req, resp, view, typed, refused.errors, 422)
+                    return
+                self._counter(req, reservation_id, terms)
+        except OfferExpired:
+            session.flash("The offer has lapsed: it was held only for a few minutes. Propose again.", "error")
+        except IllegalMove as error:
+            session.flash(f"That is not possible now: {error}.", "error")
+        except Contention:
+            session.flash("The provider is busy; try again in a moment.", "error")
+        raise redirect(reservation_url(reservation_id))
+
+    def _counter(self, req, reservation_id: UUID, terms) -> None:
+        outcome = self.application.counter(reservation_id, terms)
+        said = {Reply.ACCEPT: "The provider accepted your proposal.",
+                Reply.COUNTER: "The provider answered with a counter-offer.",
+                Reply.REJECT: "The provider refused your proposal."}
+        req.context.session.flash(said.get(outcome.reply, outcome.reply.value), "success" if outcome.reply == Reply.ACCEPT else "info")
+
+
+# --- instances -------------------------------------------------------------------------
+
+
+def instance_command(application: PexApplication, action: str):
+    """The application's instance action, or None while the dispatcher does not provide it."""
+    name = INSTANCE_ACTIONS[action][0] if action in INSTANCE_ACTIONS else f"{action}_instance"
+    return getattr(application, name, None)
+
+
+class Instances(Page):
+    def on_get(self, req, resp):
+        instances = self.application.list_instances(req.context.user.username)
+        instances.sort(key=lambda i: (i.start, i.name))
+        available = {a: instance_command(self.application, a) is not None for a in (*INSTANCE_ACTIONS, "delete")}
+        self.render(req, resp, "instances.html", instances=instances, actions=INSTANCE_ACTIONS, available=available,
+                    now=self.now())
+
+
+class InstanceAction(Page):
+    def on_post(self, req, resp, instance_id: UUID, action: str):
+        if action not in (*INSTANCE_ACTIONS, "delete"):
+            raise falcon.HTTPNotFound()
+        view = self.application.get_instance(instance_id, owner_of(req))
+        command = instance_command(self.application, action)
+        session = req.context.session
+        if command is None:
+            session.flash(f"Instances cannot be {action}ed yet: that needs the Xen dispatcher.", "error")
+            raise redirect("/instances")
+        try:
+            if len(inspect.signature(command).parameters) >= 2:
+                command(instance_id, view.user_id)
+            else:
+                command(instance_id)
+            session.flash(f"{view.name}: {action} requested.", "success")
+        except (DomainError, NotFound) as error:
+            session.flash(f"{view.name}: {error}.", "error")
+        except Contention:
+            session.flash("The provider is busy; try again in a moment.", "error")
+        raise redirect("/instances")
+
+
+# --- capacity calendar -----------------------------------------------------------------
+
+
+class Calendar(Page):
+    def on_get(self, req, resp):
+        tz = zone(req.context.session.tz)
+        now = self.now()
+        view = req.get_param("view") or "week"
+        if view not in calendar.VIEWS:
+            view = "week"
+        try:
+            anchor = date.fromisoformat(req.get_param("date") or "")
+        except ValueError:
+            anchor = now.astimezone(tz).date()
+        user = req.context.user
+        reservations = self.application.list_reservations(None if user.is_admin else user.username)
+        owners = {r.id: (r.user_id, r.terms.size if r.terms else None) for r in reservations}
+        chart = calendar.build(view, anchor, tz, now, self.application.nodes(), self.application.node_allocations,
+                               owners, user.username)
+        sizes = list(self.application.catalogue().sizes.values())
+
+        def new_link(slot) -> str:
+            fitting = [s for s in sizes if s.resources.fits_in(slot.free)]
+            query = {"start": local_input(max(slot.start, now), tz), "end": local_input(slot.end, tz)}
+            if fitting:
+                query["size"] = max(fitting, key=lambda s: (s.cpus, s.memory_mb)).name
+            return "/reservations/new?" + urlencode(query)
+
+        self.render(req, resp, "calendar.html", chart=chart, new_link=new_link, views=list(calendar.VIEWS), now=now)

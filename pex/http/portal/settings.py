@@ -1,0 +1,78 @@
+"""Settings of the web portal (PEX_SECRET_KEY, PEX_COOKIE_SECURE, PEX_SESSION_HOURS, PEX_VAR_DIR).
+
+The session cookie and the CSRF tokens are signed with one secret. Every gunicorn worker, and
+every host behind one load balancer, must sign with the same secret, or a session made by one
+worker is refused by the next: production sets PEX_SECRET_KEY. The embedded default (one host,
+SQLite under ./var/) generates a secret once and keeps it in var/portal-secret-key, written
+atomically so that workers starting together all read the same one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pex.settings import SettingsError
+
+SECRET_FILE = "portal-secret-key"
+
+
+@dataclass(frozen=True)
+class PortalSettings:
+    secret_key: str
+    # None: Secure when the request came over HTTPS (falcon's req.scheme, which honours
+    # X-Forwarded-Proto only behind gunicorn's forwarded_allow_ips). True/False: always/never.
+    cookie_secure: bool | None = None
+    session_hours: float = 12.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PortalSettings:
+        env = os.environ if environ is None else environ
+        secure_raw = (env.get("PEX_COOKIE_SECURE") or "auto").strip().lower()
+        if secure_raw == "auto":
+            secure = None
+        elif secure_raw in ("y", "yes", "1", "true", "on"):
+            secure = True
+        elif secure_raw in ("n", "no", "0", "false", "off"):
+            secure = False
+        else:
+            raise SettingsError(f"PEX_COOKIE_SECURE must be auto, on or off, not {secure_raw!r}")
+        hours_raw = env.get("PEX_SESSION_HOURS") or "12"
+        try:
+            hours = float(hours_raw)
+        except ValueError:
+            raise SettingsError(f"PEX_SESSION_HOURS must be a number, not {hours_raw!r}") from None
+        if hours <= 0:
+            raise SettingsError("PEX_SESSION_HOURS must be positive")
+        key = env.get("PEX_SECRET_KEY") or stored_secret(env.get("PEX_VAR_DIR") or "var")
+        if len(key) < 16:
+            raise SettingsError("PEX_SECRET_KEY must be at least 16 characters")
+        return cls(secret_key=key, cookie_secure=secure, session_hours=hours)
+
+
+def stored_secret(var_dir: str) -> str:
+    """The secret kept in `var_dir`, created on first use. Safe when several processes race:
+    the file appears whole (written aside, then hard-linked into place) and the first wins."""
+    os.makedirs(var_dir, exist_ok=True)
+    path = os.path.join(var_dir, SECRET_FILE)
+    try:
+        with open(path, encoding="ascii") as f:
+            existing = f.read().strip()
+        if existing:
+            return existing
+    except FileNotFoundError:
+        pass
+    candidate = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(secrets.token_urlsafe(48))
+    try:
+        os.link(candidate, path)
+    except FileExistsError:
+        pass  # another process won; use its secret
+    finally:
+        os.unlink(candidate)
+    with open(path, encoding="ascii") as f:
+        return f.read().strip()

@@ -1,0 +1,45 @@
+// Progressive enhancement only: every page works without this file.
+// - counts down the validity of an offer ([data-countdown] seconds);
+// - offers to show times in the browser's time zone while none was chosen ([data-tz-detect]);
+// - preselects the browser's zone on the preferences page ([data-tz-select]);
+// - asks before a delete ([data-confirm] forms).
+(function () {
+  "use strict";
+  var zone = "";
+  try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { zone = ""; }
+
+  document.querySelectorAll("[data-countdown]").forEach(function (el) {
+    var deadline = Date.now() + parseInt(el.getAttribute("data-countdown"), 10) * 1000;
+    function tick() {
+      var left = Math.max(0, Math.round((deadline - Date.now()) / 1000));
+      el.textContent = Math.floor(left / 60) + " min " + (left % 60) + " s";
+      if (left === 0) {
+        el.textContent = "0 s: the offer has lapsed";
+        if (el.parentElement) { el.parentElement.classList.add("lapsed"); }
+        return;
+      }
+      setTimeout(tick, 1000);
+    }
+    tick();
+  });
+
+  var detect = document.querySelector("[data-tz-detect]");
+  if (detect && zone && zone !== "UTC" && zone !== "Etc/UTC") {
+    detect.querySelector("input[name=tz]").value = zone;
+    detect.querySelector("[data-tz-name]").textContent = zone;
+    detect.hidden = false;
+  }
+
+  var select = document.querySelector("[data-tz-select]");
+  if (select && zone && select.value === "UTC") {
+    for (var i = 0; i < select.options.length; i++) {
+      if (select.options[i].value === zone) { select.selectedIndex = i; break; }
+    }
+  }
+
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
+    });
+  });
+})();
