@@ -29,9 +29,9 @@ def ask(visitor, size="SMALL", fixed=1, option=0, start=START, hours="2", **extr
 
 
 def field_error(html: str, field: str) -> str:
-    match = re.search(rf'<small id="{field}-error" class="field-error">([^<]*)</small>', html)
+    match = re.search(rf'<small id="{field}-error" class="field-error">(.*?)</small>', html)
     assert match, f"no error beside {field}"
-    return match.group(1)
+    return re.sub(r"<[^>]+>", "", match.group(1))
 
 
 def fill_pool(portal, start=START, hours=2):
