@@ -16,8 +16,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/pex init
-	@echo "Try: $(BIN)/pex negotiate --type XLARGE --instances 2 --start now+1h --duration 2h --confirm"
+	$(BIN)/pex serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -13,6 +13,7 @@ import os
 import shutil
 from dataclasses import replace
 
+from pex.http.logs import GUNICORN_LOGCONFIG
 from pex.http.settings import HttpSettings
 from pex.settings import Settings
 
@@ -42,7 +43,7 @@ def reset_metrics_dir() -> None:
 
 
 def on_starting(server) -> None:
-    from pex.http.observability import configure_logging
+    from pex.http.logs import configure_logging
 
     configure_logging()
     reset_metrics_dir()
@@ -52,7 +53,7 @@ def on_starting(server) -> None:
 
 
 def post_fork(server, worker) -> None:
-    from pex.http.observability import configure_logging
+    from pex.http.logs import configure_logging
 
     configure_logging()
 
@@ -89,6 +90,7 @@ def gunicorn_options(http: HttpSettings) -> dict:
         "graceful_timeout": 30,
         "keepalive": 5,
         "accesslog": None,  # the app logs one JSON line per request itself
+        "logconfig_dict": GUNICORN_LOGCONFIG,
         "control_socket_disable": True,  # one fixed socket path would clash between servers
         "on_starting": on_starting,
         "post_fork": post_fork,

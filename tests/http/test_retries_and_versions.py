@@ -125,7 +125,7 @@ def test_readiness_fails_when_the_store_does_not_answer(api, monkeypatch):
 
 
 def test_request_logs_are_json_lines_with_the_request_id(api, caplog):
-    from pex.http.observability import JsonFormatter
+    from pex.http.logs import JsonFormatter
 
     with caplog.at_level("INFO", logger="pex.http.access"):
         api.get("/OpenPEX/reservations", headers={"X-Request-ID": "trace-44"})
