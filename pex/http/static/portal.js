@@ -2,7 +2,9 @@
 // - counts down the validity of an offer ([data-countdown] seconds);
 // - offers to show times in the browser's time zone while none was chosen ([data-tz-detect]);
 // - preselects the browser's zone on the preferences page ([data-tz-select]);
-// - asks before a delete ([data-confirm] forms).
+// - asks before a delete ([data-confirm] forms);
+// - keeps a table up to date by fetching its page again ([data-refresh] seconds), e.g. the
+//   instances' status and IP address as the dispatcher reports them.
 (function () {
   "use strict";
   var zone = "";
@@ -41,5 +43,22 @@
     form.addEventListener("submit", function (event) {
       if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
     });
+  });
+
+  document.querySelectorAll("table[data-refresh]").forEach(function (table) {
+    var every = parseInt(table.getAttribute("data-refresh"), 10) * 1000;
+    if (!every || !window.fetch || !window.DOMParser) { return; }
+    setInterval(function () {
+      if (document.hidden) { return; }
+      fetch(window.location.href, { headers: { Accept: "text/html" }, credentials: "same-origin" })
+        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (html) {
+          if (!html) { return; }
+          var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("table[data-refresh] tbody");
+          var body = table.querySelector("tbody");
+          if (fresh && body && body.innerHTML !== fresh.innerHTML) { body.innerHTML = fresh.innerHTML; }
+        })
+        .catch(function () { /* the next round tries again */ });
+    }, every);
   });
 })();
