@@ -148,6 +148,17 @@ def offer_json(offer: Offer, reservation_id: UUID, user_id: str) -> dict[str, An
     return data
 
 
+def reservation_links(r) -> dict[str, str]:
+    """Where a client goes next from a reservation (PEX's extra `links`)."""
+    url = f"/OpenPEX/reservations/{wire_id(r.id)}"
+    links = {"self": url}
+    if r.state.value == "CONFIRMED":
+        links["activate"] = f"{url}/activate"
+    if r.instance_ids:
+        links["instances"] = "/OpenPEX/instances"
+    return links
+
+
 def reservation_json(r) -> dict[str, Any]:
     """A ReservationView → JSON: the standing terms as `proposal`, with state and extras."""
     terms = r.terms
@@ -164,6 +175,7 @@ def reservation_json(r) -> dict[str, Any]:
             {"at": rfc3339(s.at), "party": s.party, "reply": s.reply, "note": s.note or None} for s in r.history
         ],
         "version": r.version,
+        "links": reservation_links(r),
     }
 
 
@@ -181,6 +193,7 @@ def outcome_json(outcome) -> dict[str, Any]:
         body["alternatives"] = [offer_json(a, r.id, r.user_id) for a in r.alternatives]
     if outcome.reason:
         body["reason"] = outcome.reason
+    body["links"] = reservation_links(r)
     return body
 
 

@@ -138,3 +138,13 @@ def test_instance_actions_are_relayed_to_the_application(api, monkeypatch):
     assert calls == [("stop", vm), ("reboot", vm), ("delete", vm)]
     assert api.put(f"/OpenPEX/instances/{vm}/stop", user="bob").status_code == 404
     assert len(calls) == 3
+
+
+def test_replies_and_reservations_link_to_where_a_client_goes_next(api):
+    created = api.propose().json
+    rid = created["proposal"]["id"]
+    assert created["links"] == {"self": f"/OpenPEX/reservations/{rid}"}
+    confirmed = api.step(rid, "CONFIRM").json
+    assert confirmed["links"]["activate"] == f"/OpenPEX/reservations/{rid}/activate"
+    assert confirmed["links"]["instances"] == "/OpenPEX/instances"
+    assert "activate" not in api.put(confirmed["links"]["activate"]).json["links"]
