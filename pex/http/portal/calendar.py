@@ -17,12 +17,13 @@ and k allocations overlapping the window: a few thousand steps for the paper's t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from pex.domain.node import peak_demand
 from pex.domain.values import Resources
 
+UTC = timezone.utc
 VIEWS = {
     # name: (days shown, column width, label format of a column)
     "day": (1, timedelta(hours=1), "%H"),
@@ -103,7 +104,7 @@ def window(view: str, anchor: date, tz: ZoneInfo) -> tuple[datetime, datetime, l
     while t < end_local:
         # Step in local wall time, so a day column stays a calendar day across a DST change.
         following = (datetime.combine(t.date() + step, time(0), tz) if step >= timedelta(days=1)
-                     else (t.astimezone(ZoneInfo("UTC")) + step).astimezone(tz))
+                     else (t.astimezone(UTC) + step).astimezone(tz))
         first = (view == "week" and t.hour == 0) or (view == "month" and t.weekday() == 0)
         # A week names each day once, over its four quarter-day columns.
         text = t.strftime(label) if view != "week" or first else ""
@@ -119,16 +120,19 @@ def build(
     now: datetime,
     nodes: list,
     allocations_of,
-    owners: dict,
+    owner_of,
     viewer: str,
 ) -> Calendar:
-    """`nodes` are NodeViews, `allocations_of(name)` a node's allocations, `owners` maps the
-    reservation ids the viewer may name (their own, or all for admins) to (owner, size name)."""
+    """`nodes` are NodeViews, `allocations_of(name)` a node's allocations, `owner_of(id)` gives
+    (owner, size name) of a booking the viewer may name (their own, or any for admins), else None."""
     start, end, columns = window(view, anchor, tz)
-    total = (end - start).total_seconds()
+    # In UTC: Python subtracts two times of one zone by their wall clocks, which a day of a
+    # daylight-saving change would get wrong by an hour.
+    first, last = start.astimezone(UTC), end.astimezone(UTC)
+    total = (last - first).total_seconds()
 
     def percent(t: datetime) -> float:
-        return max(0.0, min(100.0, (t - start).total_seconds() / total * 100))
+        return max(0.0, min(100.0, (t - first).total_seconds() / total * 100))
 
     rows = []
     for node in nodes:
@@ -147,7 +151,7 @@ def build(
                 lane_ends.append(a.end)
             else:
                 lane_ends[lane] = a.end
-            owner, size = owners.get(a.reservation_id, (None, None))
+            owner, size = owner_of(a.reservation_id) or (None, None)
             what = f"{a.instances} × {size or f'{a.per_instance.cpus} CPU'}"
             if owner is None:
                 kind, label, rid = "busy", "busy", None

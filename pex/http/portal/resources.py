@@ -470,10 +470,8 @@ class Calendar(Page):
         except ValueError:
             anchor = now.astimezone(tz).date()
         user = req.context.user
-        reservations = self.application.list_reservations(None if user.is_admin else user.username)
-        owners = {r.id: (r.user_id, r.terms.size if r.terms else None) for r in reservations}
         chart = calendar.build(view, anchor, tz, now, self.application.nodes(), self.application.node_allocations,
-                               owners, user.username)
+                               self._owners(user), user.username)
         sizes = list(self.application.catalogue().sizes.values())
 
         def new_link(slot) -> str:
@@ -484,3 +482,24 @@ class Calendar(Page):
             return "/reservations/new?" + urlencode(query)
 
         self.render(req, resp, "calendar.html", chart=chart, new_link=new_link, views=list(calendar.VIEWS), now=now)
+
+    def _owners(self, user):
+        """reservation id → (owner, size) for the bookings this viewer may name: their own; for an
+        administrator, any (looked up only for the bookings the window shows)."""
+        def describe(view: ReservationView) -> tuple[str, str | None]:
+            return view.user_id, view.terms.size if view.terms else None
+
+        if not user.is_admin:
+            own = {r.id: describe(r) for r in self.application.list_reservations(user.username)}
+            return own.get
+        seen: dict = {}
+
+        def lookup(reservation_id):
+            if reservation_id not in seen:
+                try:
+                    seen[reservation_id] = describe(self.application.get_reservation(reservation_id))
+                except NotFound:
+                    seen[reservation_id] = None
+            return seen[reservation_id]
+
+        return lookup
