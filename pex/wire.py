@@ -52,7 +52,10 @@ def parse_time(value: Any) -> datetime:
             raise ValueError(f"{value!r} is not an RFC 1123 or RFC 3339 time") from None
     if when.tzinfo is None:
         raise ValueError(f"{value!r} has no time zone")
-    return when.astimezone(timezone.utc)
+    try:
+        return when.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{value!r} is out of range") from None
 
 
 def wire_id(reservation_id: UUID) -> str:
@@ -118,10 +121,15 @@ def terms_from_json(body: Any, pointer: str = "") -> Terms:
     auto_start = body.get("autoStart", False)
     if not isinstance(auto_start, bool):
         errors.append((f"{pointer}/autoStart", "must be true or false"))
+    if start is not None and not errors:
+        try:
+            end = start + timedelta(milliseconds=duration_ms)
+        except OverflowError:
+            errors.append((f"{pointer}/startTime", "the reservation would end after the year 9999"))
     if errors:
         raise WireError(errors)
     assert start is not None
-    return Terms(size, template, fixed, option, start, start + timedelta(milliseconds=duration_ms), price, auto_start)
+    return Terms(size, template, fixed, option, start, end, price, auto_start)
 
 
 def terms_json(terms: Terms, reservation_id: UUID, user_id: str) -> dict[str, Any]:

@@ -188,3 +188,33 @@ def test_an_unknown_query_parameter_is_400_not_ignored(api):
     assert pointers(body) == {"#query/stat"}
     body = problem(api.get("/OpenPEX/reservations?state=MAYBE"), 400)
     assert pointers(body) == {"#query/state"}
+
+
+@pytest.mark.parametrize(
+    "start",
+    ["9999-12-31T23:59:59-23:59", "Fri, 31 Dec 9999 23:59:59 GMT", "0001-01-01T00:00:00+23:59", "2026-02-30T10:00:00Z"],
+)
+def test_start_times_at_the_edges_of_the_calendar_are_422_not_500(api, start):
+    problem(api.post("/OpenPEX/reservations", json={**proposal(), "startTime": start}), 422, "invalid-proposal")
+    assert nothing_recorded(api)
+
+
+def test_no_generated_proposal_makes_the_server_fail(api):
+    """Hypothesis throws arbitrary JSON values at every field: always a 201 or a 4xx problem."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=6,
+    )
+    fields = ["duration", "numInstancesFixed", "numInstancesOption", "startTime", "template", "type", "price", "autoStart"]
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.dictionaries(st.sampled_from(fields), json_values, max_size=4))
+    def post(changes):
+        response = api.post("/OpenPEX/reservations", json={**proposal(), **changes})
+        assert response.status_code in (201, 400, 422), response.text
+        assert response.status_code == 201 or response.headers["Content-Type"] == "application/problem+json"
+
+    post()
