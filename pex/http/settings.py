@@ -35,7 +35,6 @@ class HttpSettings:
     login_lockout_seconds: float = 30.0  # the first delay; doubles with every further failure
     validate_responses: bool = False  # check every response against the OpenAPI document (tests)
     log_requests: bool = True
-    base_url: str = ""  # absolute URLs in Location headers, if set (e.g. behind a proxy)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HttpSettings:
@@ -64,5 +63,4 @@ class HttpSettings:
             login_lockout_seconds=number("PEX_LOGIN_LOCKOUT_SECONDS", cls.login_lockout_seconds),
             validate_responses=_flag(env.get("PEX_VALIDATE_RESPONSES"), False),
             log_requests=_flag(env.get("PEX_LOG_REQUESTS"), True),
-            base_url=(env.get("PEX_BASE_URL") or "").rstrip("/"),
         )
