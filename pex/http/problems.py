@@ -132,11 +132,15 @@ def problem_body(req: falcon.Request, error: falcon.HTTPError) -> dict[str, Any]
     kind = getattr(error, "kind", None) or _default_kind(status)
     if isinstance(error, falcon.MediaMalformedError):
         kind = "malformed-body"
+    title = error.title or falcon.code_to_http_status(status)
+    if title[:3].isdigit():  # falcon's own errors are titled "404 Not Found"
+        title = title[4:]
+    fallback = {404: f"Nothing is at {req.path}.", 405: f"{req.method} is not allowed here; see the Allow header."}
     body: dict[str, Any] = {
         "type": TYPE_BASE + kind,
-        "title": error.title or falcon.code_to_http_status(status)[4:],
+        "title": title,
         "status": status,
-        "detail": error.description or error.title or "",
+        "detail": error.description or fallback.get(status, title),
         "instance": req.path,
         "request_id": getattr(req.context, "request_id", None),
     }
