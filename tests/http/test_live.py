@@ -168,7 +168,7 @@ def test_schemathesis_finds_no_server_error_no_contract_breach_and_no_open_endpo
             f"{live_server.url}/OpenPEX/openapi.json", "--auth", f"fuzzer:{PASSWORD}", "--checks", "all",
             "--max-examples", "8", "--seed", "20260302", "--max-time", "50", "--no-color", "--request-timeout", "10",
         ],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,  # its cache goes there, not into the repo
     )
     (tmp_path / "schemathesis.out").write_text(result.stdout + result.stderr)
     report = result.stdout
