@@ -7,14 +7,14 @@ a command checks it first and raises IllegalMove, so a refused move records noth
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from pex.domain.errors import IllegalMove, OfferExpired
-from pex.domain.values import Offer, Reply, Resources, State, Terms
+from pex.domain.values import Allocation, Offer, Reply, Resources, State, Terms
 
 # Which move each state allows. "submit" is the user's opening proposal, "counter" a user's
 # own proposal in answer to a COUNTER; both are evaluated by the provider in the same command.
@@ -23,8 +23,8 @@ LEGAL_MOVES: dict[State, frozenset[str]] = {
     State.ACCEPTED: frozenset({"confirm", "decline", "cancel", "expire_offer"}),
     State.COUNTERED: frozenset({"accept_counter", "counter", "decline", "cancel", "expire_offer"}),
     State.REJECTED: frozenset({"cancel"}),
-    State.CONFIRMED: frozenset({"activate", "cancel", "expire"}),
-    State.ACTIVATED: frozenset({"expire"}),
+    State.CONFIRMED: frozenset({"activate", "cancel", "expire", "replace"}),
+    State.ACTIVATED: frozenset({"expire", "replace"}),
     State.EXPIRED: frozenset(),
     State.CANCELLED: frozenset(),
     # SUBMITTED exists only between a proposal and the provider's answer, inside one command.
@@ -143,6 +143,17 @@ class Reservation(Aggregate):
             r.state, r.valid_until = State.CANCELLED, None
             r.history.append(Step(self.at, "user", "DELETE", note=self.reason))
 
+    class PlacementChanged(Event):
+        """The Scheduler re-placed instances after a node was lost: `placement` is where the
+        reservation is booked now (stranded instances are booked nowhere)."""
+
+        placement: tuple[Allocation, ...]
+        reason: str
+
+        def apply(self, r: Reservation) -> None:
+            assert r.offer is not None
+            r.offer = replace(r.offer, placement=tuple(self.placement))
+
     class Expired(Event):
         """The reservation's interval is over."""
 
@@ -236,6 +247,10 @@ class Reservation(Aggregate):
     def cancel(self, reason: str, at: datetime) -> None:
         self.check("cancel", "an activated reservation cannot be deleted" if self.state == State.ACTIVATED else "")
         self.trigger_event(self.Cancelled, reason=reason, at=at)
+
+    def replace_placement(self, placement: tuple[Allocation, ...], reason: str, at: datetime) -> None:
+        self.check("replace")
+        self.trigger_event(self.PlacementChanged, placement=tuple(placement), reason=reason, at=at)
 
     def expire(self, at: datetime) -> None:
         self.check("expire")
