@@ -138,7 +138,9 @@ class XenDispatcher:
             host_ref = self._host_ref(api, host)
             found = self._find(api, instance_id)
             if found is None:
-                vm = api.VM.clone(self._template_ref(api, template), name)
+                template_ref = self._template_ref(api, template)
+                # A clone that an attempt killed before it could tag it is adopted, not repeated.
+                vm = self._untagged_clone(api, name, template_ref) or api.VM.clone(template_ref, name)
                 # Tag at once: from here on a retry finds this VM instead of cloning another.
                 api.VM.add_to_other_config(vm, INSTANCE_KEY, instance_id)
                 record = api.VM.get_record(vm)
@@ -356,6 +358,18 @@ class XenDispatcher:
         vm, record = matches[0]
         self._vm_uuids[instance_id] = record["uuid"]
         return vm, record
+
+    def _untagged_clone(self, api: Any, name: str, template_ref: str) -> str | None:
+        """A not yet tagged clone of `template_ref` named `name`: what create_vm leaves if it is
+        interrupted between VM.clone and tagging (xapi's clone takes no other_config)."""
+        template_name = api.VM.get_name_label(template_ref)
+        for ref in api.VM.get_by_name_label(name):
+            record = api.VM.get_record(ref)
+            other_config = record["other_config"]
+            if (record["is_a_template"] and not record["is_default_template"] and INSTANCE_KEY not in other_config
+                    and other_config.get("base_template_name") == template_name and ref != template_ref):
+                return ref
+        return None
 
     def _require(self, api: Any, instance_id: str) -> tuple[str, dict]:
         found = self._find(api, instance_id)
