@@ -36,6 +36,7 @@ from pex.domain.values import Offer, Reply, Resources, Size, State, Terms
 from pex.projections.capacity import CapacityTimeline
 from pex.projections.reservations import ReservationIndex
 from pex.transcodings import register_pex_transcodings
+from pex.vm_lifecycle import VmLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class NodeView:
     version: int
 
 
-class PexApplication(Accounts, Application):
+class PexApplication(Accounts, VmLifecycle, Application):
     name = "pex"  # pinned: it names the tables and the env prefix
     is_snapshotting_enabled = True
     node_snapshot_interval = 50

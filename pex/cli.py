@@ -253,6 +253,10 @@ from pex.simulation.commands import simulate_command, workload_command  # noqa: 
 main.add_command(simulate_command)
 main.add_command(workload_command)
 
+from pex.workers.commands import COMMANDS as WORKER_COMMANDS  # noqa: E402  (pex worker, pex xen-sim)
+
+for command in WORKER_COMMANDS: main.add_command(command)  # noqa: E701
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

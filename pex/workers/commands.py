@@ -1,0 +1,72 @@
+"""CLI commands of the workers: `pex worker` and `pex xen-sim`. Registered in pex.cli."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import click
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("PEX_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s")
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="One timer tick and one monitor poll, then exit.")
+@click.option("--exit-with-parent", type=int, hidden=True, help="Exit when this process id is no longer our parent.")
+def worker(once: bool, exit_with_parent: int | None) -> None:
+    """Run the timer worker and the node and VM monitors.
+
+    They dispatch to the Xen pool at PEX_XEN_URL (PEX_XEN_USERNAME, PEX_XEN_PASSWORD) or, when
+    it is unset, to an in-process simulated pool with the paper's testbed. Several workers may
+    run at once against one store. Tuning: PEX_WORKER_TICK_SECONDS, PEX_WORKER_THREADS,
+    PEX_DISPATCH_LEASE_SECONDS, PEX_NODE_GRACE_SECONDS, PEX_GUEST_TIMEOUT_SECONDS,
+    PEX_RESYNC_SECONDS (docs/operations.md)."""
+    from pex.settings import Settings, SettingsError
+    from pex.workers.runner import WorkerProcess
+    from pex.workers.settings import WorkerSettings
+
+    _configure_logging()
+    try:
+        process = WorkerProcess.build(Settings.from_env(), WorkerSettings.from_env())
+    except (SettingsError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    if once:
+        try:
+            process.monitors.poll()
+            report = process.timer.tick()
+            click.echo(f"tick: {report}")
+        finally:
+            process.stop()
+        return
+    stop = threading.Event()
+    if exit_with_parent:
+        def watch_parent() -> None:
+            while not stop.wait(1.0):
+                if os.getppid() != exit_with_parent:
+                    stop.set()
+
+        threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
+    click.echo(f"PEX worker on {process.dispatcher.url} (Ctrl-C to stop)", err=True)
+    process.run_until_signalled(stop)
+
+
+@click.command("xen-sim")
+@click.option("--bind", default="127.0.0.1:8090", show_default=True, help="HOST:PORT to serve XAPI on.")
+@click.option("--hosts", type=click.IntRange(1), default=5, show_default=True, help="Hosts of the paper's testbed.")
+@click.option("--guest-ip-delay", type=float, default=2.0, show_default=True, help="Seconds from boot to the guest's IP.")
+def xen_sim(bind: str, hosts: int, guest_ip_delay: float) -> None:
+    """Serve a simulated XAPI pool (user root, password xenroot) until interrupted.
+
+    Point PEX at it with PEX_XEN_URL=http://HOST:PORT/ PEX_XEN_USERNAME=root
+    PEX_XEN_PASSWORD=xenroot; inject faults with POST /sim/<action> (e.g. fail_host)."""
+    from pex.adapters.xen.simulator import serve
+
+    _configure_logging()
+    serve(bind, hosts, announce=lambda line: click.echo(line, err=True), guest_ip_delay=guest_ip_delay)
+
+
+COMMANDS = (worker, xen_sim)

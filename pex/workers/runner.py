@@ -1,0 +1,124 @@
+"""One worker process: the timer and the monitors, on one application and one dispatcher.
+
+`WorkerProcess.build(settings, worker_settings)` is the workers' composition root: it builds
+the application (pex.bootstrap), the XenDispatcher for PEX_XEN_URL or, when no pool is
+configured, for an in-process simulated pool with the paper's testbed, attaches the
+dispatcher to the application, and wires the timer and the monitors around one shared index
+of the log. `start()` runs them on threads; `stop()` ends them and closes everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pex.clock import system_clock
+from pex.settings import Settings
+from pex.workers.index import DispatchIndex
+from pex.workers.monitors import Monitors
+from pex.workers.settings import WorkerSettings
+from pex.workers.timer import TimerWorker
+
+log = logging.getLogger(__name__)
+
+# The simulator's demo credentials (pex.adapters.xen.simulator.testbed.SimulatorConfig).
+SIMULATOR_USERNAME, SIMULATOR_PASSWORD = "root", "xenroot"
+
+
+class WorkerProcess:
+    def __init__(self, app: Any, dispatcher: Any, settings: WorkerSettings, simulator: Any = None):
+        self.app = app
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.simulator = simulator
+        self.index = DispatchIndex()
+        self.timer = TimerWorker(app, self.index, node_grace=settings.node_grace, threads=settings.threads)
+        self.watcher = dispatcher.watcher(timeout=settings.watch_timeout, retry_delay=1.0)
+        self.monitors = Monitors(
+            app, self.watcher, self.index, guest_timeout=settings.guest_timeout, resync_interval=settings.resync,
+            dispatcher=dispatcher,
+        )
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings | None = None,
+        worker_settings: WorkerSettings | None = None,
+        clock: Callable[[], datetime] = system_clock,
+    ) -> WorkerProcess:
+        from pex.adapters.xen.dispatcher import XenDispatcher
+        from pex.bootstrap import build_application
+        from pex.workers.dispatch import XenEnactment
+
+        settings = settings or Settings.from_env()
+        worker_settings = worker_settings or WorkerSettings.from_env()
+        simulator = None
+        if worker_settings.simulated:
+            from pex.adapters.xen.simulator import XapiSimulator
+            from pex.adapters.xen.simulator.testbed import config_for
+
+            config = config_for(5, guest_ip_delay=worker_settings.simulated_guest_ip_delay)
+            simulator = XapiSimulator(config).start()
+            url, username, password = simulator.url, SIMULATOR_USERNAME, SIMULATOR_PASSWORD
+            log.warning("no PEX_XEN_URL: dispatching to a simulated pool (the paper's testbed) at %s", url)
+        else:
+            url, username, password = worker_settings.xen_url, worker_settings.xen_username, worker_settings.xen_password
+        dispatcher = XenDispatcher(
+            url, username, password, timeout=worker_settings.xen_timeout, task_timeout=worker_settings.xen_task_timeout,
+            ignore_ssl=worker_settings.xen_ignore_ssl,
+        )
+        app = build_application(settings, clock)
+        app.attach_enactment(XenEnactment(dispatcher), worker_settings.worker_id, worker_settings.lease)
+        return cls(app, dispatcher, worker_settings, simulator)
+
+    def start(self) -> WorkerProcess:
+        self._threads = [
+            threading.Thread(target=self.timer.run, args=(self._stop, self.settings.tick), name="pex-timer", daemon=True),
+            threading.Thread(target=self.monitors.run, args=(self._stop,), name="pex-monitors", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        log.info("worker %s running (%s)", self.app.worker_id, self.dispatcher.url)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        timer, monitors = self._threads or (None, None)
+        if timer is not None:
+            # Let the dispatches under way finish and record their outcome; one that hangs is
+            # abandoned, and its claim lapses for another worker to repeat.
+            timer.join(timeout=30.0)
+        if monitors is not None:
+            # It may sit in event.from for up to watch_timeout, waiting for news it would no
+            # longer record: a daemon thread, it goes with the process.
+            monitors.join(timeout=1.0)
+        self.timer.close(wait=timer is None or not timer.is_alive())
+        if monitors is None or not monitors.is_alive():
+            self.watcher.close()  # its session is the monitor thread's while that runs
+        self.dispatcher.close()
+        self.app.close()
+        if self.simulator is not None:
+            self.simulator.stop()
+
+    def run_until_signalled(self, extra_stop: threading.Event | None = None) -> None:
+        """Run until SIGTERM or SIGINT (or `extra_stop`), then stop cleanly."""
+        stopping = extra_stop or threading.Event()
+
+        def on_signal(signum: int, frame: object) -> None:
+            stopping.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.start()
+        try:
+            while not stopping.wait(0.5):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.stop()
