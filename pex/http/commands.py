@@ -57,8 +57,14 @@ def serve(bind, workers, threads) -> None:
         err=True,
     )
     from pex.http.server import serve as run
+    from pex.workers.embedded import start_embedded
 
-    run(http)
+    # The embedded default (no PEX_XEN_URL): a worker and a simulated pool beside the API.
+    embedded = start_embedded(store)
+    try:
+        run(http)
+    finally:
+        embedded.stop()
 
 
 @click.group()

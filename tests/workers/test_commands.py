@@ -1,0 +1,117 @@
+"""`pex worker`, `pex xen-sim` and the embedded default that `pex serve` starts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from click.testing import CliRunner
+
+from pex.bootstrap import build_application
+from pex.cli import main
+from pex.domain.values import Reply, Terms
+from pex.settings import Settings
+from pex.workers.embedded import start_embedded
+from pex.workers.settings import WorkerSettings
+from tests.workers.conftest import TEMPLATE, eventually, make_dispatcher
+
+pytestmark = pytest.mark.xen
+
+
+def test_worker_once_runs_against_a_simulated_pool_when_no_pool_is_configured(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEX_DATABASE_URL", f"sqlite:///{tmp_path}/pex.sqlite3")
+    monkeypatch.delenv("PEX_XEN_URL", raising=False)
+    result = CliRunner().invoke(main, ["worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "tick:" in result.output
+
+
+def test_worker_settings_come_from_the_environment():
+    settings = WorkerSettings.from_env({"PEX_XEN_URL": "https://pool:443/", "PEX_XEN_PASSWORD": "s3cret",
+                                        "PEX_DISPATCH_LEASE_SECONDS": "60", "PEX_EMBEDDED_WORKER": "auto"})
+    assert (settings.xen_url, settings.xen_username, settings.lease) == ("https://pool:443/", "root", timedelta(seconds=60))
+    assert not settings.simulated and not settings.embedded_enabled
+    assert WorkerSettings.from_env({}).embedded_enabled
+    assert not WorkerSettings.from_env({"PEX_EMBEDDED_WORKER": "n"}).embedded_enabled
+
+
+def test_no_embedded_worker_when_a_real_pool_is_configured(tmp_path):
+    handle = start_embedded(Settings(database_url=f"sqlite:///{tmp_path}/pex.sqlite3"),
+                            WorkerSettings(xen_url="https://pool.example:443/"))
+    assert not handle.running
+    handle.stop()
+
+
+@pytest.mark.slow
+def test_the_embedded_worker_runs_reservations_on_its_simulated_pool(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEX_WORKER_TICK_SECONDS", "0.1")
+    monkeypatch.setenv("PEX_SIM_GUEST_IP_DELAY_SECONDS", "0.05")
+    monkeypatch.delenv("PEX_XEN_URL", raising=False)
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/pex.sqlite3")
+    handle = start_embedded(settings, WorkerSettings.from_env())
+    app = build_application(settings)
+    try:
+        assert handle.running
+        now = datetime.now(timezone.utc)
+        rid = app.initiate_reservation("alice")
+        terms = Terms("SMALL", TEMPLATE, 2, 0, now + timedelta(seconds=1), now + timedelta(hours=1), auto_start=True)
+        assert app.submit_proposal(rid, terms).reply == Reply.ACCEPT
+        app.confirm(rid)
+        views = eventually(
+            lambda: [v for v in app.list_instances() if v.status == "RUNNING" and v.ip_address] or None, timeout=20
+        )
+        assert views
+    finally:
+        app.close()
+        handle.stop()
+    assert not handle.running and handle.process.returncode == 0
+
+
+@pytest.mark.slow
+def test_xen_sim_serves_the_papers_testbed():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pex.cli", "xen-sim", "--bind", "127.0.0.1:0"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PEX_LOG_LEVEL": "WARNING"},
+    )
+    try:
+        line = process.stderr.readline()
+        url = line.split("XAPI simulator: ")[1].split(" ")[0]
+        dispatcher = make_dispatcher(url)
+        try:
+            assert [h.name for h in dispatcher.hosts()] == [f"node{i}" for i in range(1, 6)]
+        finally:
+            dispatcher.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(10)
+    assert process.returncode == 0
+
+
+def test_a_worker_stops_with_its_parent(tmp_path):
+    """The embedded worker exits by itself if the process that started it dies."""
+    script = (
+        "import subprocess, sys, os\n"
+        f"p = subprocess.Popen([sys.executable, '-m', 'pex.workers', '--exit-with-parent', str(os.getpid())])\n"
+        "print(p.pid, flush=True)\n"
+    )
+    env = {**os.environ, "PEX_DATABASE_URL": f"sqlite:///{tmp_path}/pex.sqlite3", "PEX_LOG_LEVEL": "WARNING"}
+    env.pop("PEX_XEN_URL", None)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=30)
+    child = int(out.stdout.strip())
+
+    def gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        # A zombie waiting for init to reap it is gone too.
+        with open(f"/proc/{child}/stat") as stat:
+            return stat.read().split()[2] == "Z"
+
+    assert eventually(gone, timeout=20, interval=0.2)
+    time.sleep(0)
