@@ -1,0 +1,380 @@
+"""ReadModels: the persisted views behind the list endpoints and the portal, and the follower
+that keeps them up to date.
+
+    read_models = ReadModels(app)                  # creates its tables unless CREATE_TABLE=n
+    read_models.reservations(user_id="alice")      # catches up first: read-your-writes
+    read_models.instances(user_id="alice", status="RUNNING")
+    read_models.calendar(node="node1", start=t0, end=t1)
+
+The follower polls the notification log (`select_notifications`, so it works on SQLite,
+which has no subscriptions, as on PostgreSQL) and folds each batch of up to `batch_size`
+events into every view that has not seen them, in one transaction that also moves each
+view's tracking row (pex.projections.store). The same loop rebuilds a view after
+`reset`: one transaction per batch, thousands of events a second.
+
+Queries catch up before they read (pass fresh=False to skip that), so a caller sees its own
+writes; catching up when nothing is new costs two small queries. Any number of processes
+may catch up at once: the tracking rows let exactly one apply each batch, and the others
+start again from where it left off.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Notification
+from eventsourcing.utils import strtobool
+
+from pex.domain.values import Allocation, Resources, State, Terms
+from pex.projections.ledger import LedgerView
+from pex.projections.store import MemoryStore, PositionsMoved, PostgresStore, Row, SQLiteStore, Store, Where
+from pex.projections.views import ALLOCATIONS, INSTANCES, NODES, RESERVATIONS, View, read_model_views
+
+
+class ReadModelError(Exception):
+    """A view cannot go on: an event cannot be decoded, or a view was asked for by a wrong name."""
+
+
+# --- what queries return: plain values ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReservationRow:
+    id: UUID
+    user_id: str
+    state: State
+    round: int
+    size: str | None
+    template: str | None
+    instances_fixed: int | None
+    instances_option: int | None
+    instances: int | None
+    start: datetime | None
+    end: datetime | None
+    price: Decimal | None
+    auto_start: bool | None
+    valid_until: datetime | None
+    placement: tuple[Allocation, ...]
+    changes: tuple[str, ...]
+    reason: str | None
+    proposal: Terms | None
+    instance_ids: tuple[UUID, ...]
+    created_seq: int
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+    @property
+    def terms(self) -> Terms | None:
+        """The standing terms (the offer once the provider answered, else the proposal)."""
+        if self.size is None:
+            return None
+        return Terms(
+            self.size, self.template, self.instances_fixed, self.instances_option, self.start, self.end,
+            self.price, bool(self.auto_start),
+        )  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: Row) -> ReservationRow:
+        p = row["proposal"]
+        proposal = (
+            Terms(
+                p["size"], p["template"], p["instances_fixed"], p["instances_option"],
+                datetime.fromisoformat(p["start"]), datetime.fromisoformat(p["end"]),
+                Decimal(p["price"]) if p["price"] is not None else None, p["auto_start"],
+            )  # fmt: skip
+            if p
+            else None
+        )
+        return cls(
+            **{k: row[k] for k in RESERVATIONS.column_names if k not in ("state", "placement", "changes", "proposal", "instance_ids")},
+            state=State(row["state"]),
+            placement=tuple(Allocation(node, n) for node, n in row["placement"] or ()),
+            changes=tuple(row["changes"] or ()),
+            proposal=proposal,
+            instance_ids=tuple(UUID(i) for i in row["instance_ids"] or ()),
+        )
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    id: UUID
+    reservation_id: UUID
+    user_id: str
+    index: int
+    name: str
+    size: str
+    template: str
+    node: str
+    start: datetime
+    end: datetime
+    status: str
+    ip_address: str | None
+    note: str | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+    @classmethod
+    def from_row(cls, row: Row) -> InstanceRow:
+        return cls(**row)
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    id: UUID
+    name: str
+    capacity: Resources
+    available: bool
+    registered_at: datetime
+    updated_at: datetime
+    version: int
+
+    @classmethod
+    def from_row(cls, row: Row) -> NodeRow:
+        return cls(
+            row["id"], row["name"], Resources(row["cpus"], row["memory_mb"], row["disk_gb"]), row["available"],
+            row["registered_at"], row["updated_at"], row["version"],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CalendarEntry:
+    """A booking or a live hold of one reservation on one node, over [start, end)."""
+
+    node: str
+    reservation_id: UUID
+    kind: str  # "booking" or "hold"
+    start: datetime
+    end: datetime
+    instances: int
+    per_instance: Resources
+    hold_until: datetime | None
+    recorded_at: datetime
+
+    @property
+    def is_hold(self) -> bool:
+        return self.kind == "hold"
+
+    @property
+    def demand(self) -> Resources:
+        return self.per_instance * self.instances
+
+    @classmethod
+    def from_row(cls, row: Row) -> CalendarEntry:
+        return cls(
+            row["node"], row["reservation_id"], row["kind"], row["start"], row["end"], row["instances"],
+            Resources(row["cpus"], row["memory_mb"], row["disk_gb"]), row["hold_until"], row["recorded_at"],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Progress:
+    position: int  # the notification id every view has reached
+    events: int  # how many notifications were folded
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+# --- the read models ---------------------------------------------------------------------
+
+
+def store_for(app: Any) -> Store:
+    """A store in the application's own database: its PostgreSQL schema, or its SQLite file;
+    memory for the `memory:` store."""
+    recorder = app.recorder
+    datastore = getattr(recorder, "datastore", None)
+    module = type(recorder).__module__
+    if datastore is not None and module == "eventsourcing.postgres":
+        return PostgresStore(datastore, datastore.schema)
+    if datastore is not None and module == "eventsourcing.sqlite":
+        pool = datastore.pool
+        if not pool.is_sqlite_memory_mode:
+            timeout = float(app.factory.env.get("SQLITE_LOCK_TIMEOUT") or 10)
+            return SQLiteStore(pool.db_name, lock_timeout=timeout)
+    return MemoryStore()
+
+
+class ReadModels:
+    batch_size = 1000
+
+    def __init__(
+        self,
+        app: Any,
+        views: Sequence[View] | None = None,
+        store: Store | None = None,
+        create_tables: bool | None = None,
+    ):
+        """`app` is a PexApplication (its recorder is read and its mapper decodes). The views
+        default to the three read models and the ledger. Tables are created (if missing)
+        unless `create_tables` is False or the application's CREATE_TABLE setting is off."""
+        self.app = app
+        self.views: tuple[View, ...] = tuple(views) if views is not None else (*read_model_views(app), LedgerView())
+        self.by_name = {v.name: v for v in self.views}
+        self.store = store if store is not None else store_for(app)
+        if create_tables is None:
+            create_tables = bool(strtobool(app.factory.env.get("CREATE_TABLE") or "yes"))
+        if create_tables:
+            self.store.create([t for v in self.views for t in v.tables], self.by_name)
+        self._lock = threading.RLock()
+
+    # --- following the log ---------------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """Fold every event not yet in the views; return the notification id they reached."""
+        return self._catch_up().position
+
+    def _catch_up(self) -> Progress:
+        began, folded = time.monotonic(), 0
+        with self._lock:
+            while True:
+                positions = self.store.positions(self.by_name)
+                start = min(positions.values())
+                notifications = self.app.recorder.select_notifications(
+                    start=start, limit=self.batch_size, inclusive_of_start=False
+                )
+                if not notifications:
+                    return Progress(start, folded, time.monotonic() - began)
+                events = [(n, self._decode(n)) for n in notifications]
+                last = notifications[-1].id
+                try:
+                    with self.store.batch(positions) as batch:
+                        for view in self.views:
+                            seen = positions[view.name]
+                            if seen >= last:
+                                continue
+                            for notification, event in events:
+                                if notification.id > seen:
+                                    view.apply(batch, event, notification)
+                            batch.track(view.name, last)
+                except PositionsMoved:
+                    continue  # another follower applied it; start again from its positions
+                folded += len(notifications)
+                if len(notifications) < self.batch_size:
+                    return Progress(last, folded, time.monotonic() - began)
+
+    def _decode(self, notification: Notification) -> Any:
+        try:
+            return self.app.mapper.to_domain_event(notification)
+        except Exception as error:
+            raise ReadModelError(
+                f"the read models stop at event #{notification.id} ({notification.topic}, "
+                f"{notification.originator_id} v{notification.originator_version}): it cannot be decoded: {error}"
+            ) from error
+
+    def follow(self, interval: float = 0.5, stop: threading.Event | None = None) -> None:
+        """Catch up, then poll every `interval` seconds until `stop` is set (a worker loop)."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            self.catch_up()
+            stop.wait(interval)
+
+    def rebuild(self, names: Iterable[str] | None = None, reseal: bool = False) -> Progress:
+        """Drop the named views (default: every rebuildable one) and fold them again from the
+        start of the log. The ledger is rebuilt only with `reseal` (it is evidence: a new
+        seal accepts the log as it now is)."""
+        names = list(names) if names is not None else [v.name for v in self.views if v.rebuildable]
+        for name in names:
+            view = self.by_name.get(name)
+            if view is None:
+                raise ReadModelError(f"no view {name!r}; views are {', '.join(self.by_name)}")
+            if not view.rebuildable and not reseal:
+                raise ReadModelError(
+                    f"the {name} is never rebuilt from the log: it is the evidence of what was recorded; "
+                    "--reseal rebuilds it, accepting the log as it now is"
+                )
+        with self._lock:
+            for name in names:
+                self.store.reset(name, self.by_name[name].tables)
+            return self._catch_up()
+
+    def positions(self) -> dict[str, int]:
+        return self.store.positions(self.by_name)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # --- queries -------------------------------------------------------------------------
+
+    def reservations(
+        self, user_id: str | None = None, state: State | str | None = None, *, fresh: bool = True
+    ) -> list[ReservationRow]:
+        """Reservations, oldest first; only `user_id`'s and only in `state` if given."""
+        where = []
+        if user_id is not None:
+            where.append(Where("user_id", "=", user_id))
+        if state is not None:
+            where.append(Where("state", "=", State(state).value))
+        return [ReservationRow.from_row(r) for r in self._select(RESERVATIONS, where, ("created_seq",), fresh)]
+
+    def reservation(self, reservation_id: UUID, *, fresh: bool = True) -> ReservationRow | None:
+        rows = self._select(RESERVATIONS, [Where("id", "=", reservation_id)], (), fresh)
+        return ReservationRow.from_row(rows[0]) if rows else None
+
+    def instances(
+        self,
+        user_id: str | None = None,
+        status: str | None = None,
+        reservation_id: UUID | None = None,
+        *,
+        fresh: bool = True,
+    ) -> list[InstanceRow]:
+        """Instances by start time; only `user_id`'s, in `status`, of `reservation_id` if given."""
+        where = []
+        if user_id is not None:
+            where.append(Where("user_id", "=", user_id))
+        if status is not None:
+            where.append(Where("status", "=", status))
+        if reservation_id is not None:
+            where.append(Where("reservation_id", "=", reservation_id))
+        return [InstanceRow.from_row(r) for r in self._select(INSTANCES, where, ("start", "reservation_id", "index"), fresh)]
+
+    def instance(self, instance_id: UUID, *, fresh: bool = True) -> InstanceRow | None:
+        rows = self._select(INSTANCES, [Where("id", "=", instance_id)], (), fresh)
+        return InstanceRow.from_row(rows[0]) if rows else None
+
+    def nodes(self, *, fresh: bool = True) -> list[NodeRow]:
+        return [NodeRow.from_row(r) for r in self._select(NODES, [], ("name",), fresh)]
+
+    def calendar(
+        self,
+        node: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        at: datetime | None = None,
+        *,
+        holds: bool = True,
+        fresh: bool = True,
+    ) -> list[CalendarEntry]:
+        """Bookings and live holds overlapping [start, end) (either may be open), by node and
+        start. A hold is live while `at` (default: the application's clock) is before its
+        hold_until; `holds=False` leaves holds out."""
+        where = []
+        if node is not None:
+            where.append(Where("node", "=", node))
+        if start is not None:
+            where.append(Where("end", ">", start))
+        if end is not None:
+            where.append(Where("start", "<", end))
+        at = at or self.app.clock()
+        rows = self._select(ALLOCATIONS, where, ("node", "start", "reservation_id"), fresh)
+        return [
+            CalendarEntry.from_row(r)
+            for r in rows
+            if r["kind"] == "booking" or (holds and r["hold_until"] is not None and r["hold_until"] > at)
+        ]
+
+    def _select(self, table, where, order_by, fresh: bool) -> list[Row]:
+        if fresh:
+            self.catch_up()
+        return self.store.select(table, where, order_by)

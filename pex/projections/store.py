@@ -1,0 +1,591 @@
+"""Where the persisted read models live: a few plain tables beside the event store, and the
+row of `pex_view_tracking` that says how far each view has read the notification log.
+
+Three stores hold the same tables:
+
+- PostgresStore: tables in the application's own database and schema, reached through the
+  application's connection pool;
+- SQLiteStore: tables in the application's own SQLite file (WAL), on connections of its own;
+- MemoryStore: dicts, for the `memory:` store of tests and simulations, and for the auditor,
+  which rebuilds every view in memory to compare it with the stored one.
+
+A view changes rows only inside a Batch: one transaction that also moves the view's
+tracking row to the last notification it folded, so a view is always exactly the fold of a
+prefix of the log, and after a crash it resumes where its last committed batch stopped.
+This is the tracking-recorder pattern of eventsourcing's PostgresTrackingRecorder and
+SQLiteTrackingRecorder, written out here because several views share one SQLite file (whose
+library tracking table has a fixed name) and each needs a position of its own, so that one
+view can be rebuilt while the others keep theirs.
+
+Two followers that catch up at once cannot both apply a batch: a batch locks the tracking
+rows it moves (PostgreSQL FOR UPDATE, SQLite BEGIN IMMEDIATE) and gives up with
+PositionsMoved when they are no longer where it started from.
+
+Rows are dicts of plain Python values (str, int, bool, UTC datetime, Decimal, UUID, and
+lists/dicts for JSON columns); every store gives back exactly what was put, so rows from any
+two stores can be compared with ==.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+TRACKING_TABLE = "pex_view_tracking"
+APPLICATION_NAME = "pex"
+
+Row = dict[str, Any]
+Key = tuple[Any, ...]
+
+# Column kinds, and the SQL type each has in each database.
+KINDS = {
+    #          SQLite     PostgreSQL
+    "text": ("TEXT", "text"),
+    "int": ("INTEGER", "bigint"),
+    "bool": ("INTEGER", "boolean"),
+    "time": ("TEXT", "timestamptz"),  # SQLite: fixed-width ISO 8601 in UTC, so text order is time order
+    "money": ("TEXT", "numeric"),
+    "uuid": ("TEXT", "uuid"),
+    "json": ("TEXT", "text"),
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[tuple[str, str], ...]  # (name, kind)
+    key: tuple[str, ...]
+    indexes: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return dict(self.columns)
+
+    def key_of(self, row: Row) -> Key:
+        return tuple(row[c] for c in self.key)
+
+    def normalize(self, row: Row) -> Row:
+        """The row as every store gives it back: all columns, canonical values."""
+        kinds = self.kinds
+        unknown = set(row) - set(kinds)
+        if unknown:
+            raise ValueError(f"{self.name} has no column {', '.join(sorted(unknown))}")
+        return {name: normalize(kinds[name], row.get(name)) for name in kinds}
+
+
+def normalize(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "time":
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} in a read model")
+        return value.astimezone(timezone.utc)
+    if kind == "money":
+        return Decimal(value)
+    if kind == "uuid":
+        return value if isinstance(value, UUID) else UUID(str(value))
+    if kind == "json":
+        return json.loads(json.dumps(value))  # tuples become lists, as they come back
+    if kind == "bool":
+        return bool(value)
+    if kind == "int":
+        return int(value)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Where:
+    """One condition of a query: `column op value`, op one of = < <= > >=."""
+
+    column: str
+    op: str
+    value: Any
+
+    def holds_for(self, row: Row) -> bool:
+        v = row[self.column]
+        if v is None:
+            return False
+        return {
+            "=": v == self.value,
+            "<": v < self.value,
+            "<=": v <= self.value,
+            ">": v > self.value,
+            ">=": v >= self.value,
+        }[self.op]
+
+
+class PositionsMoved(Exception):
+    """Another follower moved a view's tracking row since this batch read it: start again."""
+
+
+class Batch:
+    """The changes of one transaction: rows read through it see its own earlier writes."""
+
+    def __init__(self, load) -> None:
+        self._load = load  # (table, key) -> row or None, from the store inside the transaction
+        self._read: dict[tuple[str, Key], Row | None] = {}
+        self.changes: dict[str, dict[Key, Row | None]] = {}
+        self.tables: dict[str, Table] = {}
+        self.positions: dict[str, int] = {}
+
+    def get(self, table: Table, key: Key) -> Row | None:
+        changed = self.changes.get(table.name, {})
+        if key in changed:
+            row = changed[key]
+            return dict(row) if row is not None else None
+        if (table.name, key) not in self._read:
+            self._read[(table.name, key)] = self._load(table, key)
+        row = self._read[(table.name, key)]
+        return dict(row) if row is not None else None
+
+    def put(self, table: Table, row: Row) -> None:
+        row = table.normalize(row)
+        self.tables[table.name] = table
+        self.changes.setdefault(table.name, {})[table.key_of(row)] = row
+
+    def update(self, table: Table, key: Key, **values: Any) -> Row | None:
+        """Change some columns of an existing row; None (and nothing done) if there is none."""
+        row = self.get(table, key)
+        if row is None:
+            return None
+        row.update(values)
+        self.put(table, row)
+        return row
+
+    def delete(self, table: Table, key: Key) -> None:
+        self.tables[table.name] = table
+        self.changes.setdefault(table.name, {})[key] = None
+
+    def track(self, view: str, notification_id: int) -> None:
+        self.positions[view] = notification_id
+
+
+class Store:
+    """The interface every store offers to the views and to ReadModels."""
+
+    kind = "abstract"
+
+    def create(self, tables: Iterable[Table], views: Iterable[str]) -> None:
+        raise NotImplementedError
+
+    def positions(self, views: Iterable[str]) -> dict[str, int]:
+        raise NotImplementedError
+
+    @contextmanager
+    def batch(self, expected: dict[str, int]) -> Iterator[Batch]:
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def reset(self, view: str, tables: Iterable[Table]) -> None:
+        """Empty a view's tables and move it back to the start of the log, in one transaction."""
+        raise NotImplementedError
+
+    def select(
+        self, table: Table, where: Sequence[Where] = (), order_by: Sequence[str] = (), limit: int | None = None
+    ) -> list[Row]:
+        raise NotImplementedError
+
+    def snapshot(self, tables: Iterable[Table], views: Iterable[str]) -> tuple[dict[str, int], dict[str, dict[Key, Row]]]:
+        """Positions and every row of `tables`, read in one consistent snapshot."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+# --- in memory -------------------------------------------------------------------------
+
+
+class MemoryStore(Store):
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[Key, Row]] = {}
+        self.tracking: dict[str, int] = {}
+        self._lock = threading.RLock()
+
+    def create(self, tables: Iterable[Table], views: Iterable[str]) -> None:
+        with self._lock:
+            for table in tables:
+                self.rows.setdefault(table.name, {})
+            for view in views:
+                self.tracking.setdefault(view, 0)
+
+    def positions(self, views: Iterable[str]) -> dict[str, int]:
+        with self._lock:
+            return {view: self.tracking.get(view, 0) for view in views}
+
+    @contextmanager
+    def batch(self, expected: dict[str, int]) -> Iterator[Batch]:
+        with self._lock:
+            if self.positions(expected) != expected:
+                raise PositionsMoved(expected)
+
+            def load(table: Table, key: Key) -> Row | None:
+                row = self.rows.get(table.name, {}).get(key)
+                return dict(row) if row is not None else None
+
+            batch = Batch(load)
+            yield batch  # an exception here discards the batch: nothing was touched yet
+            for name, changes in batch.changes.items():
+                rows = self.rows.setdefault(name, {})
+                for key, row in changes.items():
+                    if row is None:
+                        rows.pop(key, None)
+                    else:
+                        rows[key] = row
+            self.tracking.update(batch.positions)
+
+    def reset(self, view: str, tables: Iterable[Table]) -> None:
+        with self._lock:
+            for table in tables:
+                self.rows[table.name] = {}
+            self.tracking[view] = 0
+
+    def select(
+        self, table: Table, where: Sequence[Where] = (), order_by: Sequence[str] = (), limit: int | None = None
+    ) -> list[Row]:
+        kinds = table.kinds
+        where = [Where(w.column, w.op, normalize(kinds[w.column], w.value)) for w in where]
+        with self._lock:
+            rows = [dict(r) for r in self.rows.get(table.name, {}).values() if all(w.holds_for(r) for w in where)]
+        rows.sort(key=lambda r: tuple(sort_key(r[c]) for c in order_by))
+        return rows[:limit] if limit is not None else rows
+
+    def snapshot(self, tables: Iterable[Table], views: Iterable[str]) -> tuple[dict[str, int], dict[str, dict[Key, Row]]]:
+        with self._lock:
+            return self.positions(views), {t.name: {k: dict(r) for k, r in self.rows.get(t.name, {}).items()} for t in tables}
+
+
+def sort_key(value: Any) -> tuple:
+    """None first, then values of one type in their own order."""
+    return (value is not None, value if value is not None else 0)
+
+
+# --- SQL -------------------------------------------------------------------------------
+
+
+class SqlStore(Store):
+    """What SQLite and PostgreSQL share; subclasses supply connections and value adapters."""
+
+    placeholder = "?"
+    dialect = 0  # index into KINDS' SQL types
+
+    def qualified(self, name: str) -> str:
+        return quote(name)
+
+    # -- hooks --
+
+    @contextmanager
+    def transaction(self, write: bool, snapshot: bool = False) -> Iterator[Any]:
+        """A transaction; `snapshot` makes every read in it see one consistent state."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def to_db(self, kind: str, value: Any) -> Any:
+        raise NotImplementedError
+
+    def from_db(self, kind: str, value: Any) -> Any:
+        raise NotImplementedError
+
+    def lock_positions(self, cursor: Any, views: Sequence[str]) -> dict[str, int]:
+        raise NotImplementedError
+
+    def before_create(self, cursor: Any) -> None:
+        pass
+
+    # -- statements --
+
+    def create(self, tables: Iterable[Table], views: Iterable[str]) -> None:
+        with self.transaction(write=True) as cursor:
+            self.before_create(cursor)
+            cursor.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.qualified(TRACKING_TABLE)} ("
+                f"view_name {KINDS['text'][self.dialect]} PRIMARY KEY, "
+                f"application_name {KINDS['text'][self.dialect]} NOT NULL, "
+                f"notification_id {KINDS['int'][self.dialect]} NOT NULL)"
+            )
+            for table in tables:
+                columns = ", ".join(f"{quote(name)} {KINDS[kind][self.dialect]}" for name, kind in table.columns)
+                key = ", ".join(quote(c) for c in table.key)
+                cursor.execute(f"CREATE TABLE IF NOT EXISTS {self.qualified(table.name)} ({columns}, PRIMARY KEY ({key}))")
+                for index in table.indexes:
+                    name = quote(f"{table.name}_{'_'.join(index)}_idx")
+                    cols = ", ".join(quote(c) for c in index)
+                    cursor.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {self.qualified(table.name)} ({cols})")
+            p = self.placeholder
+            for view in views:
+                cursor.execute(
+                    f"INSERT INTO {self.qualified(TRACKING_TABLE)} (view_name, application_name, notification_id) "
+                    f"VALUES ({p}, {p}, 0) ON CONFLICT (view_name) DO NOTHING",
+                    (view, APPLICATION_NAME),
+                )
+
+    def positions(self, views: Iterable[str]) -> dict[str, int]:
+        views = list(views)
+        with self.transaction(write=False) as cursor:
+            cursor.execute(f"SELECT view_name, notification_id FROM {self.qualified(TRACKING_TABLE)}")
+            found = {row["view_name"]: row["notification_id"] for row in fetch(cursor)}
+        return {view: found.get(view, 0) for view in views}
+
+    @contextmanager
+    def batch(self, expected: dict[str, int]) -> Iterator[Batch]:
+        with self.transaction(write=True) as cursor:
+            if self.lock_positions(cursor, sorted(expected)) != expected:
+                raise PositionsMoved(expected)
+            batch = Batch(lambda table, key: self._load(cursor, table, key))
+            yield batch
+            self._flush(cursor, batch)
+
+    def _load(self, cursor: Any, table: Table, key: Key) -> Row | None:
+        p = self.placeholder
+        kinds = table.kinds
+        condition = " AND ".join(f"{quote(c)} = {p}" for c in table.key)
+        cursor.execute(
+            f"SELECT * FROM {self.qualified(table.name)} WHERE {condition}",
+            [self.to_db(kinds[c], v) for c, v in zip(table.key, key)],
+        )
+        rows = fetch(cursor)
+        return self._row(table, rows[0]) if rows else None
+
+    def _row(self, table: Table, raw: Any) -> Row:
+        return {name: self.from_db(kind, raw[name]) for name, kind in table.columns}
+
+    def _flush(self, cursor: Any, batch: Batch) -> None:
+        p = self.placeholder
+        for name, changes in batch.changes.items():
+            table = batch.tables[name]
+            kinds = table.kinds
+            deleted = [key for key, row in changes.items() if row is None]
+            if deleted:
+                condition = " AND ".join(f"{quote(c)} = {p}" for c in table.key)
+                cursor.executemany(
+                    f"DELETE FROM {self.qualified(name)} WHERE {condition}",
+                    [[self.to_db(kinds[c], v) for c, v in zip(table.key, key)] for key in deleted],
+                )
+            rows = [row for row in changes.values() if row is not None]
+            if rows:
+                columns = table.column_names
+                updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in columns if c not in table.key)
+                conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+                cursor.executemany(
+                    f"INSERT INTO {self.qualified(name)} ({', '.join(quote(c) for c in columns)}) "
+                    f"VALUES ({', '.join(p for _ in columns)}) "
+                    f"ON CONFLICT ({', '.join(quote(c) for c in table.key)}) {conflict}",
+                    [[self.to_db(kinds[c], row[c]) for c in columns] for row in rows],
+                )
+        for view, notification_id in batch.positions.items():
+            cursor.execute(
+                f"UPDATE {self.qualified(TRACKING_TABLE)} SET notification_id = {p} WHERE view_name = {p}",
+                (notification_id, view),
+            )
+
+    def reset(self, view: str, tables: Iterable[Table]) -> None:
+        with self.transaction(write=True) as cursor:
+            self.lock_positions(cursor, [view])
+            for table in tables:
+                cursor.execute(f"DELETE FROM {self.qualified(table.name)}")
+            p = self.placeholder
+            cursor.execute(f"UPDATE {self.qualified(TRACKING_TABLE)} SET notification_id = 0 WHERE view_name = {p}", (view,))
+
+    def select(
+        self, table: Table, where: Sequence[Where] = (), order_by: Sequence[str] = (), limit: int | None = None
+    ) -> list[Row]:
+        statement, params = self._select_statement(table, where, order_by, limit)
+        with self.transaction(write=False) as cursor:
+            cursor.execute(statement, params)
+            return [self._row(table, raw) for raw in fetch(cursor)]
+
+    def _select_statement(
+        self, table: Table, where: Sequence[Where], order_by: Sequence[str], limit: int | None
+    ) -> tuple[str, list[Any]]:
+        kinds = table.kinds
+        statement = f"SELECT * FROM {self.qualified(table.name)}"
+        params: list[Any] = []
+        if where:
+            conditions = []
+            for w in where:
+                if w.op not in ("=", "<", "<=", ">", ">="):
+                    raise ValueError(f"unknown operator {w.op!r}")
+                conditions.append(f"{quote(w.column)} {w.op} {self.placeholder}")
+                params.append(self.to_db(kinds[w.column], normalize(kinds[w.column], w.value)))
+            statement += " WHERE " + " AND ".join(conditions)
+        if order_by:
+            statement += " ORDER BY " + ", ".join(quote(c) for c in order_by)
+        if limit is not None:
+            statement += f" LIMIT {int(limit)}"
+        return statement, params
+
+    def snapshot(self, tables: Iterable[Table], views: Iterable[str]) -> tuple[dict[str, int], dict[str, dict[Key, Row]]]:
+        tables, views = list(tables), list(views)
+        with self.transaction(write=False, snapshot=True) as cursor:
+            cursor.execute(f"SELECT view_name, notification_id FROM {self.qualified(TRACKING_TABLE)}")
+            found = {row["view_name"]: row["notification_id"] for row in fetch(cursor)}
+            contents = {}
+            for table in tables:
+                cursor.execute(f"SELECT * FROM {self.qualified(table.name)}")
+                rows = [self._row(table, raw) for raw in fetch(cursor)]
+                contents[table.name] = {table.key_of(r): r for r in rows}
+        return {v: found.get(v, 0) for v in views}, contents
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def fetch(cursor: Any) -> list[Any]:
+    return cursor.fetchall()
+
+
+class SQLiteStore(SqlStore):
+    """Tables in the application's SQLite file. One connection per thread; writes take the
+    database's write lock at BEGIN IMMEDIATE, so a batch never has to upgrade a read lock."""
+
+    kind = "sqlite"
+    placeholder = "?"
+    dialect = 0
+
+    def __init__(self, path: str, lock_timeout: float = 10.0) -> None:
+        self.path = path
+        self.lock_timeout = lock_timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self, write: bool, snapshot: bool = False) -> Iterator[Any]:
+        conn = self._connection()
+        cursor = conn.cursor()
+        cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield cursor
+        except BaseException:
+            conn.rollback()
+            raise
+        else:
+            if write:
+                conn.commit()
+            else:
+                conn.rollback()
+        finally:
+            cursor.close()
+
+    def lock_positions(self, cursor: Any, views: Sequence[str]) -> dict[str, int]:
+        # BEGIN IMMEDIATE already excludes every other writer of the file.
+        cursor.execute(f"SELECT view_name, notification_id FROM {quote(TRACKING_TABLE)}")
+        found = {row["view_name"]: row["notification_id"] for row in cursor.fetchall()}
+        return {view: found.get(view, 0) for view in views}
+
+    def to_db(self, kind: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if kind == "time":
+            return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        if kind in ("money", "uuid"):
+            return str(value)
+        if kind == "json":
+            return json.dumps(value, sort_keys=True)
+        if kind == "bool":
+            return int(bool(value))
+        return value
+
+    def from_db(self, kind: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if kind == "time":
+            return datetime.fromisoformat(value)
+        if kind == "money":
+            return Decimal(value)
+        if kind == "uuid":
+            return UUID(value)
+        if kind == "json":
+            return json.loads(value)
+        if kind == "bool":
+            return bool(value)
+        return value
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:  # pragma: no cover
+                    pass
+            self._connections.clear()
+        self._local = threading.local()
+
+
+@dataclass
+class PostgresStore(SqlStore):
+    """Tables in the application's PostgreSQL database and schema, through its datastore's pool
+    (an eventsourcing PostgresDatastore: connections in autocommit, explicit transactions)."""
+
+    datastore: Any
+    schema: str = field(default="public")
+
+    kind = "postgres"
+    placeholder = "%s"
+    dialect = 1
+    # Serializes CREATE TABLE IF NOT EXISTS across processes: concurrent creation of one
+    # table can fail in PostgreSQL's catalogue.
+    advisory_lock_key = 0x50455856  # "PEXV"
+
+    def qualified(self, name: str) -> str:
+        return f"{quote(self.schema)}.{quote(name)}"
+
+    @contextmanager
+    def transaction(self, write: bool, snapshot: bool = False) -> Iterator[Any]:
+        with self.datastore.transaction(commit=write) as cursor:
+            if snapshot:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield cursor
+
+    def before_create(self, cursor: Any) -> None:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self.advisory_lock_key,))
+
+    def lock_positions(self, cursor: Any, views: Sequence[str]) -> dict[str, int]:
+        cursor.execute(
+            f"SELECT view_name, notification_id FROM {self.qualified(TRACKING_TABLE)} WHERE view_name = ANY(%s) ORDER BY view_name FOR UPDATE",
+            (list(views),),
+        )
+        found = {row["view_name"]: row["notification_id"] for row in cursor.fetchall()}
+        return {view: found.get(view, 0) for view in views}
+
+    def to_db(self, kind: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if kind == "json":
+            return json.dumps(value, sort_keys=True)
+        return value
+
+    def from_db(self, kind: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if kind == "time":
+            return value.astimezone(timezone.utc)
+        if kind == "json":
+            return json.loads(value)
+        return value

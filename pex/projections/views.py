@@ -1,0 +1,419 @@
+"""The persisted read models, as folds of the event log into table rows.
+
+- ReservationsView: one row per reservation with its state and its standing terms (the
+  provider's offer once there is one, else the user's proposal), for the list endpoints and
+  the portal's reservations screen.
+- InstancesView: one row per instance (name, node, status, start, end, ip address), for the
+  instances screen. It follows whatever events the Instance aggregate gains (see the class).
+- CalendarView: the pool's nodes and, per node, every booking and hold over time.
+
+A view is a name, its tables, and `apply(batch, event, notification)`, which reads and writes
+rows only through the batch (pex.projections.store), so the same fold fills PostgreSQL,
+SQLite or memory. A view must be a pure function of the events: no clock, no other view.
+Events a view does not know are ignored (an unknown event of an aggregate it follows still
+moves the row's version).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from eventsourcing.persistence import Notification
+
+from pex.domain.instance import Instance
+from pex.domain.node import Node
+from pex.domain.reservation import Reservation
+from pex.domain.values import Offer, State, Terms
+from pex.projections.store import Batch, Row, Table
+
+
+def event_time(event: Any) -> datetime:
+    """The time of the decision an event records (`at`); the library's timestamp otherwise."""
+    return getattr(event, "at", None) or event.timestamp
+
+
+class View:
+    name: str = ""
+    tables: tuple[Table, ...] = ()
+    rebuildable = True  # `pex replay` may drop and rebuild it
+
+    def apply(self, batch: Batch, event: Any, notification: Notification) -> None:
+        raise NotImplementedError
+
+
+# --- reservations ----------------------------------------------------------------------
+
+RESERVATIONS = Table(
+    "pex_view_reservations",
+    (
+        ("id", "uuid"),
+        ("user_id", "text"),
+        ("state", "text"),
+        ("round", "int"),
+        # the standing terms: the offer once the provider answered, else the proposal
+        ("size", "text"),
+        ("template", "text"),
+        ("instances_fixed", "int"),
+        ("instances_option", "int"),
+        ("instances", "int"),
+        ("start", "time"),
+        ("end", "time"),
+        ("price", "money"),
+        ("auto_start", "bool"),
+        ("valid_until", "time"),  # while an offer waits for the user
+        ("placement", "json"),  # the offer's [[node, instances], ...], or null
+        ("changes", "json"),  # what the offer changed in the user's proposal, in words
+        ("reason", "text"),  # why it was rejected or deleted
+        ("proposal", "json"),  # the user's last proposal (terms_json)
+        ("instance_ids", "json"),
+        ("created_seq", "int"),  # the notification id that created it: creation order
+        ("created_at", "time"),
+        ("updated_at", "time"),
+        ("version", "int"),
+    ),
+    key=("id",),
+    indexes=(("user_id", "state"), ("state",)),
+)
+
+
+def terms_json(terms: Terms) -> dict[str, Any]:
+    return {
+        "size": terms.size,
+        "template": terms.template,
+        "instances_fixed": terms.instances_fixed,
+        "instances_option": terms.instances_option,
+        "start": terms.start.isoformat(),
+        "end": terms.end.isoformat(),
+        "price": str(terms.price) if terms.price is not None else None,
+        "auto_start": terms.auto_start,
+    }
+
+
+def terms_columns(terms: dict[str, Any] | None) -> Row:
+    """The standing-terms columns of a reservation row, from terms_json (or all None)."""
+    if terms is None:
+        names = ("size", "template", "instances_fixed", "instances_option", "instances", "start", "end", "price", "auto_start")
+        return dict.fromkeys(names)
+    return {
+        "size": terms["size"],
+        "template": terms["template"],
+        "instances_fixed": terms["instances_fixed"],
+        "instances_option": terms["instances_option"],
+        "instances": terms["instances_fixed"] + terms["instances_option"],
+        "start": datetime.fromisoformat(terms["start"]),
+        "end": datetime.fromisoformat(terms["end"]),
+        "price": terms["price"],
+        "auto_start": terms["auto_start"],
+    }
+
+
+def offer_columns(offer: Offer) -> Row:
+    return {
+        **terms_columns(terms_json(offer.terms)),
+        "placement": [[a.node, a.instances] for a in offer.placement],
+        "changes": list(offer.changes),
+    }
+
+
+class ReservationsView(View):
+    name = "reservations"
+    tables = (RESERVATIONS,)
+
+    def apply(self, batch: Batch, event: Any, notification: Notification) -> None:
+        if not isinstance(event, Reservation.Event):
+            return
+        at = event_time(event)
+        if isinstance(event, Reservation.Initiated):
+            batch.put(
+                RESERVATIONS,
+                {
+                    "id": event.originator_id,
+                    "user_id": event.user_id,
+                    "state": State.INITIATED.value,
+                    "round": 0,
+                    **terms_columns(None),
+                    "created_seq": notification.id,
+                    "created_at": at,
+                    "updated_at": at,
+                    "version": event.originator_version,
+                },
+            )
+            return
+        row = batch.get(RESERVATIONS, (event.originator_id,))
+        if row is None:
+            return
+        change = RESERVATION_CHANGES.get(type(event).__name__)
+        if change is not None:
+            change(row, event)
+        row["updated_at"], row["version"] = at, event.originator_version
+        batch.put(RESERVATIONS, row)
+
+
+# How each Reservation event changes a row, mirroring how it changes the aggregate.
+
+
+def _proposal_submitted(row: Row, e: Reservation.ProposalSubmitted) -> None:
+    row["state"], row["round"], row["proposal"] = State.SUBMITTED.value, row["round"] + 1, terms_json(e.terms)
+    if row["placement"] is None:  # no offer yet: the proposal is what stands
+        row.update(terms_columns(row["proposal"]))
+
+
+def _offered(state: State) -> Callable[[Row, Any], None]:
+    def change(row: Row, e: Reservation.Accepted | Reservation.CounterOffered) -> None:
+        row.update(offer_columns(e.offer))
+        row.update(state=state.value, valid_until=e.valid_until, reason=None)
+
+    return change
+
+
+def _rejected(row: Row, e: Reservation.Rejected) -> None:
+    row.update(terms_columns(row["proposal"]))
+    row.update(state=State.REJECTED.value, valid_until=None, placement=None, changes=None, reason=e.reason)
+
+
+def _becomes(state: State, **values: Any) -> Callable[[Row, Any], None]:
+    def change(row: Row, e: Any) -> None:
+        row.update(state=state.value, **values)
+
+    return change
+
+
+def _confirmed(row: Row, e: Reservation.Confirmed) -> None:
+    row.update(state=State.CONFIRMED.value, valid_until=None, instance_ids=[str(i) for i in e.instance_ids])
+
+
+def _cancelled(row: Row, e: Reservation.Cancelled) -> None:
+    row.update(state=State.CANCELLED.value, valid_until=None, reason=e.reason)
+
+
+def _placement_changed(row: Row, e: Any) -> None:
+    row["placement"] = [[a.node, a.instances] for a in e.placement]
+
+
+RESERVATION_CHANGES: dict[str, Callable[[Row, Any], None]] = {
+    "ProposalSubmitted": _proposal_submitted,
+    "Accepted": _offered(State.ACCEPTED),
+    "CounterOffered": _offered(State.COUNTERED),
+    "Rejected": _rejected,
+    "CounterAccepted": _becomes(State.ACCEPTED),
+    "Declined": _becomes(State.REJECTED, valid_until=None),
+    "Confirmed": _confirmed,
+    "OfferExpired": _becomes(State.EXPIRED, valid_until=None),
+    "Activated": _becomes(State.ACTIVATED),
+    "Cancelled": _cancelled,
+    "Expired": _becomes(State.EXPIRED),
+    "PlacementChanged": _placement_changed,
+}
+
+
+# --- instances -------------------------------------------------------------------------
+
+INSTANCES = Table(
+    "pex_view_instances",
+    (
+        ("id", "uuid"),
+        ("reservation_id", "uuid"),
+        ("user_id", "text"),
+        ("index", "int"),
+        ("name", "text"),
+        ("size", "text"),
+        ("template", "text"),
+        ("node", "text"),
+        ("start", "time"),
+        ("end", "time"),
+        ("status", "text"),
+        ("ip_address", "text"),
+        ("note", "text"),  # the reason the last event that gave one gave (an end, a move)
+        ("created_at", "time"),
+        ("updated_at", "time"),
+        ("version", "int"),
+    ),
+    key=("id",),
+    indexes=(("user_id", "status"), ("reservation_id",)),
+)
+
+
+
+def is_instance_event(event: Any) -> bool:
+    return isinstance(event, Instance.Event) or type(event).__qualname__.startswith("Instance.")
+
+
+def instance_columns(instance: Any) -> Row:
+    """The columns an Instance aggregate shows; attributes it does not have (yet) are None."""
+    status = getattr(instance, "status", None)
+    return {
+        "id": instance.id,
+        "reservation_id": instance.reservation_id,
+        "user_id": instance.user_id,
+        "index": instance.index,
+        "name": instance.name,
+        "size": instance.size,
+        "template": instance.template,
+        "node": instance.node,
+        "start": instance.start,
+        "end": instance.end,
+        "status": getattr(status, "value", status),
+        "ip_address": getattr(instance, "ip_address", None),
+        "version": instance.version,
+    }
+
+
+class InstancesView(View):
+    """Rows follow the Instance aggregate by applying each event to the aggregate itself (its
+    own `apply`), so every event it gains is shown exactly as the aggregate sees it, with no
+    change here; an event it does not know changes nothing but the version. To show a new
+    attribute, add a column to INSTANCES and a line to instance_columns.
+
+    The aggregates are kept in a bounded cache; one not in it (after a restart, or a batch
+    that was rolled back) is loaded as it stood before the event, which is a function of the
+    log alone, so the view stays a fold of the log."""
+
+    name = "instances"
+    tables = (INSTANCES,)
+    cache_size = 10_000
+
+    def __init__(self, load: Callable[[Any, int], Any]):
+        """`load(instance_id, version)`: the Instance as it was at `version` (repository.get)."""
+        self.load = load
+        self.cache: OrderedDict[Any, Any] = OrderedDict()
+
+    def apply(self, batch: Batch, event: Any, notification: Notification) -> None:
+        if not is_instance_event(event):
+            return
+        instance = event.mutate(self._before(event))
+        self.cache[instance.id] = instance
+        self.cache.move_to_end(instance.id)
+        if len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        at = event_time(event)
+        row = batch.get(INSTANCES, (instance.id,)) or {"created_at": at, "note": None}
+        row.update(instance_columns(instance), updated_at=at)
+        reason = getattr(event, "reason", None)
+        if isinstance(reason, str) and reason:
+            row["note"] = reason
+        batch.put(INSTANCES, row)
+
+    def _before(self, event: Any) -> Any:
+        version = event.originator_version
+        if version == 1:
+            return None
+        cached = self.cache.get(event.originator_id)
+        if cached is not None and cached.version == version - 1:
+            return cached
+        return self.load(event.originator_id, version - 1)
+
+
+# --- the pool's calendar ---------------------------------------------------------------
+
+NODES = Table(
+    "pex_view_nodes",
+    (
+        ("id", "uuid"),
+        ("name", "text"),
+        ("cpus", "int"),
+        ("memory_mb", "int"),
+        ("disk_gb", "int"),
+        ("available", "bool"),
+        ("registered_at", "time"),
+        ("updated_at", "time"),
+        ("version", "int"),
+    ),
+    key=("id",),
+    indexes=(("name",),),
+)
+
+ALLOCATIONS = Table(
+    "pex_view_node_allocations",
+    (
+        ("node_id", "uuid"),
+        ("reservation_id", "uuid"),
+        ("node", "text"),
+        ("kind", "text"),  # "booking" or "hold"
+        ("start", "time"),
+        ("end", "time"),
+        ("instances", "int"),
+        ("cpus", "int"),  # per instance
+        ("memory_mb", "int"),
+        ("disk_gb", "int"),
+        ("hold_until", "time"),  # a hold stops counting then, released or not
+        ("recorded_at", "time"),
+    ),
+    key=("node_id", "reservation_id"),
+    indexes=(("node", "end"), ("reservation_id",)),
+)
+
+
+class CalendarView(View):
+    """Bookings stay after they end (the calendar is history too); a released hold or booking
+    goes. A hold that lapsed without being released yet stays until its release, and the
+    query leaves it out by `hold_until`."""
+
+    name = "calendar"
+    tables = (NODES, ALLOCATIONS)
+
+    def apply(self, batch: Batch, event: Any, notification: Notification) -> None:
+        if not isinstance(event, Node.Event):
+            return
+        at = event_time(event)
+        if isinstance(event, Node.Registered):
+            c = event.capacity
+            batch.put(
+                NODES,
+                {
+                    "id": event.originator_id,
+                    "name": event.name,
+                    "cpus": c.cpus,
+                    "memory_mb": c.memory_mb,
+                    "disk_gb": c.disk_gb,
+                    "available": True,
+                    "registered_at": at,
+                    "updated_at": at,
+                    "version": event.originator_version,
+                },
+            )
+            return
+        node = batch.get(NODES, (event.originator_id,))
+        if node is None:
+            return
+        if isinstance(event, Node.Resized):
+            node.update(cpus=event.capacity.cpus, memory_mb=event.capacity.memory_mb, disk_gb=event.capacity.disk_gb)
+        elif isinstance(event, (Node.Lost, Node.Returned)):
+            node["available"] = isinstance(event, Node.Returned)
+        elif isinstance(event, (Node.CapacityHeld, Node.CapacityBooked)):
+            hold = isinstance(event, Node.CapacityHeld)
+            batch.put(
+                ALLOCATIONS,
+                {
+                    "node_id": event.originator_id,
+                    "reservation_id": event.reservation_id,
+                    "node": node["name"],
+                    "kind": "hold" if hold else "booking",
+                    "start": event.start,
+                    "end": event.end,
+                    "instances": event.instances,
+                    "cpus": event.per_instance.cpus,
+                    "memory_mb": event.per_instance.memory_mb,
+                    "disk_gb": event.per_instance.disk_gb,
+                    "hold_until": event.hold_until if hold else None,
+                    "recorded_at": at,
+                },
+            )
+        elif isinstance(event, (Node.HoldReleased, Node.BookingReleased)):
+            batch.delete(ALLOCATIONS, (event.originator_id, event.reservation_id))
+        node["updated_at"], node["version"] = at, event.originator_version
+        batch.put(NODES, node)
+
+
+VIEW_NAMES = ("reservations", "instances", "calendar")
+
+
+def read_model_views(app: Any) -> tuple[View, ...]:
+    """The read models of one application (the instances view loads aggregates through it)."""
+    return (
+        ReservationsView(),
+        InstancesView(lambda instance_id, version: app.repository.get(instance_id, version=version)),
+        CalendarView(),
+    )
