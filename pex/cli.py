@@ -257,6 +257,10 @@ from pex.workers.commands import COMMANDS as WORKER_COMMANDS  # noqa: E402  (pex
 
 for command in WORKER_COMMANDS: main.add_command(command)  # noqa: E701
 
+from pex.projections.commands import COMMANDS as PROJECTION_COMMANDS  # noqa: E402  (pex audit, history, replay)
+
+for command in PROJECTION_COMMANDS: main.add_command(command)  # noqa: E701
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
