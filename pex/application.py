@@ -47,6 +47,15 @@ class NotFound(Exception):
     """No such reservation, instance or node (or not the caller's)."""
 
 
+class VersionConflict(Exception):
+    """The caller acted on a version of the reservation that is no longer the current one
+    (HTTP If-Match); checked on the version the command saves against, so it is atomic."""
+
+    def __init__(self, expected: int, actual: int):
+        self.expected, self.actual = expected, actual
+        super().__init__(f"expected version {expected}, the reservation is at version {actual}")
+
+
 class Contention(Exception):
     """Too many concurrent writers on the same aggregates; the caller may retry later."""
 
@@ -240,13 +249,13 @@ class PexApplication(Accounts, VmLifecycle, Application):
         """requestReservation, and a user's COUNTER: the provider evaluates and answers."""
         return self._retrying(lambda: self._evaluate(reservation_id, terms, counter=False))
 
-    def counter(self, reservation_id: UUID, terms: Terms) -> Outcome:
+    def counter(self, reservation_id: UUID, terms: Terms, expected_version: int | None = None) -> Outcome:
         """The user's COUNTER to the provider's COUNTER: their own proposal, evaluated again."""
-        return self._retrying(lambda: self._evaluate(reservation_id, terms, counter=True))
+        return self._retrying(lambda: self._evaluate(reservation_id, terms, counter=True, expected_version=expected_version))
 
-    def _evaluate(self, reservation_id: UUID, terms: Terms, counter: bool) -> Outcome:
+    def _evaluate(self, reservation_id: UUID, terms: Terms, counter: bool, expected_version: int | None = None) -> Outcome:
         at = self.clock()
-        reservation = self._reservation(reservation_id)
+        reservation = self._reservation(reservation_id, expected_version)
         reservation.check("counter" if counter or reservation.state == State.COUNTERED else "submit")
         catalogue = self.catalogue()
         size = catalogue.size(terms.size)
@@ -282,35 +291,39 @@ class PexApplication(Accounts, VmLifecycle, Application):
         self._save(reservation, *nodes.values())
         return Outcome(decision.reply, self._view(reservation), decision.reason)
 
-    def respond(self, reservation_id: UUID, reply: Reply | str, terms: Terms | None = None) -> Outcome:
-        """One negotiation step of the wire protocol: the user's CONFIRM, ACCEPT, REJECT or COUNTER."""
+    def respond(
+        self, reservation_id: UUID, reply: Reply | str, terms: Terms | None = None, expected_version: int | None = None
+    ) -> Outcome:
+        """One negotiation step of the wire protocol: the user's CONFIRM, ACCEPT, REJECT or COUNTER.
+        With `expected_version`, the step is refused (VersionConflict) unless the reservation
+        is still at that version when it is saved."""
         reply = Reply(reply)
         move = USER_REPLIES.get(reply)
         if move is None:
             raise InvalidProposal("reply", f"a user replies CONFIRM, ACCEPT, REJECT or COUNTER, not {reply.value}")
         if reply == Reply.CONFIRM:
-            return self.confirm(reservation_id)
+            return self.confirm(reservation_id, expected_version)
         if reply == Reply.ACCEPT:
-            return self.accept_counter(reservation_id)
+            return self.accept_counter(reservation_id, expected_version)
         if reply == Reply.REJECT:
-            return self.decline(reservation_id)
+            return self.decline(reservation_id, expected_version)
         if terms is None:
             raise InvalidProposal("proposal", "a COUNTER carries the user's proposal")
-        return self.counter(reservation_id, terms)
+        return self.counter(reservation_id, terms, expected_version)
 
-    def accept_counter(self, reservation_id: UUID) -> Outcome:
+    def accept_counter(self, reservation_id: UUID, expected_version: int | None = None) -> Outcome:
         def attempt() -> Outcome:
-            reservation = self._reservation(reservation_id)
+            reservation = self._reservation(reservation_id, expected_version)
             reservation.accept_counter(self.clock())
             self._save(reservation)
             return Outcome(Reply.CONFIRM_REQUEST, self._view(reservation))
 
         return self._retrying(attempt)
 
-    def decline(self, reservation_id: UUID) -> Outcome:
+    def decline(self, reservation_id: UUID, expected_version: int | None = None) -> Outcome:
         def attempt() -> Outcome:
             at = self.clock()
-            reservation = self._reservation(reservation_id)
+            reservation = self._reservation(reservation_id, expected_version)
             reservation.decline(at)
             nodes = self._release_all(reservation, "offer declined", at)
             self._save(reservation, *nodes)
@@ -318,12 +331,12 @@ class PexApplication(Accounts, VmLifecycle, Application):
 
         return self._retrying(attempt)
 
-    def confirm(self, reservation_id: UUID) -> Outcome:
+    def confirm(self, reservation_id: UUID, expected_version: int | None = None) -> Outcome:
         """The user's CONFIRM: the provider books the held capacity and schedules the instances."""
 
         def attempt() -> Outcome:
             at = self.clock()
-            reservation = self._reservation(reservation_id)
+            reservation = self._reservation(reservation_id, expected_version)
             reservation.check("confirm", "only an accepted offer can be confirmed")
             reservation.check_offer_valid(at)
             offer = reservation.offer
@@ -360,21 +373,23 @@ class PexApplication(Accounts, VmLifecycle, Application):
 
         return self._retrying(attempt)
 
-    def activate(self, reservation_id: UUID) -> ReservationView:
+    def activate(self, reservation_id: UUID, expected_version: int | None = None) -> ReservationView:
         def attempt() -> ReservationView:
-            reservation = self._reservation(reservation_id)
+            reservation = self._reservation(reservation_id, expected_version)
             reservation.activate(self.clock())
             self._save(reservation)
             return self._view(reservation)
 
         return self._retrying(attempt)
 
-    def cancel(self, reservation_id: UUID, reason: str = "deleted by the user") -> ReservationView:
+    def cancel(
+        self, reservation_id: UUID, reason: str = "deleted by the user", expected_version: int | None = None
+    ) -> ReservationView:
         """Delete a reservation that is not activated, releasing what it holds or booked."""
 
         def attempt() -> ReservationView:
             at = self.clock()
-            reservation = self._reservation(reservation_id)
+            reservation = self._reservation(reservation_id, expected_version)
             reservation.cancel(reason, at)
             nodes = self._release_all(reservation, reason, at)
             instances = [self.repository.get(i) for i in reservation.instance_ids]
@@ -496,13 +511,15 @@ class PexApplication(Accounts, VmLifecycle, Application):
 
     # --- plumbing ----------------------------------------------------------------------
 
-    def _reservation(self, reservation_id: UUID) -> Reservation:
+    def _reservation(self, reservation_id: UUID, expected_version: int | None = None) -> Reservation:
         try:
             reservation = self.repository.get(reservation_id)
         except AggregateNotFoundError:
             raise NotFound("no such reservation") from None
         if not isinstance(reservation, Reservation):
             raise NotFound("no such reservation")
+        if expected_version is not None and reservation.version != expected_version:
+            raise VersionConflict(expected_version, reservation.version)
         return reservation
 
     def _save(self, *aggregates: Aggregate) -> None:

@@ -253,3 +253,18 @@ def test_the_history_records_who_said_what(app):
         ("user", "CONFIRM"),
         ("provider", "REQUEST_SUCCESS"),
     ]
+
+
+def test_a_step_taken_on_a_stale_version_is_refused_when_it_would_be_saved(app):
+    from pex.application import VersionConflict
+
+    rid, outcome = negotiate(app, terms())
+    seen = outcome.reservation.version
+    app.decline(rid)  # someone else's step lands first
+    with pytest.raises(VersionConflict):
+        app.respond(rid, Reply.CONFIRM, expected_version=seen)
+    with pytest.raises(VersionConflict):
+        app.cancel(rid, expected_version=seen)
+    current = app.get_reservation(rid)
+    assert current.state == State.REJECTED
+    assert app.cancel(rid, expected_version=current.version).state == State.CANCELLED

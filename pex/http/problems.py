@@ -14,7 +14,7 @@ from typing import Any
 
 import falcon
 
-from pex.application import Contention, NotFound
+from pex.application import Contention, NotFound, VersionConflict
 from pex.domain.errors import (
     CapacityExceeded,
     CatalogueError,
@@ -62,6 +62,7 @@ class Mapping:
 # The one table: exception raised by the service layer → HTTP.
 ERRORS: dict[type[Exception], Mapping] = {
     NotFound: Mapping(404, "not-found", "No such resource"),
+    VersionConflict: Mapping(412, "precondition-failed", "The resource has changed"),
     WireError: Mapping(422, "invalid-proposal", "The request body is not a valid proposal"),
     InvalidProposal: Mapping(422, "invalid-proposal", "The proposal cannot be negotiated"),
     AccountError: Mapping(422, "invalid-account", "The account details are not acceptable"),

@@ -32,14 +32,19 @@ def owner(req: falcon.Request) -> str | None:
     return None if user.is_admin else user.username
 
 
-def check_if_match(req: falcon.Request, version: int) -> None:
-    """Honour If-Match (RFC 9110 §13.1.1, strong comparison) against the aggregate version."""
+def check_if_match(req: falcon.Request, version: int) -> int | None:
+    """Honour If-Match (RFC 9110 §13.1.1, strong comparison) against the aggregate version.
+
+    Returns the version the command must still find when it saves (None without If-Match or
+    with `*`), so that a change slipping in between this check and the save is a 412 too."""
     tags = req.if_match
     if tags is None:
-        return
+        return None
     current = falcon.ETag(str(version))
-    if any(tag == "*" or (not tag.is_weak and tag.strong_compare(current)) for tag in tags):
-        return
+    if any(tag == "*" for tag in tags):
+        return None
+    if any(not tag.is_weak and tag.strong_compare(current) for tag in tags):
+        return version
     raise Problem(
         412, "precondition-failed", "The resource has changed",
         f"If-Match does not match the current version; GET it again (ETag \"{version}\").",
@@ -181,17 +186,17 @@ class Reservation:
                 "proposal.id must be this reservation's id (or be left out).",
                 [("/proposal/id", "is not the id of the reservation in the URL")],
             )
-        check_if_match(req, view.version)
+        expected = check_if_match(req, view.version)
         req.context.proposal_pointer = "/proposal"
-        outcome = self.application.respond(reservation_id, Reply(reply), terms)
+        outcome = self.application.respond(reservation_id, Reply(reply), terms, expected_version=expected)
         req.context.metrics.replies.labels(outcome.reply.value).inc()
         resp.etag = str(outcome.reservation.version)
         resp.media = outcome_json(outcome)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
         view = load(self.application, req, reservation_id)
-        check_if_match(req, view.version)
-        view = self.application.cancel(reservation_id)
+        expected = check_if_match(req, view.version)
+        view = self.application.cancel(reservation_id, expected_version=expected)
         resp.media = reservation_json(view)
 
 
@@ -207,8 +212,8 @@ class Activation:
     def on_put(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
         view = load(self.application, req, reservation_id)
         if view.state != State.ACTIVATED:  # activating twice is a no-op, as a PUT should be
-            check_if_match(req, view.version)
-            view = self.application.activate(reservation_id)
+            expected = check_if_match(req, view.version)
+            view = self.application.activate(reservation_id, expected_version=expected)
         resp.etag = str(view.version)
         resp.media = reservation_json(view)
 
