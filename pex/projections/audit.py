@@ -707,8 +707,12 @@ class Auditor:
             problems.append(f"started at {since.isoformat()}, before its reservation's start {instance.start.isoformat()}")
         if until > instance.end + self.grace:
             problems.append(f"still ran at {until.isoformat()}, after its reservation's end {instance.end.isoformat()}")
-        if (node, instance.reservation_id) not in self.bookings:
-            problems.append(f"ran on {node}, where its reservation has no booking")
+        booked = any(
+            b.booked_at <= since and (b.released_at is None or b.released_at > since)
+            for b in self.bookings.get((node, instance.reservation_id), ())
+        )
+        if not booked:
+            problems.append(f"ran on {node}, where its reservation had no booking then")
         if not problems:
             return
         reasons = [r for r in instance.reasons if started.notification_id <= r.notification_id <= (ref.notification_id if ref else 10**18)]
