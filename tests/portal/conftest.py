@@ -105,10 +105,10 @@ class PortalTest:
         return rid
 
 
-def make_portal(**http) -> PortalTest:
-    clock = ManualClock(T0)
+def make_portal(database_url: str = "memory:", clock: ManualClock | None = None, **http) -> PortalTest:
+    clock = clock or ManualClock(T0)
     application = build_application(
-        Settings(database_url="memory:", extra_env={"PEX_PASSWORD_PROFILE": "cheapest"}), clock=clock
+        Settings(database_url=database_url, extra_env={"PEX_PASSWORD_PROFILE": "cheapest"}), clock=clock
     )
     settings = HttpSettings(log_requests=False, login_failures_allowed=3, login_lockout_seconds=30, **http)
     app = create_app(application, settings, portal_settings=PortalSettings(secret_key=SECRET))
@@ -120,6 +120,27 @@ def portal():
     p = make_portal()
     yield p
     p.application.close()
+
+
+@pytest.fixture
+def portal_and_worker(tmp_path):
+    """The portal as `pex serve` runs it (no dispatcher in its process: a button records the
+    user's request) and, on the same SQLite store and manual clock, a worker that carries the
+    requests out: tests.workers' World, a timer and monitors driving a simulated Xen pool
+    (the paper's testbed, node1..node5) through the real XenAPI client."""
+    from pex.adapters.xen.simulator import run_simulator
+    from tests.workers.conftest import GUEST_IP_DELAY, build_world
+
+    url = f"sqlite:///{tmp_path}/pex.sqlite3"
+    with run_simulator(hosts=5, guest_ip_delay=GUEST_IP_DELAY, seed=11) as simulator:
+        portal = make_portal(database_url=url)
+        world = build_world(simulator, database_url=url, worker_id="portal-test-worker", clock=portal.clock)
+        try:
+            yield portal, world
+        finally:
+            for close in world.closers:
+                close()
+            portal.application.close()
 
 
 def local(when: datetime | str) -> str:
@@ -164,14 +185,18 @@ def browser(chromium_path):
 
 @pytest.fixture
 def live_portal(tmp_path):
-    """A real gunicorn (pex serve) on loopback over an SQLite file, the portal at its root."""
+    """A real gunicorn (pex serve) on loopback over an SQLite file, the portal at its root, and
+    the worker `pex serve` embeds, with its simulated Xen pool (pinned here, whatever the
+    caller's environment says: no PEX_XEN_URL, a tick a second, guests' IPs 2 s after boot)."""
     from tests.http.conftest import start_server, stop_server
 
     server = start_server(
         f"sqlite:///{tmp_path}/pex.sqlite3",
         tmp_path,
         workers=2,
-        extra_env={"PEX_SECRET_KEY": SECRET, "PEX_COOKIE_SECURE": "auto", "PEX_LOG_REQUESTS": "0"},
+        extra_env={"PEX_SECRET_KEY": SECRET, "PEX_COOKIE_SECURE": "auto", "PEX_LOG_REQUESTS": "0",
+                   "PEX_XEN_URL": "", "PEX_EMBEDDED_WORKER": "y", "PEX_WORKER_TICK_SECONDS": "1",
+                   "PEX_SIM_GUEST_IP_DELAY_SECONDS": "2"},
     )
     yield server
     stop_server(server)
