@@ -3,6 +3,9 @@
 It answers what the aggregates cannot answer alone: which reservations a user has, which
 offers are waiting (for the expiry timer), which confirmed reservations are due to start or
 end. Rebuilt from the log at start; followed as the log grows.
+
+The timers' questions cost what is pending, not the history: offers still waiting and
+reservations still standing are kept apart from the rest.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class ReservationIndex:
     reservations: dict[UUID, ReservationEntry] = field(default_factory=dict)
     by_user: dict[str, list[UUID]] = field(default_factory=dict)
     instances_by_user: dict[str, list[UUID]] = field(default_factory=dict)
+    offers: dict[UUID, datetime] = field(default_factory=dict)  # waiting offers: valid until
+    standing: set[UUID] = field(default_factory=set)  # confirmed or activated
 
     def apply(self, event: object) -> None:
         if isinstance(event, Reservation.Initiated):
@@ -44,6 +49,18 @@ class ReservationIndex:
         entry = self.reservations.get(getattr(event, "originator_id", None))
         if entry is None:
             return
+        self._change(entry, event)
+        if entry.valid_until is not None:
+            self.offers[entry.id] = entry.valid_until
+        else:
+            self.offers.pop(entry.id, None)
+        if entry.state in (State.CONFIRMED, State.ACTIVATED):
+            self.standing.add(entry.id)
+        else:
+            self.standing.discard(entry.id)
+
+    @staticmethod
+    def _change(entry: ReservationEntry, event: object) -> None:
         if isinstance(event, Reservation.ProposalSubmitted):
             entry.state = State.SUBMITTED
         elif isinstance(event, (Reservation.Accepted, Reservation.CounterOffered)):
@@ -68,11 +85,7 @@ class ReservationIndex:
         return [self.reservations[rid] for rid in self.by_user.get(user_id, [])]
 
     def lapsed_offers(self, now: datetime) -> list[UUID]:
-        return [e.id for e in self.reservations.values() if e.valid_until is not None and e.valid_until <= now]
+        return [rid for rid, valid_until in self.offers.items() if valid_until <= now]
 
     def ended(self, now: datetime) -> list[UUID]:
-        return [
-            e.id
-            for e in self.reservations.values()
-            if e.state in (State.CONFIRMED, State.ACTIVATED) and e.end is not None and e.end <= now
-        ]
+        return [rid for rid in self.standing if (end := self.reservations[rid].end) is not None and end <= now]

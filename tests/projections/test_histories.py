@@ -36,6 +36,11 @@ def check_promises(app, read_models: ReadModels) -> None:
     assert not report.notes, report.notes  # everything was compared, the ledger included
     app.follow()
     now = app.clock()
+    index = app.index  # the timers' questions, answered from what is pending only
+    entries = index.reservations.values()
+    assert sorted(index.lapsed_offers(now)) == sorted(e.id for e in entries if e.valid_until and e.valid_until <= now)
+    standing = [e for e in entries if e.state.value in ("CONFIRMED", "ACTIVATED")]
+    assert sorted(index.ended(now)) == sorted(e.id for e in standing if e.end <= now)
     for node in app.nodes():
         aggregate = app.repository.get(node_id(node.name))
         for offset_h, hours in ((0, 1), (1, 6), (5, 30), (20, 2)):
