@@ -47,7 +47,7 @@ from pex.domain.values import Offer, Resources, State, Terms
 from pex.projections.capacity import CapacityTimeline
 from pex.projections.ledger import GENESIS, LEDGER, LEDGER_HEAD, chained, event_digest
 from pex.projections.reservations import ReservationIndex
-from pex.projections.store import Key, MemoryStore, Row, Where
+from pex.projections.store import Key, MemoryStore, Row, Where, row_digest
 from pex.projections.views import RESERVATIONS, View, event_time, is_instance_event, read_model_views
 
 PROMISES = ("capacity", "bookings", "instances", "protocol", "versions", "ledger", "read models", "projections", "decoding")
@@ -769,7 +769,7 @@ class Auditor:
             return {}
         names = [v.name for v in self.views]
         try:
-            positions, contents = self.read_models.store.snapshot([t for v in self.views for t in v.tables], names)
+            positions, contents = self.read_models.store.snapshot([t for v in self.views for t in v.tables], names, digests=True)
         except Exception as error:
             self.report.notes.append(f"the stored read models could not be read ({error.__class__.__name__}): not compared")
             return {}
@@ -781,24 +781,36 @@ class Auditor:
             v.name: (positions[v.name], {t.name: contents[t.name] for t in v.tables}) for v in self.views
         }
 
-    def _compare_view(self, name: str, position: int, stored: dict[str, dict[Key, Row]]) -> None:
+    def _compare_view(self, name: str, position: int, stored: dict[str, dict[Key, bytes]]) -> None:
+        """Compare the rebuilt view, now at `position`, with the digests of the stored rows
+        read at the start; rows that differ are read again to show how."""
         self._flush()
-        for table_name, stored_rows in stored.items():
+        tables = {t.name: t for v in self.views for t in v.tables}
+        for table_name, stored_digests in stored.items():
+            table = tables[table_name]
             rebuilt = self.rebuilt.rows.get(table_name, {})
-            missing = [k for k in rebuilt if k not in stored_rows]
-            extra = [k for k in stored_rows if k not in rebuilt]
-            differing = [
-                (k, c, stored_rows[k][c], rebuilt[k][c])
-                for k in rebuilt.keys() & stored_rows.keys()
-                for c in rebuilt[k]
-                if rebuilt[k][c] != stored_rows[k][c]
-            ]
+            missing = [k for k in rebuilt if k not in stored_digests]
+            extra = [k for k in stored_digests if k not in rebuilt]
+            differing = [k for k in rebuilt.keys() & stored_digests.keys() if row_digest(table, rebuilt[k]) != stored_digests[k]]
             if not (missing or extra or differing):
                 continue
-            details = [f"{len(missing)} rows missing, {len(extra)} rows too many, {len(differing)} values differ"]
-            details += [f"{key_text(k)}.{c}: stored {value_text(s)}, rebuilt {value_text(r)}" for k, c, s, r in differing[:3]]
+            details = [f"{len(missing)} rows missing, {len(extra)} rows too many, {len(differing)} rows differ"]
+            for key in sorted(differing, key=key_text)[:3]:
+                now = self._stored_row(table, key)
+                details += [
+                    f"{key_text(key)}.{c}: stored {value_text(now[c])}, rebuilt {value_text(v)}"
+                    for c, v in rebuilt[key].items()
+                    if now is not None and now[c] != v
+                ][:3]
             details += [f"{key_text(k)} missing" for k in missing[:2]] + [f"{key_text(k)} should not be there" for k in extra[:2]]
             self.violate("read models", f"the stored {name} view ({table_name}, at #{position}) differs from the log: " + "; ".join(details))
+
+    def _stored_row(self, table: Any, key: Key) -> Row | None:
+        try:
+            rows = self.read_models.store.select(table, [Where(c, "=", v) for c, v in zip(table.key, key)])
+        except Exception:
+            return None
+        return rows[0] if rows else None
 
     def _check_expected_chain(self, chain: str) -> None:
         at, expected = self.expect_chain
