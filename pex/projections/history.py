@@ -28,7 +28,7 @@ class Line:
     order: tuple = ()
 
     def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M:%S}  {self.who:<14} {self.what:<16} {self.detail}".rstrip()
+        return f"{self.at:%Y-%m-%d %H:%M:%S}  {self.who:<14} {self.what:<18} {self.detail}".rstrip()
 
 
 def describe_terms(t: Terms, with_price: str = "") -> str:
@@ -71,7 +71,10 @@ def reservation_lines(e: Any) -> list[tuple[str, str, str]]:
         return [("user", "DELETE", e.reason)]
     if name == "Expired":
         return [("provider", "EXPIRED", "the interval is over")]
-    return [("?", name, "")]
+    if name == "PlacementChanged":
+        on = ", ".join(f"{a.node}×{a.instances}" for a in e.placement) or "nowhere"
+        return [("provider", "RE-PLACED", f"now on {on}: {e.reason}")]
+    return [("provider", name, "")]
 
 
 def node_line(name: str, e: Any) -> tuple[str, str, str] | None:
@@ -84,11 +87,15 @@ def node_line(name: str, e: Any) -> tuple[str, str, str] | None:
     return None
 
 
+# What is worth showing of an Instance event, when it carries it.
+INSTANCE_DETAILS = ("node", "from_node", "to_node", "ip_address", "power_state", "cause", "action", "worker", "error", "reason")
+
+
 def instance_line(e: Any) -> tuple[str, str, str]:
     if isinstance(e, Instance.Scheduled):
-        return (e.name, "SCHEDULED", f"on {e.node}")
-    details = [f"{k}={getattr(e, k)}" for k in ("status", "node", "ip_address", "reason") if getattr(e, k, None)]
-    return ("", type(e).__name__.upper(), " ".join(details))
+        return (e.name, "Scheduled", f"on {e.node}")
+    details = [f"{k}={getattr(e, k)}" for k in INSTANCE_DETAILS if getattr(e, k, None)]
+    return ("", type(e).__name__, " ".join(details))
 
 
 def reservation_history(app: Any, reservation_id: UUID) -> list[Line]:

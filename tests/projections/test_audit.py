@@ -292,7 +292,7 @@ def test_history_tells_a_negotiation_as_it_happened(memory_app, clock):
     counter = lines.index(("provider", "COUNTER"))
     assert holds and holds[0] < counter  # the capacity is held as the counter-offer is made
     assert lines.index(("user", "CONFIRM")) < [i for i, (_, what) in enumerate(lines) if what == "BOOK"][0]
-    assert lines[-1] == ("provider", "REQUEST_SUCCESS") and sum(what == "SCHEDULED" for _, what in lines) == 2
+    assert lines[-1] == ("provider", "REQUEST_SUCCESS") and sum(what == "Scheduled" for _, what in lines) == 2
 
 
 # --- the commands, on the stores `make run` and production use ---------------------------
