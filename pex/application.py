@@ -523,9 +523,12 @@ class PexApplication(Accounts, VmLifecycle, Application):
         return reservation
 
     def _save(self, *aggregates: Aggregate) -> None:
+        # Only nodes that recorded something now reach a new version worth a snapshot; one
+        # that was merely loaded may sit at a multiple of the interval, already snapshotted.
+        changed = [a for a in aggregates if isinstance(a, Node) and a.pending_events]
         self.save(*aggregates)
-        for aggregate in aggregates:
-            if isinstance(aggregate, Node) and aggregate.version % self.node_snapshot_interval == 0:
+        for aggregate in changed:
+            if aggregate.version % self.node_snapshot_interval == 0:
                 try:
                     self.take_snapshot(aggregate.id, version=aggregate.version)
                 except Exception:  # a snapshot is an optimisation; the events are committed
