@@ -164,7 +164,7 @@ def chromium_path() -> str:
     when it is missing and we are root."""
     if not os.path.exists(CHROMIUM):
         if os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.skip("Debian's chromium is not installed and this user cannot install it")
+            pytest.fail("Debian's chromium is not installed and this user cannot install it: apt-get install chromium, or run the tests as root")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
         if subprocess.run(install, env=env, capture_output=True).returncode != 0:
