@@ -16,10 +16,18 @@ Queries catch up before they read (pass fresh=False to skip that), so a caller s
 writes; catching up when nothing is new costs two small queries. Any number of processes
 may catch up at once: the tracking rows let exactly one apply each batch, and the others
 start again from where it left off.
+
+Who does what in a running PEX: the processes with DDL rights make the tables once and catch
+up before the others start (`prepare_read_models`: `pex init`, and the gunicorn master before
+it forks); every worker process (`pex worker`, the one `pex serve` embeds) catches up every
+tick, so the ledger seals new events within a tick even when nobody reads; each gunicorn
+worker builds its own ReadModels (create_tables=False) after the fork, and its list
+endpoints and portal pages query them.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -32,10 +40,14 @@ from uuid import UUID
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import strtobool
 
-from pex.domain.values import Allocation, Resources, State, Terms
+from pex.domain.reservation import Step
+from pex.domain.values import Allocation, Offer, Resources, State, Terms
 from pex.projections.ledger import LedgerView
 from pex.projections.store import MemoryStore, PositionsMoved, PostgresStore, Row, SQLiteStore, Store, Where
 from pex.projections.views import ALLOCATIONS, INSTANCES, NODES, RESERVATIONS, View, read_model_views
+
+
+log = logging.getLogger(__name__)
 
 
 class ReadModelError(Exception):
@@ -47,6 +59,9 @@ class ReadModelError(Exception):
 
 @dataclass(frozen=True)
 class ReservationRow:
+    """A reservation as its list shows it: pex.wire.reservation_json renders a row exactly as it
+    renders the aggregate's ReservationView (only the history's steps carry no terms)."""
+
     id: UUID
     user_id: str
     state: State
@@ -63,6 +78,9 @@ class ReservationRow:
     valid_until: datetime | None
     placement: tuple[Allocation, ...]
     changes: tuple[str, ...]
+    per_instance: Resources | None  # the offer's; None while there is no offer
+    alternatives: tuple[Offer, ...]
+    history: tuple[Step, ...]
     reason: str | None
     proposal: Terms | None
     instance_ids: tuple[UUID, ...]
@@ -81,26 +99,47 @@ class ReservationRow:
             self.price, bool(self.auto_start),
         )  # fmt: skip
 
+    @property
+    def offer(self) -> Offer | None:
+        """The provider's standing offer, as the aggregate keeps it (after a user walked away or
+        it lapsed, too); None before the provider answered and after a rejection."""
+        if self.per_instance is None:
+            return None
+        return Offer(self.terms, self.per_instance, self.placement, self.changes)
+
     @classmethod
     def from_row(cls, row: Row) -> ReservationRow:
-        p = row["proposal"]
-        proposal = (
-            Terms(
-                p["size"], p["template"], p["instances_fixed"], p["instances_option"],
-                datetime.fromisoformat(p["start"]), datetime.fromisoformat(p["end"]),
-                Decimal(p["price"]) if p["price"] is not None else None, p["auto_start"],
-            )  # fmt: skip
-            if p
-            else None
-        )
+        decoded = ("state", "placement", "changes", "per_instance", "alternatives", "history", "proposal", "instance_ids")
         return cls(
-            **{k: row[k] for k in RESERVATIONS.column_names if k not in ("state", "placement", "changes", "proposal", "instance_ids")},
+            **{k: row[k] for k in RESERVATIONS.column_names if k not in decoded},
             state=State(row["state"]),
             placement=tuple(Allocation(node, n) for node, n in row["placement"] or ()),
             changes=tuple(row["changes"] or ()),
-            proposal=proposal,
+            per_instance=Resources(*row["per_instance"]) if row["per_instance"] is not None else None,
+            alternatives=tuple(offer_from_json(a) for a in row["alternatives"] or ()),
+            history=tuple(
+                Step(datetime.fromisoformat(s["at"]), s["party"], s["reply"], note=s["note"]) for s in row["history"] or ()
+            ),
+            proposal=terms_from_json(row["proposal"]) if row["proposal"] else None,
             instance_ids=tuple(UUID(i) for i in row["instance_ids"] or ()),
         )
+
+
+def terms_from_json(t: dict[str, Any]) -> Terms:
+    """Terms from their JSON form in a row (pex.projections.views.terms_json)."""
+    return Terms(
+        t["size"], t["template"], t["instances_fixed"], t["instances_option"],
+        datetime.fromisoformat(t["start"]), datetime.fromisoformat(t["end"]),
+        Decimal(t["price"]) if t["price"] is not None else None, t["auto_start"],
+    )  # fmt: skip
+
+
+def offer_from_json(o: dict[str, Any]) -> Offer:
+    """An offer from its JSON form in a row (pex.projections.views.offer_json)."""
+    return Offer(
+        terms_from_json(o["terms"]), Resources(*o["per_instance"]),
+        tuple(Allocation(node, n) for node, n in o["placement"]), tuple(o["changes"]),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -167,6 +206,12 @@ class CalendarEntry:
     def demand(self) -> Resources:
         return self.per_instance * self.instances
 
+    def counts_at(self, at: datetime) -> bool:
+        """Whether it still occupies capacity, seen at `at` (as pex.domain.node.NodeAllocation)."""
+        if self.end <= at:
+            return False
+        return self.hold_until is None or self.hold_until > at
+
     @classmethod
     def from_row(cls, row: Row) -> CalendarEntry:
         return cls(
@@ -225,8 +270,24 @@ class ReadModels:
         if create_tables is None:
             create_tables = bool(strtobool(app.factory.env.get("CREATE_TABLE") or "yes"))
         if create_tables:
+            self._drop_changed_views()
             self.store.create([t for v in self.views for t in v.tables], self.by_name)
         self._lock = threading.RLock()
+
+    def _drop_changed_views(self) -> None:
+        """A view whose tables an earlier PEX made with other columns is dropped, so that it is
+        made again and rebuilt from the log. The ledger never is: it is evidence."""
+        for view in self.views:
+            changed = self.store.changed(view.tables)
+            if not changed:
+                continue
+            if not view.rebuildable:
+                raise ReadModelError(
+                    f"the {view.name}'s tables ({', '.join(changed)}) have other columns than this PEX expects, "
+                    "and it is never rebuilt from the log: migrate them by hand"
+                )
+            log.warning("the %s view's tables (%s) changed: they are made again and rebuilt from the log", view.name, ", ".join(changed))
+            self.store.drop(view.name, view.tables)
 
     # --- following the log ---------------------------------------------------------------
 
@@ -378,3 +439,14 @@ class ReadModels:
         if fresh:
             self.catch_up()
         return self.store.select(table, where, order_by)
+
+
+def prepare_read_models(app: Any) -> Progress:
+    """Make the read models' tables (rebuilding any view whose columns changed), bring them and
+    the ledger up to the head of the log, and close their connections: what one process with
+    DDL rights does before the others start (`pex init`, the gunicorn master before it forks)."""
+    read_models = ReadModels(app, create_tables=True)
+    try:
+        return read_models._catch_up()
+    finally:
+        read_models.close()

@@ -21,6 +21,10 @@ Two followers that catch up at once cannot both apply a batch: a batch locks the
 rows it moves (PostgreSQL FOR UPDATE, SQLite BEGIN IMMEDIATE) and gives up with
 PositionsMoved when they are no longer where it started from.
 
+A view's tables are made by `create` where the process has DDL rights (pex init, the gunicorn
+master); a table an earlier PEX made with other columns is dropped (`changed`, `drop`) and
+made again, and its view rebuilt from the log.
+
 Rows are dicts of plain Python values (str, int, bool, UTC datetime, Decimal, UUID, and
 lists/dicts for JSON columns); every store gives back exactly what was put, so rows from any
 two stores can be compared with ==.
@@ -193,6 +197,16 @@ class Store:
         """Empty a view's tables and move it back to the start of the log, in one transaction."""
         raise NotImplementedError
 
+    def changed(self, tables: Iterable[Table]) -> list[str]:
+        """The names of the `tables` that exist with other columns than they declare (made by
+        an earlier PEX)."""
+        raise NotImplementedError
+
+    def drop(self, view: str, tables: Iterable[Table]) -> None:
+        """Drop a view's tables and move it back to the start of the log, in one transaction;
+        `create` makes them again."""
+        raise NotImplementedError
+
     def select(
         self, table: Table, where: Sequence[Where] = (), order_by: Sequence[str] = (), limit: int | None = None
     ) -> list[Row]:
@@ -256,6 +270,15 @@ class MemoryStore(Store):
         with self._lock:
             for table in tables:
                 self.rows[table.name] = {}
+            self.tracking[view] = 0
+
+    def changed(self, tables: Iterable[Table]) -> list[str]:
+        return []  # nothing outlives the process
+
+    def drop(self, view: str, tables: Iterable[Table]) -> None:
+        with self._lock:
+            for table in tables:
+                self.rows.pop(table.name, None)
             self.tracking[view] = 0
 
     def select(
@@ -335,6 +358,10 @@ class SqlStore(Store):
 
     def before_create(self, cursor: Any) -> None:
         pass
+
+    def stored_columns(self, cursor: Any, name: str) -> set[str]:
+        """The columns of the table `name` as the database has it; empty if there is none."""
+        raise NotImplementedError
 
     # -- statements --
 
@@ -429,6 +456,19 @@ class SqlStore(Store):
                 cursor.execute(f"DELETE FROM {self.qualified(table.name)}")
             p = self.placeholder
             cursor.execute(f"UPDATE {self.qualified(TRACKING_TABLE)} SET notification_id = 0 WHERE view_name = {p}", (view,))
+
+    def changed(self, tables: Iterable[Table]) -> list[str]:
+        with self.transaction(write=False) as cursor:
+            return [t.name for t in tables if (found := self.stored_columns(cursor, t.name)) and found != set(t.column_names)]
+
+    def drop(self, view: str, tables: Iterable[Table]) -> None:
+        with self.transaction(write=True) as cursor:
+            self.before_create(cursor)
+            for table in tables:
+                cursor.execute(f"DROP TABLE IF EXISTS {self.qualified(table.name)}")
+            if self.stored_columns(cursor, TRACKING_TABLE):
+                p = self.placeholder
+                cursor.execute(f"UPDATE {self.qualified(TRACKING_TABLE)} SET notification_id = 0 WHERE view_name = {p}", (view,))
 
     def select(
         self, table: Table, where: Sequence[Where] = (), order_by: Sequence[str] = (), limit: int | None = None
@@ -528,6 +568,10 @@ class SQLiteStore(SqlStore):
         finally:
             cursor.close()
 
+    def stored_columns(self, cursor: Any, name: str) -> set[str]:
+        cursor.execute(f"PRAGMA table_info({quote(name)})")
+        return {row["name"] for row in cursor.fetchall()}
+
     def lock_positions(self, cursor: Any, views: Sequence[str]) -> dict[str, int]:
         # BEGIN IMMEDIATE already excludes every other writer of the file.
         cursor.execute(f"SELECT view_name, notification_id FROM {quote(TRACKING_TABLE)}")
@@ -600,6 +644,13 @@ class PostgresStore(SqlStore):
 
     def before_create(self, cursor: Any) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self.advisory_lock_key,))
+
+    def stored_columns(self, cursor: Any, name: str) -> set[str]:
+        cursor.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+            (self.schema, name),
+        )
+        return {row["column_name"] for row in cursor.fetchall()}
 
     def lock_positions(self, cursor: Any, views: Sequence[str]) -> dict[str, int]:
         cursor.execute(

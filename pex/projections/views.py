@@ -1,8 +1,9 @@
 """The persisted read models, as folds of the event log into table rows.
 
 - ReservationsView: one row per reservation with its state and its standing terms (the
-  provider's offer once there is one, else the user's proposal), for the list endpoints and
-  the portal's reservations screen.
+  provider's offer once there is one, else the user's proposal), the alternatives beside a
+  counter-offer and the negotiation's history: everything `GET /OpenPEX/reservations` shows of
+  each (pex.wire.reservation_json), and the portal's reservations screen.
 - InstancesView: one row per instance (name, node, status, start, end, ip address), for the
   instances screen. It follows whatever events the Instance aggregate gains (see the class).
 - CalendarView: the pool's nodes and, per node, every booking and hold over time.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import astuple
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +28,7 @@ from eventsourcing.persistence import Notification
 from pex.domain.instance import Instance
 from pex.domain.node import Node
 from pex.domain.reservation import Reservation
-from pex.domain.values import Offer, State, Terms
+from pex.domain.values import Offer, Reply, State, Terms
 from pex.projections.store import Batch, Row, Table
 
 
@@ -66,6 +68,9 @@ RESERVATIONS = Table(
         ("valid_until", "time"),  # while an offer waits for the user
         ("placement", "json"),  # the offer's [[node, instances], ...], or null
         ("changes", "json"),  # what the offer changed in the user's proposal, in words
+        ("per_instance", "json"),  # the offer's [cpus, memory_mb, disk_gb] per instance; null without an offer
+        ("alternatives", "json"),  # other offers beside a counter-offer (offer_json)
+        ("history", "json"),  # the negotiation, step by step: [{at, party, reply, note}]
         ("reason", "text"),  # why it was rejected or deleted
         ("proposal", "json"),  # the user's last proposal (terms_json)
         ("instance_ids", "json"),
@@ -115,6 +120,17 @@ def offer_columns(offer: Offer) -> Row:
         **terms_columns(terms_json(offer.terms)),
         "placement": [[a.node, a.instances] for a in offer.placement],
         "changes": list(offer.changes),
+        "per_instance": list(astuple(offer.per_instance)),
+    }
+
+
+def offer_json(offer: Offer) -> dict[str, Any]:
+    """An offer as a JSON value (an alternative): what pex.projections.readmodels reads back."""
+    return {
+        "terms": terms_json(offer.terms),
+        "per_instance": list(astuple(offer.per_instance)),
+        "placement": [[a.node, a.instances] for a in offer.placement],
+        "changes": list(offer.changes),
     }
 
 
@@ -135,6 +151,8 @@ class ReservationsView(View):
                     "state": State.INITIATED.value,
                     "round": 0,
                     **terms_columns(None),
+                    "alternatives": [],
+                    "history": [],
                     "created_seq": notification.id,
                     "created_at": at,
                     "updated_at": at,
@@ -152,41 +170,65 @@ class ReservationsView(View):
         batch.put(RESERVATIONS, row)
 
 
-# How each Reservation event changes a row, mirroring how it changes the aggregate.
+# How each Reservation event changes a row, mirroring how it changes the aggregate (its
+# state, offer, alternatives, and the steps it appends to its history).
+
+
+def _step(row: Row, e: Any, party: str, reply: str, note: str = "") -> None:
+    row["history"] = [*row["history"], {"at": event_time(e).isoformat(), "party": party, "reply": reply, "note": note}]
 
 
 def _proposal_submitted(row: Row, e: Reservation.ProposalSubmitted) -> None:
     row["state"], row["round"], row["proposal"] = State.SUBMITTED.value, row["round"] + 1, terms_json(e.terms)
     if row["placement"] is None:  # no offer yet: the proposal is what stands
         row.update(terms_columns(row["proposal"]))
+    _step(row, e, "user", "COUNTER" if row["round"] > 1 else "PROPOSE")
 
 
-def _offered(state: State) -> Callable[[Row, Any], None]:
-    def change(row: Row, e: Reservation.Accepted | Reservation.CounterOffered) -> None:
-        row.update(offer_columns(e.offer))
-        row.update(state=state.value, valid_until=e.valid_until, reason=None)
+def _accepted(row: Row, e: Reservation.Accepted) -> None:
+    row.update(offer_columns(e.offer))
+    row.update(state=State.ACCEPTED.value, valid_until=e.valid_until, reason=None, alternatives=[])
+    _step(row, e, "provider", Reply.ACCEPT.value)
 
-    return change
+
+def _counter_offered(row: Row, e: Reservation.CounterOffered) -> None:
+    row.update(offer_columns(e.offer))
+    row.update(
+        state=State.COUNTERED.value, valid_until=e.valid_until, reason=None,
+        alternatives=[offer_json(a) for a in e.alternatives],
+    )  # fmt: skip
+    _step(row, e, "provider", Reply.COUNTER.value, "; ".join(e.offer.changes))
 
 
 def _rejected(row: Row, e: Reservation.Rejected) -> None:
     row.update(terms_columns(row["proposal"]))
-    row.update(state=State.REJECTED.value, valid_until=None, placement=None, changes=None, reason=e.reason)
+    row.update(
+        state=State.REJECTED.value, valid_until=None, placement=None, changes=None, per_instance=None,
+        alternatives=[], reason=e.reason,
+    )  # fmt: skip
+    _step(row, e, "provider", Reply.REJECT.value, e.reason)
 
 
-def _becomes(state: State, **values: Any) -> Callable[[Row, Any], None]:
+def _becomes(state: State, steps: tuple[tuple[str, str], ...], **values: Any) -> Callable[[Row, Any], None]:
     def change(row: Row, e: Any) -> None:
         row.update(state=state.value, **values)
+        for party, reply in steps:
+            _step(row, e, party, reply)
 
     return change
 
 
 def _confirmed(row: Row, e: Reservation.Confirmed) -> None:
-    row.update(state=State.CONFIRMED.value, valid_until=None, instance_ids=[str(i) for i in e.instance_ids])
+    row.update(
+        state=State.CONFIRMED.value, valid_until=None, alternatives=[], instance_ids=[str(i) for i in e.instance_ids]
+    )
+    _step(row, e, "user", Reply.CONFIRM.value)
+    _step(row, e, "provider", Reply.REQUEST_SUCCESS.value)
 
 
 def _cancelled(row: Row, e: Reservation.Cancelled) -> None:
     row.update(state=State.CANCELLED.value, valid_until=None, reason=e.reason)
+    _step(row, e, "user", "DELETE", e.reason)
 
 
 def _placement_changed(row: Row, e: Any) -> None:
@@ -195,16 +237,16 @@ def _placement_changed(row: Row, e: Any) -> None:
 
 RESERVATION_CHANGES: dict[str, Callable[[Row, Any], None]] = {
     "ProposalSubmitted": _proposal_submitted,
-    "Accepted": _offered(State.ACCEPTED),
-    "CounterOffered": _offered(State.COUNTERED),
+    "Accepted": _accepted,
+    "CounterOffered": _counter_offered,
     "Rejected": _rejected,
-    "CounterAccepted": _becomes(State.ACCEPTED),
-    "Declined": _becomes(State.REJECTED, valid_until=None),
+    "CounterAccepted": _becomes(State.ACCEPTED, (("user", Reply.ACCEPT.value), ("provider", Reply.CONFIRM_REQUEST.value))),
+    "Declined": _becomes(State.REJECTED, (("user", Reply.REJECT.value),), valid_until=None),
     "Confirmed": _confirmed,
-    "OfferExpired": _becomes(State.EXPIRED, valid_until=None),
-    "Activated": _becomes(State.ACTIVATED),
+    "OfferExpired": _becomes(State.EXPIRED, (("provider", "OFFER_EXPIRED"),), valid_until=None),
+    "Activated": _becomes(State.ACTIVATED, (("user", "ACTIVATE"),)),
     "Cancelled": _cancelled,
-    "Expired": _becomes(State.EXPIRED),
+    "Expired": _becomes(State.EXPIRED, (("provider", "EXPIRED"),)),
     "PlacementChanged": _placement_changed,
 }
 

@@ -14,6 +14,7 @@ from pex.application import Contention, NotFound
 from pex.domain import DomainError, Reply, State, Terms
 from pex.projections.readmodels import ReadModels
 from pex.projections.store import MemoryStore
+from pex.wire import instance_json, reservation_json
 
 H = timedelta(hours=1)
 ETCH = "PEX Debian Etch 4.0 Template"
@@ -156,6 +157,9 @@ def assert_read_models_match_aggregates(app, read_models: ReadModels) -> None:
         assert row.proposal == r.proposal
         assert row.instance_ids == r.instance_ids
         assert row.placement == (r.offer.placement if r.offer else ())
+        assert row.offer == r.offer and row.alternatives == r.alternatives
+        assert [(s.at, s.party, s.reply, s.note) for s in row.history] == [(s.at, s.party, s.reply, s.note) for s in r.history]
+        assert reservation_json(row) == reservation_json(r)  # a list item is the resource, as GET shows it
     for user in ("alice", "bob"):
         assert [r.id for r in read_models.reservations(user_id=user)] == [r.id for r in app.list_reservations(user)]
         for state in (State.CONFIRMED, State.COUNTERED):
@@ -169,6 +173,7 @@ def assert_read_models_match_aggregates(app, read_models: ReadModels) -> None:
         assert (row.name, row.node, row.status, row.start, row.end, row.ip_address, row.user_id, row.version) == (
             i.name, i.node, i.status, i.start, i.end, i.ip_address, i.user_id, i.version,
         )  # fmt: skip
+        assert instance_json(row) == instance_json(i)
     now = app.clock()
     for node in app.nodes():
         live_allocations = {

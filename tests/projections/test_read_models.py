@@ -197,3 +197,32 @@ def test_the_calendar_shows_bookings_over_time_and_holds_while_they_are_live(app
     assert read_models.calendar(node="node1", end=booking.start, holds=False) == []
     assert read_models.calendar(node="node1", start=booking.start, end=booking.start + timedelta(minutes=1), holds=False) == [booking]
     assert isinstance(booking.recorded_at, datetime)
+
+
+def alter(read_models: ReadModels, table: str, statement: str) -> None:
+    store = read_models.store
+    with store.transaction(write=True) as cursor:
+        cursor.execute(statement.format(table=store.qualified(table)))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_view_an_earlier_pex_made_with_other_columns_is_made_again_and_rebuilt(app, clock):
+    play(app, clock, FIXED_HISTORY)
+    earlier = ReadModels(app)
+    earlier.catch_up()
+    alter(earlier, "pex_view_reservations", "ALTER TABLE {table} DROP COLUMN history")  # as before it had one
+    positions = earlier.positions()
+    earlier.close()
+
+    upgraded = ReadModels(app)  # what `pex init` and the gunicorn master do
+
+    assert upgraded.positions() == {**positions, "reservations": 0}  # the others, the ledger above all, kept
+    assert all(row.history for row in upgraded.reservations())
+    assert_same_views(upgraded, rebuilt(app))
+    assert_read_models_match_aggregates(app, upgraded)
+
+    alter(upgraded, "pex_ledger", "ALTER TABLE {table} ADD COLUMN signed_by text")
+    with pytest.raises(ReadModelError, match="never rebuilt"):
+        ReadModels(app)  # evidence is never dropped to be made again
+    ReadModels(app, create_tables=False).close()  # a process that makes no tables does not look
+    upgraded.close()
