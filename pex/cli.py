@@ -111,9 +111,19 @@ def main() -> None:
 
 @main.command()
 def init() -> None:
-    """Create the tables and, on an empty store, the paper's demo pool."""
-    app = build()
-    click.echo(f"store ready; {len(app.nodes())} nodes, sizes {', '.join(sorted(app.catalogue().sizes))}")
+    """Create the tables (the read models' too, caught up) and, on an empty store, the paper's
+    demo pool."""
+    from pex.projections.readmodels import prepare_read_models
+
+    app = build(create_tables=True)
+    try:
+        progress = prepare_read_models(app)
+        click.echo(
+            f"store ready; {len(app.nodes())} nodes, sizes {', '.join(sorted(app.catalogue().sizes))}; "
+            f"read models and ledger at #{progress.position}"
+        )
+    finally:
+        app.close()
 
 
 @main.command()

@@ -1,7 +1,8 @@
 """Serving the API with gunicorn: `pex serve`, or `gunicorn -c python:pex.http.gunicorn_conf`.
 
-The master prepares the store once (tables, demo pool) and closes that application before
-forking; each worker builds its own application after the fork, with CREATE_TABLE=n. Several
+The master prepares the store once (the event store's tables, the demo pool, the read models'
+tables, caught up to the head of the log) and closes all of it before forking; each worker
+builds its own application and read models after the fork, with CREATE_TABLE=n. Several
 workers, and several hosts, share one PostgreSQL: the event store's optimistic concurrency
 keeps them consistent. Prometheus metrics are merged across workers (multiprocess mode).
 """
@@ -21,11 +22,17 @@ log = logging.getLogger("pex.http")
 
 
 def prepare_store(settings: Settings) -> int:
-    """Create the tables and, on an empty store, the demo pool; return the number of nodes."""
+    """Create the tables (the read models' too, caught up to the head of the log, so that no
+    worker's first request folds a backlog) and, on an empty store, the demo pool; return the
+    number of nodes. Closes every connection it opened: the caller may fork next."""
     from pex.bootstrap import build_application
+    from pex.projections.readmodels import prepare_read_models
 
     application = build_application(replace(settings, create_tables=True))
     try:
+        progress = prepare_read_models(application)
+        if progress.events:
+            log.info("read models caught up", extra={"events": progress.events, "position": progress.position})
         return len(application.nodes())
     finally:
         application.close()

@@ -18,7 +18,7 @@ def _configure_logging() -> None:
 @click.option("--once", is_flag=True, help="One timer tick and one monitor poll, then exit.")
 @click.option("--exit-with-parent", type=int, hidden=True, help="Exit when this process id is no longer our parent.")
 def worker(once: bool, exit_with_parent: int | None) -> None:
-    """Run the timer worker and the node and VM monitors.
+    """Run the timer worker and the node and VM monitors, and keep the read models current.
 
     They dispatch to the Xen pool at PEX_XEN_URL (PEX_XEN_USERNAME, PEX_XEN_PASSWORD) or, when
     it is unset, to an in-process simulated pool with the paper's testbed. Several workers may
@@ -39,6 +39,9 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
             process.monitors.poll()
             report = process.timer.tick()
             click.echo(f"tick: {report}")
+            position = process.catch_up_read_models()
+            if position is not None:
+                click.echo(f"read models and ledger at #{position}")
         finally:
             process.stop()
         return

@@ -60,9 +60,15 @@ def start_embedded(settings: Settings | None = None, worker_settings: WorkerSett
         log.warning("PEX_DATABASE_URL=memory: is private to one process; no embedded worker")
         return EmbeddedWorker(None)
     from pex.bootstrap import build_application
+    from pex.projections.readmodels import prepare_read_models
 
-    # Tables and the demo pool, once and before anyone else: concurrent DDL fails on PostgreSQL.
-    build_application(replace(settings, create_tables=True)).close()
+    # Tables (the read models' too) and the demo pool, once and before anyone else: concurrent
+    # DDL fails on PostgreSQL, and the worker is told not to make any.
+    app = build_application(replace(settings, create_tables=True))
+    try:
+        prepare_read_models(app)
+    finally:
+        app.close()
     env = {**os.environ, "PEX_DATABASE_URL": settings.database_url, "PEX_CREATE_TABLES": "n"}
     command = [sys.executable, "-m", "pex.workers", "--exit-with-parent", str(os.getpid())]
     process = subprocess.Popen(command, env=env)

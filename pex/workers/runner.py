@@ -1,10 +1,17 @@
-"""One worker process: the timer and the monitors, on one application and one dispatcher.
+"""One worker process: the timer and the monitors, on one application and one dispatcher, and
+the follower that keeps the persisted read models and the ledger current.
 
 `WorkerProcess.build(settings, worker_settings)` is the workers' composition root: it builds
 the application (pex.bootstrap), the XenDispatcher for PEX_XEN_URL or, when no pool is
 configured, for an in-process simulated pool with the paper's testbed, attaches the
-dispatcher to the application, and wires the timer and the monitors around one shared index
-of the log. `start()` runs them on threads; `stop()` ends them and closes everything.
+dispatcher to the application, wires the timer and the monitors around one shared index
+of the log, and builds the read models (pex.projections.readmodels). `start()` runs them on
+threads; `stop()` ends them and closes everything.
+
+The read models are caught up every tick interval on a thread of their own, not inside the
+timer's tick: folding a long backlog (the first start after an upgrade) must not delay a due
+start or end. Catching up when nothing is new costs two small queries; several processes
+may catch up at once (each batch is applied by exactly one).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from pex.clock import system_clock
+from pex.projections.readmodels import ReadModels
 from pex.settings import Settings
 from pex.workers.index import DispatchIndex
 from pex.workers.monitors import Monitors
@@ -30,11 +38,19 @@ SIMULATOR_USERNAME, SIMULATOR_PASSWORD = "root", "xenroot"
 
 
 class WorkerProcess:
-    def __init__(self, app: Any, dispatcher: Any, settings: WorkerSettings, simulator: Any = None):
+    def __init__(
+        self,
+        app: Any,
+        dispatcher: Any,
+        settings: WorkerSettings,
+        simulator: Any = None,
+        read_models: ReadModels | None = None,
+    ):
         self.app = app
         self.dispatcher = dispatcher
         self.settings = settings
         self.simulator = simulator
+        self.read_models = read_models
         self.index = DispatchIndex()
         self.timer = TimerWorker(app, self.index, node_grace=settings.node_grace, threads=settings.threads)
         self.watcher = dispatcher.watcher(timeout=settings.watch_timeout, retry_delay=1.0)
@@ -75,21 +91,44 @@ class WorkerProcess:
         )
         app = build_application(settings, clock)
         app.attach_enactment(XenEnactment(dispatcher), worker_settings.worker_id, worker_settings.lease)
-        return cls(app, dispatcher, worker_settings, simulator)
+        # Their tables follow PEX_CREATE_TABLES, as the event store's do in this process: the
+        # embedded worker is given n, after `pex serve` made them.
+        read_models = ReadModels(app, create_tables=settings.create_tables)
+        return cls(app, dispatcher, worker_settings, simulator, read_models)
 
     def start(self) -> WorkerProcess:
         self._threads = [
             threading.Thread(target=self.timer.run, args=(self._stop, self.settings.tick), name="pex-timer", daemon=True),
             threading.Thread(target=self.monitors.run, args=(self._stop,), name="pex-monitors", daemon=True),
         ]
+        if self.read_models is not None:
+            self._threads.append(
+                threading.Thread(target=self.follow_read_models, name="pex-read-models", daemon=True)
+            )
         for thread in self._threads:
             thread.start()
         log.info("worker %s running (%s)", self.app.worker_id, self.dispatcher.url)
         return self
 
+    def catch_up_read_models(self) -> int | None:
+        """Fold what is new into the read models and seal it in the ledger; the position they
+        reached, or None when they could not (logged: the next tick tries again)."""
+        if self.read_models is None:
+            return None
+        try:
+            return self.read_models.catch_up()
+        except Exception as error:
+            log.warning("read models could not catch up: %s", error, exc_info=log.isEnabledFor(logging.DEBUG))
+            return None
+
+    def follow_read_models(self) -> None:
+        while not self._stop.is_set():
+            self.catch_up_read_models()
+            self._stop.wait(self.settings.tick)
+
     def stop(self) -> None:
         self._stop.set()
-        timer, monitors = self._threads or (None, None)
+        timer, monitors, *followers = self._threads or (None, None)
         if timer is not None:
             # Let the dispatches under way finish and record their outcome; one that hangs is
             # abandoned, and its claim lapses for another worker to repeat.
@@ -101,6 +140,10 @@ class WorkerProcess:
         self.timer.close(wait=timer is None or not timer.is_alive())
         if monitors is None or not monitors.is_alive():
             self.watcher.close()  # its session is the monitor thread's while that runs
+        for follower in followers:
+            follower.join(timeout=30.0)  # a batch in flight commits or rolls back
+        if self.read_models is not None and not any(f.is_alive() for f in followers):
+            self.read_models.close()
         self.dispatcher.close()
         self.app.close()
         if self.simulator is not None:

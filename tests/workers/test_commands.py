@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -15,8 +16,10 @@ from click.testing import CliRunner
 from pex.bootstrap import build_application
 from pex.cli import main
 from pex.domain.values import Reply, Terms
+from pex.projections.readmodels import ReadModels
 from pex.settings import Settings
 from pex.workers.embedded import start_embedded
+from pex.workers.runner import WorkerProcess
 from pex.workers.settings import WorkerSettings
 from tests.workers.conftest import TEMPLATE, eventually, make_dispatcher
 
@@ -29,6 +32,53 @@ def test_worker_once_runs_against_a_simulated_pool_when_no_pool_is_configured(tm
     result = CliRunner().invoke(main, ["worker", "--once"])
     assert result.exit_code == 0, result.output
     assert "tick:" in result.output
+
+
+def negotiate(app, user: str = "alice", hours_from_now: float = 2) -> object:
+    start = datetime.now(timezone.utc) + timedelta(hours=hours_from_now)
+    rid = app.initiate_reservation(user)
+    assert app.submit_proposal(rid, Terms("SMALL", TEMPLATE, 1, 0, start, start + timedelta(hours=1))).reply == Reply.ACCEPT
+    return rid
+
+
+def test_worker_once_brings_the_read_models_and_the_ledger_up_to_the_head_of_the_log(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/pex.sqlite3"
+    monkeypatch.setenv("PEX_DATABASE_URL", url)
+    monkeypatch.delenv("PEX_XEN_URL", raising=False)
+    app = build_application(Settings(database_url=url))
+    try:
+        rid = negotiate(app)
+        head = app.recorder.max_notification_id()
+
+        result = CliRunner().invoke(main, ["worker", "--once"])
+
+        assert result.exit_code == 0, result.output
+        assert "read models and ledger at #" in result.output
+        read_models = ReadModels(app, create_tables=False)
+        try:
+            assert min(read_models.positions().values()) >= head
+            assert [r.id for r in read_models.reservations(fresh=False)] == [rid]
+        finally:
+            read_models.close()
+    finally:
+        app.close()
+
+
+def test_a_running_worker_keeps_the_read_models_and_the_ledger_current_while_nobody_reads(tmp_path):
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/pex.sqlite3")
+    worker = WorkerProcess.build(settings, WorkerSettings(tick=0.05, simulated_guest_ip_delay=0.05)).start()
+    app = build_application(replace(settings, create_tables=False, install_demo_pool=False))
+    read_models = ReadModels(app, create_tables=False)  # only looks: fresh=False never catches up
+    try:
+        for n in range(3):
+            rid = negotiate(app, hours_from_now=n + 2)
+            head = app.recorder.max_notification_id()
+            eventually(lambda: min(read_models.positions().values()) >= head, timeout=10)
+            assert rid in [r.id for r in read_models.reservations(fresh=False)]
+    finally:
+        read_models.close()
+        app.close()
+        worker.stop()
 
 
 def test_worker_settings_come_from_the_environment():
