@@ -13,6 +13,7 @@ from pex.http.problems import Problem
 from pex.http.settings import HttpSettings
 from pex.http import portal
 from pex.http.portal.settings import PortalSettings
+from pex.projections.readmodels import ReadModels
 
 
 class BodyLimit:
@@ -39,11 +40,17 @@ def create_app(
     application: PexApplication,
     settings: HttpSettings | None = None,
     *,
+    read_models: ReadModels | None = None,
     metrics: Metrics | None = None,
     response_contract: ResponseContract | None = None,
     portal_settings: PortalSettings | None = None,
 ) -> falcon.App:
     """The API over `application` (which also carries the clock every command reads).
+
+    The list endpoints and the portal's lists, welcome page and calendar read `read_models`
+    (persisted views, caught up before each query); commands and GET-by-id use the
+    application's aggregates. Without `read_models`, ReadModels(application) is built here,
+    making its tables if the application's CREATE_TABLE setting allows (tests).
 
     Middleware order matters: the observer first (request id, timing), then the body limit,
     then authentication (so an anonymous caller gets 401 before any 400 about its body),
@@ -51,6 +58,7 @@ def create_app(
     checks every response against the OpenAPI document too (tests)."""
     settings = settings or HttpSettings()
     metrics = metrics or Metrics()
+    read_models = read_models if read_models is not None else ReadModels(application)
     spec = openapi()
     middleware: list = [
         RequestObserver(metrics, settings.log_requests),
@@ -78,10 +86,10 @@ def create_app(
         "/OpenPEX/openapi.json": operations.OpenApiDocument(),
         "/OpenPEX/users": accounts.Users(application, settings.registration),
         "/OpenPEX/users/{username}": accounts.User(application),
-        "/OpenPEX/reservations": reservations.Reservations(application),
+        "/OpenPEX/reservations": reservations.Reservations(application, read_models),
         "/OpenPEX/reservations/{reservation_id:uuid}": reservations.Reservation(application),
         "/OpenPEX/reservations/{reservation_id:uuid}/activate": reservations.Activation(application),
-        "/OpenPEX/instances": instances.Instances(application),
+        "/OpenPEX/instances": instances.Instances(read_models),
         "/OpenPEX/instances/{vm_id:uuid}": instances.Instance(application),
         "/OpenPEX/instances/{vm_id:uuid}/stop": instances.InstanceAction(application, "stop"),
         "/OpenPEX/instances/{vm_id:uuid}/reboot": instances.InstanceAction(application, "reboot"),
@@ -96,7 +104,7 @@ def create_app(
         app.add_route(template, resource)
     # The web portal at / (paper §3.4): session cookies, not Basic auth; outside the contract.
     portal.install(
-        app, application, portal_settings or PortalSettings.from_env(),
+        app, application, read_models, portal_settings or PortalSettings.from_env(),
         registration=settings.registration,
         login_failures_allowed=settings.login_failures_allowed,
         login_lockout_seconds=settings.login_lockout_seconds,

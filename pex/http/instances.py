@@ -3,6 +3,8 @@
 The actions are relayed to the application's `stop_instance`, `reboot_instance` and
 `delete_instance`, which the Xen dispatcher provides. Until it is there, they answer 409
 `dispatcher-unavailable` (after the usual 401/404 checks), so clients can be written now.
+The list is read from the persisted read model (caught up first); one instance, and its ETag,
+from the aggregate.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import falcon
 from pex.application import PexApplication
 from pex.http.problems import Problem
 from pex.http.reservations import check_if_match, owner
+from pex.projections.readmodels import ReadModels
 from pex.wire import instance_json
 
 
@@ -23,11 +26,11 @@ class Instances:
     auth = "user"
     contract = True
 
-    def __init__(self, application: PexApplication):
-        self.application = application
+    def __init__(self, read_models: ReadModels):
+        self.read_models = read_models
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"instances": [instance_json(i) for i in self.application.list_instances(owner(req))]}
+        resp.media = {"instances": [instance_json(i) for i in self.read_models.instances(owner(req))]}
 
 
 def act(application: PexApplication, req: falcon.Request, resp: falcon.Response, vm_id: UUID, action: str) -> None:

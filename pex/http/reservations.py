@@ -2,7 +2,9 @@
 
 POST creates a reservation and submits its first proposal (initiateReservation +
 requestReservation in one call), answering Figure 8 or 9. PUT is one negotiation step of the
-original protocol. Each responder parses, calls one application method, renders.
+original protocol. Each responder parses, calls one application method, renders. The list is
+read from the persisted read model (pex.projections.readmodels), caught up first so that it
+shows the caller's own writes; one reservation, and its ETag, from the aggregate.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pex.domain.errors import IllegalMove
 from pex.domain.negotiation import check_terms
 from pex.domain.values import Reply, State, Terms
 from pex.http.problems import Problem
+from pex.projections.readmodels import ReadModels
 from pex.wire import outcome_json, reservation_json, step_from_json, terms_from_json, wire_id
 
 IDEMPOTENCY_KEY = re.compile(r'^"?([\x21\x23-\x7e]{1,255})"?$')
@@ -85,18 +88,19 @@ class Reservations:
     auth = "user"
     contract = True
 
-    def __init__(self, application: PexApplication):
+    def __init__(self, application: PexApplication, read_models: ReadModels):
         self.application = application
+        self.read_models = read_models
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         state = req.get_param("state")
         if state is not None and state not in State.__members__:
             raise Problem(400, "invalid-request", "Unknown state", f"state must be one of {', '.join(State.__members__)}",
                           [("#query/state", "is not a reservation state")])
-        views = self.application.list_reservations(owner(req), State(state) if state else None)
+        rows = self.read_models.reservations(owner(req), State(state) if state else None)
         if state is None:
-            views = [v for v in views if v.state != State.CANCELLED]
-        resp.media = {"reservations": [reservation_json(v) for v in views]}
+            rows = [r for r in rows if r.state != State.CANCELLED]
+        resp.media = {"reservations": [reservation_json(r) for r in rows]}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         user = req.context.user.username

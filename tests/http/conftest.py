@@ -22,6 +22,7 @@ from pex.http.app import create_app
 from pex.http.contract import ResponseContract, openapi
 from pex.http.observability import Metrics
 from pex.http.settings import HttpSettings
+from pex.projections.readmodels import ReadModels
 from pex.settings import Settings
 from pex.wire import rfc1123
 from tests.conftest import T0
@@ -56,6 +57,7 @@ class Api:
 
     client: falcon.testing.TestClient
     application: object
+    read_models: ReadModels  # what the list endpoints read
     clock: ManualClock
     contract: ResponseContract
     metrics: Metrics
@@ -92,16 +94,18 @@ class Api:
 def make_api(http: HttpSettings | None = None, database_url: str = "memory:") -> Api:
     clock = ManualClock(T0)
     application = build_application(Settings(database_url=database_url, extra_env=CHEAP), clock=clock)
+    read_models = ReadModels(application)
     contract, metrics = ResponseContract(openapi()), Metrics()
     http = http or HttpSettings(log_requests=True, login_failures_allowed=3, login_lockout_seconds=30)
-    app = create_app(application, http, metrics=metrics, response_contract=contract)
-    return Api(falcon.testing.TestClient(app), application, clock, contract, metrics)
+    app = create_app(application, http, read_models=read_models, metrics=metrics, response_contract=contract)
+    return Api(falcon.testing.TestClient(app), application, read_models, clock, contract, metrics)
 
 
 @pytest.fixture
 def api():
     api = make_api()
     yield api
+    api.read_models.close()
     api.application.close()
     assert api.contract.violations == [], "responses broke the OpenAPI contract:\n" + "\n".join(api.contract.violations)
 

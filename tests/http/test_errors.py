@@ -171,7 +171,7 @@ def test_an_unexpected_failure_is_a_500_problem_that_leaks_nothing(api, monkeypa
     def broken(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(api.application, "list_reservations", broken)
+    monkeypatch.setattr(api.read_models, "reservations", broken)
     body = problem(api.get("/OpenPEX/reservations"), 500, "internal")
     assert "secret" not in json.dumps(body)
 

@@ -20,6 +20,7 @@ from pex.domain.values import Terms
 from pex.http.app import create_app
 from pex.http.portal.settings import PortalSettings
 from pex.http.settings import HttpSettings
+from pex.projections.readmodels import ReadModels
 from pex.settings import Settings
 from tests.conftest import T0
 
@@ -78,6 +79,7 @@ class Visitor:
 class PortalTest:
     client: falcon.testing.TestClient
     application: object
+    read_models: ReadModels  # what the list pages and the calendar read
     clock: ManualClock
 
     def visitor(self) -> Visitor:
@@ -104,6 +106,10 @@ class PortalTest:
         self.application.confirm(rid)
         return rid
 
+    def close(self) -> None:
+        self.read_models.close()
+        self.application.close()
+
 
 def make_portal(database_url: str = "memory:", clock: ManualClock | None = None, **http) -> PortalTest:
     clock = clock or ManualClock(T0)
@@ -111,15 +117,16 @@ def make_portal(database_url: str = "memory:", clock: ManualClock | None = None,
         Settings(database_url=database_url, extra_env={"PEX_PASSWORD_PROFILE": "cheapest"}), clock=clock
     )
     settings = HttpSettings(log_requests=False, login_failures_allowed=3, login_lockout_seconds=30, **http)
-    app = create_app(application, settings, portal_settings=PortalSettings(secret_key=SECRET))
-    return PortalTest(falcon.testing.TestClient(app), application, clock)
+    read_models = ReadModels(application)
+    app = create_app(application, settings, read_models=read_models, portal_settings=PortalSettings(secret_key=SECRET))
+    return PortalTest(falcon.testing.TestClient(app), application, read_models, clock)
 
 
 @pytest.fixture
 def portal():
     p = make_portal()
     yield p
-    p.application.close()
+    p.close()
 
 
 @pytest.fixture
@@ -140,7 +147,7 @@ def portal_and_worker(tmp_path):
         finally:
             for close in world.closers:
                 close()
-            portal.application.close()
+            portal.close()
 
 
 def local(when: datetime | str) -> str:

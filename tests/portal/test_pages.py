@@ -476,6 +476,33 @@ def test_a_free_slot_links_to_a_prefilled_form(portal):
     assert re.search(r'name="start"[^>]* value="2026-03-02T08:00"', form) and 'value="XLARGE" checked' in form
 
 
+def test_the_lists_the_welcome_page_and_the_calendar_are_read_from_the_read_models(portal, monkeypatch):
+    bob = portal.book("bob", "XLARGE", 1, START)
+    v = portal.user("alice")
+    mine = reservation_id(ask(v, size="MEDIUM").headers["location"])
+    v.post(f"/reservations/{mine}/confirm")
+    waiting = reservation_id(ask(v, size="SMALL", start=START + timedelta(hours=4)).headers["location"])
+    admin = portal.user("root", admin=True)
+
+    def not_the_aggregates(*args, **kwargs):
+        raise AssertionError("a list page loaded the aggregates")
+
+    for query in ("list_reservations", "list_instances", "nodes", "node_allocations", "get_reservation"):
+        monkeypatch.setattr(portal.application, query, not_the_aggregates)
+    later = portal.book("alice", "LARGE", 1, START + timedelta(hours=6))  # a write the pages must show at once
+
+    welcome = v.get("/").text
+    assert f'href="/reservations/{waiting}"' in welcome and f'href="/reservations/{later}"' in welcome
+    listed = re.findall(r'data-reservation="([0-9a-f-]{36})"', v.get("/reservations").text)
+    assert listed == [str(later), str(waiting), str(mine)]  # newest first
+    instance = portal.read_models.instances(reservation_id=mine)[0].id
+    assert f'data-instance="{instance}"' in v.get("/instances").text
+    page = v.get("/calendar?view=day").text
+    assert "yours: 1 × MEDIUM" in page and "yours: 1 × LARGE" in page and ">busy</span>" in page
+    page = admin.get("/calendar?view=day").text
+    assert "bob: 1 × XLARGE" in page and f'href="/reservations/{bob}"' in page
+
+
 # --- beside the API -----------------------------------------------------------------------
 
 

@@ -6,8 +6,10 @@ Jinja2 templates (pex/http/templates/) over plain HTML forms that work without J
 (POST → 303 → GET); pex/http/static/ holds the vendored Pico CSS, the portal's own CSS and a
 small script for progressive enhancement (the offer countdown, time-zone detection).
 
-`install(app, application, ...)` adds the routes, the session middleware and HTML error pages
-to the API's Falcon app. Portal resources say `auth = None` and `contract = False`, so the
+`install(app, application, read_models, ...)` adds the routes, the session middleware and HTML
+error pages to the API's Falcon app. Pages that list (the welcome page, reservations,
+instances, the calendar) read the persisted read models; a reservation's own page and every
+action use the application. Portal resources say `auth = None` and `contract = False`, so the
 API's Basic authentication and its OpenAPI contract middleware leave them alone.
 """
 
@@ -25,6 +27,7 @@ from pex.http.portal import resources as pages
 from pex.http.portal.pages import Renderer
 from pex.http.portal.sessions import CsrfRefused, PortalSessions
 from pex.http.portal.settings import PortalSettings
+from pex.projections.readmodels import ReadModels
 
 log = logging.getLogger("pex.http.portal")
 
@@ -97,6 +100,7 @@ def error_pages(renderer: Renderer):
 def install(
     app: falcon.App,
     application: PexApplication,
+    read_models: ReadModels,
     settings: PortalSettings,
     *,
     registration: bool = True,
@@ -106,7 +110,7 @@ def install(
     """Add the portal to `app` (after the API's routes and middleware are in place)."""
     renderer = Renderer()
     shared = pages.Portal(
-        application, renderer, LoginThrottle(login_failures_allowed, login_lockout_seconds), registration
+        application, read_models, renderer, LoginThrottle(login_failures_allowed, login_lockout_seconds), registration
     )
     app.add_middleware([PortalSessions(settings, application.get_user), SecurityHeaders()])
     routes = {

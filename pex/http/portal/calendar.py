@@ -1,14 +1,14 @@
 """The capacity calendar: nodes over time (a day, a week or a month), as a Gantt chart.
 
-Rows are nodes; bars are the bookings and held offers on them, from the capacity timeline
-(`application.node_allocations`). The window is cut into columns (hours for a day, quarter
+Rows are nodes; bars are the bookings and held offers on them, from the calendar read model
+(`ReadModels.calendar`, pex.projections.readmodels). The window is cut into columns (hours for a day, quarter
 days for a week, days for a month); each column of each node says how many CPUs stay free
 over all of it (capacity minus the peak of demand, `peak_demand`) and, when any are, links to
 the new-reservation form with that column's start and end filled in.
 
 Privacy: a user sees their own bookings by name; an administrator sees everyone's with the
-owner; anyone else's booking is shown to other users only as "busy". Bookings that ended are
-forgotten by the timeline, so the past of the window shows nothing.
+owner; anyone else's booking is shown to other users only as "busy". Only what occupies
+capacity now or later is drawn (`counts_at(now)`), so the past of the window shows nothing.
 
 Cost: one pass over each node's allocations per column, O(N × C × k) for N nodes, C columns
 and k allocations overlapping the window: a few thousand steps for the paper's testbed.
@@ -123,7 +123,9 @@ def build(
     owner_of,
     viewer: str,
 ) -> Calendar:
-    """`nodes` are NodeViews, `allocations_of(name)` a node's allocations, `owner_of(id)` gives
+    """`nodes` have a name, capacity and availability (NodeRow), `allocations_of(name)` gives a
+    node's allocations (CalendarEntry or NodeAllocation: start, end, instances, per_instance,
+    is_hold, counts_at), `owner_of(id)` gives
     (owner, size name) of a booking the viewer may name (their own, or any for admins), else None."""
     start, end, columns = window(view, anchor, tz)
     # In UTC: Python subtracts two times of one zone by their wall clocks, which a day of a

@@ -1,5 +1,6 @@
 """The portal's pages (paper §3.4): each resource parses a form or a query, calls one
-application method, and renders a page or redirects (POST → 303 See Other → GET).
+application method, and renders a page or redirects (POST → 303 See Other → GET). Pages that
+list read the persisted read models instead (pex.projections.readmodels), caught up first.
 
 Refusals a person can fix come back as messages: beside the form field that caused them
 (422, the form shown again with what was typed), or as a flash message on the page the user
@@ -26,6 +27,7 @@ from pex.http.portal import calendar
 from pex.http.portal.forms import AccountForm, FormErrors, ReservationForm
 from pex.http.portal.pages import Renderer, is_zone, local_input, time_zones, zone
 from pex.http.portal.sessions import form
+from pex.projections.readmodels import ReadModels
 
 log = logging.getLogger("pex.http.portal")
 
@@ -71,6 +73,7 @@ class Portal:
     """What the pages share."""
 
     application: PexApplication
+    read_models: ReadModels
     renderer: Renderer
     throttle: LoginThrottle
     registration: bool
@@ -106,6 +109,7 @@ class Page:
     def __init__(self, portal: Portal):
         self.p = portal
         self.application = portal.application
+        self.read_models = portal.read_models
 
     def render(self, req, resp, template: str, status: int = 200, **context) -> None:
         self.p.renderer.render(req, resp, template, status, **context)
@@ -217,7 +221,7 @@ class Preferences(Page):
 class Welcome(Page):
     def on_get(self, req, resp):
         now = self.now()
-        mine = self.application.list_reservations(req.context.user.username)
+        mine = self.read_models.reservations(req.context.user.username)
         upcoming = sorted(
             (r for r in mine if r.state in (State.CONFIRMED, State.ACTIVATED) and r.terms and r.terms.end > now),
             key=lambda r: r.terms.start,
@@ -292,11 +296,11 @@ class NewReservation(Page):
 class Reservations(Page):
     def on_get(self, req, resp):
         show_all = req.get_param_as_bool("all") or False
-        views = self.application.list_reservations(req.context.user.username)
+        rows = self.read_models.reservations(req.context.user.username)
         if not show_all:
-            views = [v for v in views if v.state != State.CANCELLED]
-        views.sort(key=lambda v: v.created_on, reverse=True)
-        self.render(req, resp, "reservations.html", reservations=views, words=STATE_WORDS, deletable=DELETABLE,
+            rows = [r for r in rows if r.state != State.CANCELLED]
+        rows.reverse()  # newest first
+        self.render(req, resp, "reservations.html", reservations=rows, words=STATE_WORDS, deletable=DELETABLE,
                     show_all=show_all)
 
 
@@ -425,7 +429,7 @@ def instance_command(application: PexApplication, action: str):
 
 class Instances(Page):
     def on_get(self, req, resp):
-        instances = self.application.list_instances(req.context.user.username)
+        instances = self.read_models.instances(req.context.user.username)
         instances.sort(key=lambda i: (i.start, i.name))
         available = {a: instance_command(self.application, a) is not None for a in (*INSTANCE_ACTIONS, "delete")}
         self.render(req, resp, "instances.html", instances=instances, actions=INSTANCE_ACTIONS, available=available,
@@ -470,8 +474,12 @@ class Calendar(Page):
         except ValueError:
             anchor = now.astimezone(tz).date()
         user = req.context.user
-        chart = calendar.build(view, anchor, tz, now, self.application.nodes(), self.application.node_allocations,
-                               self._owners(user), user.username)
+        self.read_models.catch_up()  # once: the queries below read what it reached
+        in_force: dict[str, list] = {}
+        for entry in self.read_models.calendar(start=now, at=now, fresh=False):
+            in_force.setdefault(entry.node, []).append(entry)
+        chart = calendar.build(view, anchor, tz, now, self.read_models.nodes(fresh=False),
+                               lambda node: in_force.get(node, []), self._owners(user), user.username)
         sizes = list(self.application.catalogue().sizes.values())
 
         def new_link(slot) -> str:
@@ -486,20 +494,15 @@ class Calendar(Page):
     def _owners(self, user):
         """reservation id → (owner, size) for the bookings this viewer may name: their own; for an
         administrator, any (looked up only for the bookings the window shows)."""
-        def describe(view: ReservationView) -> tuple[str, str | None]:
-            return view.user_id, view.terms.size if view.terms else None
-
         if not user.is_admin:
-            own = {r.id: describe(r) for r in self.application.list_reservations(user.username)}
+            own = {r.id: (r.user_id, r.size) for r in self.read_models.reservations(user.username, fresh=False)}
             return own.get
         seen: dict = {}
 
         def lookup(reservation_id):
             if reservation_id not in seen:
-                try:
-                    seen[reservation_id] = describe(self.application.get_reservation(reservation_id))
-                except NotFound:
-                    seen[reservation_id] = None
+                row = self.read_models.reservation(reservation_id, fresh=False)
+                seen[reservation_id] = (row.user_id, row.size) if row is not None else None
             return seen[reservation_id]
 
         return lookup
