@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import falcon
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 
 from pex.application import Contention, NotFound, VersionConflict
 from pex.domain.errors import (
@@ -57,7 +59,18 @@ class Mapping:
     kind: str
     title: str
     retry_after: int | None = None
+    detail: str | None = None  # said instead of the error's own text, when that is not for clients
 
+
+# The store could not be reached (PostgreSQL restarting or failing over, the network, SQLite's
+# lock timeout), even after eventsourcing's own retries. Transient: the client should retry.
+# The error's text names hosts and ports, so clients get a fixed detail.
+STORE_UNAVAILABLE = Mapping(
+    503, "store-unavailable", "The event store is unreachable; retry shortly", retry_after=5,
+    detail="The event store did not answer in time. Retry after Retry-After seconds; a change may "
+    "have been recorded before the store went away, so read the resource first, or retry a POST "
+    "with the same Idempotency-Key.",
+)
 
 # The one table: exception raised by the service layer → HTTP.
 ERRORS: dict[type[Exception], Mapping] = {
@@ -73,6 +86,8 @@ ERRORS: dict[type[Exception], Mapping] = {
     CapacityExceeded: Mapping(409, "capacity-exceeded", "Not enough free capacity"),
     NodeUnavailable: Mapping(409, "node-unavailable", "The node takes no new reservations"),
     Contention: Mapping(503, "contention", "Too many concurrent changes; retry shortly", retry_after=1),
+    StoreOperationalError: STORE_UNAVAILABLE,
+    StoreInterfaceError: STORE_UNAVAILABLE,
 }
 
 
@@ -92,7 +107,7 @@ def to_problem(req: falcon.Request, error: Exception) -> Problem | None:
         errors = [(f"{prefix}/{error.field}", error.detail)]
         detail = str(error)
     else:
-        detail = str(error) or mapping.title
+        detail = mapping.detail or str(error) or mapping.title
     headers = {"Retry-After": str(mapping.retry_after)} if mapping.retry_after else None
     return Problem(mapping.status, mapping.kind, mapping.title, detail, errors, headers)
 
@@ -115,6 +130,11 @@ def handle(req: falcon.Request, resp: falcon.Response, error: Exception, params:
                 extra={"request_id": getattr(req.context, "request_id", None), "path": req.path},
             )
             problem = Problem(500, "internal", "Internal server error", "The server failed; quote the request id.")
+        elif isinstance(error, (StoreOperationalError, StoreInterfaceError)):
+            log.warning(
+                "event store unreachable: %s", error,
+                extra={"request_id": getattr(req.context, "request_id", None), "path": req.path},
+            )
     render(req, resp, problem)
 
 

@@ -4,6 +4,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from eventsourcing.persistence import OperationalError
 
 from pex.application import Contention
 from tests.conftest import T0
@@ -165,6 +166,17 @@ def test_contention_is_503_with_retry_after(api, monkeypatch):
     response = api.propose()
     problem(response, 503, "contention")
     assert response.headers["Retry-After"] == "1"
+
+
+def test_an_unreachable_store_is_503_with_retry_after_and_names_no_address(api, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise OperationalError('connection to server at "10.1.2.3", port 5432 failed: Connection refused')
+
+    monkeypatch.setattr(api.application, "submit_proposal", unreachable)
+    response = api.propose()
+    body = problem(response, 503, "store-unavailable")
+    assert response.headers["Retry-After"] == "5"
+    assert "10.1.2.3" not in json.dumps(body)
 
 
 def test_an_unexpected_failure_is_a_500_problem_that_leaks_nothing(api, monkeypatch):
