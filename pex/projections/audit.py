@@ -650,8 +650,9 @@ class Auditor:
     def _instance_event(self, n: Notification, e: Any) -> None:
         """Follow each instance's status and node by replaying its events through the Instance
         aggregate's own apply: a run starts when it becomes RUNNING and ends when it stops
-        being so, or moves to another node. A node change or a STRANDED instance also makes
-        the booking changes of that moment legitimate (the Scheduler's answer to a lost node)."""
+        being so, or moves to another node. A move (even back to the same node) or a STRANDED
+        instance also makes the booking changes of that moment legitimate (the Scheduler's
+        answer to a lost node)."""
         ref = self.ref(n, e)
         if isinstance(e, Instance.Scheduled):
             self.instances[e.originator_id] = InstanceTrack(
@@ -672,7 +673,9 @@ class Auditor:
         at = event_time(e)
         if isinstance(getattr(e, "reason", None), str) and e.reason:
             instance.reasons.append(ref)
-        if node != before[1] or (status == "STRANDED" and before[0] != "STRANDED"):
+        # A Moved back onto the node it was stranded from (returned) changes no node, but books.
+        moved = node != before[1] or isinstance(e, Instance.Moved)
+        if moved or (status == "STRANDED" and before[0] != "STRANDED"):
             self.instance_moves.add((instance.reservation_id, before[1], at))
             self.instance_moves.add((instance.reservation_id, node, at))
         was_running, runs = before[0] == "RUNNING", status == "RUNNING"

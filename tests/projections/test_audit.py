@@ -282,6 +282,25 @@ def test_an_instance_still_running_long_after_its_end_is_caught(memory_app, cloc
     assert any("after its reservation's end" in m for m in problems)
 
 
+def test_a_stranded_instance_booked_again_on_its_returned_node_is_a_move_not_a_booking_without_confirmation(
+        memory_app, clock):
+    # Found by tests/reliability/test_xen_faults.py: the Scheduler's Moved from node3 back to
+    # node3 changes no node, and was taken for a booking made without a confirmation.
+    play(memory_app, clock, [("propose", "alice", "XLARGE", 5, 0, 2, 2, None), ("confirm", 0)])  # the pool is full
+    instance = next(i for i in memory_app.list_instances() if i.node == "node3")
+    clock.advance(H)
+    memory_app.mark_node_lost("node3")
+    memory_app.lose_instances("node3", [instance.id])
+    assert memory_app.replace_instances([instance.id]) == (0, 1)  # nowhere else has room
+    clock.advance(H / 2)
+    memory_app.mark_node_returned("node3")
+    assert memory_app.replace_instances([instance.id]) == (1, 0)  # booked on node3 again
+
+    report = audit(memory_app)
+
+    assert report.ok, report.render()
+
+
 def test_history_tells_a_negotiation_as_it_happened(memory_app, clock):
     play(memory_app, clock, FIXED_HISTORY[:6])
     [_, rid] = [r.id for r in memory_app.list_reservations()][:2]
