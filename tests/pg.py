@@ -31,6 +31,7 @@ class PostgresServer:
     password: str = ""
     datadir: str | None = None
     _as_user: list[str] | None = None
+    _options: str = ""  # the server options it was started with, to start it again the same way
 
     def url(self, dbname: str) -> str:
         auth = f"{self.user}:{self.password}" if self.password else self.user
@@ -49,6 +50,16 @@ class PostgresServer:
 
     def restart(self) -> None:
         self._pg_ctl("restart", "-m", "fast")
+
+    def stop_serving(self) -> None:
+        """An outage: stop the server (fast: sessions are cut), keeping its data."""
+        self._pg_ctl("stop", "-m", "fast")
+
+    def start_serving(self) -> None:
+        """The end of an outage: start it again as it was, and return once it takes connections."""
+        assert self.datadir
+        log = os.path.join(os.path.dirname(self.datadir), "log")
+        self._pg_ctl("start", "-o", self._options, "-l", log)
 
     def _pg_ctl(self, *args: str) -> None:
         assert self.datadir and self._as_user is not None
@@ -96,7 +107,7 @@ def start_postgres() -> PostgresServer:
         f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={base} "
         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
     )
-    server = PostgresServer("127.0.0.1", port, "pex", datadir=datadir, _as_user=as_user)
+    server = PostgresServer("127.0.0.1", port, "pex", datadir=datadir, _as_user=as_user, _options=options)
     subprocess.run(
         [*as_user, str(BIN / "pg_ctl"), "-D", datadir, "-o", options, "-l", os.path.join(base, "log"), "-w", "start"],
         check=True,

@@ -1,0 +1,159 @@
+"""PostgreSQL goes away for some seconds under load, and comes back: clients get a prompt 503
+problem+json with Retry-After (never a 500, never a hang), and PEX recovers by itself: the
+same gunicorn workers and the same timer worker serve and dispatch again, nothing restarted.
+
+The test runs a PostgreSQL of its own (the session's is shared with every other test), stops
+it with `pg_ctl stop -m fast` (sessions cut, as in a restart or a failover) and starts it
+again after OUTAGE_SECONDS, longer than a request's bounded wait for the store, so the 503s
+do happen."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from uuid import UUID
+
+import pytest
+
+from pex.domain.values import State
+from tests.pg import start_postgres
+from tests.reliability.clients import (
+    Negotiator, Tally, check_acknowledged, proposal, seeded, whole_seconds_from_now,
+)
+from tests.reliability.conftest import (
+    api_server, audit_figures, children, run_audit, store, wait_for, write_figures,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.gunicorn, pytest.mark.xen, pytest.mark.timeout(180)]
+
+CLIENTS = 6
+BEFORE, OUTAGE_SECONDS, AFTER = 3.0, 10.0, 6.0  # seconds of load before, without and after the database
+LONGEST_WAIT = 15.0  # no request may take longer, whatever the store does
+RECOVERY_BOUND = 5.0  # after the database is back, requests succeed again within this
+SEED = 5
+
+
+@pytest.fixture
+def own_postgres():
+    if os.environ.get("PEX_TEST_POSTGRES_URL"):
+        pytest.skip("stops and starts the server: needs one the tests started themselves")
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        try:
+            server.stop()
+        except subprocess.CalledProcessError:  # already stopped: a failure mid-outage
+            shutil.rmtree(os.path.dirname(server.datadir), ignore_errors=True)
+
+
+def test_a_postgres_outage_gives_prompt_503s_and_pex_recovers_by_itself(
+        own_postgres, simulator, make_timer_worker, tmp_path):
+    database_url = own_postgres.create_database()
+    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+    tally = Tally()
+    stop = threading.Event()
+    with api_server(database_url, tmp_path, workers=3) as server:
+        worker = make_timer_worker(database_url, simulator.url).start()
+        users = [server.register(f"client{n}") for n in range(CLIENTS)]
+        workers_before = children(server.process.pid)
+
+        def load(auth) -> Counter:
+            rng = seeded(auth[0], SEED)
+            # Retries every 0.5 s (not the 5 s Retry-After asks) so that recovery is seen promptly.
+            client = Negotiator(server.url, auth, tally, attempts=100, pause=0.5, timeout=30, give_up=stop)
+            try:
+                while not stop.is_set():
+                    start = tomorrow + timedelta(hours=rng.randrange(48))
+                    client.negotiate(proposal("SMALL", 1, start, 3600))
+                    client.send("GET", "/OpenPEX/reservations?state=CONFIRMED", "GET list")
+                return client.outcomes
+            finally:
+                client.close()
+
+        outcomes: Counter = Counter()
+        threads = [threading.Thread(target=lambda auth=auth: outcomes.update(load(auth)), name=f"load-{auth[0]}")
+                   for auth in users]
+        try:
+            for thread in threads:
+                thread.start()
+            time.sleep(BEFORE)
+            went = time.monotonic()
+            own_postgres.stop_serving()
+            time.sleep(OUTAGE_SECONDS)
+            own_postgres.start_serving()
+            back = time.monotonic()
+            time.sleep(AFTER)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(60)
+
+        # The same processes carry on: nothing was restarted.
+        restarted = len(workers_before - children(server.process.pid)) + worker.started - 1
+        assert restarted == 0 and worker.running
+        # The timer worker works again: a reservation made now starts and ends on time.
+        client = Negotiator(server.url, users[0], tally)
+        assert client.negotiate(proposal("SMALL", 1, whole_seconds_from_now(1), 3, auto_start=True)) == "confirmed"
+        rid = next(a.reservation for a in reversed(tally.snapshot()) if a.reply == "REQUEST_SUCCESS")
+        wait_for(lambda: (client.get_reservation(rid) or {}).get("state") == "EXPIRED", 30,
+                 interval=0.5, what="the reservation made after the outage to run and expire")
+        client.close()
+        assert "unhandled error" not in server.log() and "Traceback" not in server.log()
+        failed_ticks = worker.logs().count("timer tick failed")
+
+    answers = tally.snapshot()
+    during = [a for a in answers if a.started + a.seconds >= went and a.started <= back]
+    unavailable = [a for a in answers if a.status == 503]
+    after = [a for a in answers if a.started >= back]
+    first_success = min((a.started + a.seconds for a in answers
+                         if a.status and a.status < 300 and a.started + a.seconds > back), default=None)
+    late_failures = [a for a in answers
+                     if a.started >= back + RECOVERY_BOUND and (a.status is None or a.status >= 500)]
+    status, report = run_audit(database_url, tmp_path)
+    with store(database_url) as app:
+        acknowledged, unacknowledged = check_acknowledged(app, answers)
+        lost = [r for r in tally.confirmed()
+                if app.get_reservation(UUID(r)).state not in (State.CONFIRMED, State.EXPIRED)]
+
+    write_figures("postgres_outage", {
+        "clients": CLIENTS, "gunicorn_workers": 3, "outage_seconds": OUTAGE_SECONDS,
+        "outage_measured_seconds": round(back - went, 2),
+        "requests": len(answers), "statuses": dict(tally.statuses()), "problems": dict(tally.problems()),
+        "answered_during_outage": len(during),
+        "503_store_unavailable": sum(a.problem.endswith("/store-unavailable") for a in unavailable),
+        "503_contention": sum(a.problem.endswith("/contention") for a in unavailable),
+        "500s": sum(a.status == 500 for a in answers),
+        "longest_request_seconds": round(max(a.seconds for a in answers), 2),
+        "longest_503_seconds": round(max((a.seconds for a in unavailable), default=0), 2),
+        "shortest_503_seconds": round(min((a.seconds for a in unavailable), default=0), 2),
+        "503s_by_request": {what: {"count": len(times), "fastest_seconds": round(min(times), 2),
+                                   "slowest_seconds": round(max(times), 2)}
+                            for what in sorted({a.what for a in unavailable})
+                            for times in [[a.seconds for a in unavailable if a.what == what]]},
+        "recovery_seconds": round(first_success - back, 2) if first_success else None,
+        "requests_after_the_database_returned": len(after),
+        f"failures_from_{RECOVERY_BOUND:g}s_after_it_returned": len(late_failures),
+        "outcomes": dict(outcomes), "confirmed": len(tally.confirmed()),
+        "acknowledgements_checked": acknowledged, "acknowledgements_not_in_store": len(unacknowledged),
+        "lost_confirmations": len(lost),
+        "pex_processes_restarted": restarted, "timer_ticks_failed_and_retried": failed_ticks,
+        "audit_exit_status": status, "audit": audit_figures(report),
+    })
+    assert unacknowledged == [], unacknowledged[:5]
+    assert tally.server_errors(allowed=(503,)) == [], tally.server_errors(allowed=(503,))[:5]
+    assert unavailable, "the outage was longer than a request's wait: some request must have got a 503"
+    for answer in unavailable:
+        assert answer.content_type.startswith("application/problem+json") and answer.retry_after, answer
+        assert answer.problem.endswith(("/store-unavailable", "/contention")), answer
+    assert all(a.status is not None for a in answers), [a for a in answers if a.status is None][:5]
+    assert max(a.seconds for a in answers) <= LONGEST_WAIT
+    assert first_success is not None and first_success - back <= RECOVERY_BOUND
+    assert late_failures == []
+    assert lost == []
+    assert status == 0 and report["ok"], report.get("violations")
