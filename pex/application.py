@@ -142,6 +142,7 @@ class PexApplication(Accounts, VmLifecycle, Application):
         self.timeline = CapacityTimeline()
         self.index = ReservationIndex()
         self._follow_lock = threading.RLock()
+        self._command_lock = threading.RLock()
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -542,7 +543,10 @@ class PexApplication(Accounts, VmLifecycle, Application):
         run it again on fresh state, with jittered exponential backoff."""
         for n in range(1, self.max_attempts + 1):
             try:
-                return attempt()
+                # One attempt at a time per process: threads of one worker would otherwise race
+                # each other for the same (best-fit) node; across processes the store decides.
+                with self._command_lock:
+                    return attempt()
             except (IntegrityError, CapacityExceeded, NodeUnavailable):
                 pass
             time.sleep(random.uniform(0, 0.002 * 2 ** min(n, 7)))

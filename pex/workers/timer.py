@@ -69,8 +69,13 @@ class TimerWorker:
             self.index.follow(self.app)
         due = self.index.due(now)
         if due:
-            results = self._pool.map(self._dispatch, [iid for iid, _ in due])
-            report.dispatched = [r for r in results if r is not None]
+            # What frees a host goes first: after a backlog, the next reservation's VM must not
+            # reach Xen before the previous one on the same host is gone (Xen would refuse it).
+            freeing = [iid for iid, action in due if action != "start"]
+            starting = [iid for iid, action in due if action == "start"]
+            for batch in (freeing, starting):
+                results = self._pool.map(self._dispatch, batch)
+                report.dispatched += [r for r in results if r is not None]
             self.index.follow(self.app)
         for rid in self.index.to_expire(now):
             report.expired += bool(self.app.expire_reservation(rid))
