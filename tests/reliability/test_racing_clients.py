@@ -1,9 +1,7 @@
 """Many clients race for the demo pool's few slots through three gunicorn workers on
 PostgreSQL, each negotiating to the end (POST, then CONFIRM, or ACCEPT and CONFIRM after a
 COUNTER). Afterwards `pex audit` finds no overbooking, every reservation a client was told
-REQUEST_SUCCESS for is CONFIRMED with all its bookings, and no client ever saw a 5xx, save
-PEX's documented answer to a race it lost too often (503 contention with Retry-After, about
-one request in a thousand here, which the client retries): counted, and bounded."""
+REQUEST_SUCCESS for is CONFIRMED with all its bookings, and no client ever saw a 5xx."""
 
 from __future__ import annotations
 
@@ -101,10 +99,7 @@ def test_racing_clients_never_overbook_and_never_lose_a_confirmation(postgres_ur
         "audit_exit_status": status, "audit": audit_figures(report),
     })
     assert unacknowledged == [], unacknowledged[:5]
-    assert tally.server_errors(allowed=(503,)) == [], tally.server_errors(allowed=(503,))[:5]
-    shed = tally.server_errors()
-    assert all(a.problem.endswith("/contention") and a.retry_after for a in shed), shed
-    assert len(shed) <= len(answers) // 100, shed
+    assert tally.server_errors() == [], tally.server_errors()[:5]
     assert all(a.status is not None for a in answers), [a for a in answers if a.status is None][:5]
     assert status == 0 and report["ok"], report.get("violations")
     assert len(confirmed) >= 5 and outcomes["confirmed"] == len(confirmed)
