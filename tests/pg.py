@@ -81,8 +81,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_postgres() -> PostgresServer:
-    external = os.environ.get("PEX_TEST_POSTGRES_URL")
+def start_postgres(own: bool = False) -> PostgresServer:
+    """The server for the tests: PEX_TEST_POSTGRES_URL's, or one started here. `own=True`
+    always starts one here (a test that stops and restarts its server needs that)."""
+    external = None if own else os.environ.get("PEX_TEST_POSTGRES_URL")
     if external:
         from urllib.parse import urlparse
 

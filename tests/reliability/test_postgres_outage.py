@@ -40,9 +40,7 @@ SEED = 5
 
 @pytest.fixture
 def own_postgres():
-    if os.environ.get("PEX_TEST_POSTGRES_URL"):
-        pytest.skip("stops and starts the server: needs one the tests started themselves")
-    server = start_postgres()
+    server = start_postgres(own=True)  # stopped and started below: never someone else's server
     try:
         yield server
     finally:
