@@ -9,7 +9,6 @@ is sent back to. Someone else's reservation or instance is "not found", as in th
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -422,18 +421,16 @@ class ReservationAction(Page):
 
 
 def instance_command(application: PexApplication, action: str):
-    """The application's instance action, or None while the dispatcher does not provide it."""
+    """The application's instance action (stop_instance, reboot_instance, ...)."""
     name = INSTANCE_ACTIONS[action][0] if action in INSTANCE_ACTIONS else f"{action}_instance"
-    return getattr(application, name, None)
+    return getattr(application, name)
 
 
 class Instances(Page):
     def on_get(self, req, resp):
         instances = self.read_models.instances(req.context.user.username)
         instances.sort(key=lambda i: (i.start, i.name))
-        available = {a: instance_command(self.application, a) is not None for a in (*INSTANCE_ACTIONS, "delete")}
-        self.render(req, resp, "instances.html", instances=instances, actions=INSTANCE_ACTIONS, available=available,
-                    now=self.now())
+        self.render(req, resp, "instances.html", instances=instances, actions=INSTANCE_ACTIONS, now=self.now())
 
 
 class InstanceAction(Page):
@@ -443,14 +440,8 @@ class InstanceAction(Page):
         view = self.application.get_instance(instance_id, owner_of(req))
         command = instance_command(self.application, action)
         session = req.context.session
-        if command is None:
-            session.flash(f"Instances cannot be {action}ed yet: that needs the Xen dispatcher.", "error")
-            raise redirect("/instances")
         try:
-            if len(inspect.signature(command).parameters) >= 2:
-                command(instance_id, view.user_id)
-            else:
-                command(instance_id)
+            command(instance_id, view.user_id)
             session.flash(f"{view.name}: {action} requested.", "success")
         except (DomainError, NotFound) as error:
             session.flash(f"{view.name}: {error}.", "error")
