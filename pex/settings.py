@@ -14,6 +14,38 @@ class SettingsError(ValueError):
     pass
 
 
+TRUE = ("y", "yes", "1", "true", "on")
+FALSE = ("n", "no", "0", "false", "off")
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """An on/off variable; empty or unset is the default, anything unrecognised an error."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise SettingsError(f"{name} must be on or off (y/n), not {raw!r}")
+
+
+def env_number(env: Mapping[str, str], name: str, default, kind=float, positive: bool = False):
+    """A numeric variable; empty or unset is the default. Never negative; with `positive`,
+    never zero either."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+    if value < 0 or (positive and value == 0):
+        raise SettingsError(f"{name} must be {'positive' if positive else 'zero or more'}, not {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -31,16 +63,7 @@ class Settings:
         env = os.environ if environ is None else environ
 
         def number(name: str, default: float) -> float:
-            raw = env.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise SettingsError(f"{name} must be a number, not {raw!r}") from None
-            if value <= 0:
-                raise SettingsError(f"{name} must be positive")
-            return value
+            return env_number(env, name, default, positive=True)
 
         return cls(
             database_url=env.get("PEX_DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -49,6 +72,6 @@ class Settings:
             max_rounds=int(number("PEX_MAX_ROUNDS", 5)),
             max_alternatives=int(number("PEX_MAX_ALTERNATIVES", 3)),
             pricing=env.get("PEX_PRICING", "flat"),
-            install_demo_pool=env.get("PEX_DEMO_POOL", "y").lower() in ("y", "yes", "1", "true", "on"),
-            create_tables=env.get("PEX_CREATE_TABLES", "y").lower() in ("y", "yes", "1", "true", "on"),
+            install_demo_pool=env_flag(env, "PEX_DEMO_POOL", True),
+            create_tables=env_flag(env, "PEX_CREATE_TABLES", True),
         )

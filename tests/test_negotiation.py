@@ -268,3 +268,12 @@ def test_a_step_taken_on_a_stale_version_is_refused_when_it_would_be_saved(app):
     current = app.get_reservation(rid)
     assert current.state == State.REJECTED
     assert app.cancel(rid, expected_version=current.version).state == State.CANCELLED
+
+
+def test_settings_refuse_a_flag_or_number_they_cannot_read():
+    from pex.settings import Settings, SettingsError
+
+    for env in ({"PEX_DEMO_POOL": "maybe"}, {"PEX_MAX_ROUNDS": "0"}, {"PEX_OFFER_TTL_SECONDS": "soon"}):
+        with pytest.raises(SettingsError):
+            Settings.from_env(env)
+    assert Settings.from_env({"PEX_DEMO_POOL": "off"}).install_demo_pool is False

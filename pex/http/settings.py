@@ -7,20 +7,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pex.settings import SettingsError
+from pex.settings import env_flag, env_number
 
 DEFAULT_BIND = "127.0.0.1:8080"
-
-
-def _flag(raw: str | None, default: bool) -> bool:
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value in ("y", "yes", "1", "true", "on"):
-        return True
-    if value in ("n", "no", "0", "false", "off"):
-        return False
-    raise SettingsError(f"{raw!r} is not on/off")
 
 
 @dataclass(frozen=True)
@@ -41,26 +30,17 @@ class HttpSettings:
         env = os.environ if environ is None else environ
 
         def number(name: str, default: float, kind=float):
-            raw = env.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise SettingsError(f"{name} must be a number, not {raw!r}") from None
-            if value < 0:
-                raise SettingsError(f"{name} cannot be negative")
-            return value
+            return env_number(env, name, default, kind)
 
         return cls(
             bind=env.get("PEX_BIND") or DEFAULT_BIND,
             workers=max(1, number("PEX_WORKERS", cls.workers, int)),
             threads=max(1, number("PEX_THREADS", cls.threads, int)),
-            registration=_flag(env.get("PEX_REGISTRATION"), True),
+            registration=env_flag(env, "PEX_REGISTRATION", True),
             max_body_bytes=number("PEX_MAX_BODY_BYTES", cls.max_body_bytes, int),
             auth_cache_seconds=number("PEX_AUTH_CACHE_SECONDS", cls.auth_cache_seconds),
             login_failures_allowed=number("PEX_LOGIN_FAILURES_ALLOWED", cls.login_failures_allowed, int),
             login_lockout_seconds=number("PEX_LOGIN_LOCKOUT_SECONDS", cls.login_lockout_seconds),
-            validate_responses=_flag(env.get("PEX_VALIDATE_RESPONSES"), False),
-            log_requests=_flag(env.get("PEX_LOG_REQUESTS"), True),
+            validate_responses=env_flag(env, "PEX_VALIDATE_RESPONSES", False),
+            log_requests=env_flag(env, "PEX_LOG_REQUESTS", True),
         )

@@ -7,9 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from pex.settings import SettingsError
-
-TRUE = ("y", "yes", "1", "true", "on")
+from pex.settings import FALSE, TRUE, SettingsError, env_flag, env_number
 
 
 @dataclass(frozen=True)
@@ -45,21 +43,12 @@ class WorkerSettings:
         env = os.environ if environ is None else environ
 
         def number(name: str, default: float) -> float:
-            raw = env.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise SettingsError(f"{name} must be a number, not {raw!r}") from None
-            if value < 0:
-                raise SettingsError(f"{name} cannot be negative")
-            return value
+            return env_number(env, name, default)
 
         embedded = (env.get("PEX_EMBEDDED_WORKER") or "auto").lower()
         if embedded in TRUE:
             embedded = "y"
-        elif embedded in ("n", "no", "0", "false", "off"):
+        elif embedded in FALSE:
             embedded = "n"
         elif embedded != "auto":
             raise SettingsError(f"PEX_EMBEDDED_WORKER must be auto, y or n, not {embedded!r}")
@@ -67,7 +56,7 @@ class WorkerSettings:
             xen_url=env.get("PEX_XEN_URL") or None,
             xen_username=env.get("PEX_XEN_USERNAME") or "root",
             xen_password=env.get("PEX_XEN_PASSWORD", ""),
-            xen_ignore_ssl=(env.get("PEX_XEN_IGNORE_SSL") or "n").lower() in TRUE,
+            xen_ignore_ssl=env_flag(env, "PEX_XEN_IGNORE_SSL", False),
             xen_timeout=number("PEX_XEN_TIMEOUT_SECONDS", 30.0),
             xen_task_timeout=number("PEX_XEN_TASK_TIMEOUT_SECONDS", 600.0),
             worker_id=env.get("PEX_WORKER_ID") or None,

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pex.settings import SettingsError
+from pex.settings import FALSE, TRUE, SettingsError
 
 SECRET_FILE = "portal-secret-key"
 
@@ -33,9 +33,9 @@ class PortalSettings:
         secure_raw = (env.get("PEX_COOKIE_SECURE") or "auto").strip().lower()
         if secure_raw == "auto":
             secure = None
-        elif secure_raw in ("y", "yes", "1", "true", "on"):
+        elif secure_raw in TRUE:
             secure = True
-        elif secure_raw in ("n", "no", "0", "false", "off"):
+        elif secure_raw in FALSE:
             secure = False
         else:
             raise SettingsError(f"PEX_COOKIE_SECURE must be auto, on or off, not {secure_raw!r}")
