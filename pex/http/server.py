@@ -91,7 +91,8 @@ def gunicorn_options(http: HttpSettings) -> dict:
     return {
         "bind": http.bind,
         "workers": http.workers,
-        "worker_class": "gthread",
+        # gthread whose threads only ever see requests that have fully arrived (pex.http.worker)
+        "worker_class": "pex.http.worker.BufferingThreadWorker",
         "threads": http.threads,
         "timeout": 30,
         "graceful_timeout": 30,

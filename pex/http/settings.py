@@ -19,6 +19,7 @@ class HttpSettings:
     threads: int = 4
     registration: bool = True  # POST /OpenPEX/users open to anyone
     max_body_bytes: int = 64 * 1024
+    request_timeout_seconds: float = 10.0  # for a whole request (headers and body) to arrive
     auth_cache_seconds: float = 60.0  # successful password checks remembered this long
     login_failures_allowed: int = 5  # per username and client address, before slowing down
     login_lockout_seconds: float = 30.0  # the first delay; doubles with every further failure
@@ -29,8 +30,8 @@ class HttpSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HttpSettings:
         env = os.environ if environ is None else environ
 
-        def number(name: str, default: float, kind=float):
-            return env_number(env, name, default, kind)
+        def number(name: str, default: float, kind=float, positive: bool = False):
+            return env_number(env, name, default, kind, positive)
 
         return cls(
             bind=env.get("PEX_BIND") or DEFAULT_BIND,
@@ -38,6 +39,7 @@ class HttpSettings:
             threads=max(1, number("PEX_THREADS", cls.threads, int)),
             registration=env_flag(env, "PEX_REGISTRATION", True),
             max_body_bytes=number("PEX_MAX_BODY_BYTES", cls.max_body_bytes, int),
+            request_timeout_seconds=number("PEX_REQUEST_TIMEOUT_SECONDS", cls.request_timeout_seconds, positive=True),
             auth_cache_seconds=number("PEX_AUTH_CACHE_SECONDS", cls.auth_cache_seconds),
             login_failures_allowed=number("PEX_LOGIN_FAILURES_ALLOWED", cls.login_failures_allowed, int),
             login_lockout_seconds=number("PEX_LOGIN_LOCKOUT_SECONDS", cls.login_lockout_seconds),

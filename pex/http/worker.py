@@ -1,0 +1,209 @@
+"""The gunicorn worker of `pex serve`: gthread, except that a connection reaches a thread only
+once its whole request (headers and body, up to the body limit) has arrived.
+
+gunicorn's gthread worker hands a connection to a thread as soon as its first byte arrives,
+and the thread then blocks reading the rest: ten clients that announce `Content-Length: 100`
+and send one byte hold every thread of a default server, and /healthz stops answering. Here
+the worker's main loop, which already polls every idle keep-alive connection, reads requests
+without blocking into a buffer per connection; a complete request is handed to a thread with
+its bytes already in gunicorn's parser, so no thread ever waits on a client. A request that
+has not fully arrived within PEX_REQUEST_TIMEOUT_SECONDS is answered 408 and its connection
+closed; a body over the limit (413), a chunked body (411) and headers over HEADER_BYTES_MAX
+(431) are refused at once, without waiting for the rest.
+
+What a slow client costs is then a socket and at most HEADER_BYTES_MAX + PEX_MAX_BODY_BYTES of
+memory, up to gunicorn's worker_connections per worker (docs/operations.md). TLS is not
+served here (the bytes are read before any handshake): terminate TLS in front of PEX.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+import selectors
+import time
+from functools import partial
+
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from pex.http.settings import HttpSettings
+
+HEADER_BYTES_MAX = 64 * 1024  # request line and header fields together
+READ_SIZE = 64 * 1024
+END_OF_HEADERS = b"\r\n\r\n"
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([0-9]{1,18})[ \t]*(?=\r\n)", re.IGNORECASE)
+TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding[ \t]*:", re.IGNORECASE)
+CONTINUE = object()
+EXPECT_CONTINUE = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue[ \t]*(?=\r\n)", re.IGNORECASE)
+
+
+def problem_reply(status: int, reason: str, kind: str, detail: str) -> bytes:
+    """A complete HTTP/1.1 reply with an RFC 9457 body, that closes the connection."""
+    body = json.dumps({
+        "type": f"/OpenPEX/problems/{kind}", "title": reason, "status": status, "detail": detail,
+    }).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/problem+json\r\n"
+        f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class Arrival:
+    """The bytes of one request received so far, and when it must be complete."""
+
+    def __init__(self, deadline: float, data: bytes = b""):
+        self.deadline = deadline
+        self.data = bytearray(data)
+        self.continued = False  # "100 Continue" sent
+
+
+class BufferingThreadWorker(ThreadWorker):
+    """gunicorn's gthread worker, with requests read by the main loop (see the module's doc)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        http = HttpSettings.from_env()
+        self.request_timeout = http.request_timeout_seconds
+        self.max_body_bytes = http.max_body_bytes
+        self.arriving: dict = {}  # TConn → Arrival
+
+    @classmethod
+    def check_config(cls, cfg, log):
+        super().check_config(cfg, log)
+        if cfg.is_ssl:
+            raise RuntimeError("PEX's worker reads requests before any TLS handshake: terminate TLS in front")
+
+    # --- where gthread would hand a connection to a thread, wait for its request instead ----
+
+    def accept(self, listener):
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        self.await_request(TConn(self.cfg, client_sock, client_addr, listener.getsockname()))
+
+    def on_client_socket_readable(self, conn, client):
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self.await_request(conn)
+
+    def finish_request(self, conn, fs):
+        # gthread sends a kept-alive connection with pipelined bytes straight back to a thread,
+        # whose read of an incomplete next request would block: those bytes wait here too.
+        if not fs.cancelled() and fs.exception() is None and fs.result() is True and self.alive:
+            ahead = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+            if ahead:
+                self.await_request(conn, ahead)
+                return
+        super().finish_request(conn, fs)
+
+    def handle(self, conn):
+        arrival = getattr(conn, "request_bytes", b"")
+        if arrival:
+            conn.request_bytes = b""
+            conn.sock.setblocking(True)
+            conn.init()
+            conn.parser.unreader.unread(arrival)
+        return super().handle(conn)
+
+    def murder_pending(self):
+        super().murder_pending()
+        now = time.monotonic()
+        for conn, arrival in list(self.arriving.items()):
+            if arrival.deadline <= now:
+                if arrival.data:
+                    self.refuse(conn, problem_reply(
+                        408, "Request Timeout", "request-timeout",
+                        f"The request did not arrive within {self.request_timeout:g} seconds.",
+                    ))
+                else:
+                    self.drop(conn)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def await_request(self, conn, data: bytes = b"") -> None:
+        conn.sock.setblocking(False)
+        self.arriving[conn] = Arrival(time.monotonic() + self.request_timeout, data)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
+        if data:
+            self.on_request_bytes(conn, conn.sock, read=False)
+
+    def on_request_bytes(self, conn, client, read: bool = True) -> None:
+        arrival = self.arriving[conn]
+        if read:
+            try:
+                chunk = conn.sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.drop(conn)
+                return
+            if not chunk:
+                self.drop(conn)  # the client went away before finishing its request
+                return
+            arrival.data += chunk
+        verdict = self.verdict(arrival)
+        if verdict is CONTINUE:
+            arrival.continued = True
+            try:
+                conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            except OSError:
+                pass  # the client is gone or not reading: the deadline closes the connection
+            return
+        if verdict is None:
+            return
+        if isinstance(verdict, bytes):
+            self.refuse(conn, verdict)
+            return
+        self.poller.unregister(conn.sock)
+        del self.arriving[conn]
+        conn.request_bytes = bytes(arrival.data)
+        conn.data_ready = True
+        self.enqueue_req(conn)
+
+    def verdict(self, arrival: Arrival):
+        """True when the request has fully arrived, a refusal (bytes) to send, CONTINUE when the
+        client waits for "100 Continue" before sending its body, or None to wait."""
+        data = arrival.data
+        end = data.find(END_OF_HEADERS)
+        if end < 0:
+            if len(data) > HEADER_BYTES_MAX:
+                return problem_reply(431, "Request Header Fields Too Large", "headers-too-large",
+                                     f"The request line and headers exceed {HEADER_BYTES_MAX} bytes.")
+            return None
+        head = bytes(data[:end + 2])
+        if TRANSFER_ENCODING.search(head):
+            return problem_reply(411, "Length Required", "length-required", "Send a Content-Length header.")
+        lengths = CONTENT_LENGTH.findall(head)
+        if len(lengths) != 1:
+            return True  # no body; or a malformed or repeated length, which gunicorn's parser refuses
+        length = int(lengths[0])
+        if length > self.max_body_bytes:
+            return problem_reply(413, "Content Too Large", "payload-too-large",
+                                 f"The body has {length} bytes; at most {self.max_body_bytes} are accepted.")
+        if len(data) >= end + len(END_OF_HEADERS) + length:
+            return True
+        if not arrival.continued and EXPECT_CONTINUE.search(head):
+            return CONTINUE
+        return None
+
+    def refuse(self, conn, reply: bytes) -> None:
+        try:
+            conn.sock.send(reply)  # small enough for an empty socket buffer: never blocks
+        except OSError:
+            pass
+        self.drop(conn)
+
+    def drop(self, conn) -> None:
+        self.arriving.pop(conn, None)
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        self.nr_conns -= 1
+        conn.close()

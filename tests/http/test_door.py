@@ -1,0 +1,117 @@
+"""At the door: what slow or malformed clients do to a real `pex serve` (gunicorn, 2 workers, the
+embedded default on SQLite) on loopback, spoken to over raw sockets where requests cannot."""
+
+from __future__ import annotations
+
+import socket
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+
+from pex.wire import rfc1123
+from tests.http.conftest import ETCH, start_server, stop_server
+
+pytestmark = pytest.mark.gunicorn
+
+HOLD_SECONDS = 15  # PEX_REQUEST_TIMEOUT_SECONDS of the server under test
+ANSWER_SECONDS = 5  # the clients' timeout: generous for a loaded CI, far below HOLD_SECONDS
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = start_server(
+        f"sqlite:///{tmp_path}/pex.sqlite3", tmp_path, workers=2,
+        extra_env={"PEX_REQUEST_TIMEOUT_SECONDS": str(HOLD_SECONDS)},
+    )
+    yield server
+    stop_server(server)
+    assert "Traceback" not in server.log(), server.log()
+
+
+def connect(server) -> socket.socket:
+    host, port = server.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=ANSWER_SECONDS)
+
+
+def send(server, raw: bytes) -> bytes:
+    """Send raw bytes, return everything the server answers until it closes."""
+    with connect(server) as sock:
+        sock.sendall(raw)
+        sock.settimeout(HOLD_SECONDS + 10)
+        return read_to_close(sock)
+
+
+def read_to_close(sock: socket.socket) -> bytes:
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+def figure_7(start: datetime) -> dict:
+    return {"duration": 3600_000, "numInstancesFixed": 1, "numInstancesOption": 0,
+            "startTime": rfc1123(start), "template": ETCH, "type": "SMALL"}
+
+
+def test_fifty_slow_bodies_hold_no_thread_and_each_gets_a_408_then_a_closed_connection(server):
+    alice = server.session(server.register("alice"))
+    slow = []
+    for _ in range(50):
+        sock = connect(server)
+        sock.sendall(b"POST /OpenPEX/users HTTP/1.1\r\nHost: pex\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{")
+        slow.append(sock)
+    try:
+        health = requests.get(f"{server.url}/healthz", timeout=ANSWER_SECONDS)
+        start = datetime.now(timezone.utc) + timedelta(days=1)
+        negotiated = alice.post(f"{server.url}/OpenPEX/reservations", json=figure_7(start), timeout=ANSWER_SECONDS)
+        assert health.status_code == 200
+        assert negotiated.status_code == 201, negotiated.text
+        for sock in slow:  # still held: the answers above came while every slow client waited
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                sock.recv(1)
+        for sock in slow:
+            sock.setblocking(True)
+            sock.settimeout(HOLD_SECONDS + 20)
+            answer = read_to_close(sock)  # returns only once the server closed the connection
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert b"application/problem+json" in answer and b"request-timeout" in answer
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_a_request_that_arrives_in_pieces_within_the_timeout_is_served(server):
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: pex\r\n")
+        sock.sendall(b"Connection: close\r\n\r\n")
+        assert read_to_close(sock).startswith(b"HTTP/1.1 200 ")
+
+
+def test_pipelined_and_kept_alive_requests_are_all_answered_in_order(server):
+    ask = b"GET /healthz HTTP/1.1\r\nHost: pex\r\n\r\n"
+    with connect(server) as sock:
+        sock.sendall(ask + ask + b"GET /nowhere HTTP/1.1\r\nHost: pex\r\nConnection: close\r\n\r\n")
+        answer = read_to_close(sock)
+    assert answer.count(b"HTTP/1.1 200 ") == 2 and answer.rfind(b"HTTP/1.1 200 ") < answer.find(b"HTTP/1.1 404 ")
+
+
+def test_a_client_that_expects_100_continue_is_told_to_send_its_body(server):
+    body = b'{"username": "bob", "password": "correct horse battery"}'
+    with connect(server) as sock:
+        sock.sendall(b"POST /OpenPEX/users HTTP/1.1\r\nHost: pex\r\nContent-Type: application/json\r\n"
+                     b"Expect: 100-continue\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        assert b"HTTP/1.1 201 " in read_to_close(sock)
+
+
+def test_an_oversized_body_a_chunked_body_and_oversized_headers_are_refused_before_they_arrive(server):
+    too_large = send(server, b"POST /OpenPEX/users HTTP/1.1\r\nHost: pex\r\nContent-Length: 100000000\r\n\r\n{")
+    chunked = send(server, b"POST /OpenPEX/users HTTP/1.1\r\nHost: pex\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{")
+    headers = send(server, b"GET /healthz HTTP/1.1\r\nHost: pex\r\n" + b"X-Pad: " + b"a" * 70_000)
+    assert too_large.startswith(b"HTTP/1.1 413 ") and b"payload-too-large" in too_large
+    assert chunked.startswith(b"HTTP/1.1 411 ") and b"length-required" in chunked
+    assert headers.startswith(b"HTTP/1.1 431 ")
