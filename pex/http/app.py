@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import falcon
+import falcon.media
 
 from pex.application import PexApplication
 from pex.http import accounts, instances, operations, pool, problems, reservations
@@ -34,6 +38,46 @@ class BodyLimit:
                 413, "payload-too-large", "Request body too large",
                 f"The body has {length} bytes; at most {self.max_bytes} are accepted.",
             )
+
+
+class JsonBodies:
+    """API bodies must say they are JSON (415 otherwise). Falcon would parse a body without a
+    Content-Type as JSON: a cross-site `fetch(..., {mode: "no-cors"})` can send such a body
+    (or text/plain) with the browser's cached Basic credentials, and only application/json
+    needs a CORS preflight, which PEX never grants. The portal's forms have CSRF tokens."""
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params) -> None:
+        if resource is None or getattr(resource, "portal", False) or not req.content_length:
+            return
+        media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json" and not re.fullmatch(r"application/[a-z0-9.+-]+\+json", media_type):
+            raise Problem(
+                415, "unsupported-media-type", "Unsupported media type",
+                "Send the body as JSON, with Content-Type: application/json.",
+            )
+
+
+MAX_JSON_DEPTH = 16  # the deepest body of the API (a reply carrying a proposal) is 3
+JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def strict_json(text: str):
+    """json.loads, refusing (ValueError, so a 400) what it would take but PEX cannot store or
+    echo back: nesting deeper than MAX_JSON_DEPTH (deep enough, Python's recursive decoder
+    fails outright), and lone UTF-16 surrogates ("\\ud800"), which no UTF-8 encoder accepts."""
+    depth = deepest = 0
+    for bracket in JSON_BRACKET.findall(JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    value = json.loads(text)
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
+    return value
 
 
 def create_app(
@@ -68,6 +112,7 @@ def create_app(
             VerificationCache(settings.auth_cache_seconds),
             LoginThrottle(settings.login_failures_allowed, settings.login_lockout_seconds),
         ),
+        JsonBodies(),
         RequestContract(spec),
     ]
     if response_contract is None and settings.validate_responses:
@@ -76,6 +121,7 @@ def create_app(
         middleware.insert(1, response_contract)  # its process_response runs after the others'
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(loads=strict_json)
     app.resp_options.secure_cookies_by_default = False
     problems.install(app)
 

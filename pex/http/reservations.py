@@ -215,8 +215,8 @@ class Activation:
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
         view = load(self.application, req, reservation_id)
+        expected = check_if_match(req, view.version)  # a stale If-Match is 412 even when already activated
         if view.state != State.ACTIVATED:  # activating twice is a no-op, as a PUT should be
-            expected = check_if_match(req, view.version)
             view = self.application.activate(reservation_id, expected_version=expected)
         resp.etag = str(view.version)
         resp.media = reservation_json(view)

@@ -1,0 +1,67 @@
+"""Bad input and cross-site requests against the API in process: each is a designed 4xx that
+changes nothing, and nothing a client sends makes the server's state (or /metrics) grow."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.http.conftest import proposal
+from tests.http.test_errors import nothing_recorded, problem
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
+def test_a_body_that_does_not_say_it_is_json_is_415_as_a_cross_site_no_cors_fetch_would_send_it(api, content_type):
+    headers = {**api.user("alice"), **({"Content-Type": content_type} if content_type else {})}
+    response = api.client.simulate_post("/OpenPEX/reservations", headers=headers, body=json.dumps(proposal()))
+    problem(response, 415, "unsupported-media-type")
+    assert nothing_recorded(api)
+
+
+def test_an_administrators_cached_credentials_cannot_create_a_node_with_a_body_without_content_type(api):
+    headers = api.user("root", admin=True)
+    nodes = api.application.nodes()
+    body = json.dumps({"name": "evil", "cpus": 8, "memoryMb": 8192, "diskGb": 200})
+    problem(api.client.simulate_post("/OpenPEX/nodes", headers=headers, body=body), 415, "unsupported-media-type")
+    assert api.application.nodes() == nodes
+
+
+def test_json_with_a_charset_parameter_is_still_json(api):
+    headers = {**api.user("alice"), "Content-Type": "application/json; charset=utf-8"}
+    assert api.client.simulate_post("/OpenPEX/reservations", headers=headers, body=json.dumps(proposal())).status_code == 201
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/OpenPEX/reservations", '{"type": "\\ud800", "template": "t"}'),
+    ("/OpenPEX/users", '{"username": "a\\udfffb", "password": "correct horse battery"}'),
+    ("/OpenPEX/users", '{"\\ud800": 1}'),
+])
+def test_a_lone_surrogate_anywhere_in_a_json_body_is_400_malformed(api, path, body):
+    response = api.client.simulate_post(path, headers={**api.user("alice"), **JSON}, body=body)
+    problem(response, 400, "malformed-body")
+    assert nothing_recorded(api) and api.application.get_user("ab") is None
+
+
+def test_json_nested_ten_thousand_deep_is_400_before_login(api):
+    body = "[" * 10_000 + "]" * 10_000
+    problem(api.client.simulate_post("/OpenPEX/users", headers=JSON, body=body), 400, "malformed-body")
+    deep_object = '{"a":' * 5_000 + "1" + "}" * 5_000
+    problem(api.client.simulate_post("/OpenPEX/users", headers=JSON, body=deep_object), 400, "malformed-body")
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(api):
+    body = {"username": "brackets", "password": "[[[[[[[[[[[[[[[[[[[[{{{{{{{{{{{{{{{{{{{{"}
+    assert api.client.simulate_post("/OpenPEX/users", headers=JSON, body=json.dumps(body)).status_code == 201
+
+
+def test_a_stale_if_match_on_an_already_activated_reservation_is_412(api):
+    rid = api.propose().json["proposal"]["id"]
+    api.step(rid, "CONFIRM")
+    activated = api.put(f"/OpenPEX/reservations/{rid}/activate")
+    assert activated.status_code == 200
+    problem(api.put(f"/OpenPEX/reservations/{rid}/activate", headers={"If-Match": '"1"'}), 412, "precondition-failed")
+    again = api.put(f"/OpenPEX/reservations/{rid}/activate", headers={"If-Match": activated.headers["ETag"]})
+    assert again.status_code == 200 and again.headers["ETag"] == activated.headers["ETag"]
