@@ -39,5 +39,16 @@ def configure_logging(level: str = "INFO") -> None:
         logger.propagate = False
 
 
-# gunicorn's own log lines (the master's too) in the same format.
-GUNICORN_LOGCONFIG = {"formatters": {"generic": {"()": "pex.http.logs.JsonFormatter"}}}
+# gunicorn's own log lines (the master's too) in the same format, each once. gunicorn merges
+# this over its defaults key by key, whose loggers both have a handler of their own and
+# propagate to the root's: every line came out twice. Its access log is off: the app writes one
+# line per request itself (pex.http.observability), with the request id and the route.
+GUNICORN_LOGCONFIG = {
+    "root": {"level": "INFO", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+    },
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+    "formatters": {"json": {"()": "pex.http.logs.JsonFormatter"}},
+}

@@ -4,6 +4,7 @@ embedded default on SQLite) on loopback, spoken to over raw sockets where reques
 from __future__ import annotations
 
 import socket
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -115,3 +116,16 @@ def test_an_oversized_body_a_chunked_body_and_oversized_headers_are_refused_befo
     assert too_large.startswith(b"HTTP/1.1 413 ") and b"payload-too-large" in too_large
     assert chunked.startswith(b"HTTP/1.1 411 ") and b"length-required" in chunked
     assert headers.startswith(b"HTTP/1.1 431 ")
+
+
+def test_each_request_is_logged_once_and_gunicorns_own_lines_once(server):
+    with requests.Session() as session:  # one kept-alive connection: the second request is served after the first
+        session.get(f"{server.url}/nowhere-first-4f1c", timeout=ANSWER_SECONDS)
+        session.get(f"{server.url}/nowhere-second-4f1c", timeout=ANSWER_SECONDS)
+    for _ in range(100):
+        if "nowhere-second-4f1c" in server.log():
+            break
+        time.sleep(0.1)
+    lines = server.log().splitlines()
+    assert len([line for line in lines if "nowhere-first-4f1c" in line]) == 1
+    assert len([line for line in lines if "Starting gunicorn" in line]) == 1
