@@ -40,6 +40,23 @@ class BodyLimit:
             )
 
 
+class SecurityHeaders:
+    """Headers on every reply but static files: never stored by a cache (replies carry one
+    user's reservations, pages their session), never sniffed as another type; API replies
+    also may not be framed nor run anything (the portal sets its own policy for pages)."""
+
+    API_POLICY = "default-src 'none'; frame-ancestors 'none'"
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
+        resp.set_header("X-Content-Type-Options", "nosniff")
+        if req.path.startswith("/static/"):
+            return
+        if resp.get_header("Cache-Control") is None:
+            resp.set_header("Cache-Control", "no-store")
+        if resp.get_header("Content-Security-Policy") is None:
+            resp.set_header("Content-Security-Policy", self.API_POLICY)
+
+
 class JsonBodies:
     """API bodies must say they are JSON (415 otherwise). Falcon would parse a body without a
     Content-Type as JSON: a cross-site `fetch(..., {mode: "no-cors"})` can send such a body
@@ -96,16 +113,19 @@ def create_app(
     application's aggregates. Without `read_models`, ReadModels(application) is built here,
     making its tables if the application's CREATE_TABLE setting allows (tests).
 
-    Middleware order matters: the observer first (request id, timing), then the body limit,
-    then authentication (so an anonymous caller gets 401 before any 400 about its body),
-    then the OpenAPI request contract. A `response_contract` (or settings.validate_responses)
-    checks every response against the OpenAPI document too (tests)."""
+    Middleware order matters: the observer first (request id, timing), the security headers
+    (their process_response runs after the portal's, which set a page's own), then the body
+    limit, then authentication (so an anonymous caller gets 401 before any 400 about its
+    body), then the media type of bodies (415), then the OpenAPI request contract. A
+    `response_contract` (or settings.validate_responses) checks every response against the
+    OpenAPI document too (tests)."""
     settings = settings or HttpSettings()
     metrics = metrics or Metrics()
     read_models = read_models if read_models is not None else ReadModels(application)
     spec = openapi()
     middleware: list = [
         RequestObserver(metrics, settings.log_requests),
+        SecurityHeaders(),
         BodyLimit(settings.max_body_bytes),
         BasicAuth(
             application.authenticate,
@@ -128,7 +148,7 @@ def create_app(
     routes = {
         "/healthz": operations.Health(),
         "/readyz": operations.Ready(application),
-        "/metrics": MetricsResource(metrics),
+        "/metrics": MetricsResource(metrics, admin_only=settings.metrics_auth),
         "/OpenPEX/openapi.json": operations.OpenApiDocument(),
         "/OpenPEX/users": accounts.Users(application, settings.registration),
         "/OpenPEX/users/{username}": accounts.User(application),

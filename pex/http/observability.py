@@ -16,6 +16,7 @@ import os
 import re
 import time
 import uuid
+from http import HTTPStatus
 
 import falcon
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -26,6 +27,24 @@ from prometheus_client.multiprocess import MultiProcessCollector
 access_log = logging.getLogger("pex.http.access")
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+# Every label takes one of a known, small set of values, whatever a client sends: each new
+# value is a new time series in every worker's file and in /metrics, for ever.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+STATUSES = frozenset(str(status.value) for status in HTTPStatus)
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
+def status_label(status: int) -> str:
+    return str(status) if str(status) in STATUSES else f"{str(status)[:1]}xx"
+
+
+def route_label(req: falcon.Request) -> str:
+    """The URI template the request was routed to (never a path: ids would be labels)."""
+    return req.uri_template or "(unrouted)"
 
 
 class Metrics:
@@ -75,10 +94,11 @@ class RequestObserver:
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
         elapsed = time.perf_counter() - req.context.get("started", time.perf_counter())
-        route = req.uri_template or "(unrouted)"
+        route = route_label(req)
         status = resp.status_code
-        self.metrics.requests.labels(req.method, route, str(status)).inc()
-        self.metrics.latency.labels(req.method, route).observe(elapsed)
+        method = method_label(req.method)
+        self.metrics.requests.labels(method, route, status_label(status)).inc()
+        self.metrics.latency.labels(method, route).observe(elapsed)
         resp.set_header("X-Request-ID", req.context.get("request_id", ""))
         if self.log_requests:
             user = req.context.get("user")
@@ -98,11 +118,14 @@ class RequestObserver:
 
 
 class MetricsResource:
-    auth = None
+    """/metrics: open by default (for a scraper on a private network), or only for an
+    administrator's Basic credentials (PEX_METRICS_AUTH=on)."""
+
     contract = False
 
-    def __init__(self, metrics: Metrics):
+    def __init__(self, metrics: Metrics, admin_only: bool = False):
         self.metrics = metrics
+        self.auth = "admin" if admin_only else None
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = CONTENT_TYPE_LATEST

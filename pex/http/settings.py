@@ -25,6 +25,7 @@ class HttpSettings:
     login_lockout_seconds: float = 30.0  # the first delay; doubles with every further failure
     validate_responses: bool = False  # check every response against the OpenAPI document (tests)
     log_requests: bool = True
+    metrics_auth: bool = False  # /metrics only for an administrator's Basic credentials
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HttpSettings:
@@ -45,4 +46,5 @@ class HttpSettings:
             login_lockout_seconds=number("PEX_LOGIN_LOCKOUT_SECONDS", cls.login_lockout_seconds),
             validate_responses=env_flag(env, "PEX_VALIDATE_RESPONSES", False),
             log_requests=env_flag(env, "PEX_LOG_REQUESTS", True),
+            metrics_auth=env_flag(env, "PEX_METRICS_AUTH", False),
         )

@@ -65,3 +65,44 @@ def test_a_stale_if_match_on_an_already_activated_reservation_is_412(api):
     problem(api.put(f"/OpenPEX/reservations/{rid}/activate", headers={"If-Match": '"1"'}), 412, "precondition-failed")
     again = api.put(f"/OpenPEX/reservations/{rid}/activate", headers={"If-Match": activated.headers["ETag"]})
     assert again.status_code == 200 and again.headers["ETag"] == activated.headers["ETag"]
+
+
+def series(api) -> set[str]:
+    return {line.rsplit(" ", 1)[0] for line in api.metrics.exposition().decode().splitlines() if line[:1] != "#"}
+
+
+@pytest.mark.filterwarnings("ignore:Unknown REQUEST_METHOD")
+def test_made_up_methods_and_paths_add_no_metric_series(api):
+    api.client.simulate_request("FOO", "/healthz")
+    api.client.simulate_get("/nowhere/0")
+    api.client.simulate_get("/OpenPEX/reservations/0", headers=api.user("alice"))
+    known = series(api)
+    for n in range(1, 50):
+        api.client.simulate_request(f"FOO{n}", "/healthz")
+        api.client.simulate_get(f"/nowhere/{n}")
+        api.client.simulate_get(f"/OpenPEX/reservations/{n}", headers=api.user("alice"))
+    assert series(api) == known
+    assert not any("FOO" in s or "/nowhere/" in s for s in known)
+
+
+def test_metrics_can_be_for_administrators_only(tmp_path):
+    from pex.http.settings import HttpSettings
+    from tests.http.conftest import make_api
+
+    api = make_api(HttpSettings(metrics_auth=True))
+    try:
+        problem(api.client.simulate_get("/metrics"), 401, "unauthorized")
+        problem(api.get("/metrics", user="alice"), 403, "forbidden")
+        assert api.get("/metrics", user="root", headers={}).status_code == 403  # not an admin either
+        api.user("boss", admin=True)
+        assert api.get("/metrics", user="boss").status_code == 200
+    finally:
+        api.read_models.close()
+        api.application.close()
+
+
+def test_api_replies_are_neither_stored_nor_sniffed_nor_framed(api):
+    for response in (api.get("/OpenPEX/sizes"), api.client.simulate_get("/OpenPEX/sizes"), api.client.simulate_get("/healthz")):
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
