@@ -110,12 +110,13 @@ def test_a_wrong_password_is_refused_then_throttled(portal):
     assert "Too many failed attempts" in r.text
 
 
-def test_logging_in_does_not_redirect_off_site(portal):
+def test_logging_in_with_an_off_site_next_is_refused_and_logs_no_one_in(portal):
     portal.application.register_user("alice", PASSWORD)
     v = portal.visitor()
     v.get("/login")
     r = v.post("/login", {"username": "alice", "password": PASSWORD, "next": "//evil.example/"})
-    assert r.headers["location"] == "/"
+    assert r.status_code == 400 and "location" not in r.headers
+    assert v.get("/reservations").status_code == 303  # still anonymous: sent to the login page
 
 
 def test_logging_out_ends_the_session(portal):

@@ -9,15 +9,19 @@ fields (`/startTime`, `numInstancesFixed`); FIELD_OF maps those to the form's fi
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
+
+from openapi_schema_validator import OAS31Validator
 
 from pex.domain.catalogue import Catalogue
 from pex.domain.errors import InvalidProposal
 from pex.domain.negotiation import NegotiationPolicy, check_terms
 from pex.domain.values import Terms
+from pex.http.contract import spec_dict
 from pex.http.portal.pages import local_input, parse_local
 from pex.wire import WireError, rfc3339, terms_from_json
 
@@ -32,6 +36,26 @@ FIELD_OF = {
     "numInstancesOption": "instances_option",
     "price": "price",
 }
+
+
+OUT_OF_RANGE = "Enter a date between the years 1 and 9999"
+MAX_HOURS = 10 * 366 * 24  # the API's longest duration, 316224000000 ms
+# What the API's schema refuses, said for the form's fields.
+SCHEMA_MESSAGES = {
+    "size": "Choose one of the sizes offered",
+    "template": "Choose one of the templates offered",
+    "duration": f"Give a positive number of hours, at most {MAX_HOURS} (ten years)",
+    "end": "At most ten years after the start",
+    "instances_fixed": "Between 0 and 100000",
+    "instances_option": "Between 0 and 100000",
+    "price": "Give the price as a number with at most 12 digits and 6 decimals, like 2.50",
+}
+
+
+@functools.cache
+def proposal_schema():
+    """The API's schema of a proposal (Figure 7), from the OpenAPI document."""
+    return OAS31Validator(spec_dict()["components"]["schemas"]["Proposal"])
 
 
 class FormErrors(Exception):
@@ -84,34 +108,41 @@ class ReservationForm:
         return asdict(self)
 
     def terms(self, tz: ZoneInfo) -> Terms:
-        """The terms this form asks for; FormErrors naming the form's fields if malformed."""
+        """The terms this form asks for; FormErrors naming the form's fields if malformed.
+
+        The form becomes a Figure 7 body that must pass the API's own schema (its limits:
+        at most ten years, 100000 instances, a price of 12 digits and 6 decimals) before the
+        API's parser reads it; nothing here computes a date from what was typed, so no value
+        can overflow."""
         errors: dict[str, str] = {}
         body: dict = {"type": self.size, "template": self.template}
         start = end = None
         try:
             start = parse_local(self.start, tz)
             body["startTime"] = rfc3339(start)
-        except ValueError as error:
-            errors["start"] = str(error).capitalize()
+        except (ValueError, OverflowError) as error:
+            errors["start"] = str(error).capitalize() if isinstance(error, ValueError) else OUT_OF_RANGE
         if self.end:
             try:
                 end = parse_local(self.end, tz)
-            except ValueError as error:
-                errors["end"] = str(error).capitalize()
+            except (ValueError, OverflowError) as error:
+                errors["end"] = str(error).capitalize() if isinstance(error, ValueError) else OUT_OF_RANGE
         elif self.duration:
             try:
                 hours = Decimal(self.duration)
                 if not hours.is_finite() or hours <= 0:
                     raise InvalidOperation
-                if start is not None:
-                    end = start + timedelta(seconds=float(hours * 3600))
+                if hours > MAX_HOURS:
+                    errors["duration"] = f"At most {MAX_HOURS} hours (ten years)"
+                else:
+                    body["duration"] = int(hours * 3_600_000)
             except InvalidOperation:
                 errors["duration"] = "Give the duration as a positive number of hours"
         else:
             errors["end"] = "Give an end, or a duration in hours"
         if start is not None and end is not None:
             if end <= start:
-                errors["end" if self.end else "duration"] = "The end must be after the start"
+                errors["end"] = "The end must be after the start"
             else:
                 body["duration"] = int((end - start).total_seconds() * 1000)
         for name, wire in (("instances_fixed", "numInstancesFixed"), ("instances_option", "numInstancesOption")):
@@ -121,25 +152,20 @@ class ReservationForm:
             except ValueError:
                 errors[name] = "Give a whole number"
         if self.price:
-            try:
-                price = Decimal(self.price)
-                if not price.is_finite():
-                    raise InvalidOperation
-                body["price"] = str(price)
-            except InvalidOperation:
-                errors["price"] = "Give the price as a number, like 2.50"
-        try:
-            terms = terms_from_json(body)
-        except WireError as error:
-            for pointer, detail in error.errors:
-                if pointer.rsplit("/", 1)[-1] not in body and errors:
-                    continue  # missing because of a mistake already reported
-                field = form_field(pointer, bool(self.duration and not self.end))
-                errors.setdefault(field, detail[:1].upper() + detail[1:])
-            raise FormErrors(errors) from None
+            body["price"] = self.price  # as typed: the API's pattern decides, as for a client's string
+        for error in proposal_schema().iter_errors(body):
+            if error.path:
+                field = form_field(str(error.path[0]), bool(self.duration and not self.end))
+                errors.setdefault(field, SCHEMA_MESSAGES.get(field, "Out of the accepted range"))
         if errors:
             raise FormErrors(errors)
-        return terms
+        try:
+            return terms_from_json(body)
+        except WireError as error:
+            raise FormErrors({
+                form_field(pointer, bool(self.duration and not self.end)): detail[:1].upper() + detail[1:]
+                for pointer, detail in reversed(error.errors)
+            }) from None
 
     def check(self, terms: Terms, catalogue: Catalogue, at: datetime, policy: NegotiationPolicy) -> None:
         """The checks the API makes before negotiating, as field errors."""

@@ -10,6 +10,7 @@ is sent back to. Someone else's reservation or instance is "not found", as in th
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from urllib.parse import urlencode
@@ -82,11 +83,26 @@ def redirect(to: str) -> falcon.HTTPSeeOther:
     return falcon.HTTPSeeOther(to)
 
 
+# A path on this site, as RFC 3986 writes one (path-absolute, with its query): no "/" right
+# after the first (`//host` is another site) and no backslash anywhere (Chromium reads `/\host`
+# as `//host`); only printable ASCII, so no tab or newline that a browser strips before it
+# parses (`/<TAB>/evil` is `//evil` to Chromium), and nothing a Location header cannot carry
+# (a newline, U+3000), which made the server fail.
+SAME_SITE_PATH = re.compile(r"/(?![/\\])(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
+MAX_TARGET_LENGTH = 2000
+
+
 def safe_next(target: str | None) -> str:
-    """Only a path on this site: never //host or an absolute URL (an open redirect)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """Where to send the user back to: a path on this site, "/" when none is given. Anything
+    else (another site, a scheme, control characters) is a 400: an open redirect otherwise."""
+    if not target:
+        return "/"
+    if len(target) <= MAX_TARGET_LENGTH and SAME_SITE_PATH.fullmatch(target):
         return target
-    return "/"
+    raise falcon.HTTPBadRequest(
+        title="Not a page of this site",
+        description="The link would send you to another site, or is malformed. Go to the home page instead.",
+    )
 
 
 def owner_of(req: falcon.Request) -> str | None:
