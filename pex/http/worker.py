@@ -32,7 +32,8 @@ from pex.http.settings import HttpSettings
 HEADER_BYTES_MAX = 64 * 1024  # request line and header fields together
 READ_SIZE = 64 * 1024
 END_OF_HEADERS = b"\r\n\r\n"
-CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([0-9]{1,18})[ \t]*(?=\r\n)", re.IGNORECASE)
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:([^\r\n]*)", re.IGNORECASE)
+DIGITS = re.compile(rb"[ \t]*0*([0-9]{1,30})[ \t]*")
 TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding[ \t]*:", re.IGNORECASE)
 CONTINUE = object()
 EXPECT_CONTINUE = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue[ \t]*(?=\r\n)", re.IGNORECASE)
@@ -180,9 +181,14 @@ class BufferingThreadWorker(ThreadWorker):
         if TRANSFER_ENCODING.search(head):
             return problem_reply(411, "Length Required", "length-required", "Send a Content-Length header.")
         lengths = CONTENT_LENGTH.findall(head)
-        if len(lengths) != 1:
-            return True  # no body; or a malformed or repeated length, which gunicorn's parser refuses
-        length = int(lengths[0])
+        if not lengths:
+            return True  # no body
+        digits = DIGITS.fullmatch(lengths[0])
+        if len(lengths) > 1 or digits is None:
+            # Refused here rather than left to gunicorn's parser: a length read differently
+            # there would make a thread wait for a body.
+            return problem_reply(400, "Bad Request", "bad-request", "Send one Content-Length, a number of bytes.")
+        length = int(digits.group(1))
         if length > self.max_body_bytes:
             return problem_reply(413, "Content Too Large", "payload-too-large",
                                  f"The body has {length} bytes; at most {self.max_body_bytes} are accepted.")

@@ -19,8 +19,9 @@ HOLD_SECONDS = 15  # PEX_REQUEST_TIMEOUT_SECONDS of the server under test
 ANSWER_SECONDS = 5  # the clients' timeout: generous for a loaded CI, far below HOLD_SECONDS
 
 
-@pytest.fixture
-def server(tmp_path):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("door")
     server = start_server(
         f"sqlite:///{tmp_path}/pex.sqlite3", tmp_path, workers=2,
         extra_env={"PEX_REQUEST_TIMEOUT_SECONDS": str(HOLD_SECONDS)},
@@ -129,3 +130,14 @@ def test_each_request_is_logged_once_and_gunicorns_own_lines_once(server):
     lines = server.log().splitlines()
     assert len([line for line in lines if "nowhere-first-4f1c" in line]) == 1
     assert len([line for line in lines if "Starting gunicorn" in line]) == 1
+
+
+@pytest.mark.parametrize("length", [b"00000000000000000000001000000", b"100, 100", b"+100", b"1e2"])
+def test_a_content_length_the_door_cannot_read_as_bytes_is_refused_without_waiting_for_a_body(server, length):
+    answer = send(server, b"POST /OpenPEX/users HTTP/1.1\r\nHost: pex\r\nContent-Length: " + length + b"\r\n\r\n{")
+    assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 413 ")), answer
+
+
+def test_two_content_lengths_are_refused(server):
+    answer = send(server, b"POST /OpenPEX/users HTTP/1.1\r\nHost: pex\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\n{")
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
