@@ -92,6 +92,7 @@ class BufferingThreadWorker(ThreadWorker):
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
         self.await_request(conn)
+        self.on_request_bytes(conn, client)  # readable now: read before anything may drop it
 
     def finish_request(self, conn, fs):
         # gthread sends a kept-alive connection with pipelined bytes straight back to a thread,
@@ -116,7 +117,9 @@ class BufferingThreadWorker(ThreadWorker):
         super().murder_pending()
         now = time.monotonic()
         for conn, arrival in list(self.arriving.items()):
-            if arrival.deadline <= now:
+            if not self.alive and not arrival.data:
+                self.drop(conn)  # stopping: a connection that has sent nothing is not waited for
+            elif arrival.deadline <= now:
                 if arrival.data:
                     self.refuse(conn, problem_reply(
                         408, "Request Timeout", "request-timeout",
