@@ -13,6 +13,7 @@ from tests.http.test_errors import nothing_recorded, problem
 JSON = {"Content-Type": "application/json"}
 
 
+@pytest.mark.filterwarnings("ignore:body serialization for multipart")
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
 def test_a_body_that_does_not_say_it_is_json_is_415_as_a_cross_site_no_cors_fetch_would_send_it(api, content_type):
     headers = {**api.user("alice"), **({"Content-Type": content_type} if content_type else {})}
