@@ -20,11 +20,14 @@ Sessions of the portal and the failed-login counters are plain tables beside the
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -38,6 +41,8 @@ from pex.domain.user import (
 from pex.login_state import LoginState, login_state_for
 from pex.projections.readmodels import store_for
 from pex.settings import env_number
+
+T = TypeVar("T")
 
 PASSWORD_PROFILES = {
     "default": profiles.RFC_9106_LOW_MEMORY,
@@ -59,17 +64,22 @@ class PasswordChecksBusy(Exception):
 
 
 class PasswordChecks:
-    """At most `running` argon2 computations at once, `waiting` more in line for at most `wait`
-    seconds each; anyone else is refused at once, so that they never hold every thread."""
+    """Runs argon2 computations: at most `running` at once, on threads of background CPU
+    priority, and at most `waiting` more in line for at most `wait` seconds each; anyone
+    else is refused at once, so that password checks never hold every thread of a worker.
+
+    The priority matters as much as the bound: one check (parallelism 4) keeps four cores
+    busy, and a worker's other requests would queue for CPU behind it. At nice 19 (Linux
+    sets it per thread, and argon2's own threads inherit it) they hardly notice it."""
 
     def __init__(self, running: int, waiting: int, wait: float):
         self.running, self.waiting, self.wait = running, waiting, wait
         self._slots = threading.BoundedSemaphore(running)
         self._lock = threading.Lock()
         self._in_line = 0
+        self._threads = ThreadPoolExecutor(running, thread_name_prefix="pex-password-check", initializer=background_priority)
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
+    def run(self, compute: Callable[..., T], *args: Any) -> T:
         with self._lock:
             if self._in_line >= self.running + self.waiting:
                 raise PasswordChecksBusy("too many password checks at once")
@@ -78,12 +88,28 @@ class PasswordChecks:
             if not self._slots.acquire(timeout=self.wait):
                 raise PasswordChecksBusy("too many password checks at once")
             try:
-                yield
+                return self._threads.submit(compute, *args).result()
             finally:
                 self._slots.release()
         finally:
             with self._lock:
                 self._in_line -= 1
+
+    @property
+    def in_line(self) -> int:
+        with self._lock:
+            return self._in_line
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False)
+
+
+def background_priority() -> None:
+    if sys.platform == "linux":  # elsewhere the call would lower the whole process
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:  # pragma: no cover  (not allowed: run at normal priority)
+            pass
 
 
 def session_digest(sid: str) -> str:
@@ -127,17 +153,23 @@ class Accounts:
         check_username(username)
         check_not_reserved(username)
         check_password(password)
-        with self.password_checks.slot():
-            return self.register_user(username, password)
+        self._check_free(username)
+        return self._register(username, self.password_checks.run(self.password_hasher.hash, password), False)
 
     def register_user(self, username: str, password: str, is_admin: bool = False) -> UserView:
         """Create an account (the operator's command: any valid name). A name registered
         before, in any case, by anyone, anywhere, is refused."""
         check_username(username)
         check_password(password)
+        self._check_free(username)
+        return self._register(username, self.password_hasher.hash(password), is_admin)
+
+    def _check_free(self, username: str) -> None:
         if self._user(username) is not None:
             raise UsernameTaken(f"the username {username!r} is taken")
-        user = User.register(username, self.password_hasher.hash(password), is_admin, self.clock())  # type: ignore[attr-defined]
+
+    def _register(self, username: str, password_hash: str, is_admin: bool) -> UserView:
+        user = User.register(username, password_hash, is_admin, self.clock())  # type: ignore[attr-defined]
         try:
             self.save(user)  # type: ignore[attr-defined]
         except IntegrityError:
@@ -148,16 +180,16 @@ class Accounts:
         """The user if the password is theirs, else None. Costs one argon2 verification, in
         turn (PasswordChecksBusy when too many are under way)."""
         user = self._user(username)
-        with self.password_checks.slot():
-            if user is None:
-                # Spend the same work as a real check, so timing does not tell which names exist.
-                self._verify(self._dummy_hash(), password)
-                return None
-            if not self._verify(user.password_hash, password):
-                return None
+        if user is None:
+            # Spend the same work as a real check, so timing does not tell which names exist.
+            self.password_checks.run(self._verify, self._dummy_hash(), password)
+            return None
+        if not self.password_checks.run(self._verify, user.password_hash, password):
+            return None
         return self._user_view(user)
 
     def close(self) -> None:
+        self.password_checks.close()
         self.login_state.close()
         super().close()  # type: ignore[misc]
 
