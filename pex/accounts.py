@@ -182,7 +182,7 @@ class Accounts:
         user = self._user(username)
         if user is None:
             # Spend the same work as a real check, so timing does not tell which names exist.
-            self.password_checks.run(self._verify, self._dummy_hash(), password)
+            self.password_checks.run(lambda: self._verify(self._dummy_hash(), password))
             return None
         if not self.password_checks.run(self._verify, user.password_hash, password):
             return None

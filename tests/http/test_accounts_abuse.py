@@ -161,6 +161,13 @@ def test_password_checks_beyond_the_line_are_refused_at_once():
     assert not holder.is_alive() and not waiter.is_alive()
 
 
+def test_password_checks_run_at_background_priority():
+    checks = PasswordChecks(running=1, waiting=0, wait=1)
+    assert checks.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())) == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # the caller's is its own
+    checks.close()
+
+
 def test_anonymous_logins_beyond_the_line_get_503_while_remembered_users_pass(api, monkeypatch):
     api.user("alice")
     assert api.get(RESERVATIONS).status_code == 200  # alice's check is remembered

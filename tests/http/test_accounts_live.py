@@ -52,6 +52,39 @@ def test_a_guesser_behind_the_proxy_is_stopped_in_every_worker_and_the_owner_sti
     assert [attempt(PASSWORD, OWNER) for _ in range(4)] == [200] * 4
 
 
+def test_logout_and_a_password_change_end_access_in_every_worker(behind_a_proxy):
+    from pex.bootstrap import build_application
+    from pex.settings import Settings
+
+    server = behind_a_proxy
+    server.register("alice")
+    url = f"{server.url}/OpenPEX/sizes"
+    # New connections, so that both workers check the password and remember it.
+    assert {requests.get(url, auth=("alice", PASSWORD), timeout=30).status_code for _ in range(10)} == {200}
+    browser = server.session()
+    token = CSRF.search(browser.get(f"{server.url}/login", timeout=30).text).group(1)
+    login = browser.post(f"{server.url}/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token},
+                         allow_redirects=False, timeout=30)
+    assert login.status_code == 303
+    copy = dict(browser.cookies)
+    token = CSRF.search(browser.get(f"{server.url}/reservations", timeout=30).text).group(1)
+    assert browser.post(f"{server.url}/logout", data={"csrf_token": token}, allow_redirects=False, timeout=30).status_code == 303
+    for _ in range(6):  # whichever worker answers
+        replayed = requests.get(f"{server.url}/reservations", cookies=copy, allow_redirects=False, timeout=30)
+        assert replayed.status_code == 303 and replayed.headers["Location"].startswith("/login")
+
+    operator = build_application(Settings(database_url=server.env["PEX_DATABASE_URL"], create_tables=False))
+    operator.set_password("alice", "a brand new password")
+    operator.close()
+    # from six clients, so that no throttle answers for the workers' remembered checks
+    old = [
+        requests.get(url, auth=("alice", PASSWORD), headers={"X-Forwarded-For": f"127.3.0.{n}"}, timeout=30).status_code
+        for n in range(6)
+    ]
+    assert old == [401] * 6
+    assert requests.get(url, auth=("alice", "a brand new password"), timeout=30).status_code == 200
+
+
 @pytest.fixture
 def real_argon2(tmp_path):
     server = start_server(
