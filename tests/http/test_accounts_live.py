@@ -141,6 +141,7 @@ class Crowd:
         return {status: self.answers.count(status) for status in sorted(set(self.answers))}
 
 
+@pytest.mark.slow
 def test_anonymous_password_checks_do_not_queue_a_logged_in_user(real_argon2):
     """A logged-in user beside a crowd of anonymous clients (each a new username, so each
     costs an argon2 check) fares as well as beside a crowd of logged-in clients just as
@@ -180,7 +181,7 @@ def test_anonymous_password_checks_do_not_queue_a_logged_in_user(real_argon2):
     )
     assert set(anonymous.answers) <= {401, 503}, anonymous.tally()
     assert anonymous.answers.count(503) > 0  # the line was full: refused, not queued
-    # Before the bound, beside the anonymous crowd the median was some 100 times that beside
-    # the logged-in one (every thread of both workers busy with argon2). Compared with a
-    # crowd measured here, just as busy, not with a fixed time.
-    assert beside_anonymous < 3 * beside_logged_in + 0.05, (alone, beside_logged_in, beside_anonymous)
+    # Before the bound, the median beside the anonymous crowd was some 12 s (every thread of
+    # both workers busy with argon2), against tens of ms beside the logged-in one. Compared
+    # with a crowd measured here, just as busy, not with a fixed time.
+    assert beside_anonymous < 4 * beside_logged_in + 0.1, (alone, beside_logged_in, beside_anonymous)
