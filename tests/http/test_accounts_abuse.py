@@ -351,3 +351,16 @@ def test_pex_users_set_password_ends_the_old_password(tmp_path, monkeypatch):
     assert application.authenticate("eve", PASSWORD) is None
     assert application.authenticate("eve", "eve's new secret").password_version == 1
     application.close()
+
+
+def test_an_account_registered_with_capitals_before_names_ignored_case_is_still_found(api):
+    from pex.domain.user import User, legacy_user_id
+    from tests.conftest import T0
+
+    password_hash = api.application.password_hasher.hash(PASSWORD)
+    bob = User._create(User.Registered, id=legacy_user_id("Bob"), username="Bob", password_hash=password_hash, is_admin=False, at=T0)
+    api.application.save(bob)
+    assert api.application.authenticate("Bob", PASSWORD).username == "Bob"
+    assert api.client.simulate_get(RESERVATIONS, headers=basic("Bob")).status_code == 200
+    api.application.set_password("Bob", "bob's new password")
+    assert api.application.authenticate("Bob", "bob's new password").password_version == 1
