@@ -68,7 +68,7 @@ def create_app(
     middleware: list = [
         RequestObserver(metrics, settings.log_requests),
         BodyLimit(settings.max_body_bytes),
-        ClientAddress(settings.trusted_proxies),
+        ClientAddress(settings.trusted_proxies, settings.forwarded_header),
         BasicAuth(application.authenticate, VerificationCache(settings.auth_cache_seconds), throttle, application.get_user),
         RequestContract(spec),
     ]

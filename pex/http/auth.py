@@ -117,14 +117,18 @@ def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
 class ClientAddress:
     """Falcon middleware: puts the client's address in req.context.client.
 
-    The peer's address, unless the peer is a trusted proxy: then the proxies' own record
-    (Forwarded's for=, else X-Forwarded-For) is read from the right, skipping trusted proxies,
-    and the first address that is not one is the client. A header from an untrusted peer is
-    ignored, so nobody can pick their own address; with no trusted proxies (the default)
-    behind a proxy, every client has the proxy's address and shares its allowance."""
+    The peer's address, unless the peer is a trusted proxy: then the proxies' record in
+    `header` (X-Forwarded-For, or Forwarded's for=) is read from the right, skipping trusted
+    proxies, and the first address that is not one is the client. Only the one header the
+    proxy is said to write is read: a proxy that writes X-Forwarded-For passes a Forwarded
+    header from the client through untouched, and the client could pick its address there.
+    A header from an untrusted peer is ignored; with no trusted proxies (the default) behind
+    a proxy, every client has the proxy's address and shares its allowance."""
 
-    def __init__(self, trusted: Iterable[Network] = ()):
-        self.trusted = tuple(trusted)
+    def __init__(self, trusted: Iterable[Network] = (), header: str = "X-Forwarded-For"):
+        if header.lower() not in ("x-forwarded-for", "forwarded"):
+            raise ValueError(f"the forwarded header is X-Forwarded-For or Forwarded, not {header!r}")
+        self.trusted, self.header = tuple(trusted), header.lower()
 
     def is_trusted(self, address) -> bool:
         return address is not None and any(address in network for network in self.trusted)
@@ -133,8 +137,7 @@ class ClientAddress:
         peer = parse_address(req.remote_addr or "")
         if not self.is_trusted(peer):
             return str(peer) if peer is not None else (req.remote_addr or "-")
-        chain = self._forwarded_for(req)
-        for hop in reversed(chain):
+        for hop in reversed(self._forwarded_for(req)):
             address = parse_address(hop)
             if address is None:
                 break  # an obfuscated or garbled hop: the last trusted proxy is the client we know
@@ -143,19 +146,17 @@ class ClientAddress:
             peer = address
         return str(peer)
 
-    @staticmethod
-    def _forwarded_for(req: falcon.Request) -> list[str]:
-        forwarded = req.get_header("Forwarded")
-        if forwarded:
-            hops = []
-            for element in forwarded.split(","):
-                for pair in element.split(";"):
-                    name, _, value = pair.strip().partition("=")
-                    if name.strip().lower() == "for":
-                        hops.append(value)
-            return hops
-        header = req.get_header("X-Forwarded-For")
-        return [hop for hop in header.split(",")] if header else []
+    def _forwarded_for(self, req: falcon.Request) -> list[str]:
+        value = req.get_header(self.header) or ""
+        if self.header == "x-forwarded-for":
+            return value.split(",") if value else []
+        hops = []
+        for element in value.split(","):
+            for pair in element.split(";"):
+                name, _, given = pair.strip().partition("=")
+                if name.strip().lower() == "for":
+                    hops.append(given)
+        return hops
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.client = self.client(req)

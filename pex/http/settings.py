@@ -24,6 +24,12 @@ def trusted_proxies(text: str) -> tuple[Network, ...]:
         raise SettingsError(f"PEX_TRUSTED_PROXIES: {error}") from None
 
 
+def forwarded_header(name: str) -> str:
+    if name.strip().lower() not in ("x-forwarded-for", "forwarded"):
+        raise SettingsError(f"PEX_FORWARDED_HEADER must be X-Forwarded-For or Forwarded, not {name!r}")
+    return name.strip()
+
+
 @dataclass(frozen=True)
 class HttpSettings:
     bind: str = DEFAULT_BIND
@@ -35,7 +41,8 @@ class HttpSettings:
     login_failures_allowed: int = 5  # per username and client address, before slowing down; 0: no throttle
     login_lockout_seconds: float = 30.0  # the first delay; doubles with every further failure
     login_client_failures_allowed: int = 50  # per client address, whatever the usernames
-    trusted_proxies: tuple[Network, ...] = ()  # peers whose Forwarded / X-Forwarded-For is believed
+    trusted_proxies: tuple[Network, ...] = ()  # peers whose forwarded_header is believed
+    forwarded_header: str = "X-Forwarded-For"  # or "Forwarded" (RFC 7239): the one the proxies write
     validate_responses: bool = False  # check every response against the OpenAPI document (tests)
     log_requests: bool = True
 
@@ -59,6 +66,7 @@ class HttpSettings:
                 "PEX_LOGIN_CLIENT_FAILURES_ALLOWED", cls.login_client_failures_allowed, int
             ),
             trusted_proxies=trusted_proxies(env.get("PEX_TRUSTED_PROXIES") or ""),
+            forwarded_header=forwarded_header(env.get("PEX_FORWARDED_HEADER") or "X-Forwarded-For"),
             validate_responses=env_flag(env, "PEX_VALIDATE_RESPONSES", False),
             log_requests=env_flag(env, "PEX_LOG_REQUESTS", True),
         )
