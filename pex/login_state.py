@@ -201,13 +201,13 @@ class MemoryLoginState(LoginState):
 
 class SqlLoginState(LoginState):
     """The tables in SQLite or PostgreSQL, through the read models' store (its connections and
-    transactions). Each method is one short transaction."""
+    transactions). Each method is one short transaction; statements are written with `?`
+    placeholders and get the store's own."""
 
     def __init__(self, store: SqlStore):
         self.store = store
         self.failures = store.qualified(FAILURES.name)
         self.sessions_table = store.qualified(SESSIONS.name)
-        self.p = store.placeholder
 
     def create(self) -> None:
         self.store.create(TABLES, ())
@@ -215,9 +215,16 @@ class SqlLoginState(LoginState):
     def close(self) -> None:
         self.store.close()
 
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", self.store.placeholder)
+
+    def _offset(self, n: int) -> str:
+        # SQLite allows OFFSET only after a LIMIT, where -1 means none.
+        return f"LIMIT -1 OFFSET {int(n)}" if self.store.kind == "sqlite" else f"OFFSET {int(n)}"
+
     def _run(self, statement: str, params: tuple = (), write: bool = True) -> list[Any]:
         with self.store.transaction(write=write) as cursor:
-            cursor.execute(statement.replace("?", self.p), params)
+            cursor.execute(self._sql(statement), params)
             return cursor.fetchall() if cursor.description else []
 
     def blocked_until(self, username: str, client: str) -> float:
@@ -230,13 +237,13 @@ class SqlLoginState(LoginState):
 
     def count_failure(self, username: str, client: str, now: float, forget_before: float) -> Failures:
         # An upsert, so two workers counting at once both count (no read-then-write).
-        statement = (
+        statement = self._sql(
             f"INSERT INTO {self.failures} AS f (username, client, failures, last_failure_ms, blocked_until_ms) "
             "VALUES (?, ?, 1, ?, 0) ON CONFLICT (username, client) DO UPDATE SET "
             "failures = CASE WHEN f.last_failure_ms < ? THEN 1 ELSE f.failures + 1 END, "
             "blocked_until_ms = CASE WHEN f.last_failure_ms < ? THEN 0 ELSE f.blocked_until_ms END, "
             "last_failure_ms = excluded.last_failure_ms RETURNING failures"
-        ).replace("?", self.p)
+        )
         counts = []
         with self.store.transaction(write=True) as cursor:
             for name in (username, CLIENT_TOTAL):
@@ -254,25 +261,22 @@ class SqlLoginState(LoginState):
         self._run(f"DELETE FROM {self.failures} WHERE username = ? AND client = ?", (username, client))
 
     def forget(self, before: float, client: str | None = None, keep: int | None = None) -> None:
-        p = self.p
         with self.store.transaction(write=True) as cursor:
-            cursor.execute(f"DELETE FROM {self.failures} WHERE last_failure_ms < {p}", (ms(before),))
+            cursor.execute(self._sql(f"DELETE FROM {self.failures} WHERE last_failure_ms < ?"), (ms(before),))
             if keep is None:
                 return
             if client is None:
                 cursor.execute(
                     f"DELETE FROM {self.failures} WHERE (username, client) IN (SELECT username, client FROM "
-                    f"{self.failures} ORDER BY last_failure_ms DESC LIMIT -1 OFFSET {int(keep)})"
-                    if self.store.kind == "sqlite"
-                    else f"DELETE FROM {self.failures} WHERE (username, client) IN (SELECT username, client FROM "
-                    f"{self.failures} ORDER BY last_failure_ms DESC OFFSET {int(keep)})"
+                    f"{self.failures} ORDER BY last_failure_ms DESC {self._offset(keep)})"
                 )
             else:
-                limit = "LIMIT -1 " if self.store.kind == "sqlite" else ""
                 cursor.execute(
-                    f"DELETE FROM {self.failures} WHERE client = {p} AND username IN (SELECT username FROM "
-                    f"{self.failures} WHERE client = {p} AND username <> {p} ORDER BY last_failure_ms DESC "
-                    f"{limit}OFFSET {int(keep)})",
+                    self._sql(
+                        f"DELETE FROM {self.failures} WHERE client = ? AND username IN (SELECT username FROM "
+                        f"{self.failures} WHERE client = ? AND username <> ? ORDER BY last_failure_ms DESC "
+                        f"{self._offset(keep)})"
+                    ),
                     (client, client, CLIENT_TOTAL),
                 )
 
@@ -284,18 +288,20 @@ class SqlLoginState(LoginState):
         return rows[0]["n"]
 
     def open_session(self, sid_digest: str, username: str, password_version: int, expires: float, now: float) -> None:
-        p = self.p
-        limit = "LIMIT -1 " if self.store.kind == "sqlite" else ""
         with self.store.transaction(write=True) as cursor:
-            cursor.execute(f"DELETE FROM {self.sessions_table} WHERE expires_ms <= {p}", (ms(now),))
+            cursor.execute(self._sql(f"DELETE FROM {self.sessions_table} WHERE expires_ms <= ?"), (ms(now),))
             cursor.execute(
-                f"INSERT INTO {self.sessions_table} (sid_digest, username, password_version, expires_ms) "
-                f"VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (sid_digest) DO NOTHING",
+                self._sql(
+                    f"INSERT INTO {self.sessions_table} (sid_digest, username, password_version, expires_ms) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (sid_digest) DO NOTHING"
+                ),
                 (sid_digest, username, password_version, ms(expires)),
             )
             cursor.execute(
-                f"DELETE FROM {self.sessions_table} WHERE sid_digest IN (SELECT sid_digest FROM {self.sessions_table} "
-                f"WHERE username = {p} ORDER BY expires_ms DESC {limit}OFFSET {USER_SESSIONS})",
+                self._sql(
+                    f"DELETE FROM {self.sessions_table} WHERE sid_digest IN (SELECT sid_digest FROM "
+                    f"{self.sessions_table} WHERE username = ? ORDER BY expires_ms DESC {self._offset(USER_SESSIONS)})"
+                ),
                 (username,),
             )
 
