@@ -19,7 +19,6 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
-import logging
 import os
 import threading
 import time
@@ -34,7 +33,6 @@ from pex.http.problems import Problem
 from pex.http.settings import Network
 from pex.login_state import ALL_ROWS, CLIENT_ROWS, CLIENT_TOTAL, LoginState
 
-log = logging.getLogger("pex.http.auth")
 
 CHALLENGE = 'Basic realm="OpenPEX", charset="UTF-8"'
 
