@@ -1,22 +1,48 @@
-"""Accounts: registering users and checking their passwords. A mixin of PexApplication.
+"""Accounts: registering users, checking their passwords, portal sessions. A mixin of
+PexApplication.
 
 Passwords are kept only as argon2id hashes (argon2-cffi). The hashing profile comes from the
 application's environment, PEX_PASSWORD_PROFILE: "default" (RFC 9106 low-memory, the
 library's default) or "cheapest" (argon2-cffi's profile for tests, never for production).
+
+An argon2 check costs some 0.1 s of CPU and 64 MiB by design, and anyone can ask for one (an
+unknown username costs the same as a wrong password, so timing tells no names). So one
+process runs at most PEX_PASSWORD_CHECKS (1) of them at once, and lets at most
+PEX_PASSWORD_CHECKS_WAITING (2) more wait, each at most PEX_PASSWORD_CHECK_WAIT_SECONDS
+(0.5); any other is refused at once with PasswordChecksBusy (503 + Retry-After). The
+gunicorn threads left over serve the requests whose password check the HTTP edge remembers,
+which never queue here.
+
+Sessions of the portal and the failed-login counters are plain tables beside the event store
+(pex.login_state), made with the application's other tables.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import strtobool
 
-from pex.domain.user import User, UsernameTaken, check_password, check_username, user_id
+from pex.domain.user import (
+    User, UsernameTaken, check_not_reserved, check_password, check_username, is_valid_username, legacy_user_id, user_id,
+)  # fmt: skip
+from pex.login_state import LoginState, login_state_for
+from pex.projections.readmodels import store_for
+from pex.settings import env_number
+
+T = TypeVar("T")
 
 PASSWORD_PROFILES = {
     "default": profiles.RFC_9106_LOW_MEMORY,
@@ -30,6 +56,65 @@ class UserView:
     is_admin: bool
     registered_at: datetime
     version: int
+    password_version: int = 0
+
+
+class PasswordChecksBusy(Exception):
+    """This process is running and queueing as many password checks as it may: retry shortly."""
+
+
+class PasswordChecks:
+    """Runs argon2 computations: at most `running` at once, on threads of background CPU
+    priority, and at most `waiting` more in line for at most `wait` seconds each; anyone
+    else is refused at once, so that password checks never hold every thread of a worker.
+
+    The priority matters as much as the bound: one check (parallelism 4) keeps four cores
+    busy, and a worker's other requests would queue for CPU behind it. At nice 19 (Linux
+    sets it per thread, and argon2's own threads inherit it) they hardly notice it."""
+
+    def __init__(self, running: int, waiting: int, wait: float):
+        self.running, self.waiting, self.wait = running, waiting, wait
+        self._slots = threading.BoundedSemaphore(running)
+        self._lock = threading.Lock()
+        self._in_line = 0
+        self._threads = ThreadPoolExecutor(running, thread_name_prefix="pex-password-check", initializer=background_priority)
+
+    def run(self, compute: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            if self._in_line >= self.running + self.waiting:
+                raise PasswordChecksBusy("too many password checks at once")
+            self._in_line += 1
+        try:
+            if not self._slots.acquire(timeout=self.wait):
+                raise PasswordChecksBusy("too many password checks at once")
+            try:
+                return self._threads.submit(compute, *args).result()
+            finally:
+                self._slots.release()
+        finally:
+            with self._lock:
+                self._in_line -= 1
+
+    @property
+    def in_line(self) -> int:
+        with self._lock:
+            return self._in_line
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False)
+
+
+def background_priority() -> None:
+    if sys.platform == "linux":  # elsewhere the call would lower the whole process
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:  # pragma: no cover  (not allowed: run at normal priority)
+            pass
+
+
+def session_digest(sid: str) -> str:
+    """What the sessions table keeps of a session id: reading the table gives no session."""
+    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 class Accounts:
@@ -38,6 +123,18 @@ class Accounts:
 
     _hasher: PasswordHasher | None = None
     _hasher_lock = threading.Lock()
+
+    def __init__(self, env=None):
+        super().__init__(env)  # type: ignore[call-arg]
+        env = self.env  # type: ignore[attr-defined]
+        self.password_checks = PasswordChecks(
+            int(env_number(env, "PEX_PASSWORD_CHECKS", 1, int, positive=True)),
+            int(env_number(env, "PEX_PASSWORD_CHECKS_WAITING", 2, int)),
+            env_number(env, "PEX_PASSWORD_CHECK_WAIT_SECONDS", 0.5),
+        )
+        self.login_state: LoginState = login_state_for(store_for(self))
+        if strtobool(self.factory.env.get("CREATE_TABLE") or "yes"):  # type: ignore[attr-defined]
+            self.login_state.create()
 
     @property
     def password_hasher(self) -> PasswordHasher:
@@ -50,13 +147,29 @@ class Accounts:
                     self._hasher = PasswordHasher.from_parameters(PASSWORD_PROFILES[name])
         return self._hasher
 
+    def sign_up(self, username: str, password: str) -> UserView:
+        """Someone registers themselves (the API, the portal): never an administrator, never
+        a reserved name. Its argon2 hash waits its turn like a password check."""
+        check_username(username)
+        check_not_reserved(username)
+        check_password(password)
+        self._check_free(username)
+        return self._register(username, self.password_checks.run(self.password_hasher.hash, password), False)
+
     def register_user(self, username: str, password: str, is_admin: bool = False) -> UserView:
-        """Create an account. A name registered before (by anyone, anywhere) is refused."""
+        """Create an account (the operator's command: any valid name). A name registered
+        before, in any case, by anyone, anywhere, is refused."""
         check_username(username)
         check_password(password)
-        if user_id(username) in self.repository:  # type: ignore[attr-defined]
+        self._check_free(username)
+        return self._register(username, self.password_hasher.hash(password), is_admin)
+
+    def _check_free(self, username: str) -> None:
+        if self._user(username) is not None:
             raise UsernameTaken(f"the username {username!r} is taken")
-        user = User.register(username, self.password_hasher.hash(password), is_admin, self.clock())  # type: ignore[attr-defined]
+
+    def _register(self, username: str, password_hash: str, is_admin: bool) -> UserView:
+        user = User.register(username, password_hash, is_admin, self.clock())  # type: ignore[attr-defined]
         try:
             self.save(user)  # type: ignore[attr-defined]
         except IntegrityError:
@@ -64,25 +177,55 @@ class Accounts:
         return self._user_view(user)
 
     def authenticate(self, username: str, password: str) -> UserView | None:
-        """The user if the password is theirs, else None. Costs one argon2 verification."""
+        """The user if the password is theirs, else None. Costs one argon2 verification, in
+        turn (PasswordChecksBusy when too many are under way)."""
         user = self._user(username)
         if user is None:
             # Spend the same work as a real check, so timing does not tell which names exist.
-            self._verify(self._dummy_hash(), password)
+            self.password_checks.run(lambda: self._verify(self._dummy_hash(), password))
             return None
-        if not self._verify(user.password_hash, password):
+        if not self.password_checks.run(self._verify, user.password_hash, password):
             return None
         return self._user_view(user)
+
+    def close(self) -> None:
+        self.password_checks.close()
+        self.login_state.close()
+        super().close()  # type: ignore[misc]
 
     def get_user(self, username: str) -> UserView | None:
         user = self._user(username)
         return self._user_view(user) if user else None
 
     def set_password(self, username: str, password: str) -> None:
+        """A new password; every session and remembered check made with the old one ends
+        (they carry the password version, which this changes)."""
         check_password(password)
         user = self._existing_user(username)
         user.change_password(self.password_hasher.hash(password), self.clock())  # type: ignore[attr-defined]
         self.save(user)  # type: ignore[attr-defined]
+        self.login_state.close_sessions_of(user.username)
+
+    # --- portal sessions -----------------------------------------------------------------
+
+    def open_session(self, sid: str, user: UserView, expires: datetime) -> None:
+        self.login_state.open_session(
+            session_digest(sid), user.username, user.password_version, expires.timestamp(), self.clock().timestamp()  # type: ignore[attr-defined]
+        )
+
+    def session_user(self, sid: str) -> UserView | None:
+        """The user whose session `sid` is, while it is open, unexpired, and made with the
+        user's current password."""
+        record = self.login_state.session(session_digest(sid))
+        if record is None or record.expires <= self.clock().timestamp():  # type: ignore[attr-defined]
+            return None
+        user = self.get_user(record.username)
+        if user is None or user.password_version != record.password_version:
+            return None
+        return user
+
+    def close_session(self, sid: str) -> None:
+        self.login_state.close_session(session_digest(sid))
 
     def grant_admin(self, username: str) -> None:
         user = self._existing_user(username)
@@ -100,13 +243,19 @@ class Accounts:
         return user
 
     def _user(self, username: str) -> User | None:
-        if not isinstance(username, str) or not username:
+        if not is_valid_username(username):
             return None
-        try:
-            user = self.repository.get(user_id(username))  # type: ignore[attr-defined]
-        except AggregateNotFoundError:
-            return None
-        return user if isinstance(user, User) else None
+        ids = [user_id(username)]
+        if username != username.lower():
+            ids.append(legacy_user_id(username))  # registered, with capitals, before names ignored case
+        for id in ids:
+            try:
+                user = self.repository.get(id)  # type: ignore[attr-defined]
+            except AggregateNotFoundError:
+                continue
+            if isinstance(user, User):
+                return user
+        return None
 
     def _verify(self, password_hash: str, password: str) -> bool:
         try:
@@ -123,4 +272,4 @@ class Accounts:
 
     @staticmethod
     def _user_view(user: User) -> UserView:
-        return UserView(user.username, user.is_admin, user.registered_at, user.version)
+        return UserView(user.username, user.is_admin, user.registered_at, user.version, getattr(user, "password_version", 0))

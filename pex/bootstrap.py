@@ -3,7 +3,9 @@ nothing happens at import time. Build one application per process, after any for
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from collections.abc import Callable
 from datetime import datetime
 from importlib import import_module
@@ -14,6 +16,8 @@ from pex.clock import system_clock
 from pex.domain.negotiation import NegotiationPolicy
 from pex.domain.pricing import FlatRatePricing, PeakHourPricing, PricingPolicy
 from pex.settings import Settings, SettingsError
+
+log = logging.getLogger("pex.bootstrap")
 
 
 def persistence_env(database_url: str) -> dict[str, str]:
@@ -45,12 +49,33 @@ def persistence_env(database_url: str) -> dict[str, str]:
         path = path[1:]  # sqlite:///relative/path, sqlite:////absolute/path
         if not path:
             raise SettingsError("sqlite URL needs a path, e.g. sqlite:///var/pex.sqlite3")
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        if path != ":memory:" and not path.startswith("file:"):
+            private_sqlite_file(path)
         return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "10"}
     if url.scheme == "memory":
         return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
     raise SettingsError(f"PEX_DATABASE_URL must be postgresql://…, sqlite:///… or memory:, not {database_url!r}")
+
+
+def private_sqlite_file(path: str) -> None:
+    """Make the SQLite file (which holds every password hash) readable by its owner only,
+    before SQLite opens it: a missing directory is made 0700, a missing file 0600, and
+    SQLite gives its -wal and -shm files the database file's mode. An existing file that
+    others may read (made by an earlier PEX, under a umask of 022) is tightened, loudly."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, mode=0o700)
+    except FileExistsError:
+        pass
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            os.chmod(name, mode & ~(stat.S_IRWXG | stat.S_IRWXO))
+            log.warning("%s had mode %04o (others could read the password hashes): now %04o", name, mode, mode & 0o700)
 
 
 # How long one database call waits for a pooled connection before eventsourcing tries it again

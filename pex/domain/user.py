@@ -2,7 +2,14 @@
 
 A user's id is derived from the username (uuid5), so the store itself refuses a second
 registration of a name: two processes registering "alice" at once both try to write
-version 1 of the same aggregate, and exactly one wins. Only an argon2 hash of the password
+version 1 of the same aggregate, and exactly one wins.
+
+Usernames are case-insensitive: the id is derived from the lower-case name, so "Alice" and
+"alice" are one account, found by either spelling, and the name is kept as it was first
+written. (Before this rule the id came from the name as written; such an account with
+capitals is still found under its exact spelling, see pex.accounts.) Some names (root,
+admin, ...) are reserved: nobody may take them by registering themselves, but an operator
+may create them (`pex users add root --admin`). Only an argon2 hash of the password
 is ever recorded; hashing belongs to the service layer (pex.accounts), which hands the hash in.
 """
 
@@ -16,7 +23,15 @@ from eventsourcing.domain import Aggregate
 
 from pex.domain.errors import DomainError
 
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # the whole name: fullmatch, never match
+# Names that would pass for the operator or the system. Compared lower-case and without
+# '.', '_' and '-', so "Ad.Min" is reserved too.
+RESERVED_USERNAMES = frozenset({
+    "root", "admin", "administrator", "administrators", "sysadmin", "system", "superuser", "su",
+    "pex", "openpex", "operator", "operators", "support", "security", "staff", "moderator",
+    "daemon", "nobody", "anonymous", "guest", "api", "www", "postmaster", "hostmaster", "webmaster",
+    "abuse", "noreply", "xen", "xenserver",
+})
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024  # argon2 takes any length; this bounds the work one request causes
 
@@ -34,14 +49,32 @@ class UsernameTaken(DomainError):
 
 
 def user_id(username: str) -> UUID:
+    return uuid5(NAMESPACE_URL, f"/pex/users/{username.lower()}")
+
+
+def legacy_user_id(username: str) -> UUID:
+    """The id an account got before usernames were case-insensitive: from the name as written."""
     return uuid5(NAMESPACE_URL, f"/pex/users/{username}")
 
 
+def is_valid_username(username: object) -> bool:
+    return isinstance(username, str) and USERNAME.fullmatch(username) is not None
+
+
 def check_username(username: str) -> None:
-    if not isinstance(username, str) or not USERNAME.match(username):
+    if not is_valid_username(username):
         raise AccountError(
             "username", "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
+
+
+def is_reserved(username: str) -> bool:
+    return username.lower().translate(str.maketrans("", "", "._-")) in RESERVED_USERNAMES
+
+
+def check_not_reserved(username: str) -> None:
+    if is_reserved(username):
+        raise AccountError("username", "this name is reserved; choose another")
 
 
 def check_password(password: str) -> None:
@@ -50,7 +83,10 @@ def check_password(password: str) -> None:
 
 
 class User(Aggregate):
-    """An account: a username, the hash of its password, and whether it administers the pool."""
+    """An account: a username, the hash of its password, and whether it administers the pool.
+
+    `password_version` counts the password's changes: a session or a remembered password
+    check made under an older version is worth nothing (pex.accounts)."""
 
     class Event(Aggregate.Event):
         at: datetime
@@ -66,6 +102,7 @@ class User(Aggregate):
 
         def apply(self, user: User) -> None:
             user.password_hash = self.password_hash
+            user.password_version = getattr(user, "password_version", 0) + 1
 
     class AdminGranted(Event):
         def apply(self, user: User) -> None:
@@ -76,6 +113,7 @@ class User(Aggregate):
         self.password_hash = password_hash
         self.is_admin = is_admin
         self.registered_at = at
+        self.password_version = 0
 
     @staticmethod
     def create_id(username: str, **_: object) -> UUID:

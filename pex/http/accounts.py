@@ -32,7 +32,7 @@ class Users:
         if not self.registration:
             raise Problem(403, "registration-closed", "Registration is closed", "Ask an administrator for an account.")
         body = req.get_media()
-        user = self.application.register_user(body["username"], body["password"])
+        user = self.application.sign_up(body["username"], body["password"])
         resp.status = falcon.HTTP_201
         resp.location = f"/OpenPEX/users/{user.username}"
         resp.media = user_json(user)
@@ -49,7 +49,8 @@ class User:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
         me = req.context.user
-        user = self.application.get_user(username) if (me.is_admin or me.username == username) else None
+        # Usernames ignore case: /users/Alice is alice's own account.
+        user = self.application.get_user(username) if (me.is_admin or me.username.lower() == username.lower()) else None
         if user is None:
             raise NotFound(f"no user {username!r}")
         resp.etag = str(user.version)

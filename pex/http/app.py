@@ -10,7 +10,7 @@ import falcon.media
 
 from pex.application import PexApplication
 from pex.http import accounts, instances, operations, pool, problems, reservations
-from pex.http.auth import BasicAuth, LoginThrottle, VerificationCache
+from pex.http.auth import BasicAuth, ClientAddress, LoginThrottle, VerificationCache
 from pex.http.contract import RequestContract, ResponseContract, openapi
 from pex.http.observability import Metrics, MetricsResource, RequestObserver
 from pex.http.problems import Problem
@@ -123,15 +123,17 @@ def create_app(
     metrics = metrics or Metrics()
     read_models = read_models if read_models is not None else ReadModels(application)
     spec = openapi()
+    # One throttle for the API and the portal, counting in the store (shared by every worker).
+    throttle = LoginThrottle(
+        application.login_state, settings.login_failures_allowed, settings.login_lockout_seconds,
+        settings.login_client_failures_allowed, clock=lambda: application.clock().timestamp(),
+    )
     middleware: list = [
         RequestObserver(metrics, settings.log_requests),
         SecurityHeaders(),
         BodyLimit(settings.max_body_bytes),
-        BasicAuth(
-            application.authenticate,
-            VerificationCache(settings.auth_cache_seconds),
-            LoginThrottle(settings.login_failures_allowed, settings.login_lockout_seconds),
-        ),
+        ClientAddress(settings.trusted_proxies, settings.forwarded_header),
+        BasicAuth(application.authenticate, VerificationCache(settings.auth_cache_seconds), throttle, application.get_user),
         JsonBodies(),
         RequestContract(spec),
     ]
@@ -172,7 +174,6 @@ def create_app(
     portal.install(
         app, application, read_models, portal_settings or PortalSettings.from_env(),
         registration=settings.registration,
-        login_failures_allowed=settings.login_failures_allowed,
-        login_lockout_seconds=settings.login_lockout_seconds,
+        throttle=throttle,
     )
     return app

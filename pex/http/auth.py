@@ -2,10 +2,14 @@
 
 Verifying an argon2 hash costs tens of milliseconds and megabytes by design, so a successful
 check is remembered for a short while, keyed by an HMAC of the credentials under a key that
-lives only in this process. Failed checks are counted per username and client address; past
-a few, that pair is refused (429 + Retry-After) for a delay that doubles with each further
-failure. Both live in the process: with N workers a guesser gets N times the allowance.
-Credentials are never logged and never kept in clear.
+lives only in this process. A remembered check counts only while the user's password is the
+one it was made with (the password version, read with the user on every request), so a
+password change ends it in every worker at once.
+
+Failed checks are counted in the store (pex.login_state), shared by every worker and host,
+per username and client, and per client in all (LoginThrottle). The client is the peer
+address, or, when the peer is a proxy named in PEX_TRUSTED_PROXIES, the address the proxies
+say they forwarded for (ClientAddress). Credentials are never logged and never kept in clear.
 """
 
 from __future__ import annotations
@@ -14,16 +18,21 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import falcon
 
 from pex.accounts import UserView
+from pex.domain.user import is_valid_username
 from pex.http.problems import Problem
+from pex.http.settings import Network
+from pex.login_state import ALL_ROWS, CLIENT_ROWS, CLIENT_TOTAL, LoginState
+
 
 CHALLENGE = 'Basic realm="OpenPEX", charset="UTF-8"'
 
@@ -49,7 +58,8 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
 
 
 class VerificationCache:
-    """Successful (username, password) checks for `ttl` seconds, bounded in size."""
+    """Successful (username, password) checks for `ttl` seconds, bounded in size. Whoever
+    reads one compares its password_version with the user's current one (BasicAuth)."""
 
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic, size: int = 10_000):
         self.ttl, self.clock, self.size = ttl, clock, size
@@ -84,51 +94,159 @@ class VerificationCache:
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
 
+    def forget(self, username: str, password: str) -> None:
+        with self._lock:
+            self._entries.pop(self._digest(username, password), None)
+
+
+def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as proxies write it: 1.2.3.4, 1.2.3.4:5678, [::1], [::1]:5678, ::1."""
+    text = text.strip().strip('"')
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+class ClientAddress:
+    """Falcon middleware: puts the client's address in req.context.client.
+
+    The peer's address, unless the peer is a trusted proxy: then the proxies' record in
+    `header` (X-Forwarded-For, or Forwarded's for=) is read from the right, skipping trusted
+    proxies, and the first address that is not one is the client. Only the one header the
+    proxy is said to write is read: a proxy that writes X-Forwarded-For passes a Forwarded
+    header from the client through untouched, and the client could pick its address there.
+    A header from an untrusted peer is ignored; with no trusted proxies (the default) behind
+    a proxy, every client has the proxy's address and shares its allowance."""
+
+    def __init__(self, trusted: Iterable[Network] = (), header: str = "X-Forwarded-For"):
+        if header.lower() not in ("x-forwarded-for", "forwarded"):
+            raise ValueError(f"the forwarded header is X-Forwarded-For or Forwarded, not {header!r}")
+        self.trusted, self.header = tuple(trusted), header.lower()
+
+    def is_trusted(self, address) -> bool:
+        return address is not None and any(address in network for network in self.trusted)
+
+    def client(self, req: falcon.Request) -> str:
+        peer = parse_address(req.remote_addr or "")
+        if not self.is_trusted(peer):
+            return str(peer) if peer is not None else (req.remote_addr or "-")
+        for hop in reversed(self._forwarded_for(req)):
+            address = parse_address(hop)
+            if address is None:
+                break  # an obfuscated or garbled hop: the last trusted proxy is the client we know
+            if not self.is_trusted(address):
+                return str(address)
+            peer = address
+        return str(peer)
+
+    def _forwarded_for(self, req: falcon.Request) -> list[str]:
+        value = req.get_header(self.header) or ""
+        if self.header == "x-forwarded-for":
+            return value.split(",") if value else []
+        hops = []
+        for element in value.split(","):
+            for pair in element.split(";"):
+                name, _, given = pair.strip().partition("=")
+                if name.strip().lower() == "for":
+                    hops.append(given)
+        return hops
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.client = self.client(req)
+
+
+def client_of(req: falcon.Request) -> str:
+    """The client's address as ClientAddress found it (the peer's, without the middleware)."""
+    return req.context.get("client") or req.remote_addr or "-"
+
 
 class LoginThrottle:
-    """Failed logins per (username, client address): after `allowed` failures, that pair is
-    refused for `lockout` seconds, doubling with every failure after that (capped at 15 min)."""
+    """Failed logins, counted in the store so every worker and host sees the same counts.
+
+    Per (username, client): after `allowed` failures that pair is refused for `lockout`
+    seconds, doubling with every further failure, at most MAX_DELAY; a success clears it.
+    So a guesser elsewhere never locks the owner out of their own client. Per client in all
+    (every username): after `client_allowed` failures, the same backoff for every login from
+    that client, which a success does not clear: spraying many names from one client is
+    slowed as much as guessing one. Counters are forgotten FORGET_SECONDS after their last
+    failure; a client keeps at most CLIENT_ROWS counters (the oldest go), the table at most
+    ALL_ROWS."""
 
     MAX_DELAY = 900.0
+    FORGET_SECONDS = 3600.0
+    PURGE_EVERY = 60.0
 
-    def __init__(self, allowed: int, lockout: float, clock: Callable[[], float] = time.monotonic, size: int = 100_000):
-        self.allowed, self.lockout, self.clock, self.size = allowed, lockout, clock, size
-        self._failures: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+    def __init__(
+        self,
+        state: LoginState,
+        allowed: int,
+        lockout: float,
+        client_allowed: int = 50,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.state, self.allowed, self.lockout, self.client_allowed, self.clock = state, allowed, lockout, client_allowed, clock
+        self._purged = float("-inf")
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _name(username: str) -> str:
+        # Names that cannot exist share one counter: no unbounded keys out of garbage.
+        return username.lower() if is_valid_username(username) else "!invalid"
 
     def retry_after(self, username: str, address: str) -> float:
         """Seconds until this pair may try again; 0 if it may try now."""
         if self.allowed <= 0:
             return 0.0
-        with self._lock:
-            count, until = self._failures.get((username, address), (0, 0.0))
-        return max(0.0, until - self.clock()) if count >= self.allowed else 0.0
+        return max(0.0, self.state.blocked_until(self._name(username), address) - self.clock())
+
+    def _delay(self, failures: int, allowed: int) -> float:
+        if allowed <= 0 or failures < allowed:
+            return 0.0
+        return min(self.MAX_DELAY, self.lockout * 2 ** min(failures - allowed, 32))
 
     def failed(self, username: str, address: str) -> None:
         if self.allowed <= 0:
             return
-        key = (username, address)
+        now, name = self.clock(), self._name(username)
+        counts = self.state.count_failure(name, address, now, now - self.FORGET_SECONDS)
+        user_delay = self._delay(counts.user, self.allowed)
+        if user_delay:
+            self.state.block(name, address, now + user_delay)
+        client_delay = self._delay(counts.client, self.client_allowed)
+        if client_delay:
+            self.state.block(CLIENT_TOTAL, address, now + client_delay)
+        if counts.user == 1:  # a new counter: keep the client's few
+            self.state.forget(now - self.FORGET_SECONDS, client=address, keep=CLIENT_ROWS)
         with self._lock:
-            count, _ = self._failures.pop(key, (0, 0.0))
-            count += 1
-            delay = 0.0
-            if count >= self.allowed:
-                delay = min(self.MAX_DELAY, self.lockout * 2 ** (count - self.allowed))
-            self._failures[key] = (count, self.clock() + delay)
-            while len(self._failures) > self.size:
-                self._failures.popitem(last=False)
+            due = now - self._purged >= self.PURGE_EVERY
+            if due:
+                self._purged = now
+        if due:
+            self.state.forget(now - self.FORGET_SECONDS, keep=ALL_ROWS)
 
     def succeeded(self, username: str, address: str) -> None:
-        with self._lock:
-            self._failures.pop((username, address), None)
+        if self.allowed <= 0:
+            return
+        self.state.clear(self._name(username), address)
 
 
 class BasicAuth:
     """Falcon middleware: authenticates every request to a resource whose `auth` attribute is
     "user" or "admin", and puts the UserView in req.context.user."""
 
-    def __init__(self, authenticate: Callable[[str, str], UserView | None], cache: VerificationCache, throttle: LoginThrottle):
-        self.authenticate, self.cache, self.throttle = authenticate, cache, throttle
+    def __init__(
+        self,
+        authenticate: Callable[[str, str], UserView | None],
+        cache: VerificationCache,
+        throttle: LoginThrottle,
+        get_user: Callable[[str], UserView | None],
+    ):
+        self.authenticate, self.cache, self.throttle, self.get_user = authenticate, cache, throttle, get_user
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params) -> None:
         req.context.user = None
@@ -141,9 +259,9 @@ class BasicAuth:
         if credentials is None:
             raise unauthorized("Send HTTP basic credentials (register with POST /OpenPEX/users).")
         username, password = credentials
-        user = self.cache.get(username, password)
+        user = self._remembered(username, password)
         if user is None:
-            address = req.remote_addr or "-"
+            address = client_of(req)
             wait = self.throttle.retry_after(username, address)
             if wait > 0:
                 raise Problem(
@@ -162,3 +280,15 @@ class BasicAuth:
         req.context.user = user
         if needed == "admin" and not user.is_admin:
             raise Problem(403, "forbidden", "Administrators only", "Only an administrator may do this.")
+
+    def _remembered(self, username: str, password: str) -> UserView | None:
+        """The user as they are now, if these credentials passed a check under their current
+        password; reading the user is a lookup, never an argon2 computation."""
+        remembered = self.cache.get(username, password)
+        if remembered is None:
+            return None
+        current = self.get_user(remembered.username)
+        if current is None or current.password_version != remembered.password_version:
+            self.cache.forget(username, password)
+            return None
+        return current

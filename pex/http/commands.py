@@ -91,6 +91,25 @@ def add_user(username, admin, password_stdin) -> None:
     click.echo(f"user {user.username} created{' (administrator)' if user.is_admin else ''}")
 
 
+@users.command("set-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
+def set_password(username, password_stdin) -> None:
+    """Give an account a new password; its portal sessions and remembered checks end."""
+    from pex.application import NotFound
+    from pex.cli import build
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        build().set_password(username, password)
+    except (DomainError, NotFound) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{username}: password changed; every session of theirs has ended")
+
+
 @users.command("grant-admin")
 @click.argument("username")
 def grant_admin(username) -> None:

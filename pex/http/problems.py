@@ -16,6 +16,7 @@ import falcon
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 
+from pex.accounts import PasswordChecksBusy
 from pex.application import Contention, NotFound, VersionConflict
 from pex.domain.errors import (
     CapacityExceeded,
@@ -86,6 +87,7 @@ ERRORS: dict[type[Exception], Mapping] = {
     CapacityExceeded: Mapping(409, "capacity-exceeded", "Not enough free capacity"),
     NodeUnavailable: Mapping(409, "node-unavailable", "The node takes no new reservations"),
     Contention: Mapping(503, "contention", "Too many concurrent changes; retry shortly", retry_after=1),
+    PasswordChecksBusy: Mapping(503, "password-checks-busy", "Too many password checks at once; retry shortly", retry_after=1),
     StoreOperationalError: STORE_UNAVAILABLE,
     StoreInterfaceError: STORE_UNAVAILABLE,
 }

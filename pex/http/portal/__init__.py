@@ -104,15 +104,13 @@ def install(
     settings: PortalSettings,
     *,
     registration: bool = True,
-    login_failures_allowed: int = 5,
-    login_lockout_seconds: float = 30.0,
+    throttle: LoginThrottle,
 ) -> None:
-    """Add the portal to `app` (after the API's routes and middleware are in place)."""
+    """Add the portal to `app` (after the API's routes and middleware are in place); `throttle`
+    is the API's, so that failed logins count the same on both."""
     renderer = Renderer()
-    shared = pages.Portal(
-        application, read_models, renderer, LoginThrottle(login_failures_allowed, login_lockout_seconds), registration
-    )
-    app.add_middleware([PortalSessions(settings, application.get_user), SecurityHeaders()])
+    shared = pages.Portal(application, read_models, renderer, throttle, registration)
+    app.add_middleware([PortalSessions(settings, application), SecurityHeaders()])
     routes = {
         "/": pages.Welcome(shared),
         "/register": pages.Register(shared),

@@ -22,7 +22,7 @@ from pex.application import Contention, NotFound, PexApplication, ReservationVie
 from pex.domain.errors import DomainError, IllegalMove, OfferExpired
 from pex.domain.user import AccountError, UsernameTaken
 from pex.domain.values import Reply, State
-from pex.http.auth import LoginThrottle
+from pex.http.auth import LoginThrottle, client_of
 from pex.http.portal import calendar
 from pex.http.portal.forms import AccountForm, FormErrors, ReservationForm
 from pex.http.portal.pages import Renderer, is_zone, local_input, time_zones, zone
@@ -155,7 +155,7 @@ class Register(Page):
             errors["confirm"] = "The two passwords differ"
         else:
             try:
-                self.application.register_user(account.username, account.password)
+                self.application.sign_up(account.username, account.password)
             except AccountError as error:
                 errors[error.field] = error.detail[:1].upper() + error.detail[1:]
             except UsernameTaken:
@@ -182,7 +182,7 @@ class Login(Page):
         data = form(req)
         username, password = str(data.get("username", "")).strip(), str(data.get("password", ""))
         target = safe_next(data.get("next"))
-        address = req.remote_addr or "-"
+        address = client_of(req)
         wait = self.p.throttle.retry_after(username, address)
         if wait > 0:
             resp.set_header("Retry-After", str(int(wait) + 1))

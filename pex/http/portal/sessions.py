@@ -1,22 +1,27 @@
-"""Portal sessions and CSRF protection, in a signed cookie (itsdangerous).
+"""Portal sessions and CSRF protection, in a signed cookie (itsdangerous), and a logged-in
+session's record in the store.
 
 The cookie holds a random session id, the username once logged in, the chosen time zone and
 one-shot flash messages; nothing secret. It is signed and timestamped, so it cannot be forged
 and stops counting after PEX_SESSION_HOURS. It is HttpOnly, SameSite=Lax, and Secure on HTTPS.
 
+A logged-in session also has a row in the store (pex.login_state, through the application's
+open_session / session_user / close_session), which every worker reads on every request: the
+cookie counts only while its row does. Logging out deletes the row, so a copy of the cookie
+taken before is worth nothing after; a password change (set_password) ends every session of
+the user, since each row carries the password version it was opened under.
+
 Every form carries a CSRF token: the session id signed under another salt. A POST whose token
 does not match the session it arrives with is refused (403) before its resource runs. The
 session id changes at login and logout, so a token (or a cookie) from before is worth nothing
 after.
-
-A cookie session cannot be revoked from the server before it expires: logging out replaces
-the browser's cookie, but a copy stolen earlier stays valid until PEX_SESSION_HOURS have passed.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from datetime import timedelta
 from urllib.parse import quote
 
 import falcon
@@ -36,6 +41,8 @@ class Session:
     flashes: list[tuple[str, str]] = field(default_factory=list)
     modified: bool = False
     fresh: bool = True
+    opened: bool = False  # logged in during this request: its record is to be written
+    ended: list[str] = field(default_factory=list)  # ids of logged-in sessions ended in this request
 
     def flash(self, text: str, kind: str = "info") -> None:
         self.flashes.append((kind, text))
@@ -49,10 +56,13 @@ class Session:
 
     def log_in(self, username: str) -> None:
         """A new session id at login: a session id planted before it is worth nothing after."""
-        self.sid, self.username, self.modified = secrets.token_urlsafe(18), username, True
+        self.log_out()
+        self.username, self.opened = username, True
 
     def log_out(self) -> None:
-        self.sid, self.username, self.modified = secrets.token_urlsafe(18), None, True
+        if self.username:
+            self.ended.append(self.sid)
+        self.sid, self.username, self.modified, self.opened = secrets.token_urlsafe(18), None, True, False
 
     def to_data(self) -> dict:
         data: dict = {"sid": self.sid}
@@ -125,11 +135,13 @@ def form(req: falcon.Request) -> dict[str, str]:
 
 class PortalSessions:
     """Falcon middleware for the portal's resources (those with `portal = True`): loads the
-    session and the logged-in user, refuses POSTs without a valid CSRF token, sends anonymous
-    visitors of a page that needs a login to /login, and writes the cookie back when it changed."""
+    session and the logged-in user (while the session's record lasts), refuses POSTs without a
+    valid CSRF token, sends anonymous visitors of a page that needs a login to /login, and
+    writes the session's record and the cookie back when they changed. `accounts` is the
+    application (its session methods)."""
 
-    def __init__(self, settings: PortalSettings, get_user):
-        self.settings, self.signer, self.get_user = settings, Signer(settings), get_user
+    def __init__(self, settings: PortalSettings, accounts):
+        self.settings, self.signer, self.accounts = settings, Signer(settings), accounts
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params) -> None:
         if resource is None or not getattr(resource, "portal", False):
@@ -140,8 +152,8 @@ class PortalSessions:
         req.context.signer = self.signer
         req.context.user = None
         if session.username:
-            user = self.get_user(session.username)
-            if user is None:  # the account is gone
+            user = self.accounts.session_user(session.sid)
+            if user is None:  # logged out, password changed, expired, or the account is gone
                 session.log_out()
             req.context.user = user
         if req.method == "POST":
@@ -154,7 +166,17 @@ class PortalSessions:
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
         session = req.context.get("session")
-        if session is None or not session.modified:
+        if session is None:
+            return
+        for sid in session.ended:
+            self.accounts.close_session(sid)
+        if session.opened and session.username:
+            user = self.accounts.get_user(session.username)
+            if user is not None:
+                expires = self.accounts.clock() + timedelta(hours=self.settings.session_hours)
+                self.accounts.open_session(session.sid, user, expires)
+                session.username = user.username
+        if not session.modified:
             return
         secure = self.settings.cookie_secure
         if secure is None:
