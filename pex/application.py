@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -28,9 +28,10 @@ from pex.clock import system_clock
 from pex.domain.catalogue import CATALOGUE_ID, DEMO_NODES, DEMO_TEMPLATES, TABLE_1_SIZES, Catalogue
 from pex.domain.errors import CapacityExceeded, CatalogueError, InvalidProposal, NodeUnavailable
 from pex.domain.instance import Instance, instance_id, instance_name
-from pex.domain.negotiation import NegotiationPolicy, Negotiator, check_terms, evaluate
+from pex.domain.negotiation import NegotiationPolicy, Negotiator, answer_within_quotas, check_terms, evaluate
 from pex.domain.node import Node, node_id
 from pex.domain.pricing import FlatRatePricing, PricingPolicy
+from pex.domain.quotas import Quotas, Usage
 from pex.domain.reservation import USER_REPLIES, Reservation, Step
 from pex.domain.values import Offer, Reply, Resources, Size, State, Terms
 from pex.projections.capacity import CapacityTimeline
@@ -194,6 +195,38 @@ class PexApplication(Accounts, VmLifecycle, Application):
     def withdraw_template(self, name: str) -> None:
         self._change_catalogue(lambda c, at: c.withdraw_template(name, at))
 
+    def quotas(self) -> Quotas:
+        """The quotas in force (the defaults until an administrator sets them)."""
+        return self.catalogue().quotas
+
+    def set_quotas(self, quotas: Quotas, by: str) -> Quotas:
+        """Put `quotas` in force from now, for every proposal from now on; what was agreed or
+        offered before stands. `by` is the administrator, recorded with the change."""
+        self._change_catalogue(lambda c, at: c.set_quotas(quotas, by, at))
+        return quotas
+
+    def policy_in_force(self) -> NegotiationPolicy:
+        """The negotiation policy with the quotas' horizon: what proposals are checked against."""
+        return self._policy_under(self.quotas())
+
+    def _policy_under(self, quotas: Quotas) -> NegotiationPolicy:
+        return replace(self.policy, horizon=quotas.horizon_in_force(self.policy.horizon))
+
+    def pool_cpus(self) -> int:
+        """The CPUs of the nodes that take reservations now: the default CPU-hour quota's base."""
+        self.follow()
+        with self._follow_lock:
+            return self._pool_cpus()
+
+    def _pool_cpus(self) -> int:
+        return sum(self.timeline.capacity(name).cpus for name in self.timeline.node_names())
+
+    def usage(self, user_id: str, excluding: UUID | None = None) -> Usage:
+        """What `user_id` holds or booked from now on, as the quotas count it."""
+        self.follow()
+        with self._follow_lock:
+            return self.index.usage(user_id, self.clock(), excluding)
+
     def register_node(self, name: str, capacity: Resources) -> UUID:
         if not name or capacity.cpus <= 0 or capacity.memory_mb <= 0 or capacity.disk_gb < 0:
             raise CatalogueError("a node needs a name and positive CPUs and memory")
@@ -264,12 +297,19 @@ class PexApplication(Accounts, VmLifecycle, Application):
         catalogue = self.catalogue()
         size = catalogue.size(terms.size)
         catalogue.check_template(terms.template)
-        check_terms(terms, at, self.policy)
+        quotas = catalogue.quotas
+        policy = self._policy_under(quotas)
+        check_terms(terms, at, policy)
         self.follow()
         with self._follow_lock:
+            # The usage and the hold are decided in this one attempt, under the command lock:
+            # exact within a process; across processes see docs/operations.md (Quotas).
+            usage = self.index.usage(reservation.user_id, at, excluding=reservation.id)
+            limited = quotas.limit(terms, size.cpus, usage, self._pool_cpus(), at, policy.horizon)
             decision = self.negotiator(
-                terms, size, self.timeline, at, self.pricing, self.policy, reservation.round + 1, reservation.id
+                limited, size, self.timeline, at, self.pricing, policy, reservation.round + 1, reservation.id
             )
+        decision = answer_within_quotas(terms, limited, decision)
         previous = reservation.offer if reservation.state in (State.ACCEPTED, State.COUNTERED) else None
         reservation.submit(terms, size.resources, at)
         nodes: dict[str, Node] = {}
@@ -396,6 +436,24 @@ class PexApplication(Accounts, VmLifecycle, Application):
             reservation = self._reservation(reservation_id, expected_version)
             reservation.cancel(reason, at)
             nodes = self._release_all(reservation, reason, at)
+            instances = [self.repository.get(i) for i in reservation.instance_ids]
+            for instance in instances:
+                instance.cancel(at)
+            self._save(reservation, *nodes, *instances)
+            return self._view(reservation)
+
+        return self._retrying(attempt)
+
+    def terminate(self, reservation_id: UUID, by: str, reason: str, expected_version: int | None = None) -> ReservationView:
+        """An administrator ends a reservation in any live state, an activated one too: what
+        it holds or booked is released now, instances not yet started are cancelled, and the
+        timer worker ends the running ones at its next tick (as at a reservation's end)."""
+
+        def attempt() -> ReservationView:
+            at = self.clock()
+            reservation = self._reservation(reservation_id, expected_version)
+            reservation.terminate(by, reason, at)
+            nodes = self._release_all(reservation, f"ended by {by}: {reason}", at)
             instances = [self.repository.get(i) for i in reservation.instance_ids]
             for instance in instances:
                 instance.cancel(at)

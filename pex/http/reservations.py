@@ -67,7 +67,7 @@ def check_proposal(application: PexApplication, terms: Terms) -> None:
     catalogue = application.catalogue()
     catalogue.size(terms.size)
     catalogue.check_template(terms.template)
-    check_terms(terms, application.clock(), application.policy)
+    check_terms(terms, application.clock(), application.policy_in_force())
 
 
 def first_answer(view: ReservationView) -> tuple[Terms | None, Reply | None, str]:
