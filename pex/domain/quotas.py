@@ -50,7 +50,8 @@ class QuotaExceeded(InvalidProposal):
     """A proposal goes over one of the provider's quotas and cannot be countered within it.
 
     `limit` names the quota ("horizon", "cpu-hours", "live-offers"; see LIMITS), `allowed` is
-    its value as the API shows it; `field` is the proposal's field that went over."""
+    its value as the API shows it; `field` is the proposal's field that went over ("" when
+    no field did: live offers)."""
 
     def __init__(self, limit: str, allowed: int, field: str, detail: str):
         self.limit, self.allowed = limit, allowed
@@ -101,10 +102,10 @@ class Quotas:
 
     def __post_init__(self) -> None:
         day = timedelta(days=1)
-        if not SECOND <= self.max_duration <= MAX_SETTABLE_DAYS * day:
-            raise QuotaError("maxDuration", f"between 1 second and {MAX_SETTABLE_DAYS} days")
+        if not HOUR <= self.max_duration <= MAX_SETTABLE_DAYS * day:
+            raise QuotaError("maxDurationHours", f"between 1 hour and {MAX_SETTABLE_DAYS} days")
         if self.horizon is not None and not timedelta(0) <= self.horizon <= MAX_SETTABLE_DAYS * day:
-            raise QuotaError("horizon", f"between 0 and {MAX_SETTABLE_DAYS} days")
+            raise QuotaError("horizonDays", f"between 0 and {MAX_SETTABLE_DAYS} days")
         if self.max_cpu_hours is not None and not 0 <= self.max_cpu_hours <= MAX_SETTABLE_CPU_HOURS:
             raise QuotaError("maxCpuHours", f"between 0 and {MAX_SETTABLE_CPU_HOURS}")
         if not 0 <= self.max_live_offers <= MAX_SETTABLE_LIVE_OFFERS:
@@ -130,7 +131,7 @@ class Quotas:
     def check_live_offers(self, usage: Usage) -> None:
         if usage.live_offers >= self.max_live_offers:
             raise TooManyLiveOffers(
-                "live-offers", self.max_live_offers, "proposal",
+                "live-offers", self.max_live_offers, "",
                 f"you hold {usage.live_offers} live offers, the most one user may; confirm or decline one, "
                 "or wait for one to lapse",
             )

@@ -99,6 +99,7 @@ def create_app(
         "/OpenPEX/templates/{name}": pool.Template(application),
         "/OpenPEX/nodes": pool.Nodes(application),
         "/OpenPEX/nodes/{name}": pool.NodeResource(application),
+        "/OpenPEX/quotas": pool.QuotasResource(application),
     }
     for template, resource in routes.items():
         app.add_route(template, resource)

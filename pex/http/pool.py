@@ -1,14 +1,17 @@
 """The catalogue and the pool over the API: sizes and templates (read by every user, changed
-by administrators) and nodes (administrators only)."""
+by administrators), nodes (administrators only), and the quotas (read by every user, with
+their own usage; changed by administrators)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import falcon
 
 from pex.application import NotFound, PexApplication
 from pex.domain.node import node_id
+from pex.domain.quotas import DEFAULT_MAX_DURATION, DEFAULT_MAX_LIVE_OFFERS, Quotas
 from pex.domain.values import Resources, Size
 from pex.wire import rfc1123
 
@@ -193,3 +196,65 @@ class NodeResource:
             raise NotFound(f"no node {name!r}")
         self.application.resize_node(name, Resources(body["cpus"], body["memoryMb"], body["diskGb"]))
         resp.media = node_json(_node(self.application, name))
+
+
+# The API's names and units of each quota: whole hours and days, as an operator sets them.
+QUOTA_FIELDS = ("maxDurationHours", "horizonDays", "maxCpuHours", "maxLiveOffers")
+
+
+def quotas_json(application: PexApplication, quotas: Quotas, user: str | None = None) -> dict:
+    policy, pool_cpus = application.policy, application.pool_cpus()
+    body = {
+        "maxDurationHours": quotas.max_duration // timedelta(hours=1),
+        "horizonDays": quotas.horizon_in_force(policy.horizon).days,
+        "maxCpuHours": quotas.cpu_hours_in_force(pool_cpus),
+        "maxLiveOffers": quotas.max_live_offers,
+        "defaults": [
+            name
+            for name, is_default in (
+                ("maxDurationHours", quotas.max_duration == DEFAULT_MAX_DURATION),
+                ("horizonDays", quotas.horizon is None),
+                ("maxCpuHours", quotas.max_cpu_hours is None),
+                ("maxLiveOffers", quotas.max_live_offers == DEFAULT_MAX_LIVE_OFFERS),
+            )
+            if is_default
+        ],
+    }
+    if user is not None:
+        usage = application.usage(user)
+        body["usage"] = {"cpuHours": round(usage.cpu_hours, 3), "liveOffers": usage.live_offers}
+    return body
+
+
+class QuotasResource:
+    """/OpenPEX/quotas
+
+    PUT changes the fields it names and leaves the others; a field set to null goes back to
+    its default (the pool's share for maxCpuHours, PEX_HORIZON_DAYS for horizonDays)."""
+
+    auth = {"GET": "user", "PUT": "admin"}
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        user = req.context.user.username
+        resp.media = quotas_json(self.application, self.application.quotas(), user)
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = req.get_media()
+        changes: dict = {}
+        if "maxDurationHours" in body:
+            hours = body["maxDurationHours"]
+            changes["max_duration"] = DEFAULT_MAX_DURATION if hours is None else timedelta(hours=hours)
+        if "horizonDays" in body:
+            days = body["horizonDays"]
+            changes["horizon"] = None if days is None else timedelta(days=days)
+        if "maxCpuHours" in body:
+            changes["max_cpu_hours"] = body["maxCpuHours"]
+        if "maxLiveOffers" in body:
+            count = body["maxLiveOffers"]
+            changes["max_live_offers"] = DEFAULT_MAX_LIVE_OFFERS if count is None else count
+        quotas = self.application.set_quotas(self.application.quotas().but(**changes), req.context.user.username)
+        resp.media = quotas_json(self.application, quotas, req.context.user.username)

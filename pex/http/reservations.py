@@ -200,7 +200,14 @@ class Reservation:
     def on_delete(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
         view = load(self.application, req, reservation_id)
         expected = check_if_match(req, view.version)
-        view = self.application.cancel(reservation_id, expected_version=expected)
+        user = req.context.user
+        if user.is_admin and (view.user_id != user.username or view.state == State.ACTIVATED):
+            # An administrator ends someone else's reservation, or an activated one: recorded
+            # with who and why (?reason=), and its running VMs are ended by the worker.
+            reason = req.get_param("reason") or "ended by an administrator"
+            view = self.application.terminate(reservation_id, user.username, reason, expected_version=expected)
+        else:
+            view = self.application.cancel(reservation_id, expected_version=expected)
         resp.media = reservation_json(view)
 
 
