@@ -19,6 +19,7 @@ import falcon
 
 from pex.application import Contention, NotFound, PexApplication, ReservationView
 from pex.domain.errors import DomainError, IllegalMove, OfferExpired
+from pex.domain.quotas import QuotaExceeded
 from pex.domain.user import AccountError, UsernameTaken
 from pex.domain.values import Reply, State
 from pex.http.auth import LoginThrottle
@@ -405,6 +406,8 @@ class ReservationAction(Page):
             session.flash("The offer has lapsed: it was held only for a few minutes. Propose again.", "error")
         except IllegalMove as error:
             session.flash(f"That is not possible now: {error}.", "error")
+        except QuotaExceeded as error:
+            session.flash(f"Over your quota: {error.detail}.", "error")
         except Contention:
             session.flash("The provider is busy; try again in a moment.", "error")
         raise redirect(reservation_url(reservation_id))
