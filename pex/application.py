@@ -31,7 +31,7 @@ from pex.domain.instance import Instance, instance_id, instance_name
 from pex.domain.negotiation import NegotiationPolicy, Negotiator, answer_within_quotas, check_terms, evaluate
 from pex.domain.node import Node, node_id
 from pex.domain.pricing import FlatRatePricing, PricingPolicy
-from pex.domain.quotas import Quotas, Usage
+from pex.domain.quotas import QuotaAccount, Quotas, Usage, cpu_seconds, quota_account_id
 from pex.domain.reservation import USER_REPLIES, Reservation, Step
 from pex.domain.values import Offer, Reply, Resources, Size, State, Terms
 from pex.projections.capacity import CapacityTimeline
@@ -300,10 +300,11 @@ class PexApplication(Accounts, VmLifecycle, Application):
         quotas = catalogue.quotas
         policy = self._policy_under(quotas)
         check_terms(terms, at, policy)
+        # Loaded before the usage is read: a process that charged this user since then has
+        # moved the account on, and this attempt's save loses and runs again on fresh usage.
+        account = self._quota_account(reservation.user_id, at)
         self.follow()
         with self._follow_lock:
-            # The usage and the hold are decided in this one attempt, under the command lock:
-            # exact within a process; across processes see docs/operations.md (Quotas).
             usage = self.index.usage(reservation.user_id, at, excluding=reservation.id)
             limited = quotas.limit(terms, size.cpus, usage, self._pool_cpus(), at, policy.horizon)
             decision = self.negotiator(
@@ -325,6 +326,8 @@ class PexApplication(Accounts, VmLifecycle, Application):
                 reservation.accept(decision.offer, valid_until, at)
             else:
                 reservation.counter_offer(decision.offer, decision.alternatives, valid_until, at)
+            taken = cpu_seconds(size.cpus, offered.instances, offered.start, offered.end, at)
+            account.charge(reservation.id, taken, usage, at)
         else:
             reservation.reject(decision.reason, at)
         if previous is not None:
@@ -332,7 +335,8 @@ class PexApplication(Accounts, VmLifecycle, Application):
                 if name not in nodes:
                     nodes[name] = self._node(name)
                     nodes[name].release(reservation.id, "superseded by a new offer", at)
-        self._save(reservation, *nodes.values())
+        charged = [account] if decision.offer is not None else []
+        self._save(reservation, *nodes.values(), *charged)
         return Outcome(decision.reply, self._view(reservation), decision.reason)
 
     def respond(
@@ -584,17 +588,23 @@ class PexApplication(Accounts, VmLifecycle, Application):
             raise VersionConflict(expected_version, reservation.version)
         return reservation
 
+    def _quota_account(self, user_id: str, at: datetime) -> QuotaAccount:
+        try:
+            return self.repository.get(quota_account_id(user_id))
+        except AggregateNotFoundError:
+            return QuotaAccount.open(user_id, at)
+
     def _save(self, *aggregates: Aggregate) -> None:
-        # Only nodes that recorded something now reach a new version worth a snapshot; one
-        # that was merely loaded may sit at a multiple of the interval, already snapshotted.
-        changed = [a for a in aggregates if isinstance(a, Node) and a.pending_events]
+        # Only nodes and quota accounts that recorded something now reach a new version worth
+        # a snapshot; one merely loaded may sit at a multiple of the interval, already taken.
+        changed = [a for a in aggregates if isinstance(a, (Node, QuotaAccount)) and a.pending_events]
         self.save(*aggregates)
         for aggregate in changed:
             if aggregate.version % self.node_snapshot_interval == 0:
                 try:
                     self.take_snapshot(aggregate.id, version=aggregate.version)
                 except Exception:  # a snapshot is an optimisation; the events are committed
-                    log.warning("snapshot of node %s at version %s failed", aggregate.name, aggregate.version, exc_info=True)
+                    log.warning("snapshot of %s at version %s failed", aggregate.id, aggregate.version, exc_info=True)
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Run a command; on a lost race (IntegrityError) or a node refusing a stale placement,

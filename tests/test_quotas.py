@@ -300,3 +300,42 @@ def test_the_audit_accepts_an_administrators_end(memory_app, clock):
     report = Auditor(memory_app, read_models).run()
     assert report.violations == [], [v.as_dict() for v in report.violations]
     read_models.close()
+
+
+# --- across processes ---------------------------------------------------------------------
+
+
+def test_two_processes_deciding_on_one_users_quota_at_once_never_overshoot_it(tmp_path, clock):
+    """Process B reads alice's usage, then process A makes her an offer before B saves its own
+    (on other nodes, so no node's version tells them apart): B's save loses on her quota
+    account and B decides again, on fresh usage."""
+    from pex.bootstrap import build_application
+    from pex.domain.values import Size
+    from pex.settings import Settings
+
+    url = f"sqlite:///{tmp_path}/pex.sqlite3"
+    a = build_application(Settings(database_url=url), clock=clock)
+    b = build_application(Settings(database_url=url), clock=clock)
+    try:
+        # A size only the node "wide" takes (16 CPUs, little memory), which no XLARGE fits.
+        a.define_size(Size("WIDE", cpus=16, memory_mb=512, disk_gb=10))
+        a.register_node("wide", Resources(16, 1024, 100))
+        a.set_quotas(Quotas(max_cpu_hours=1000), by="root")
+        racing = {"done": False}
+        negotiator = b.negotiator
+
+        def b_negotiates_while_a_offers(*args, **kwargs):
+            if not racing["done"]:
+                racing["done"] = True
+                _, outcome = negotiate(a, terms("WIDE", fixed=1, duration=50 * H))  # 800 CPU-hours
+                assert outcome.reply == Reply.ACCEPT
+            return negotiator(*args, **kwargs)
+
+        b.negotiator = b_negotiates_while_a_offers
+        with pytest.raises(QuotaExceeded) as refused:
+            negotiate(b, terms("XLARGE", fixed=1, duration=100 * H))  # 400 more: over 1000
+        assert refused.value.limit == "cpu-hours"
+        assert b.usage("alice").cpu_hours == 800
+    finally:
+        a.close()
+        b.close()

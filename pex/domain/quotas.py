@@ -20,13 +20,19 @@ live-offers  how many offers (ACCEPT or COUNTER, not yet confirmed, declined or 
              declined or lapses.
 
 Everything here is pure: the user's usage and `now` are arguments; the service layer reads
-the usage from its reservation index.
+the usage from its reservation index. The QuotaAccount aggregate makes that reading safe
+across processes: every offer is charged to its user's account in the same save as its
+holds, so two processes deciding on one user's usage at once write the same version of the
+account, and the loser decides again on fresh usage.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
 
 from pex.domain.errors import DomainError, InvalidProposal
 from pex.domain.values import Terms
@@ -184,3 +190,51 @@ def _span(span: timedelta) -> str:
     if hours or not parts:
         parts.append(f"{hours} hour{'s' * (hours != 1)}")
     return " ".join(parts)
+
+
+def quota_account_id(user_id: str) -> UUID:
+    return uuid5(NAMESPACE_URL, f"/pex/quota-accounts/{user_id}")
+
+
+class QuotaAccount(Aggregate):
+    """One user's quota decisions: each offer the provider made them, with what it took and
+    what they had before. Its version is what serializes the decisions on one user's usage;
+    what a user holds now is read from the reservations (pex.projections.reservations)."""
+
+    class Event(Aggregate.Event):
+        at: datetime
+
+    class Opened(Aggregate.Created):
+        user_id: str
+        at: datetime
+
+    class OfferCharged(Event):
+        """An offer for `reservation_id` was made within the quotas: it takes `cpu_seconds`
+        (CPUs × seconds from `at` on) beside `usage_cpu_seconds` and `usage_live_offers` of
+        the user's other reservations."""
+
+        reservation_id: UUID
+        cpu_seconds: int
+        usage_cpu_seconds: int
+        usage_live_offers: int
+
+        def apply(self, account: QuotaAccount) -> None:
+            account.offers_charged += 1
+
+    def __init__(self, user_id: str, at: datetime):
+        self.user_id = user_id
+        self.offers_charged = 0
+
+    @staticmethod
+    def create_id(user_id: str, **_: object) -> UUID:
+        return quota_account_id(user_id)
+
+    @classmethod
+    def open(cls, user_id: str, at: datetime) -> QuotaAccount:
+        return cls._create(cls.Opened, id=quota_account_id(user_id), user_id=user_id, at=at)
+
+    def charge(self, reservation_id: UUID, cpu_seconds_taken: int, usage: Usage, at: datetime) -> None:
+        self.trigger_event(
+            self.OfferCharged, reservation_id=reservation_id, cpu_seconds=cpu_seconds_taken,
+            usage_cpu_seconds=usage.cpu_seconds, usage_live_offers=usage.live_offers, at=at,
+        )
