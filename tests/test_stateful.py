@@ -9,7 +9,8 @@ every step the promises are checked:
 - every confirmed reservation has bookings for all its instances inside its interval;
 - every move the protocol forbids was refused and recorded nothing (checked in the rules,
   against the model's own table of moves, written independently of the domain's);
-- the state rebuilt from the stored events equals the live state.
+- the state rebuilt from the stored events equals the live state;
+- no user holds or booked more CPU-hours, or more live offers, than the quotas allow.
 
 A failure shrinks to a short history that can be pasted back as a regression test.
 """
@@ -26,6 +27,7 @@ from pex.bootstrap import build_application
 from pex.clock import ManualClock
 from pex.domain import IllegalMove, InvalidProposal, OfferExpired, Reply, Resources, State, Terms
 from pex.domain.node import Node, node_id, peak_demand
+from pex.domain.quotas import QuotaExceeded
 from pex.settings import Settings
 from tests.conftest import T0
 
@@ -102,6 +104,10 @@ class NegotiationHistories(RuleBasedStateMachine):
         rid = self.app.initiate_reservation(user)
         try:
             outcome = self.app.submit_proposal(rid, asked)
+        except QuotaExceeded as refused:
+            assert refused.limit in ("cpu-hours", "live-offers")  # every start is within the horizon
+            assert self.app.get_reservation(rid).version == 1
+            return rid
         except InvalidProposal:
             assert asked.instances < 1
             assert self.app.get_reservation(rid).version == 1
@@ -115,6 +121,10 @@ class NegotiationHistories(RuleBasedStateMachine):
         asked = self.make_terms(spec)
         try:
             outcome = self.app.respond(rid, Reply.COUNTER, asked)
+        except QuotaExceeded as refused:
+            assert before.state == S.COUNTERED and refused.limit in ("cpu-hours", "live-offers")
+            assert self.app.get_reservation(rid).version == before.version
+            return
         except (IllegalMove, InvalidProposal):
             assert before.state != S.COUNTERED or asked.instances < 1
             assert self.app.get_reservation(rid).version == before.version
@@ -221,6 +231,14 @@ class NegotiationHistories(RuleBasedStateMachine):
             instances = [self.app.get_instance(i) for i in r.instance_ids]
             assert sorted(i.node for i in instances) == sorted(a.node for a in r.offer.placement for _ in range(a.instances))
             assert all(i.start == terms.start and i.end == terms.end for i in instances)
+
+    @invariant()
+    def no_user_is_over_a_quota(self):
+        quotas, pool_cpus = self.app.quotas(), self.app.pool_cpus()
+        for user in ("alice", "bob", "carol"):
+            usage = self.app.usage(user)
+            assert usage.cpu_seconds <= quotas.cpu_hours_in_force(pool_cpus) * 3600, user
+            assert usage.live_offers <= quotas.max_live_offers, user
 
     @invariant()
     def replaying_the_stored_events_gives_the_live_state(self):
