@@ -339,3 +339,14 @@ def test_two_processes_deciding_on_one_users_quota_at_once_never_overshoot_it(tm
     finally:
         a.close()
         b.close()
+
+
+def test_a_users_quota_account_is_snapshotted_so_loading_it_stays_cheap(memory_app):
+    from pex.domain.quotas import quota_account_id
+
+    for _ in range(memory_app.node_snapshot_interval):
+        rid, _ = negotiate(memory_app, terms())
+        memory_app.decline(rid)
+    account = quota_account_id("alice")
+    assert memory_app.repository.get(account).offers_charged == memory_app.node_snapshot_interval  # version 51
+    assert [s.originator_version for s in memory_app.snapshots.get(account)] == [memory_app.node_snapshot_interval]
