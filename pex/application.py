@@ -221,6 +221,18 @@ class PexApplication(Accounts, VmLifecycle, Application):
     def _pool_cpus(self) -> int:
         return sum(self.timeline.capacity(name).cpus for name in self.timeline.node_names())
 
+    def check_quotas(self, user_id: str, terms: Terms, reservation_id: UUID | None = None) -> None:
+        """Refuse terms over a quota that no counter can honour (QuotaExceeded) before a
+        reservation is made for them; the command that holds checks again, authoritatively."""
+        at = self.clock()
+        catalogue = self.catalogue()
+        size = catalogue.size(terms.size)
+        self.follow()
+        with self._follow_lock:
+            usage = self.index.usage(user_id, at, excluding=reservation_id)
+            horizon = self._policy_under(catalogue.quotas).horizon
+            catalogue.quotas.limit(terms, size.cpus, usage, self._pool_cpus(), at, horizon)
+
     def usage(self, user_id: str, excluding: UUID | None = None) -> Usage:
         """What `user_id` holds or booked from now on, as the quotas count it."""
         self.follow()

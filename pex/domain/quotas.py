@@ -62,6 +62,8 @@ class QuotaExceeded(InvalidProposal):
     def __init__(self, limit: str, allowed: int, field: str, detail: str):
         self.limit, self.allowed = limit, allowed
         super().__init__(field, detail)
+        if not field:
+            self.args = (detail,)
 
 
 class TooManyLiveOffers(QuotaExceeded):

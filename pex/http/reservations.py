@@ -61,13 +61,14 @@ def load(application: PexApplication, req: falcon.Request, reservation_id: UUID)
     return view
 
 
-def check_proposal(application: PexApplication, terms: Terms) -> None:
-    """Refuse a malformed first proposal before a reservation exists for it, so a refused
-    POST changes nothing (the same checks run again inside submit_proposal)."""
+def check_proposal(application: PexApplication, terms: Terms, user: str, reservation_id: UUID) -> None:
+    """Refuse a malformed first proposal, or one over a quota, before a reservation exists for
+    it, so a refused POST changes nothing (the same checks run again inside submit_proposal)."""
     catalogue = application.catalogue()
     catalogue.size(terms.size)
     catalogue.check_template(terms.template)
     check_terms(terms, application.clock(), application.policy_in_force())
+    application.check_quotas(user, terms, reservation_id)
 
 
 def first_answer(view: ReservationView) -> tuple[Terms | None, Reply | None, str]:
@@ -106,8 +107,8 @@ class Reservations:
         user = req.context.user.username
         terms = terms_from_json(req.get_media())
         key = self._idempotency_key(req)
-        check_proposal(self.application, terms)
         reservation_id = uuid5(NAMESPACE_URL, f"/pex/users/{user}/idempotency/{key}") if key else uuid4()
+        check_proposal(self.application, terms, user, reservation_id)
         reservation_id = self.application.initiate_reservation(user, reservation_id)
         replayed = False
         try:

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from tests.conftest import T0
+from tests.http.conftest import proposal
 from tests.http.test_errors import nothing_recorded, problem
 
 DAY, H = timedelta(days=1), timedelta(hours=1)
@@ -50,6 +51,7 @@ def test_fixed_instances_over_the_cpu_hours_are_a_problem_naming_the_limit(api):
     body = problem(api.propose(size="XLARGE", fixed=5, hours=366 * 24), 422, "quota-exceeded")
     assert (body["limit"], body["allowed"]) == ("cpu-hours", 3600)
     assert "6720 CPU-hours" in body["detail"]
+    assert nothing_recorded(api)
 
 
 def test_a_year_of_optional_instances_is_countered_within_the_quotas(api):
@@ -65,8 +67,19 @@ def test_a_sixth_live_offer_is_409_naming_live_offers(api):
         assert api.propose().json["reply"] == "ACCEPT"
     body = problem(api.propose(), 409, "quota-exceeded")
     assert (body["limit"], body["allowed"]) == ("live-offers", 5)
-    assert "errors" not in body
+    assert "errors" not in body and body["detail"].startswith("you hold 5 live offers")
+    assert len(api.application.list_reservations("alice")) == 5  # a refused POST changes nothing
     assert api.propose(user="bob").json["reply"] == "ACCEPT"
+
+
+def test_a_replayed_post_is_answered_again_even_at_the_live_offer_quota(api):
+    key = {"Idempotency-Key": "first-of-five"}
+    first = api.post("/OpenPEX/reservations", json=proposal(), headers=key)
+    for _ in range(4):
+        api.propose()
+    again = api.post("/OpenPEX/reservations", json=proposal(), headers=key)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json["proposal"]["id"] == first.json["proposal"]["id"]
 
 
 def test_the_readme_tour_five_xlarge_for_two_hours_still_works(api):

@@ -273,6 +273,11 @@ class NewReservation(Page):
             return
         # The form's nonce names the reservation: a form sent twice negotiates once.
         rid = uuid5(NAMESPACE_URL, f"/pex/users/{user}/portal/{typed.nonce or uuid4().hex}")
+        try:
+            self.application.check_quotas(user, terms, rid)
+        except QuotaExceeded as error:  # refused before a reservation is made for it
+            self._show(req, resp, typed, {typed.field_of(error): error.detail}, 422)
+            return
         rid = self.application.initiate_reservation(user, rid)
         try:
             self.application.submit_proposal(rid, terms)
