@@ -1,6 +1,7 @@
 """Quotas: what one user may take of the pool (pex.domain.quotas), as arithmetic and as stories
 through the application service; and an administrator ending any reservation."""
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -286,6 +287,7 @@ def test_ending_an_ended_reservation_is_an_illegal_move(memory_app):
 
 def test_the_audit_accepts_an_administrators_end(memory_app, clock):
     from pex.projections.audit import Auditor
+    from pex.projections.history import render_history
     from pex.projections.readmodels import ReadModels
 
     rid, _ = negotiate(memory_app, terms("XLARGE", fixed=2, duration=2 * H))
@@ -299,7 +301,10 @@ def test_the_audit_accepts_an_administrators_end(memory_app, clock):
     read_models.catch_up()
     report = Auditor(memory_app, read_models).run()
     assert report.violations == [], [v.as_dict() for v in report.violations]
+    listed = {r.id: r for r in read_models.reservations(None, State.CANCELLED)}
+    assert listed[rid].history[-1].note == "ended by root: abuse" == memory_app.get_reservation(rid).history[-1].note
     read_models.close()
+    assert re.search(r"provider +TERMINATE +ended by root: abuse", render_history(memory_app, rid))
 
 
 # --- across processes ---------------------------------------------------------------------
