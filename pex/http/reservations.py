@@ -68,7 +68,8 @@ def check_proposal(application: PexApplication, terms: Terms, user: str, reserva
     catalogue.size(terms.size)
     catalogue.check_template(terms.template)
     check_terms(terms, application.clock(), application.policy_in_force())
-    application.check_quotas(user, terms, reservation_id)
+    if reservation_id not in application.repository:  # a replay answers what was answered then
+        application.check_quotas(user, terms, reservation_id)
 
 
 def first_answer(view: ReservationView) -> tuple[Terms | None, Reply | None, str]:

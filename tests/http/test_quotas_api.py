@@ -80,6 +80,10 @@ def test_a_replayed_post_is_answered_again_even_at_the_live_offer_quota(api):
     again = api.post("/OpenPEX/reservations", json=proposal(), headers=key)
     assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
     assert again.json["proposal"]["id"] == first.json["proposal"]["id"]
+    api.step(first.json["proposal"]["id"], "CONFIRM")
+    api.propose()  # five live offers again, none of them the first
+    replayed = api.post("/OpenPEX/reservations", json=proposal(), headers=key)
+    assert replayed.status_code == 201 and replayed.json["reply"] == "ACCEPT"
 
 
 def test_the_readme_tour_five_xlarge_for_two_hours_still_works(api):
