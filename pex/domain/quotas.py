@@ -8,8 +8,8 @@ duration     the longest reservation (default 14 days). A longer proposal is ans
              any term of the proposal with one acceptable to it (§3.1), start and price being
              its examples.
 horizon      how far ahead a reservation may start (default: the negotiation policy's horizon,
-             PEX_HORIZON_DAYS, 60 days). A later start is refused; nothing in the proposal
-             can be countered to honour it without changing what the user asked for.
+             PEX_HORIZON_DAYS, 60 days). A later start is refused, naming the horizon: the
+             user asked for a time the provider does not sell yet.
 cpu-hours    the CPU-hours one user may have booked or held from now on, over all their
              reservations and offers (default: a quarter of the pool's CPU-hours over the
              next 30 days; 3 600 on the paper's 20-CPU testbed, so the whole pool for an
@@ -55,7 +55,7 @@ MAX_SETTABLE_LIVE_OFFERS = 10**6
 class QuotaExceeded(InvalidProposal):
     """A proposal goes over one of the provider's quotas and cannot be countered within it.
 
-    `limit` names the quota ("horizon", "cpu-hours", "live-offers"; see LIMITS), `allowed` is
+    `limit` names the quota ("horizon", "cpu-hours", "live-offers"; see above), `allowed` is
     its value as the API shows it; `field` is the proposal's field that went over ("" when
     no field did: live offers)."""
 
