@@ -1,8 +1,8 @@
 """Random negotiation histories, replayed by Hypothesis against the application.
 
 Rules are user moves (several users proposing, countering, accepting, confirming, declining,
-cancelling, activating) and the passing of time (offers lapse, reservations end). After
-every step the promises are checked:
+cancelling, activating), an administrator ending a reservation, and the passing of time
+(offers lapse, reservations end). After every step the promises are checked:
 
 - no node is over capacity at any instant, counting bookings and live holds, judged both by
   the nodes themselves and independently from the reservations' own offers;
@@ -41,6 +41,8 @@ MODEL_MOVES = {
     "decline": {S.ACCEPTED: S.REJECTED, S.COUNTERED: S.REJECTED},
     "cancel": {s: S.CANCELLED for s in (S.INITIATED, S.ACCEPTED, S.COUNTERED, S.REJECTED, S.CONFIRMED)},
     "activate": {S.CONFIRMED: S.ACTIVATED},
+    # An administrator ends any reservation that still stands or negotiates.
+    "terminate": {s: S.CANCELLED for s in (S.INITIATED, S.ACCEPTED, S.COUNTERED, S.REJECTED, S.CONFIRMED, S.ACTIVATED)},
 }
 OFFER_MOVES = {"confirm", "accept"}  # moves that need the offer to be still valid
 
@@ -172,6 +174,10 @@ class NegotiationHistories(RuleBasedStateMachine):
     @rule(rid=reservations)
     def activate(self, rid):
         self.attempt("activate", rid, self.app.activate)
+
+    @rule(rid=reservations)
+    def terminate(self, rid):
+        self.attempt("terminate", rid, lambda r: self.app.terminate(r, by="root", reason="abuse"))
 
     @rule(minutes=st.sampled_from([1, 4, 6, 30, 90, 600]))
     def time_passes(self, minutes):
