@@ -60,6 +60,13 @@ def test_the_whole_pool_for_an_hour_and_for_a_week_fit_the_default_quotas():
         assert Quotas().limit(asked, 4, Usage(), POOL_CPUS, T0, SIXTY_DAYS) == asked
 
 
+def test_with_no_node_up_the_default_cpu_hours_leave_the_answer_to_the_negotiation():
+    asked = terms("XLARGE")
+    assert Quotas().limit(asked, 4, Usage(), 0, T0, SIXTY_DAYS) == asked
+    with pytest.raises(QuotaExceeded):
+        Quotas(max_cpu_hours=0).limit(asked, 4, Usage(), 0, T0, SIXTY_DAYS)
+
+
 def test_a_duration_over_the_longest_reservation_is_cut_to_it():
     limited = Quotas().limit(terms(duration=366 * DAY), 1, Usage(), POOL_CPUS, T0, SIXTY_DAYS)
     assert limited.duration == 14 * DAY and limited.start == T0 + 2 * H

@@ -167,8 +167,8 @@ class Quotas:
         if terms.duration > self.max_duration:
             terms = terms.but(end=terms.start + self.max_duration)
         each = cpu_seconds(cpus, 1, terms.start, terms.end, at)
-        if each == 0:
-            return terms
+        if each == 0 or (self.max_cpu_hours is None and pool_cpus == 0):
+            return terms  # no CPU asked for; or no node takes reservations, which the negotiation says
         allowed = self.cpu_hours_in_force(pool_cpus)
         left = max(0, allowed * 3600 - usage.cpu_seconds)
         fitting = left // each
