@@ -195,9 +195,14 @@ class PexApplication(Accounts, VmLifecycle, Application):
     def withdraw_template(self, name: str) -> None:
         self._change_catalogue(lambda c, at: c.withdraw_template(name, at))
 
-    def quotas(self) -> Quotas:
-        """The quotas in force (the defaults until an administrator sets them)."""
-        return self.catalogue().quotas
+    def quotas(self, user_id: str | None = None) -> Quotas:
+        """The quotas in force (the defaults until an administrator sets them); with
+        `user_id`, that user's (their own, if an administrator gave them some)."""
+        catalogue = self.catalogue()
+        return catalogue.quotas if user_id is None else catalogue.quotas_for(user_id)
+
+    def has_own_quotas(self, user_id: str) -> bool:
+        return user_id in self.catalogue().user_quotas
 
     def set_quotas(self, quotas: Quotas, by: str) -> Quotas:
         """Put `quotas` in force from now, for every proposal from now on; what was agreed or
@@ -205,9 +210,15 @@ class PexApplication(Accounts, VmLifecycle, Application):
         self._change_catalogue(lambda c, at: c.set_quotas(quotas, by, at))
         return quotas
 
-    def policy_in_force(self) -> NegotiationPolicy:
-        """The negotiation policy with the quotas' horizon: what proposals are checked against."""
-        return self._policy_under(self.quotas())
+    def set_user_quotas(self, user_id: str, quotas: Quotas | None, by: str) -> Quotas:
+        """Give one user quotas of their own, or (None) put them back under everyone's."""
+        self._change_catalogue(lambda c, at: c.set_user_quotas(user_id, quotas, by, at))
+        return self.quotas(user_id)
+
+    def policy_in_force(self, user_id: str | None = None) -> NegotiationPolicy:
+        """The negotiation policy with the quotas' horizon (`user_id`'s, if given): what
+        proposals are checked against."""
+        return self._policy_under(self.quotas(user_id))
 
     def _policy_under(self, quotas: Quotas) -> NegotiationPolicy:
         return replace(self.policy, horizon=quotas.horizon_in_force(self.policy.horizon))
@@ -227,11 +238,11 @@ class PexApplication(Accounts, VmLifecycle, Application):
         at = self.clock()
         catalogue = self.catalogue()
         size = catalogue.size(terms.size)
+        quotas = catalogue.quotas_for(user_id)
         self.follow()
         with self._follow_lock:
             usage = self.index.usage(user_id, at, excluding=reservation_id)
-            horizon = self._policy_under(catalogue.quotas).horizon
-            catalogue.quotas.limit(terms, size.cpus, usage, self._pool_cpus(), at, horizon)
+            quotas.limit(terms, size.cpus, usage, self._pool_cpus(), at, self._policy_under(quotas).horizon)
 
     def usage(self, user_id: str, excluding: UUID | None = None) -> Usage:
         """What `user_id` holds or booked from now on, as the quotas count it."""
@@ -309,7 +320,7 @@ class PexApplication(Accounts, VmLifecycle, Application):
         catalogue = self.catalogue()
         size = catalogue.size(terms.size)
         catalogue.check_template(terms.template)
-        quotas = catalogue.quotas
+        quotas = catalogue.quotas_for(reservation.user_id)
         policy = self._policy_under(quotas)
         check_terms(terms, at, policy)
         # Loaded before the usage is read: a process that charged this user since then has

@@ -206,8 +206,10 @@ def quotas() -> None:
     live offers one user may have."""
 
 
-def print_quotas(app) -> None:
-    q, policy = app.quotas(), app.policy
+def print_quotas(app, user: str | None = None) -> None:
+    q, policy = app.quotas(user), app.policy
+    if user is not None:
+        click.echo(f"{user}: {'quotas of their own' if app.has_own_quotas(user) else 'the quotas everyone has'}")
     cpu_default = " (default: a quarter of the pool over 30 days)" if q.max_cpu_hours is None else ""
     horizon_default = " (default: PEX_HORIZON_DAYS)" if q.horizon is None else ""
     click.echo(f"longest reservation  {q.max_duration // timedelta(hours=1)} hours")
@@ -217,9 +219,10 @@ def print_quotas(app) -> None:
 
 
 @quotas.command("show")
-def quotas_show() -> None:
+@click.option("--user", help="The quotas in force for this user.")
+def quotas_show(user) -> None:
     """Print the quotas in force."""
-    print_quotas(build())
+    print_quotas(build(), user)
 
 
 @quotas.command("set")
@@ -230,12 +233,20 @@ def quotas_show() -> None:
 @click.option("--default", "defaults", multiple=True,
               type=click.Choice(["max-duration", "horizon", "max-cpu-hours", "max-live-offers"]),
               help="Put this quota back to its default (repeatable).")
+@click.option("--user", help="Change only this user's quotas (they get quotas of their own).")
+@click.option("--clear", is_flag=True, help="With --user: put the user back under everyone's quotas.")
 @click.option("--by", default="operator", show_default=True, help="Who changes them.")
-def quotas_set(max_duration, horizon, max_cpu_hours, max_live_offers, defaults, by) -> None:
+def quotas_set(max_duration, horizon, max_cpu_hours, max_live_offers, defaults, user, clear, by) -> None:
     """Change the quotas named; the others stay as they are."""
     from pex.domain.quotas import DEFAULT_MAX_DURATION, DEFAULT_MAX_LIVE_OFFERS
 
     app = build()
+    if clear:
+        if user is None:
+            raise click.UsageError("--clear needs --user")
+        app.set_user_quotas(user, None, by)
+        print_quotas(app, user)
+        return
     changes: dict = {}
     for name, value, default in (
         ("max_duration", max_duration, DEFAULT_MAX_DURATION),
@@ -250,10 +261,13 @@ def quotas_set(max_duration, horizon, max_cpu_hours, max_live_offers, defaults, 
     if not changes:
         raise click.UsageError("name a quota to change (see --help)")
     try:
-        app.set_quotas(app.quotas().but(**changes), by)
+        if user is None:
+            app.set_quotas(app.quotas().but(**changes), by)
+        else:
+            app.set_user_quotas(user, app.quotas(user).but(**changes), by)
     except DomainError as error:
         raise click.ClickException(str(error)) from None
-    print_quotas(app)
+    print_quotas(app, user)
 
 
 @main.command()

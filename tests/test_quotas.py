@@ -251,6 +251,18 @@ def test_an_administrator_changes_the_quotas_and_the_next_proposal_obeys_them(me
     assert [(e.by, e.quotas.max_live_offers) for e in changed] == [("root", 1)]
 
 
+def test_a_user_with_quotas_of_their_own_is_judged_by_them_alone(memory_app):
+    memory_app.set_user_quotas("bob", Quotas(max_duration=2 * DAY, max_cpu_hours=10_000), by="root")
+    _, outcome = negotiate(memory_app, terms("XLARGE", fixed=5, duration=2 * DAY), user="bob")  # 960 CPU-hours
+    assert outcome.reply == Reply.ACCEPT
+    _, outcome = negotiate(memory_app, terms(start=T0 + 3 * DAY, duration=3 * DAY), user="bob")
+    assert outcome.reply == Reply.COUNTER and outcome.reservation.offer.terms.duration == 2 * DAY
+    _, outcome = negotiate(memory_app, terms(start=T0 + 3 * DAY, duration=3 * DAY), user="alice")
+    assert outcome.reply == Reply.ACCEPT  # everyone else: 14 days
+    memory_app.set_user_quotas("bob", None, by="root")
+    assert memory_app.quotas("bob") == memory_app.quotas() and not memory_app.has_own_quotas("bob")
+
+
 def test_quotas_survive_a_restart(tmp_path, clock):
     from pex.bootstrap import build_application
     from pex.settings import Settings

@@ -31,6 +31,16 @@ def test_an_operator_shows_sets_and_restores_the_quotas(tmp_path):
     assert code != 0 and "name a quota" in refused
 
 
+def test_an_operator_gives_one_user_quotas_of_their_own_and_takes_them_back(tmp_path):
+    url = f"sqlite:///{tmp_path}/pex.sqlite3"
+    code, own = run(url, "quotas", "set", "--user", "bob", "--max-live-offers", "1")
+    assert code == 0 and "bob: quotas of their own" in own and "live offers per user 1" in own
+    code, everyone = run(url, "quotas", "show")
+    assert code == 0 and "live offers per user 5" in everyone
+    code, back = run(url, "quotas", "set", "--user", "bob", "--clear")
+    assert code == 0 and "bob: the quotas everyone has" in back and "live offers per user 5" in back
+
+
 def test_an_operator_ends_an_activated_reservation_with_a_reason(tmp_path):
     url = f"sqlite:///{tmp_path}/pex.sqlite3"
     app = build_application(Settings(database_url=url))

@@ -82,10 +82,25 @@ class Catalogue(Aggregate):
         def apply(self, c: Catalogue) -> None:
             c.quotas = self.quotas
 
+    class UserQuotasSet(Event):
+        """An administrator gave `user_id` quotas of their own (`quotas`), or took them away
+        (None: the user is back under the quotas everyone has)."""
+
+        user_id: str
+        quotas: Quotas | None
+        by: str
+
+        def apply(self, c: Catalogue) -> None:
+            if self.quotas is None:
+                c.user_quotas.pop(self.user_id, None)
+            else:
+                c.user_quotas[self.user_id] = self.quotas
+
     def __init__(self, at: datetime):
         self.sizes: dict[str, Size] = {}
         self.templates: dict[str, str] = {}
         self.quotas = Quotas()  # the defaults, until an administrator sets them
+        self.user_quotas: dict[str, Quotas] = {}  # the few users an administrator set apart
 
     @staticmethod
     def create_id(**_: object) -> UUID:
@@ -128,3 +143,10 @@ class Catalogue(Aggregate):
     def set_quotas(self, quotas: Quotas, by: str, at: datetime) -> None:
         if quotas != self.quotas:
             self.trigger_event(self.QuotasChanged, quotas=quotas, by=by, at=at)
+
+    def quotas_for(self, user_id: str) -> Quotas:
+        return self.user_quotas.get(user_id, self.quotas)
+
+    def set_user_quotas(self, user_id: str, quotas: Quotas | None, by: str, at: datetime) -> None:
+        if self.user_quotas.get(user_id) != quotas:
+            self.trigger_event(self.UserQuotasSet, user_id=user_id, quotas=quotas, by=by, at=at)

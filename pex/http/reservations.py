@@ -67,7 +67,7 @@ def check_proposal(application: PexApplication, terms: Terms, user: str, reserva
     catalogue = application.catalogue()
     catalogue.size(terms.size)
     catalogue.check_template(terms.template)
-    check_terms(terms, application.clock(), application.policy_in_force())
+    check_terms(terms, application.clock(), application.policy_in_force(user))
     if reservation_id not in application.repository:  # a replay answers what was answered then
         application.check_quotas(user, terms, reservation_id)
 

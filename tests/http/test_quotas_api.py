@@ -112,3 +112,19 @@ def test_a_reason_too_long_is_a_problem_and_ends_nothing(api):
     rid = api.propose().json["proposal"]["id"]
     problem(api.delete(f"/OpenPEX/reservations/{rid}?reason={'x' * 501}", user="root"), 400)
     assert api.get(f"/OpenPEX/reservations/{rid}").json["state"] == "ACCEPTED"
+
+
+def test_an_administrator_gives_one_user_quotas_of_their_own_and_takes_them_back(api):
+    api.user("root", admin=True)
+    api.user("bob")
+    assert api.get("/OpenPEX/quotas/users/bob").status_code == 403
+    own = api.put("/OpenPEX/quotas/users/bob", user="root", json={"maxLiveOffers": 1})
+    assert own.status_code == 200 and own.json["own"] is True and own.json["maxLiveOffers"] == 1
+    assert api.get("/OpenPEX/quotas", user="bob").json["maxLiveOffers"] == 1  # what bob sees is his
+    assert api.propose(user="bob").json["reply"] == "ACCEPT"
+    assert problem(api.propose(user="bob"), 409, "quota-exceeded")["allowed"] == 1
+    assert api.propose(user="alice").json["reply"] == "ACCEPT"  # everyone else keeps five
+    back = api.delete("/OpenPEX/quotas/users/bob", user="root")
+    assert back.json["own"] is False and back.json["maxLiveOffers"] == 5
+    assert api.propose(user="bob").json["reply"] == "ACCEPT"
+    problem(api.get("/OpenPEX/quotas/users/nobody", user="root"), 404)

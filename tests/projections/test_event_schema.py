@@ -31,6 +31,7 @@ STORED_TOPICS = """
 pex.domain.catalogue:Catalogue pex.domain.catalogue:Catalogue.Opened pex.domain.catalogue:Catalogue.SizeDefined
 pex.domain.catalogue:Catalogue.SizeWithdrawn pex.domain.catalogue:Catalogue.TemplateRegistered
 pex.domain.catalogue:Catalogue.TemplateWithdrawn pex.domain.catalogue:Catalogue.QuotasChanged
+pex.domain.catalogue:Catalogue.UserQuotasSet
 pex.domain.instance:Instance pex.domain.instance:Instance.Scheduled pex.domain.instance:Instance.Cancelled
 pex.domain.instance:Instance.ClaimReleased pex.domain.instance:Instance.DeleteRequested
 pex.domain.instance:Instance.Destroyed pex.domain.instance:Instance.DispatchClaimed

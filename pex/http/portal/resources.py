@@ -267,7 +267,7 @@ class NewReservation(Page):
         user = req.context.user.username
         try:
             terms = typed.terms(tz)
-            typed.check(terms, self.application.catalogue(), self.now(), self.application.policy_in_force())
+            typed.check(terms, self.application.catalogue(), self.now(), self.application.policy_in_force(user))
         except FormErrors as refused:
             self._show(req, resp, typed, refused.errors, 422)
             return
@@ -402,7 +402,7 @@ class ReservationAction(Page):
                 typed = ReservationForm.from_post(form(req))
                 try:
                     terms = typed.terms(tz)
-                    typed.check(terms, app.catalogue(), self.now(), app.policy_in_force())
+                    typed.check(terms, app.catalogue(), self.now(), app.policy_in_force(view.user_id))
                 except FormErrors as refused:
                     ReservationPage(self.p).show(req, resp, view, typed, refused.errors, 422)
                     return
