@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -28,9 +28,10 @@ from pex.clock import system_clock
 from pex.domain.catalogue import CATALOGUE_ID, DEMO_NODES, DEMO_TEMPLATES, TABLE_1_SIZES, Catalogue
 from pex.domain.errors import CapacityExceeded, CatalogueError, InvalidProposal, NodeUnavailable
 from pex.domain.instance import Instance, instance_id, instance_name
-from pex.domain.negotiation import NegotiationPolicy, Negotiator, check_terms, evaluate
+from pex.domain.negotiation import NegotiationPolicy, Negotiator, answer_within_quotas, check_terms, evaluate
 from pex.domain.node import Node, node_id
 from pex.domain.pricing import FlatRatePricing, PricingPolicy
+from pex.domain.quotas import QuotaAccount, Quotas, Usage, cpu_seconds, quota_account_id
 from pex.domain.reservation import USER_REPLIES, Reservation, Step
 from pex.domain.values import Offer, Reply, Resources, Size, State, Terms
 from pex.projections.capacity import CapacityTimeline
@@ -194,6 +195,61 @@ class PexApplication(Accounts, VmLifecycle, Application):
     def withdraw_template(self, name: str) -> None:
         self._change_catalogue(lambda c, at: c.withdraw_template(name, at))
 
+    def quotas(self, user_id: str | None = None) -> Quotas:
+        """The quotas in force (the defaults until an administrator sets them); with
+        `user_id`, that user's (their own, if an administrator gave them some)."""
+        catalogue = self.catalogue()
+        return catalogue.quotas if user_id is None else catalogue.quotas_for(user_id)
+
+    def has_own_quotas(self, user_id: str) -> bool:
+        return user_id in self.catalogue().user_quotas
+
+    def set_quotas(self, quotas: Quotas, by: str) -> Quotas:
+        """Put `quotas` in force from now, for every proposal from now on; what was agreed or
+        offered before stands. `by` is the administrator, recorded with the change."""
+        self._change_catalogue(lambda c, at: c.set_quotas(quotas, by, at))
+        return quotas
+
+    def set_user_quotas(self, user_id: str, quotas: Quotas | None, by: str) -> Quotas:
+        """Give one user quotas of their own, or (None) put them back under everyone's."""
+        self._change_catalogue(lambda c, at: c.set_user_quotas(user_id, quotas, by, at))
+        return self.quotas(user_id)
+
+    def policy_in_force(self, user_id: str | None = None) -> NegotiationPolicy:
+        """The negotiation policy with the quotas' horizon (`user_id`'s, if given): what
+        proposals are checked against."""
+        return self._policy_under(self.quotas(user_id))
+
+    def _policy_under(self, quotas: Quotas) -> NegotiationPolicy:
+        return replace(self.policy, horizon=quotas.horizon_in_force(self.policy.horizon))
+
+    def pool_cpus(self) -> int:
+        """The CPUs of the nodes that take reservations now: the default CPU-hour quota's base."""
+        self.follow()
+        with self._follow_lock:
+            return self._pool_cpus()
+
+    def _pool_cpus(self) -> int:
+        return sum(self.timeline.capacity(name).cpus for name in self.timeline.node_names())
+
+    def check_quotas(self, user_id: str, terms: Terms, reservation_id: UUID | None = None) -> None:
+        """Refuse terms over a quota that no counter can honour (QuotaExceeded) before a
+        reservation is made for them; the command that holds checks again, authoritatively."""
+        at = self.clock()
+        catalogue = self.catalogue()
+        size = catalogue.size(terms.size)
+        quotas = catalogue.quotas_for(user_id)
+        self.follow()
+        with self._follow_lock:
+            usage = self.index.usage(user_id, at, excluding=reservation_id)
+            quotas.limit(terms, size.cpus, usage, self._pool_cpus(), at, self._policy_under(quotas).horizon)
+
+    def usage(self, user_id: str, excluding: UUID | None = None) -> Usage:
+        """What `user_id` holds or booked from now on, as the quotas count it."""
+        self.follow()
+        with self._follow_lock:
+            return self.index.usage(user_id, self.clock(), excluding)
+
     def register_node(self, name: str, capacity: Resources) -> UUID:
         if not name or capacity.cpus <= 0 or capacity.memory_mb <= 0 or capacity.disk_gb < 0:
             raise CatalogueError("a node needs a name and positive CPUs and memory")
@@ -264,12 +320,20 @@ class PexApplication(Accounts, VmLifecycle, Application):
         catalogue = self.catalogue()
         size = catalogue.size(terms.size)
         catalogue.check_template(terms.template)
-        check_terms(terms, at, self.policy)
+        quotas = catalogue.quotas_for(reservation.user_id)
+        policy = self._policy_under(quotas)
+        check_terms(terms, at, policy)
+        # Loaded before the usage is read: a process that charged this user since then has
+        # moved the account on, and this attempt's save loses and runs again on fresh usage.
+        account = self._quota_account(reservation.user_id, at)
         self.follow()
         with self._follow_lock:
+            usage = self.index.usage(reservation.user_id, at, excluding=reservation.id)
+            limited = quotas.limit(terms, size.cpus, usage, self._pool_cpus(), at, policy.horizon)
             decision = self.negotiator(
-                terms, size, self.timeline, at, self.pricing, self.policy, reservation.round + 1, reservation.id
+                limited, size, self.timeline, at, self.pricing, policy, reservation.round + 1, reservation.id
             )
+        decision = answer_within_quotas(terms, limited, decision)
         previous = reservation.offer if reservation.state in (State.ACCEPTED, State.COUNTERED) else None
         reservation.submit(terms, size.resources, at)
         nodes: dict[str, Node] = {}
@@ -285,6 +349,8 @@ class PexApplication(Accounts, VmLifecycle, Application):
                 reservation.accept(decision.offer, valid_until, at)
             else:
                 reservation.counter_offer(decision.offer, decision.alternatives, valid_until, at)
+            taken = cpu_seconds(size.cpus, offered.instances, offered.start, offered.end, at)
+            account.charge(reservation.id, taken, usage, at)
         else:
             reservation.reject(decision.reason, at)
         if previous is not None:
@@ -292,7 +358,8 @@ class PexApplication(Accounts, VmLifecycle, Application):
                 if name not in nodes:
                     nodes[name] = self._node(name)
                     nodes[name].release(reservation.id, "superseded by a new offer", at)
-        self._save(reservation, *nodes.values())
+        charged = [account] if decision.offer is not None else []
+        self._save(reservation, *nodes.values(), *charged)
         return Outcome(decision.reply, self._view(reservation), decision.reason)
 
     def respond(
@@ -396,6 +463,24 @@ class PexApplication(Accounts, VmLifecycle, Application):
             reservation = self._reservation(reservation_id, expected_version)
             reservation.cancel(reason, at)
             nodes = self._release_all(reservation, reason, at)
+            instances = [self.repository.get(i) for i in reservation.instance_ids]
+            for instance in instances:
+                instance.cancel(at)
+            self._save(reservation, *nodes, *instances)
+            return self._view(reservation)
+
+        return self._retrying(attempt)
+
+    def terminate(self, reservation_id: UUID, by: str, reason: str, expected_version: int | None = None) -> ReservationView:
+        """An administrator ends a reservation in any live state, an activated one too: what
+        it holds or booked is released now, instances not yet started are cancelled, and the
+        timer worker ends the running ones at its next tick (as at a reservation's end)."""
+
+        def attempt() -> ReservationView:
+            at = self.clock()
+            reservation = self._reservation(reservation_id, expected_version)
+            reservation.terminate(by, reason, at)
+            nodes = self._release_all(reservation, f"ended by {by}: {reason}", at)
             instances = [self.repository.get(i) for i in reservation.instance_ids]
             for instance in instances:
                 instance.cancel(at)
@@ -526,17 +611,23 @@ class PexApplication(Accounts, VmLifecycle, Application):
             raise VersionConflict(expected_version, reservation.version)
         return reservation
 
+    def _quota_account(self, user_id: str, at: datetime) -> QuotaAccount:
+        try:
+            return self.repository.get(quota_account_id(user_id))
+        except AggregateNotFoundError:
+            return QuotaAccount.open(user_id, at)
+
     def _save(self, *aggregates: Aggregate) -> None:
-        # Only nodes that recorded something now reach a new version worth a snapshot; one
-        # that was merely loaded may sit at a multiple of the interval, already snapshotted.
-        changed = [a for a in aggregates if isinstance(a, Node) and a.pending_events]
+        # Only nodes and quota accounts that recorded something now reach a new version worth
+        # a snapshot; one merely loaded may sit at a multiple of the interval, already taken.
+        changed = [a for a in aggregates if isinstance(a, (Node, QuotaAccount)) and a.pending_events]
         self.save(*aggregates)
         for aggregate in changed:
             if aggregate.version % self.node_snapshot_interval == 0:
                 try:
                     self.take_snapshot(aggregate.id, version=aggregate.version)
                 except Exception:  # a snapshot is an optimisation; the events are committed
-                    log.warning("snapshot of node %s at version %s failed", aggregate.name, aggregate.version, exc_info=True)
+                    log.warning("snapshot of %s at version %s failed", aggregate.id, aggregate.version, exc_info=True)
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Run a command; on a lost race (IntegrityError) or a node refusing a stale placement,

@@ -169,15 +169,105 @@ def respond(reservation_id, reply) -> None:
         raise click.ClickException(str(error)) from None
 
 
-@main.command("reservations")
+@main.group("reservations", invoke_without_command=True)
 @click.option("--user", help="Only this user's.")
-def list_reservations(user) -> None:
-    """List reservations with their state and terms."""
+@click.pass_context
+def list_reservations(ctx, user) -> None:
+    """List reservations with their state and terms (or, with `end`, end one)."""
+    if ctx.invoked_subcommand is not None:
+        return
     app = build()
     for r in app.list_reservations(user):
         t = r.terms
         terms = f"{t.instances} {t.size} {t.start.isoformat()} → {t.end.isoformat()} {t.price or ''}" if t else ""
         click.echo(f"{str(r.id).upper()}  {r.user_id:<10} {r.state.value:<10} {terms}")
+
+
+@list_reservations.command("end")
+@click.argument("reservation_id")
+@click.option("--reason", required=True, help="Why it is ended (recorded with who ended it).")
+@click.option("--by", default="operator", show_default=True, help="Who ends it.")
+def end_reservation(reservation_id, reason, by) -> None:
+    """End a reservation now, whatever its state (an activated one too): its capacity is
+    released and the worker shuts down and destroys its VMs."""
+    from pex.application import NotFound
+
+    app = build()
+    try:
+        view = app.terminate(parse_id(reservation_id), by, reason)
+    except (DomainError, NotFound) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"reservation {str(view.id).upper()} ended ({view.state.value}) by {by}: {reason}")
+
+
+@main.group()
+def quotas() -> None:
+    """Show or change the quotas: the longest reservation, the horizon, the CPU-hours and the
+    live offers one user may have."""
+
+
+def print_quotas(app, user: str | None = None) -> None:
+    q, policy = app.quotas(user), app.policy
+    if user is not None:
+        click.echo(f"{user}: {'quotas of their own' if app.has_own_quotas(user) else 'the quotas everyone has'}")
+    cpu_default = " (default: a quarter of the pool over 30 days)" if q.max_cpu_hours is None else ""
+    horizon_default = " (default: PEX_HORIZON_DAYS)" if q.horizon is None else ""
+    click.echo(f"longest reservation  {q.max_duration // timedelta(hours=1)} hours")
+    click.echo(f"horizon              {q.horizon_in_force(policy.horizon).days} days{horizon_default}")
+    click.echo(f"CPU-hours per user   {q.cpu_hours_in_force(app.pool_cpus())}{cpu_default}")
+    click.echo(f"live offers per user {q.max_live_offers}")
+
+
+@quotas.command("show")
+@click.option("--user", help="The quotas in force for this user.")
+def quotas_show(user) -> None:
+    """Print the quotas in force."""
+    print_quotas(build(), user)
+
+
+@quotas.command("set")
+@click.option("--max-duration", type=DurationParam(), help="The longest reservation, like 14d.")
+@click.option("--horizon", type=DurationParam(), help="How far ahead one may start, like 60d.")
+@click.option("--max-cpu-hours", type=click.IntRange(0), help="CPU-hours one user may have booked or held.")
+@click.option("--max-live-offers", type=click.IntRange(0), help="Offers one user may hold at once.")
+@click.option("--default", "defaults", multiple=True,
+              type=click.Choice(["max-duration", "horizon", "max-cpu-hours", "max-live-offers"]),
+              help="Put this quota back to its default (repeatable).")
+@click.option("--user", help="Change only this user's quotas (they get quotas of their own).")
+@click.option("--clear", is_flag=True, help="With --user: put the user back under everyone's quotas.")
+@click.option("--by", default="operator", show_default=True, help="Who changes them.")
+def quotas_set(max_duration, horizon, max_cpu_hours, max_live_offers, defaults, user, clear, by) -> None:
+    """Change the quotas named; the others stay as they are."""
+    from pex.domain.quotas import DEFAULT_MAX_DURATION, DEFAULT_MAX_LIVE_OFFERS
+
+    app = build()
+    if clear:
+        if user is None:
+            raise click.UsageError("--clear needs --user")
+        app.set_user_quotas(user, None, by)
+        print_quotas(app, user)
+        return
+    changes: dict = {}
+    for name, value, default in (
+        ("max_duration", max_duration, DEFAULT_MAX_DURATION),
+        ("horizon", horizon, None),
+        ("max_cpu_hours", max_cpu_hours, None),
+        ("max_live_offers", max_live_offers, DEFAULT_MAX_LIVE_OFFERS),
+    ):
+        if name.replace("_", "-") in defaults:
+            changes[name] = default
+        elif value is not None:
+            changes[name] = value
+    if not changes:
+        raise click.UsageError("name a quota to change (see --help)")
+    try:
+        if user is None:
+            app.set_quotas(app.quotas().but(**changes), by)
+        else:
+            app.set_user_quotas(user, app.quotas(user).but(**changes), by)
+    except DomainError as error:
+        raise click.ClickException(str(error)) from None
+    print_quotas(app, user)
 
 
 @main.command()

@@ -7,11 +7,13 @@ the stored schema: never rename one (docs/events.md).
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 from typing import Any
 
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 from pex.domain.node import NodeAllocation
+from pex.domain.quotas import Quotas
 from pex.domain.reservation import Step
 from pex.domain.values import Allocation, Offer, Resources, Size, Terms
 
@@ -30,6 +32,29 @@ class DataclassAsDict(Transcoding):
         return self.type(**data)
 
 
+class QuotasAsDict(Transcoding):
+    """Quotas with their spans in whole seconds (None: the default in force)."""
+
+    type, name = Quotas, "pex_quotas"
+
+    def encode(self, obj: Quotas) -> dict[str, Any]:
+        return {
+            "max_duration_seconds": int(obj.max_duration.total_seconds()),
+            "horizon_seconds": None if obj.horizon is None else int(obj.horizon.total_seconds()),
+            "max_cpu_hours": obj.max_cpu_hours,
+            "max_live_offers": obj.max_live_offers,
+        }
+
+    def decode(self, data: dict[str, Any]) -> Quotas:
+        horizon = data["horizon_seconds"]
+        return Quotas(
+            max_duration=timedelta(seconds=data["max_duration_seconds"]),
+            horizon=None if horizon is None else timedelta(seconds=horizon),
+            max_cpu_hours=data["max_cpu_hours"],
+            max_live_offers=data["max_live_offers"],
+        )
+
+
 def register_pex_transcodings(transcoder: JSONTranscoder) -> None:
     for transcoding in (
         DataclassAsDict(Resources, "pex_resources"),
@@ -39,5 +64,6 @@ def register_pex_transcodings(transcoder: JSONTranscoder) -> None:
         DataclassAsDict(Offer, "pex_offer", ("placement", "changes")),
         DataclassAsDict(NodeAllocation, "pex_node_allocation"),
         DataclassAsDict(Step, "pex_step"),
+        QuotasAsDict(),
     ):
         transcoder.register(transcoding)

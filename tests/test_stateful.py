@@ -1,15 +1,16 @@
 """Random negotiation histories, replayed by Hypothesis against the application.
 
 Rules are user moves (several users proposing, countering, accepting, confirming, declining,
-cancelling, activating) and the passing of time (offers lapse, reservations end). After
-every step the promises are checked:
+cancelling, activating), an administrator ending a reservation, and the passing of time
+(offers lapse, reservations end). After every step the promises are checked:
 
 - no node is over capacity at any instant, counting bookings and live holds, judged both by
   the nodes themselves and independently from the reservations' own offers;
 - every confirmed reservation has bookings for all its instances inside its interval;
 - every move the protocol forbids was refused and recorded nothing (checked in the rules,
   against the model's own table of moves, written independently of the domain's);
-- the state rebuilt from the stored events equals the live state.
+- the state rebuilt from the stored events equals the live state;
+- no user holds or booked more CPU-hours, or more live offers, than the quotas allow.
 
 A failure shrinks to a short history that can be pasted back as a regression test.
 """
@@ -26,6 +27,7 @@ from pex.bootstrap import build_application
 from pex.clock import ManualClock
 from pex.domain import IllegalMove, InvalidProposal, OfferExpired, Reply, Resources, State, Terms
 from pex.domain.node import Node, node_id, peak_demand
+from pex.domain.quotas import QuotaExceeded
 from pex.settings import Settings
 from tests.conftest import T0
 
@@ -39,6 +41,8 @@ MODEL_MOVES = {
     "decline": {S.ACCEPTED: S.REJECTED, S.COUNTERED: S.REJECTED},
     "cancel": {s: S.CANCELLED for s in (S.INITIATED, S.ACCEPTED, S.COUNTERED, S.REJECTED, S.CONFIRMED)},
     "activate": {S.CONFIRMED: S.ACTIVATED},
+    # An administrator ends any reservation that still stands or negotiates.
+    "terminate": {s: S.CANCELLED for s in (S.INITIATED, S.ACCEPTED, S.COUNTERED, S.REJECTED, S.CONFIRMED, S.ACTIVATED)},
 }
 OFFER_MOVES = {"confirm", "accept"}  # moves that need the offer to be still valid
 
@@ -102,6 +106,10 @@ class NegotiationHistories(RuleBasedStateMachine):
         rid = self.app.initiate_reservation(user)
         try:
             outcome = self.app.submit_proposal(rid, asked)
+        except QuotaExceeded as refused:
+            assert refused.limit in ("cpu-hours", "live-offers")  # every start is within the horizon
+            assert self.app.get_reservation(rid).version == 1
+            return rid
         except InvalidProposal:
             assert asked.instances < 1
             assert self.app.get_reservation(rid).version == 1
@@ -115,6 +123,10 @@ class NegotiationHistories(RuleBasedStateMachine):
         asked = self.make_terms(spec)
         try:
             outcome = self.app.respond(rid, Reply.COUNTER, asked)
+        except QuotaExceeded as refused:
+            assert before.state == S.COUNTERED and refused.limit in ("cpu-hours", "live-offers")
+            assert self.app.get_reservation(rid).version == before.version
+            return
         except (IllegalMove, InvalidProposal):
             assert before.state != S.COUNTERED or asked.instances < 1
             assert self.app.get_reservation(rid).version == before.version
@@ -162,6 +174,10 @@ class NegotiationHistories(RuleBasedStateMachine):
     @rule(rid=reservations)
     def activate(self, rid):
         self.attempt("activate", rid, self.app.activate)
+
+    @rule(rid=reservations)
+    def terminate(self, rid):
+        self.attempt("terminate", rid, lambda r: self.app.terminate(r, by="root", reason="abuse"))
 
     @rule(minutes=st.sampled_from([1, 4, 6, 30, 90, 600]))
     def time_passes(self, minutes):
@@ -221,6 +237,14 @@ class NegotiationHistories(RuleBasedStateMachine):
             instances = [self.app.get_instance(i) for i in r.instance_ids]
             assert sorted(i.node for i in instances) == sorted(a.node for a in r.offer.placement for _ in range(a.instances))
             assert all(i.start == terms.start and i.end == terms.end for i in instances)
+
+    @invariant()
+    def no_user_is_over_a_quota(self):
+        quotas, pool_cpus = self.app.quotas(), self.app.pool_cpus()
+        for user in ("alice", "bob", "carol"):
+            usage = self.app.usage(user)
+            assert usage.cpu_seconds <= quotas.cpu_hours_in_force(pool_cpus) * 3600, user
+            assert usage.live_offers <= quotas.max_live_offers, user
 
     @invariant()
     def replaying_the_stored_events_gives_the_live_state(self):

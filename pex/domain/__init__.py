@@ -14,11 +14,12 @@ from pex.domain.errors import (
 from pex.domain.instance import Instance
 from pex.domain.negotiation import Decision, NegotiationPolicy
 from pex.domain.node import Node
+from pex.domain.quotas import QuotaAccount, QuotaExceeded, Quotas
 from pex.domain.reservation import Reservation
 from pex.domain.values import Allocation, Offer, Reply, Resources, Size, State, Terms
 
 __all__ = [
     "Allocation", "CapacityExceeded", "Catalogue", "CatalogueError", "Decision", "DomainError", "IllegalMove",
-    "Instance", "InvalidProposal", "NegotiationPolicy", "Node", "NodeUnavailable", "Offer", "OfferExpired", "Reply",
-    "Reservation", "Resources", "Size", "State", "Terms",
+    "Instance", "InvalidProposal", "NegotiationPolicy", "Node", "NodeUnavailable", "Offer", "OfferExpired",
+    "QuotaAccount", "QuotaExceeded", "Quotas", "Reply", "Reservation", "Resources", "Size", "State", "Terms",
 ]

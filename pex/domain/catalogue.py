@@ -1,4 +1,5 @@
-"""The Catalogue aggregate: the VM sizes (paper Table 1) and templates an operator offers.
+"""The Catalogue aggregate: the VM sizes (paper Table 1) and templates an operator offers,
+and the quotas that bound what one user may take (pex.domain.quotas).
 
 There is one catalogue per store. Sizes and templates are data an operator changes with
 commands (`pex admin`, the admin API); a reservation copies the resources of its size when
@@ -14,6 +15,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from pex.domain.errors import CatalogueError, InvalidProposal
+from pex.domain.quotas import Quotas
 from pex.domain.values import Resources, Size
 
 CATALOGUE_ID = uuid5(NAMESPACE_URL, "/pex/catalogue")
@@ -71,9 +73,34 @@ class Catalogue(Aggregate):
         def apply(self, c: Catalogue) -> None:
             c.templates.pop(self.name, None)
 
+    class QuotasChanged(Event):
+        """An administrator set the quotas; `quotas` is the whole set in force from `at`."""
+
+        quotas: Quotas
+        by: str
+
+        def apply(self, c: Catalogue) -> None:
+            c.quotas = self.quotas
+
+    class UserQuotasSet(Event):
+        """An administrator gave `user_id` quotas of their own (`quotas`), or took them away
+        (None: the user is back under the quotas everyone has)."""
+
+        user_id: str
+        quotas: Quotas | None
+        by: str
+
+        def apply(self, c: Catalogue) -> None:
+            if self.quotas is None:
+                c.user_quotas.pop(self.user_id, None)
+            else:
+                c.user_quotas[self.user_id] = self.quotas
+
     def __init__(self, at: datetime):
         self.sizes: dict[str, Size] = {}
         self.templates: dict[str, str] = {}
+        self.quotas = Quotas()  # the defaults, until an administrator sets them
+        self.user_quotas: dict[str, Quotas] = {}  # the few users an administrator set apart
 
     @staticmethod
     def create_id(**_: object) -> UUID:
@@ -112,3 +139,14 @@ class Catalogue(Aggregate):
         if name not in self.templates:
             raise CatalogueError(f"no template {name!r}")
         self.trigger_event(self.TemplateWithdrawn, name=name, at=at)
+
+    def set_quotas(self, quotas: Quotas, by: str, at: datetime) -> None:
+        if quotas != self.quotas:
+            self.trigger_event(self.QuotasChanged, quotas=quotas, by=by, at=at)
+
+    def quotas_for(self, user_id: str) -> Quotas:
+        return self.user_quotas.get(user_id, self.quotas)
+
+    def set_user_quotas(self, user_id: str, quotas: Quotas | None, by: str, at: datetime) -> None:
+        if self.user_quotas.get(user_id) != quotas:
+            self.trigger_event(self.UserQuotasSet, user_id=user_id, quotas=quotas, by=by, at=at)

@@ -8,7 +8,7 @@ records the answer; the nodes hold what it places.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -16,6 +16,7 @@ from uuid import UUID
 from pex.domain.errors import InvalidProposal
 from pex.domain.placement import CapacityView, earlier_starts, ever_placeable, later_starts, most_placeable, place
 from pex.domain.pricing import PricingPolicy
+from pex.domain.quotas import QuotaExceeded
 from pex.domain.values import Allocation, Offer, Reply, Size, Terms
 
 
@@ -65,7 +66,9 @@ def check_terms(terms: Terms, at: datetime, policy: NegotiationPolicy) -> None:
     if terms.start < at:
         raise InvalidProposal("startTime", f"{terms.start.isoformat()} is in the past")
     if terms.start > at + policy.horizon:
-        raise InvalidProposal("startTime", f"reservations open at most {policy.horizon.days} days ahead")
+        raise QuotaExceeded(
+            "horizon", policy.horizon.days, "startTime", f"reservations open at most {policy.horizon.days} days ahead"
+        )
     if terms.price is not None and terms.price < 0:
         raise InvalidProposal("price", "the price cannot be negative")
 
@@ -143,6 +146,21 @@ def evaluate(
     return Decision(Reply.COUNTER, ranked[0], tuple(ranked[1 : 1 + policy.max_alternatives]))
 
 
+def answer_within_quotas(asked: Terms, limited: Terms, decision: Decision) -> Decision:
+    """The answer to `asked` when the provider negotiated `limited` (the asked terms cut to
+    the quotas, pex.domain.quotas): an ACCEPT of cut terms is a COUNTER, and every offer says
+    what it changed from what the user asked."""
+    if limited == asked or decision.offer is None:
+        return decision
+
+    def restated(offer: Offer) -> Offer:
+        return replace(offer, changes=describe_changes(asked, offer.terms))
+
+    return Decision(
+        Reply.COUNTER, restated(decision.offer), tuple(restated(o) for o in decision.alternatives), decision.reason
+    )
+
+
 def rank(candidates: list[Offer], asked: Terms, within_budget) -> list[Offer]:
     """Best first: within budget; nearest to the asked start (fewer optional instances at the
     asked time beat any move); more instances; later rather than earlier on a tie."""
@@ -158,6 +176,8 @@ def rank(candidates: list[Offer], asked: Terms, within_budget) -> list[Offer]:
 def describe_changes(asked: Terms, offered: Terms) -> tuple[str, ...]:
     """What the provider replaced in the user's terms, in words a person reads."""
     changes = []
+    if offered.duration != asked.duration:
+        changes.append(f"duration cut from {format_span(asked.duration)} to {format_span(offered.duration)}")
     if offered.start != asked.start:
         shift = offered.start - asked.start
         direction = "later" if shift > timedelta(0) else "earlier"

@@ -19,12 +19,13 @@ from pex.domain.values import Allocation, Offer, Reply, Resources, State, Terms
 # Which move each state allows. "submit" is the user's opening proposal, "counter" a user's
 # own proposal in answer to a COUNTER; both are evaluated by the provider in the same command.
 LEGAL_MOVES: dict[State, frozenset[str]] = {
-    State.INITIATED: frozenset({"submit", "cancel"}),
-    State.ACCEPTED: frozenset({"confirm", "decline", "cancel", "expire_offer"}),
-    State.COUNTERED: frozenset({"accept_counter", "counter", "decline", "cancel", "expire_offer"}),
-    State.REJECTED: frozenset({"cancel"}),
-    State.CONFIRMED: frozenset({"activate", "cancel", "expire", "replace"}),
-    State.ACTIVATED: frozenset({"expire", "replace"}),
+    State.INITIATED: frozenset({"submit", "cancel", "terminate"}),
+    State.ACCEPTED: frozenset({"confirm", "decline", "cancel", "expire_offer", "terminate"}),
+    State.COUNTERED: frozenset({"accept_counter", "counter", "decline", "cancel", "expire_offer", "terminate"}),
+    State.REJECTED: frozenset({"cancel", "terminate"}),
+    State.CONFIRMED: frozenset({"activate", "cancel", "expire", "replace", "terminate"}),
+    # Only an administrator ends an activated reservation early ("terminate"); its user cannot.
+    State.ACTIVATED: frozenset({"expire", "replace", "terminate"}),
     State.EXPIRED: frozenset(),
     State.CANCELLED: frozenset(),
     # SUBMITTED exists only between a proposal and the provider's answer, inside one command.
@@ -143,6 +144,17 @@ class Reservation(Aggregate):
             r.state, r.valid_until = State.CANCELLED, None
             r.history.append(Step(self.at, "user", "DELETE", note=self.reason))
 
+    class Terminated(Cancelled):
+        """An administrator ended the reservation, whatever its state (an activated one too):
+        `by` who and `reason` why. It is then CANCELLED like a deletion, so everything that
+        follows the log releases its capacity and ends its VMs as for one."""
+
+        by: str
+
+        def apply(self, r: Reservation) -> None:
+            r.state, r.valid_until = State.CANCELLED, None
+            r.history.append(Step(self.at, "provider", "TERMINATE", note=f"ended by {self.by}: {self.reason}"))
+
     class PlacementChanged(Event):
         """The Scheduler re-placed instances after a node was lost: `placement` is where the
         reservation is booked now (stranded instances are booked nowhere)."""
@@ -247,6 +259,10 @@ class Reservation(Aggregate):
     def cancel(self, reason: str, at: datetime) -> None:
         self.check("cancel", "an activated reservation cannot be deleted" if self.state == State.ACTIVATED else "")
         self.trigger_event(self.Cancelled, reason=reason, at=at)
+
+    def terminate(self, by: str, reason: str, at: datetime) -> None:
+        self.check("terminate")
+        self.trigger_event(self.Terminated, by=by, reason=reason, at=at)
 
     def replace_placement(self, placement: tuple[Allocation, ...], reason: str, at: datetime) -> None:
         self.check("replace")

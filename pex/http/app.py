@@ -167,6 +167,8 @@ def create_app(
         "/OpenPEX/templates/{name}": pool.Template(application),
         "/OpenPEX/nodes": pool.Nodes(application),
         "/OpenPEX/nodes/{name}": pool.NodeResource(application),
+        "/OpenPEX/quotas": pool.QuotasResource(application),
+        "/OpenPEX/quotas/users/{username}": pool.UserQuotas(application),
     }
     for template, resource in routes.items():
         app.add_route(template, resource)

@@ -1,14 +1,17 @@
 """The catalogue and the pool over the API: sizes and templates (read by every user, changed
-by administrators) and nodes (administrators only)."""
+by administrators), nodes (administrators only), and the quotas (read by every user, with
+their own usage; changed by administrators)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import falcon
 
 from pex.application import NotFound, PexApplication
 from pex.domain.node import node_id
+from pex.domain.quotas import DEFAULT_MAX_DURATION, DEFAULT_MAX_LIVE_OFFERS, Quotas
 from pex.domain.values import Resources, Size
 from pex.wire import rfc1123
 
@@ -193,3 +196,107 @@ class NodeResource:
             raise NotFound(f"no node {name!r}")
         self.application.resize_node(name, Resources(body["cpus"], body["memoryMb"], body["diskGb"]))
         resp.media = node_json(_node(self.application, name))
+
+
+# The API's names and units of each quota: whole hours and days, as an operator sets them.
+QUOTA_FIELDS = ("maxDurationHours", "horizonDays", "maxCpuHours", "maxLiveOffers")
+
+
+def quotas_changes(body: dict) -> dict:
+    """The Quotas fields a PUT body names, in the domain's units; null is the default."""
+    changes: dict = {}
+    if "maxDurationHours" in body:
+        hours = body["maxDurationHours"]
+        changes["max_duration"] = DEFAULT_MAX_DURATION if hours is None else timedelta(hours=hours)
+    if "horizonDays" in body:
+        days = body["horizonDays"]
+        changes["horizon"] = None if days is None else timedelta(days=days)
+    if "maxCpuHours" in body:
+        changes["max_cpu_hours"] = body["maxCpuHours"]
+    if "maxLiveOffers" in body:
+        count = body["maxLiveOffers"]
+        changes["max_live_offers"] = DEFAULT_MAX_LIVE_OFFERS if count is None else count
+    return changes
+
+
+def quotas_json(application: PexApplication, quotas: Quotas, user: str | None = None) -> dict:
+    policy, pool_cpus = application.policy, application.pool_cpus()
+    body = {
+        "maxDurationHours": quotas.max_duration // timedelta(hours=1),
+        "horizonDays": quotas.horizon_in_force(policy.horizon).days,
+        "maxCpuHours": quotas.cpu_hours_in_force(pool_cpus),
+        "maxLiveOffers": quotas.max_live_offers,
+        "defaults": [
+            name
+            for name, is_default in (
+                ("maxDurationHours", quotas.max_duration == DEFAULT_MAX_DURATION),
+                ("horizonDays", quotas.horizon is None),
+                ("maxCpuHours", quotas.max_cpu_hours is None),
+                ("maxLiveOffers", quotas.max_live_offers == DEFAULT_MAX_LIVE_OFFERS),
+            )
+            if is_default
+        ],
+    }
+    if user is not None:
+        usage = application.usage(user)
+        body["usage"] = {"cpuHours": round(usage.cpu_hours, 3), "liveOffers": usage.live_offers}
+    return body
+
+
+class QuotasResource:
+    """/OpenPEX/quotas
+
+    PUT changes the fields it names and leaves the others; a field set to null goes back to
+    its default (the pool's share for maxCpuHours, PEX_HORIZON_DAYS for horizonDays)."""
+
+    auth = {"GET": "user", "PUT": "admin"}
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        user = req.context.user.username
+        resp.media = quotas_json(self.application, self.application.quotas(user), user)
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
+        changes = quotas_changes(req.get_media())
+        quotas = self.application.set_quotas(self.application.quotas().but(**changes), req.context.user.username)
+        resp.media = quotas_json(self.application, quotas, req.context.user.username)
+
+
+class UserQuotas:
+    """/OpenPEX/quotas/users/{username}: one user's quotas (administrators).
+
+    PUT gives the user quotas of their own, starting from those in force for them; DELETE puts
+    them back under everyone's. `own` says which applies."""
+
+    auth = "admin"
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def _user(self, username: str) -> str:
+        if self.application.get_user(username) is None:
+            raise NotFound(f"no user {username!r}")
+        return username
+
+    def _render(self, resp: falcon.Response, username: str) -> None:
+        body = quotas_json(self.application, self.application.quotas(username), username)
+        body["own"] = self.application.has_own_quotas(username)
+        resp.media = body
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
+        self._render(resp, self._user(username))
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
+        user = self._user(username)
+        changes = quotas_changes(req.get_media())
+        self.application.set_user_quotas(user, self.application.quotas(user).but(**changes), req.context.user.username)
+        self._render(resp, user)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
+        user = self._user(username)
+        self.application.set_user_quotas(user, None, req.context.user.username)
+        self._render(resp, user)

@@ -26,6 +26,7 @@ from pex.domain.errors import (
     NodeUnavailable,
     OfferExpired,
 )
+from pex.domain.quotas import QuotaError, QuotaExceeded, TooManyLiveOffers
 from pex.domain.user import AccountError, UsernameTaken
 from pex.wire import WireError
 
@@ -79,6 +80,10 @@ ERRORS: dict[type[Exception], Mapping] = {
     VersionConflict: Mapping(412, "precondition-failed", "The resource has changed"),
     WireError: Mapping(422, "invalid-proposal", "The request body is not a valid proposal"),
     InvalidProposal: Mapping(422, "invalid-proposal", "The proposal cannot be negotiated"),
+    # `limit` in the body names the quota (pex.domain.quotas), `allowed` its value.
+    QuotaExceeded: Mapping(422, "quota-exceeded", "The proposal goes over a quota"),
+    TooManyLiveOffers: Mapping(409, "quota-exceeded", "You hold as many live offers as one user may"),
+    QuotaError: Mapping(422, "invalid-quotas", "The quotas are not acceptable"),
     AccountError: Mapping(422, "invalid-account", "The account details are not acceptable"),
     IllegalMove: Mapping(409, "illegal-move", "The protocol does not allow that move now"),
     OfferExpired: Mapping(409, "offer-expired", "The offer has lapsed"),
@@ -101,17 +106,18 @@ def to_problem(req: falcon.Request, error: Exception) -> Problem | None:
     else:
         return None
     errors: list[tuple[str, str]] = []
+    extra = {"limit": error.limit, "allowed": error.allowed} if isinstance(error, QuotaExceeded) else {}
     if isinstance(error, WireError):
         errors = list(error.errors)
         detail = "; ".join(f"{p}: {d}" for p, d in errors)
-    elif isinstance(error, (InvalidProposal, AccountError)):
+    elif isinstance(error, (InvalidProposal, AccountError, QuotaError)):
         prefix = getattr(req.context, "proposal_pointer", "")
-        errors = [(f"{prefix}/{error.field}", error.detail)]
-        detail = str(error)
+        errors = [(f"{prefix}/{error.field}", error.detail)] if error.field else []
+        detail = str(error) if error.field else error.detail
     else:
         detail = mapping.detail or str(error) or mapping.title
     headers = {"Retry-After": str(mapping.retry_after)} if mapping.retry_after else None
-    return Problem(mapping.status, mapping.kind, mapping.title, detail, errors, headers)
+    return Problem(mapping.status, mapping.kind, mapping.title, detail, errors, headers, **extra)
 
 
 def handle(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]) -> None:

@@ -61,13 +61,15 @@ def load(application: PexApplication, req: falcon.Request, reservation_id: UUID)
     return view
 
 
-def check_proposal(application: PexApplication, terms: Terms) -> None:
-    """Refuse a malformed first proposal before a reservation exists for it, so a refused
-    POST changes nothing (the same checks run again inside submit_proposal)."""
+def check_proposal(application: PexApplication, terms: Terms, user: str, reservation_id: UUID) -> None:
+    """Refuse a malformed first proposal, or one over a quota, before a reservation exists for
+    it, so a refused POST changes nothing (the same checks run again inside submit_proposal)."""
     catalogue = application.catalogue()
     catalogue.size(terms.size)
     catalogue.check_template(terms.template)
-    check_terms(terms, application.clock(), application.policy)
+    check_terms(terms, application.clock(), application.policy_in_force(user))
+    if reservation_id not in application.repository:  # a replay answers what was answered then
+        application.check_quotas(user, terms, reservation_id)
 
 
 def first_answer(view: ReservationView) -> tuple[Terms | None, Reply | None, str]:
@@ -106,8 +108,8 @@ class Reservations:
         user = req.context.user.username
         terms = terms_from_json(req.get_media())
         key = self._idempotency_key(req)
-        check_proposal(self.application, terms)
         reservation_id = uuid5(NAMESPACE_URL, f"/pex/users/{user}/idempotency/{key}") if key else uuid4()
+        check_proposal(self.application, terms, user, reservation_id)
         reservation_id = self.application.initiate_reservation(user, reservation_id)
         replayed = False
         try:
@@ -200,7 +202,14 @@ class Reservation:
     def on_delete(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
         view = load(self.application, req, reservation_id)
         expected = check_if_match(req, view.version)
-        view = self.application.cancel(reservation_id, expected_version=expected)
+        user = req.context.user
+        if user.is_admin and (view.user_id != user.username or view.state == State.ACTIVATED):
+            # An administrator ends someone else's reservation, or an activated one: recorded
+            # with who and why (?reason=), and its running VMs are ended by the worker.
+            reason = req.get_param("reason") or "ended by an administrator"
+            view = self.application.terminate(reservation_id, user.username, reason, expected_version=expected)
+        else:
+            view = self.application.cancel(reservation_id, expected_version=expected)
         resp.media = reservation_json(view)
 
 

@@ -64,6 +64,7 @@ EVENT_MOVES = {
     "OfferExpired": lambda state: "expire_offer",
     "Activated": lambda state: "activate",
     "Cancelled": lambda state: "cancel",
+    "Terminated": lambda state: "terminate",  # an administrator ended it
     "Expired": lambda state: "expire",
     "PlacementChanged": lambda state: "replace",  # the Scheduler's answer to a lost node
 }
@@ -79,6 +80,7 @@ STATE_AFTER = {
     "OfferExpired": State.EXPIRED,
     "Activated": State.ACTIVATED,
     "Cancelled": State.CANCELLED,
+    "Terminated": State.CANCELLED,
     "Expired": State.EXPIRED,
 }
 
@@ -585,9 +587,9 @@ class Auditor:
             track.offer, track.valid_until = e.offer, e.valid_until
         elif name == "Rejected":
             track.offer, track.valid_until = None, None
-        elif name in ("Declined", "OfferExpired", "Cancelled"):
+        elif name in ("Declined", "OfferExpired", "Cancelled", "Terminated"):
             track.valid_until = None
-            if name == "Cancelled":
+            if name in ("Cancelled", "Terminated"):
                 track.cancelled_at = at
         elif name == "Confirmed":
             track.valid_until, track.confirmed, track.confirmed_offer = None, ref, track.offer

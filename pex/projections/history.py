@@ -69,6 +69,8 @@ def reservation_lines(e: Any) -> list[tuple[str, str, str]]:
         return [("user", "ACTIVATE", "")]
     if name == "Cancelled":
         return [("user", "DELETE", e.reason)]
+    if name == "Terminated":
+        return [("provider", "TERMINATE", f"ended by {e.by}: {e.reason}")]
     if name == "Expired":
         return [("provider", "EXPIRED", "the interval is over")]
     if name == "PlacementChanged":

@@ -2,10 +2,12 @@
 
 It answers what the aggregates cannot answer alone: which reservations a user has, which
 offers are waiting (for the expiry timer), which confirmed reservations are due to start or
-end. Rebuilt from the log at start; followed as the log grows.
+end, and what each user holds or booked (for the quotas, pex.domain.quotas). Rebuilt from the
+log at start; followed as the log grows.
 
 The timers' questions cost what is pending, not the history: offers still waiting and
-reservations still standing are kept apart from the rest.
+reservations still standing are kept apart from the rest; a user's usage costs their
+reservations that hold capacity now, not their history.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import datetime
 from uuid import UUID
 
 from pex.domain.instance import Instance
+from pex.domain.quotas import Usage, cpu_seconds
 from pex.domain.reservation import Reservation
 from pex.domain.values import State
 
@@ -28,6 +31,11 @@ class ReservationEntry:
     end: datetime | None = None
     valid_until: datetime | None = None
     instance_ids: tuple[UUID, ...] = ()
+    cpus: int = 0  # of one instance
+    instances: int = 0
+
+
+HOLDING = (State.ACCEPTED, State.COUNTERED, State.CONFIRMED, State.ACTIVATED)
 
 
 @dataclass
@@ -37,6 +45,7 @@ class ReservationIndex:
     instances_by_user: dict[str, list[UUID]] = field(default_factory=dict)
     offers: dict[UUID, datetime] = field(default_factory=dict)  # waiting offers: valid until
     standing: set[UUID] = field(default_factory=set)  # confirmed or activated
+    holding_by_user: dict[str, set[UUID]] = field(default_factory=dict)  # an offer or a booking
 
     def apply(self, event: object) -> None:
         if isinstance(event, Reservation.Initiated):
@@ -58,6 +67,11 @@ class ReservationIndex:
             self.standing.add(entry.id)
         else:
             self.standing.discard(entry.id)
+        holding = self.holding_by_user.setdefault(entry.user_id, set())
+        if entry.state in HOLDING:
+            holding.add(entry.id)
+        else:
+            holding.discard(entry.id)
 
     @staticmethod
     def _change(entry: ReservationEntry, event: object) -> None:
@@ -66,6 +80,7 @@ class ReservationIndex:
         elif isinstance(event, (Reservation.Accepted, Reservation.CounterOffered)):
             entry.state = State.ACCEPTED if isinstance(event, Reservation.Accepted) else State.COUNTERED
             entry.start, entry.end, entry.valid_until = event.offer.terms.start, event.offer.terms.end, event.valid_until
+            entry.cpus, entry.instances = event.offer.per_instance.cpus, event.offer.terms.instances
         elif isinstance(event, Reservation.CounterAccepted):
             entry.state = State.ACCEPTED
         elif isinstance(event, Reservation.Confirmed):
@@ -89,3 +104,18 @@ class ReservationIndex:
 
     def ended(self, now: datetime) -> list[UUID]:
         return [rid for rid in self.standing if (end := self.reservations[rid].end) is not None and end <= now]
+
+    def usage(self, user_id: str, now: datetime, excluding: UUID | None = None) -> Usage:
+        """What `user_id` holds or booked from `now` on, leaving out `excluding` (the
+        reservation under negotiation, whose offer a new one replaces)."""
+        seconds, offers = 0, 0
+        for rid in self.holding_by_user.get(user_id, ()):
+            entry = self.reservations[rid]
+            if rid == excluding or entry.start is None or entry.end is None:
+                continue
+            if entry.state in (State.ACCEPTED, State.COUNTERED):
+                if entry.valid_until is None or entry.valid_until <= now:
+                    continue  # lapsed: its hold no longer counts anywhere
+                offers += 1
+            seconds += cpu_seconds(entry.cpus, entry.instances, entry.start, entry.end, now)
+        return Usage(seconds, offers)

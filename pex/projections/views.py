@@ -231,6 +231,12 @@ def _cancelled(row: Row, e: Reservation.Cancelled) -> None:
     _step(row, e, "user", "DELETE", e.reason)
 
 
+def _terminated(row: Row, e: Reservation.Terminated) -> None:
+    reason = f"ended by {e.by}: {e.reason}"
+    row.update(state=State.CANCELLED.value, valid_until=None, reason=reason)
+    _step(row, e, "provider", "TERMINATE", reason)
+
+
 def _placement_changed(row: Row, e: Any) -> None:
     row["placement"] = [[a.node, a.instances] for a in e.placement]
 
@@ -246,6 +252,7 @@ RESERVATION_CHANGES: dict[str, Callable[[Row, Any], None]] = {
     "OfferExpired": _becomes(State.EXPIRED, (("provider", "OFFER_EXPIRED"),), valid_until=None),
     "Activated": _becomes(State.ACTIVATED, (("user", "ACTIVATE"),)),
     "Cancelled": _cancelled,
+    "Terminated": _terminated,
     "Expired": _becomes(State.EXPIRED, (("provider", "EXPIRED"),)),
     "PlacementChanged": _placement_changed,
 }

@@ -30,7 +30,8 @@ from pex.projections.readmodels import ReadModels
 STORED_TOPICS = """
 pex.domain.catalogue:Catalogue pex.domain.catalogue:Catalogue.Opened pex.domain.catalogue:Catalogue.SizeDefined
 pex.domain.catalogue:Catalogue.SizeWithdrawn pex.domain.catalogue:Catalogue.TemplateRegistered
-pex.domain.catalogue:Catalogue.TemplateWithdrawn
+pex.domain.catalogue:Catalogue.TemplateWithdrawn pex.domain.catalogue:Catalogue.QuotasChanged
+pex.domain.catalogue:Catalogue.UserQuotasSet
 pex.domain.instance:Instance pex.domain.instance:Instance.Scheduled pex.domain.instance:Instance.Cancelled
 pex.domain.instance:Instance.ClaimReleased pex.domain.instance:Instance.DeleteRequested
 pex.domain.instance:Instance.Destroyed pex.domain.instance:Instance.DispatchClaimed
@@ -51,6 +52,8 @@ pex.domain.reservation:Reservation.CounterAccepted pex.domain.reservation:Reserv
 pex.domain.reservation:Reservation.Confirmed pex.domain.reservation:Reservation.OfferExpired
 pex.domain.reservation:Reservation.Activated pex.domain.reservation:Reservation.Cancelled
 pex.domain.reservation:Reservation.PlacementChanged pex.domain.reservation:Reservation.Expired
+pex.domain.reservation:Reservation.Terminated
+pex.domain.quotas:QuotaAccount pex.domain.quotas:QuotaAccount.Opened pex.domain.quotas:QuotaAccount.OfferCharged
 pex.domain.user:User pex.domain.user:User.Registered pex.domain.user:User.PasswordChanged
 pex.domain.user:User.AdminGranted
 """.split()

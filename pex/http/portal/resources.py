@@ -20,6 +20,7 @@ import falcon
 
 from pex.application import Contention, NotFound, PexApplication, ReservationView
 from pex.domain.errors import DomainError, IllegalMove, OfferExpired
+from pex.domain.quotas import QuotaExceeded
 from pex.domain.user import AccountError, UsernameTaken
 from pex.domain.values import Reply, State
 from pex.http.auth import LoginThrottle, client_of
@@ -282,12 +283,17 @@ class NewReservation(Page):
         user = req.context.user.username
         try:
             terms = typed.terms(tz)
-            typed.check(terms, self.application.catalogue(), self.now(), self.application.policy)
+            typed.check(terms, self.application.catalogue(), self.now(), self.application.policy_in_force(user))
         except FormErrors as refused:
             self._show(req, resp, typed, refused.errors, 422)
             return
         # The form's nonce names the reservation: a form sent twice negotiates once.
         rid = uuid5(NAMESPACE_URL, f"/pex/users/{user}/portal/{typed.nonce or uuid4().hex}")
+        try:
+            self.application.check_quotas(user, terms, rid)
+        except QuotaExceeded as error:  # refused before a reservation is made for it
+            self._show(req, resp, typed, {typed.field_of(error): error.detail}, 422)
+            return
         rid = self.application.initiate_reservation(user, rid)
         try:
             self.application.submit_proposal(rid, terms)
@@ -412,7 +418,7 @@ class ReservationAction(Page):
                 typed = ReservationForm.from_post(form(req))
                 try:
                     terms = typed.terms(tz)
-                    typed.check(terms, app.catalogue(), self.now(), app.policy)
+                    typed.check(terms, app.catalogue(), self.now(), app.policy_in_force(view.user_id))
                 except FormErrors as refused:
                     ReservationPage(self.p).show(req, resp, view, typed, refused.errors, 422)
                     return
@@ -421,6 +427,8 @@ class ReservationAction(Page):
             session.flash("The offer has lapsed: it was held only for a few minutes. Propose again.", "error")
         except IllegalMove as error:
             session.flash(f"That is not possible now: {error}.", "error")
+        except QuotaExceeded as error:
+            session.flash(f"Over your quota: {error.detail}.", "error")
         except Contention:
             session.flash("The provider is busy; try again in a moment.", "error")
         raise redirect(reservation_url(reservation_id))

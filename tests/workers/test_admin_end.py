@@ -1,0 +1,36 @@
+"""An administrator ends an activated reservation early: the worker shuts its VMs down and
+destroys them at the next tick, against the simulated pool through the real XenAPI client."""
+
+from __future__ import annotations
+
+import pytest
+
+from pex.domain.values import State
+from tests.workers.conftest import HOUR
+
+pytestmark = pytest.mark.xen
+
+
+def test_an_administrators_end_stops_the_running_vms_at_the_next_tick(world):
+    rid = world.reserve(size="XLARGE", fixed=2, hours=6)
+    world.advance(HOUR)
+    assert sorted(world.tick().dispatched) == ["start", "start"]
+    world.wait_for_ips(rid)
+    assert [vm["power_state"] for vm in world.vms()] == ["Running", "Running"]
+
+    world.app.terminate(rid, by="root", reason="abuse")
+    assert sorted(world.tick().dispatched) == ["end", "end"]
+
+    assert world.vms() == [] and world.control.state()["vdis"] == 0
+    assert [v.status for v in world.instances(rid)] == ["ENDED", "ENDED"]
+    assert world.app.get_reservation(rid).state == State.CANCELLED
+    assert world.tick().idle
+
+
+def test_an_administrators_end_before_the_start_cancels_the_instances_and_nothing_runs(world):
+    rid = world.reserve(hours=2)
+    world.app.terminate(rid, by="root", reason="abuse")
+    world.advance(HOUR)
+    assert world.tick().dispatched == []
+    assert world.vms() == []
+    assert [v.status for v in world.instances(rid)] == ["CANCELLED"]
