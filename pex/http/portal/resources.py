@@ -480,6 +480,10 @@ class Calendar(Page):
             anchor = date.fromisoformat(req.get_param("date") or "")
         except ValueError:
             anchor = now.astimezone(tz).date()
+        try:
+            calendar.check_date(anchor)
+        except calendar.DateOutOfRange as error:
+            raise falcon.HTTPBadRequest(title="No such date in the calendar", description=f"Sorry: {error}.") from None
         user = req.context.user
         self.read_models.catch_up()  # once: the queries below read what it reached
         in_force: dict[str, list] = {}
