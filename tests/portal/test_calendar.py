@@ -152,3 +152,25 @@ def test_the_first_and_last_days_show_and_link_no_further(portal, view, zone):
     assert last.status_code == 200 and 'rel="next"' not in last.text and 'rel="prev"' in last.text
     first = v.get(f"/calendar?view={view}&date=1970-01-01")
     assert first.status_code == 200 and 'rel="prev"' not in first.text and 'rel="next"' in first.text
+
+
+# --- a time typed in the hour the clocks go back ----------------------------------------------
+
+
+@pytest.mark.parametrize("now, typed, meant", [
+    # Berlin, 25 October 2026: 02:00-03:00 comes twice, in summer time (+02) then in winter time (+01).
+    pytest.param(datetime(2026, 10, 25, 0, 29, 50, tzinfo=UTC), "2026-10-25T02:30", datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
+                 id="first-02:30"),
+    pytest.param(datetime(2026, 10, 25, 1, 29, 50, tzinfo=UTC), "2026-10-25T02:30", datetime(2026, 10, 25, 1, 30, tzinfo=UTC),
+                 id="second-02:30-the-first-is-gone"),
+])
+def test_a_start_in_the_repeated_hour_is_its_first_reading_not_yet_gone(now, typed, meant):
+    portal, v = portal_at(now, "Europe/Berlin")
+    try:
+        r = v.post("/reservations/new", {"size": "SMALL", "template": "PEX Debian Etch 4.0 Template", "start": typed,
+                                         "end": "2026-10-25T03:30", "instances_fixed": "1", "instances_option": "0"})
+        assert r.status_code == 303, re.findall(r'class="field-error">(.*?)</small>', r.text)
+        (reservation,) = portal.application.list_reservations("alice")
+        assert reservation.terms.start == meant and reservation.terms.end == datetime(2026, 10, 25, 2, 30, tzinfo=UTC)
+    finally:
+        portal.close()

@@ -281,8 +281,9 @@ class NewReservation(Page):
         typed = ReservationForm.from_post(form(req))
         user = req.context.user.username
         try:
-            terms = typed.terms(tz)
-            typed.check(terms, self.application.catalogue(), self.now(), self.application.policy)
+            now = self.now()
+            terms = typed.terms(tz, now)
+            typed.check(terms, self.application.catalogue(), now, self.application.policy)
         except FormErrors as refused:
             self._show(req, resp, typed, refused.errors, 422)
             return
@@ -411,8 +412,9 @@ class ReservationAction(Page):
                 tz = zone(session.tz)
                 typed = ReservationForm.from_post(form(req))
                 try:
-                    terms = typed.terms(tz)
-                    typed.check(terms, app.catalogue(), self.now(), app.policy)
+                    now = self.now()
+                    terms = typed.terms(tz, now)
+                    typed.check(terms, app.catalogue(), now, app.policy)
                 except FormErrors as refused:
                     ReservationPage(self.p).show(req, resp, view, typed, refused.errors, 422)
                     return
