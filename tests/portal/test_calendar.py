@@ -56,6 +56,18 @@ def test_the_week_of_today_is_the_seven_days_from_today():
     assert start.date() == date(2027, 3, 1)
 
 
+def test_earlier_and_later_from_today_leave_no_day_out():
+    portal, v = portal_at(datetime(2026, 12, 2, 9, 0, tzinfo=UTC), "UTC")  # a Wednesday
+    try:
+        page = v.get("/calendar?view=week").text
+        assert 'date=2026-12-01" rel="prev"' in page  # its Monday week: Mon 30 Nov - Sun 6 Dec
+        assert 'date=2026-12-09" rel="next"' in page  # Mon 7 - Sun 13: today's week ended on Tue 8
+        page = v.get("/calendar?view=day").text
+        assert 'date=2026-12-01" rel="prev"' in page and 'date=2026-12-03" rel="next"' in page
+    finally:
+        portal.close()
+
+
 def test_the_next_24_hours_are_24_columns_across_a_change_of_daylight_saving():
     for now, zone, hours in [
         (datetime(2027, 3, 28, 0, 30, tzinfo=UTC), "Europe/Berlin", ["01", "03", "04"]),  # 01:30 CET, then summer

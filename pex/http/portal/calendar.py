@@ -198,13 +198,16 @@ def build(
         rows.append(Row(node.name, node.capacity, node.available, tuple(slots), tuple(bars), max(1, len(lane_ends))))
     days = VIEWS[view][0]
     first_day = start.date()
+    # From today's day or week, "Earlier" is the calendar day or the Monday week before now:
+    # a step of a whole window back would skip the days between its Monday and today.
+    back = timedelta(days=1) if view != "month" and now.astimezone(tz).date() == anchor else timedelta(days=days)
     return Calendar(
         view=view,
         start=start,
         end=end,
         columns=tuple(columns),
         rows=tuple(rows),
-        previous=_within(first_day - timedelta(days=days)),
+        previous=_within(first_day - back),
         next=_within(first_day + timedelta(days=days)),
         anchor=anchor,  # the day asked for: switching views keeps it in sight
         now_left=percent(now) if start <= now < end else None,
