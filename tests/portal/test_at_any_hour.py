@@ -1,7 +1,8 @@
 """The browser story (test_browser.py) at the hours that broke it or could: the whole run, its
 gunicorn, worker and simulated pool, under Debian's libfaketime with the wall clock set to an
-awkward instant (all but chromium, which cannot run under it: see the `browser` fixture). The in-process tests get the same instants from an injected clock
-(test_calendar.py); this is the check that nothing on the real path reads the hour.
+awkward instant (all but chromium, which cannot run under it: see the `browser` fixture).
+The in-process tests get such instants from an injected clock (test_calendar.py); this is the
+check that nothing on the real path depends on the hour.
 
 Each run takes about as long as the story (some 40 s) and is bounded (RUN_WITHIN): four of
 them add under three minutes to `make test`. To run the suite, or part of it, at an hour of
