@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 
 import click
@@ -62,14 +63,20 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
 @click.option("--hosts", type=click.IntRange(1), default=5, show_default=True, help="Hosts of the paper's testbed.")
 @click.option("--guest-ip-delay", type=float, default=2.0, show_default=True, help="Seconds from boot to the guest's IP.")
 def xen_sim(bind: str, hosts: int, guest_ip_delay: float) -> None:
-    """Serve a simulated XAPI pool (user root, password xenroot) until interrupted.
+    """Serve a simulated XAPI pool (user root, password xenroot) until SIGTERM or Ctrl-C.
 
     Point PEX at it with PEX_XEN_URL=http://HOST:PORT/ PEX_XEN_USERNAME=root
     PEX_XEN_PASSWORD=xenroot; inject faults with POST /sim/<action> (e.g. fail_host)."""
     from pex.adapters.xen.simulator import serve
 
     _configure_logging()
-    serve(bind, hosts, announce=lambda line: click.echo(line, err=True), guest_ip_delay=guest_ip_delay)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # A background job (`nohup pex xen-sim &`) inherits SIGINT ignored and keeps it so;
+        # SIGTERM, what supervisors and tests send, always stops it cleanly.
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, lambda signum, frame: stop.set())
+    serve(bind, hosts, announce=lambda line: click.echo(line, err=True), stop=stop, guest_ip_delay=guest_ip_delay)
 
 
 COMMANDS = (worker, xen_sim)

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sysconfig
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -162,32 +163,54 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-ARTIFACTS = os.path.join(os.path.dirname(__file__), "..", "..", "test-artifacts", "portal")
+# A run at another hour (test_at_any_hour.py) keeps its screenshots apart.
+ARTIFACTS = os.environ.get("PEX_PORTAL_ARTIFACTS") or os.path.join(os.path.dirname(__file__), "..", "..", "test-artifacts", "portal")
+LIBFAKETIME = f"/usr/lib/{sysconfig.get_config_var('MULTIARCH') or 'x86_64-linux-gnu'}/faketime/libfaketimeMT.so.1"
+
+
+def apt_install(package: str, path: str) -> str:
+    """`path`, installing Debian's `package` with apt when it is missing and we are root."""
+    if not os.path.exists(path):
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            pytest.fail(f"{path} is missing and this user cannot install it: apt-get install {package}, or run the tests as root")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
+        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, check=True, capture_output=True)
+            subprocess.run(install, env=env, check=True, capture_output=True)
+    return path
 
 
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
-    """Debian's chromium (Playwright cannot download its own browsers here), installed with apt
-    when it is missing and we are root."""
-    if not os.path.exists(CHROMIUM):
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.fail("Debian's chromium is not installed and this user cannot install it: apt-get install chromium, or run the tests as root")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
-        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], env=env, check=True, capture_output=True)
-            subprocess.run(install, env=env, check=True, capture_output=True)
-    return CHROMIUM
+    """Debian's chromium (Playwright cannot download its own browsers here)."""
+    return apt_install("chromium", CHROMIUM)
+
+
+@pytest.fixture(scope="session")
+def libfaketime_path() -> str:
+    """Debian's libfaketime, which makes a process and its children see another wall clock."""
+    return apt_install("libfaketime", LIBFAKETIME)
 
 
 @pytest.fixture(scope="session")
 def browser(chromium_path):
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+    # Under libfaketime (test_at_any_hour.py) chromium fails to load a page: the browser and
+    # Playwright's driver keep the real clock. The pages' script counts relative times only.
+    faked = {name: os.environ.pop(name) for name in ("LD_PRELOAD", "FAKETIME") if "FAKETIME" in os.environ and name in os.environ}
+    try:
+        playwright = sync_playwright().start()
+        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS,
+                                             env=dict(os.environ))
+    finally:
+        os.environ.update(faked)
+    try:
         yield browser
         browser.close()
+    finally:
+        playwright.stop()
 
 
 @pytest.fixture

@@ -1,5 +1,13 @@
 """The capacity calendar: nodes over time (a day, a week or a month), as a Gantt chart.
 
+The window is in the viewer's wall time. The day view of today is the next 24 hours from the
+start of the current hour (at 23:30 tomorrow morning is on the page, and a free slot is left
+to pick); the day view of any other date is that calendar day, 00:00 to 00:00 (23 or 25 hours
+on a day the clocks change). The week of today is the seven days from today (on a Sunday night
+Monday is on the page); of any other date, Monday to Monday. A month is 30 days from the date.
+Dates are limited to FIRST_DAY..LAST_DAY (`check_date`), far wider than anything bookable and
+narrow enough that no date or time-zone arithmetic overflows.
+
 Rows are nodes; bars are the bookings and held offers on them, from the calendar read model
 (`ReadModels.calendar`, pex.projections.readmodels). The window is cut into columns (hours for a day, quarter
 days for a week, days for a month); each column of each node says how many CPUs stay free
@@ -24,6 +32,7 @@ from pex.domain.node import peak_demand
 from pex.domain.values import Resources
 
 UTC = timezone.utc
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2999, 12, 31)
 VIEWS = {
     # name: (days shown, column width, label format of a column)
     "day": (1, timedelta(hours=1), "%H"),
@@ -83,8 +92,8 @@ class Calendar:
     end: datetime
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
-    previous: date
-    next: date
+    previous: date | None  # None at the ends of FIRST_DAY..LAST_DAY
+    next: date | None
     anchor: date  # the day the viewer asked for (the window holds it)
     now_left: float | None  # where "now" falls, in percent, if inside the window
 
@@ -94,18 +103,38 @@ class Calendar:
         return self.end - timedelta(seconds=1)
 
 
-def window(view: str, anchor: date, tz: ZoneInfo) -> tuple[datetime, datetime, list[Column]]:
+class DateOutOfRange(ValueError):
+    """A date the calendar does not show (outside FIRST_DAY..LAST_DAY)."""
+
+
+def check_date(day: date) -> date:
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise DateOutOfRange(f"the calendar shows dates from {FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()}")
+    return day
+
+
+def window(view: str, anchor: date, tz: ZoneInfo, now: datetime | None = None) -> tuple[datetime, datetime, list[Column]]:
+    """The window's bounds (local, aware) and columns. Given `now`, the day and week views of
+    its own date begin at the current hour and today."""
     days, step, label = VIEWS[view]
-    if view == "week":
+    check_date(anchor)
+    today = now is not None and now.astimezone(tz).date() == anchor
+    if view == "week" and not today:
         anchor = anchor - timedelta(days=anchor.weekday())
     start_local = datetime.combine(anchor, time(0), tz)
     end_local = datetime.combine(anchor + timedelta(days=days), time(0), tz)
+    if view == "day" and today:
+        # The hours already gone show nothing (the past is not drawn); the next morning does.
+        # Floored in local time: a zone's offset may be a half or quarter hour.
+        start_local = now.astimezone(tz).replace(minute=0, second=0, microsecond=0)
+        end_local = (start_local.astimezone(UTC) + timedelta(hours=24)).astimezone(tz)
     columns, t = [], start_local
     while t < end_local:
         # Step in local wall time, so a day column stays a calendar day across a DST change.
         following = (datetime.combine(t.date() + step, time(0), tz) if step >= timedelta(days=1)
                      else (t.astimezone(UTC) + step).astimezone(tz))
-        first = (view == "week" and t.hour == 0) or (view == "month" and t.weekday() == 0)
+        first = ((view == "week" and t.hour == 0) or (view == "month" and t.weekday() == 0)
+                 or (view == "day" and t.hour == 0 and t != start_local))
         # A week names each day once, over its four quarter-day columns.
         text = t.strftime(label) if view != "week" or first else ""
         columns.append(Column(t, min(following, end_local), text, first))
@@ -127,7 +156,7 @@ def build(
     node's allocations (CalendarEntry or NodeAllocation: start, end, instances, per_instance,
     is_hold, counts_at), `owner_of(id)` gives
     (owner, size name) of a booking the viewer may name (their own, or any for admins), else None."""
-    start, end, columns = window(view, anchor, tz)
+    start, end, columns = window(view, anchor, tz, now)
     # In UTC: Python subtracts two times of one zone by their wall clocks, which a day of a
     # daylight-saving change would get wrong by an hour.
     first, last = start.astimezone(UTC), end.astimezone(UTC)
@@ -169,14 +198,21 @@ def build(
         rows.append(Row(node.name, node.capacity, node.available, tuple(slots), tuple(bars), max(1, len(lane_ends))))
     days = VIEWS[view][0]
     first_day = start.date()
+    # From today's day or week, "Earlier" is the calendar day or the Monday week before now:
+    # a step of a whole window back would skip the days between its Monday and today.
+    back = timedelta(days=1) if view != "month" and now.astimezone(tz).date() == anchor else timedelta(days=days)
     return Calendar(
         view=view,
         start=start,
         end=end,
         columns=tuple(columns),
         rows=tuple(rows),
-        previous=first_day - timedelta(days=days),
-        next=first_day + timedelta(days=days),
+        previous=_within(first_day - back),
+        next=_within(first_day + timedelta(days=days)),
         anchor=anchor,  # the day asked for: switching views keeps it in sight
         now_left=percent(now) if start <= now < end else None,
     )
+
+
+def _within(day: date) -> date | None:
+    return day if FIRST_DAY <= day <= LAST_DAY else None

@@ -107,24 +107,24 @@ class ReservationForm:
     def values(self) -> dict[str, str]:
         return asdict(self)
 
-    def terms(self, tz: ZoneInfo) -> Terms:
+    def terms(self, tz: ZoneInfo, now: datetime | None = None) -> Terms:
         """The terms this form asks for; FormErrors naming the form's fields if malformed.
 
         The form becomes a Figure 7 body that must pass the API's own schema (its limits:
         at most ten years, 100000 instances, a price of 12 digits and 6 decimals) before the
         API's parser reads it; nothing here computes a date from what was typed, so no value
-        can overflow."""
+        can overflow. `now` settles a start typed in the hour the clocks go back (`parse_local`)."""
         errors: dict[str, str] = {}
         body: dict = {"type": self.size, "template": self.template}
         start = end = None
         try:
-            start = parse_local(self.start, tz)
+            start = parse_local(self.start, tz, not_before=now)
             body["startTime"] = rfc3339(start)
         except (ValueError, OverflowError) as error:
             errors["start"] = str(error).capitalize() if isinstance(error, ValueError) else OUT_OF_RANGE
         if self.end:
             try:
-                end = parse_local(self.end, tz)
+                end = parse_local(self.end, tz, not_before=start)
             except (ValueError, OverflowError) as error:
                 errors["end"] = str(error).capitalize() if isinstance(error, ValueError) else OUT_OF_RANGE
         elif self.duration:

@@ -46,8 +46,12 @@ def local_input(when: datetime | None, tz: ZoneInfo) -> str:
     return when.astimezone(tz).strftime(LOCAL_INPUT) if when else ""
 
 
-def parse_local(value: str, tz: ZoneInfo) -> datetime:
-    """A datetime-local value ("2026-03-02T10:00") in zone `tz`, as UTC. ValueError if malformed."""
+def parse_local(value: str, tz: ZoneInfo, not_before: datetime | None = None) -> datetime:
+    """A datetime-local value ("2026-03-02T10:00") in zone `tz`, as UTC. ValueError if malformed.
+
+    In the hour the clocks go back a wall time names two instants: the first, unless it is
+    before `not_before` (now, for a start) and the second is not. Typed at 02:29 the second time
+    round, "02:30" means in a minute, not an hour ago."""
     value = (value or "").strip()
     if not value:
         raise ValueError("enter a date and time")
@@ -57,7 +61,10 @@ def parse_local(value: str, tz: ZoneInfo) -> datetime:
         raise ValueError("enter a date and time like 2026-03-02 10:00") from None
     if naive.tzinfo is not None:
         return naive.astimezone(UTC)
-    return naive.replace(tzinfo=tz).astimezone(UTC)
+    first, second = (naive.replace(tzinfo=tz, fold=fold).astimezone(UTC) for fold in (0, 1))
+    if not_before is not None and first < not_before <= second:
+        return second
+    return first
 
 
 def utc_text(when: datetime) -> str:

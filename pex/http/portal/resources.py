@@ -282,8 +282,9 @@ class NewReservation(Page):
         typed = ReservationForm.from_post(form(req))
         user = req.context.user.username
         try:
-            terms = typed.terms(tz)
-            typed.check(terms, self.application.catalogue(), self.now(), self.application.policy_in_force(user))
+            now = self.now()
+            terms = typed.terms(tz, now)
+            typed.check(terms, self.application.catalogue(), now, self.application.policy_in_force(user))
         except FormErrors as refused:
             self._show(req, resp, typed, refused.errors, 422)
             return
@@ -417,8 +418,9 @@ class ReservationAction(Page):
                 tz = zone(session.tz)
                 typed = ReservationForm.from_post(form(req))
                 try:
-                    terms = typed.terms(tz)
-                    typed.check(terms, app.catalogue(), self.now(), app.policy_in_force(view.user_id))
+                    now = self.now()
+                    terms = typed.terms(tz, now)
+                    typed.check(terms, app.catalogue(), now, app.policy_in_force(view.user_id))
                 except FormErrors as refused:
                     ReservationPage(self.p).show(req, resp, view, typed, refused.errors, 422)
                     return
@@ -488,6 +490,10 @@ class Calendar(Page):
             anchor = date.fromisoformat(req.get_param("date") or "")
         except ValueError:
             anchor = now.astimezone(tz).date()
+        try:
+            calendar.check_date(anchor)
+        except calendar.DateOutOfRange as error:
+            raise falcon.HTTPBadRequest(title="No such date in the calendar", description=f"Sorry: {error}.") from None
         user = req.context.user
         self.read_models.catch_up()  # once: the queries below read what it reached
         in_force: dict[str, list] = {}

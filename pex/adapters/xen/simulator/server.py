@@ -104,8 +104,10 @@ def serve(bind: str = "127.0.0.1:8080", hosts: int = 5, *, announce: Callable[[s
     config = simulator.pool.config
     announce(f"XAPI simulator: {simulator.url} (user {config.username!r}, {len(config.hosts)} hosts), "
              f"admin API: {simulator.admin_url}/<action>")
+    stop = stop or threading.Event()
     try:
-        (stop or threading.Event()).wait()
+        while not stop.wait(0.5):  # in slices: a signal handler that sets `stop` is then noticed
+            pass
     except KeyboardInterrupt:
         pass
     finally:
