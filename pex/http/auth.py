@@ -24,6 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 
 import falcon
 
@@ -65,6 +66,7 @@ class VerificationCache:
         self.ttl, self.clock, self.size = ttl, clock, size
         self._key = os.urandom(32)
         self._entries: OrderedDict[bytes, tuple[float, UserView]] = OrderedDict()
+        self._in_flight: dict[bytes, Future] = {}
         self._lock = threading.Lock()
 
     def _digest(self, username: str, password: str) -> bytes:
@@ -97,6 +99,32 @@ class VerificationCache:
     def forget(self, username: str, password: str) -> None:
         with self._lock:
             self._entries.pop(self._digest(username, password), None)
+
+    def check_once(self, username: str, password: str, check: Callable[[], UserView | None]) -> UserView | None:
+        """check(), run once for identical credentials that arrive while it runs: the others
+        wait for its answer (or its error) instead of each taking a place in the line of
+        password checks. A client that opens several connections at once (a script's thread
+        pool, a browser) would otherwise cost one argon2 computation per connection, and
+        be refused 503 password-checks-busy by its own burst."""
+        digest = self._digest(username, password)
+        with self._lock:
+            flight = self._in_flight.get(digest)
+            first = flight is None
+            if first:
+                flight = self._in_flight[digest] = Future()
+        if not first:
+            return flight.result()
+        try:
+            user = check()
+        except BaseException as error:
+            flight.set_exception(error)
+            raise
+        else:
+            flight.set_result(user)
+            return user
+        finally:
+            with self._lock:
+                del self._in_flight[digest]
 
 
 def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -271,7 +299,7 @@ class BasicAuth:
                     "Too many failed logins for this username from this address; wait and retry.",
                     headers={"Retry-After": str(int(wait) + 1)},
                 )
-            user = self.authenticate(username, password)
+            user = self.cache.check_once(username, password, lambda: self.authenticate(username, password))
             if user is None:
                 self.throttle.failed(username, address)
                 raise unauthorized("Unknown username or wrong password.")

@@ -204,6 +204,33 @@ def test_anonymous_logins_beyond_the_line_get_503_while_remembered_users_pass(ap
     assert sorted(a.status_code for a in answers) == [401, 401, 401]
 
 
+def test_one_users_burst_of_identical_credentials_costs_one_check_and_no_503(api, monkeypatch):
+    """A script's thread pool sends the same credentials on eight connections at once: they
+    share one argon2 check, so the burst never fills the line of password checks."""
+    api.user("alice")
+    verify, entered, release, checks = api.application._verify, threading.Semaphore(0), threading.Event(), []
+
+    def slow_verify(password_hash, password):
+        checks.append(password)
+        entered.release()
+        release.wait(30)
+        return verify(password_hash, password)
+
+    monkeypatch.setattr(api.application, "_verify", slow_verify)
+    answers = []
+    burst = [threading.Thread(target=lambda: answers.append(api.get(RESERVATIONS))) for _ in range(8)]
+    burst[0].start()
+    assert entered.acquire(timeout=30)  # the first one's check runs
+    for t in burst[1:]:
+        t.start()
+    threading.Event().wait(0.2)  # the others arrive while it runs
+    release.set()
+    for t in burst:
+        t.join(30)
+    assert sorted(a.status_code for a in answers) == [200] * 8
+    assert len(checks) < 8  # (exactly one, unless a thread was late to arrive)
+
+
 def test_an_unknown_username_costs_the_same_check_as_a_wrong_password(api, monkeypatch):
     api.user("alice")
     hashes = []
