@@ -1,20 +1,31 @@
-"""The paper's JSON (Figures 7–9) and the original implementation's wire values.
+"""The paper's JSON (Figures 7–9) and the original implementation's wire, in two forms.
 
 Field names are kept exactly: `duration` in milliseconds, `numInstancesFixed`,
 `numInstancesOption`, `startTime` in RFC 1123 form (RFC 3339 is accepted too), `template`,
-`type`, `id` (an upper-case GUID), `userid`, `reply`. PEX's additions (price, offer validity,
-state, alternatives, what changed) are extra fields an original client can ignore.
+`type`, `id` (an upper-case GUID), `userid`, `reply`.
+
+Replies come in two forms (docs/api.md, "Two forms of every reply"):
+
+* **The original's** (`original_*`), the default: exactly the fields of the original's beans,
+  ReservationReply, ReservationProposal, ReservationEntity and VMInstance, with their types
+  (`userid` a number), lists as bare arrays. Its client parses replies with json-lib, which
+  skips an unknown scalar field but throws on an unknown array, object or null field, so not
+  one field more may be sent to it.
+* **PEX's** (`*_json`), for clients that ask for `application/vnd.pex+json`: the same fields
+  and PEX's additions (price, offer validity, state, alternatives, what changed, history,
+  links), `userid` the username, lists wrapped in an object.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 from uuid import UUID
 
-from pex.domain.values import Offer, Terms
+from pex.domain.values import Offer, State, Terms
 
 PROPOSAL_FIELDS = {
     "duration", "numInstancesFixed", "numInstancesOption", "startTime", "template", "type",
@@ -253,4 +264,125 @@ def instance_json(i) -> dict[str, Any]:
         "status": i.status,
         "ipAddress": i.ip_address,
         "version": i.version,
+    }
+
+
+# --- Which form a client asked for ----------------------------------------------------------
+
+PEX_JSON = "application/vnd.pex+json"
+_JSON_RANGES = ("application/json", "application/*", "*/*", "*")  # `*` alone: Java's URLConnection
+
+
+def prefers_pex_form(accept: str | None) -> bool:
+    """Whether an Accept header asks for PEX's form rather than the original's.
+
+    Only by name: `application/vnd.pex+json` with a quality above 0 and at least that which
+    the header gives application/json. A wildcard never chooses it, since every client of the
+    original sends one (`text/html, image/gif, image/jpeg, *; q=.2, */*; q=.2`). A malformed
+    element is disregarded, never an error: the original form is always an acceptable answer."""
+    if not accept:
+        return False
+    pex_quality, json_quality = None, 0.0
+    for element in accept.split(","):
+        media_range, *parameters = element.split(";")
+        media_range = media_range.strip().lower()
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = 0.0
+                if not 0.0 <= quality <= 1.0:  # also NaN
+                    quality = 0.0
+        if media_range == PEX_JSON:
+            pex_quality = max(pex_quality or 0.0, quality)
+        elif media_range in _JSON_RANGES:
+            json_quality = max(json_quality, quality)
+    return pex_quality is not None and pex_quality > 0.0 and pex_quality >= json_quality
+
+
+# --- The original's form --------------------------------------------------------------------
+
+# The original's VMStatus; PEX's own statuses are told as the nearest of them.
+ORIGINAL_VM_STATUS = {
+    "SCHEDULED": "NOT_PROVISIONED",  # no VM yet
+    "HALTED": "HALTED",
+    "RUNNING": "RUNNING",
+    "PAUSED": "PAUSED",
+    "SUSPENDED": "SUSPENDED",
+    "LOST": "UNRECOGNIZED",  # its node stopped answering: nobody knows
+    "STRANDED": "NOT_PROVISIONED",  # its node was lost and no other had room: no VM
+    "ENDED": "DELETED",
+    "DELETED": "DELETED",
+    "CANCELLED": "DELETED",
+}
+ORIGINAL_USERID_MAX = 32767  # the original stored userid as a Java short
+
+
+def original_userid(username: str) -> int:
+    """The original's `userid` is a number; PEX's users are names. A number from 1 to 32767
+    derived from the name stands in for it (stable across processes and restarts). It names
+    nobody: PEX knows the user from the credentials and ignores a userid sent back."""
+    digest = hashlib.sha256(username.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") % ORIGINAL_USERID_MAX + 1
+
+
+def original_proposal(terms: Terms | None, reservation_id: UUID, user_id: str) -> dict[str, Any]:
+    """The original's ReservationProposal: Figure 8's proposal, not one field more."""
+    proposal: dict[str, Any] = {"id": wire_id(reservation_id), "userid": original_userid(user_id)}
+    if terms is not None:
+        proposal.update(
+            duration=int(terms.duration.total_seconds() * 1000),
+            numInstancesFixed=terms.instances_fixed,
+            numInstancesOption=terms.instances_option,
+            startTime=rfc1123(terms.start),
+            template=terms.template,
+            type=terms.size,
+        )
+    return dict(sorted(proposal.items()))  # the original's bean serializer wrote them sorted
+
+
+def original_reply(r, reply: str) -> dict[str, Any]:
+    """The original's ReservationReply (Figures 8 and 9): the standing terms and the reply."""
+    terms = r.offer.terms if r.offer is not None else r.proposal
+    return {"proposal": original_proposal(terms, r.id, r.user_id), "reply": reply}
+
+
+def original_outcome(outcome) -> dict[str, Any]:
+    return original_reply(outcome.reservation, outcome.reply.value)
+
+
+def original_reservation(r) -> dict[str, Any]:
+    """A ReservationView → the original's ReservationEntity, an item of its list.
+
+    `activatedInstances` counts the reservation's instances once it is activated (0 before).
+    A reservation deleted in PEX is listed only when asked for (state=CANCELLED), and then its
+    status is PEX's CANCELLED, a value the original never had."""
+    terms = r.terms
+    return {
+        "activatedInstances": len(r.instance_ids) if r.state == State.ACTIVATED else 0,
+        "endTime": rfc1123(terms.end) if terms else None,
+        "numInstancesFixed": terms.instances_fixed if terms else 0,
+        "numInstancesOption": terms.instances_option if terms else 0,
+        "requestId": wire_id(r.id),
+        "startTime": rfc1123(terms.start) if terms else None,
+        "status": r.state.value,
+        "template": terms.template if terms else None,
+        "type": terms.size if terms else None,
+        "userid": original_userid(r.user_id),
+    }
+
+
+def original_instance(i) -> dict[str, Any]:
+    """An InstanceView → the original's VMInstance, an item of its list."""
+    return {
+        "end_time": rfc1123(i.end),
+        "ipAddress": i.ip_address,
+        "name": i.name,
+        "start_time": rfc1123(i.start),
+        "status": ORIGINAL_VM_STATUS.get(i.status, "UNRECOGNIZED"),
+        "userID": original_userid(i.user_id),
+        "vmID": str(i.id),
     }

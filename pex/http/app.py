@@ -10,7 +10,7 @@ import falcon.media
 
 from pex.application import PexApplication
 from pex.http import accounts, instances, operations, pool, problems, reservations
-from pex.http.auth import BasicAuth, ClientAddress, LoginThrottle, VerificationCache
+from pex.http.auth import BasicAuth, ClientAddress, LoginThrottle, OpenPexHeaders, VerificationCache
 from pex.http.contract import RequestContract, ResponseContract, openapi
 from pex.http.observability import Metrics, MetricsResource, RequestObserver
 from pex.http.problems import Problem
@@ -18,6 +18,7 @@ from pex.http.settings import HttpSettings
 from pex.http import portal
 from pex.http.portal.settings import PortalSettings
 from pex.projections.readmodels import ReadModels
+from pex.wire import PEX_JSON
 
 
 class BodyLimit:
@@ -133,6 +134,7 @@ def create_app(
         SecurityHeaders(),
         BodyLimit(settings.max_body_bytes),
         ClientAddress(settings.trusted_proxies, settings.forwarded_header),
+        *([OpenPexHeaders()] if settings.openpex_headers else []),  # taken as basic credentials
         BasicAuth(application.authenticate, VerificationCache(settings.auth_cache_seconds), throttle, application.get_user),
         JsonBodies(),
         RequestContract(spec),
@@ -145,6 +147,8 @@ def create_app(
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(loads=strict_json)
     app.resp_options.secure_cookies_by_default = False
+    # PEX's form of a reply (pex.http.reservations.represent) is JSON under its own media type.
+    app.resp_options.media_handlers[PEX_JSON] = app.resp_options.media_handlers[falcon.MEDIA_JSON]
     problems.install(app)
 
     routes = {

@@ -320,3 +320,21 @@ class BasicAuth:
             self.cache.forget(username, password)
             return None
         return current
+
+
+class OpenPexHeaders:
+    """Falcon middleware, off by default (PEX_OPENPEX_HEADERS): takes the original
+    implementation's `OpenPEX-User` and `OpenPEX-Pass` headers, which its reference client
+    sends instead of HTTP basic authentication, as basic credentials. It runs before
+    BasicAuth, so they are checked, cached and throttled exactly as basic ones; an
+    Authorization header, when there is one, wins. They are credentials in clear text in
+    custom headers, which proxies and logs treat less carefully than Authorization: serve
+    them only over HTTPS, and only while an original client needs them."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        user, password = req.get_header("OpenPEX-User"), req.get_header("OpenPEX-Pass")
+        if user is None or password is None or req.get_header("Authorization") is not None:
+            return
+        # WSGI hands header values over as latin-1; the bytes are what the client sent.
+        raw = user.encode("latin-1", "replace") + b":" + password.encode("latin-1", "replace")
+        req.env["HTTP_AUTHORIZATION"] = "Basic " + base64.b64encode(raw).decode("ascii")

@@ -50,7 +50,9 @@ def spec_json() -> str:
 
 @functools.cache
 def openapi() -> OpenAPI:
-    config = Config(extra_media_type_deserializers={"application/problem+json": json.loads})
+    config = Config(
+        extra_media_type_deserializers={"application/problem+json": json.loads, "application/vnd.pex+json": json.loads}
+    )
     return OpenAPI.from_dict(spec_dict(), config=config)
 
 

@@ -4,7 +4,7 @@ The actions are relayed to the application's `stop_instance`, `reboot_instance` 
 `delete_instance`, which the Xen dispatcher provides. Until it is there, they answer 409
 `dispatcher-unavailable` (after the usual 401/404 checks), so clients can be written now.
 The list is read from the persisted read model (caught up first); one instance, and its ETag,
-from the aggregate.
+from the aggregate. Replies come in the original's form or PEX's (pex.http.reservations.represent).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import falcon
 
 from pex.application import PexApplication
 from pex.http.problems import Problem
-from pex.http.reservations import check_if_match, owner
+from pex.http.reservations import check_if_match, owner, represent
 from pex.projections.readmodels import ReadModels
-from pex.wire import instance_json
+from pex.wire import instance_json, original_instance
 
 
 class Instances:
@@ -30,7 +30,12 @@ class Instances:
         self.read_models = read_models
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"instances": [instance_json(i) for i in self.read_models.instances(owner(req))]}
+        rows = self.read_models.instances(owner(req))
+        represent(
+            req, resp,
+            lambda: {"instances": [instance_json(i) for i in rows]},
+            lambda: [original_instance(i) for i in rows],
+        )
 
 
 def act(application: PexApplication, req: falcon.Request, resp: falcon.Response, vm_id: UUID, action: str) -> None:
@@ -45,7 +50,7 @@ def act(application: PexApplication, req: falcon.Request, resp: falcon.Response,
     command(vm_id)
     view = application.get_instance(vm_id)
     resp.etag = str(view.version)
-    resp.media = instance_json(view)
+    represent(req, resp, lambda: instance_json(view), lambda: original_instance(view))
 
 
 class Instance:
@@ -60,7 +65,7 @@ class Instance:
     def on_get(self, req: falcon.Request, resp: falcon.Response, vm_id: UUID) -> None:
         view = self.application.get_instance(vm_id, owner(req))
         resp.etag = str(view.version)
-        resp.media = instance_json(view)
+        represent(req, resp, lambda: instance_json(view), lambda: original_instance(view))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, vm_id: UUID) -> None:
         act(self.application, req, resp, vm_id, "delete")

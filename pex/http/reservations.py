@@ -5,11 +5,16 @@ requestReservation in one call), answering Figure 8 or 9. PUT is one negotiation
 original protocol. Each responder parses, calls one application method, renders. The list is
 read from the persisted read model (pex.projections.readmodels), caught up first so that it
 shows the caller's own writes; one reservation, and its ETag, from the aggregate.
+
+Every reply is rendered in one of two forms (`represent`): the original implementation's, by
+default, or PEX's, for a client whose Accept header names application/vnd.pex+json.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 import falcon
@@ -20,13 +25,37 @@ from pex.domain.negotiation import check_terms
 from pex.domain.values import Reply, State, Terms
 from pex.http.problems import Problem
 from pex.projections.readmodels import ReadModels
-from pex.wire import outcome_json, reservation_json, step_from_json, terms_from_json, wire_id
+from pex.wire import (
+    PEX_JSON,
+    original_outcome,
+    original_reply,
+    original_reservation,
+    outcome_json,
+    prefers_pex_form,
+    reservation_json,
+    step_from_json,
+    terms_from_json,
+    wire_id,
+)
 
 IDEMPOTENCY_KEY = re.compile(r'^"?([\x21\x23-\x7e]{1,255})"?$')
 
 
 def reservation_url(reservation_id: UUID) -> str:
     return f"/OpenPEX/reservations/{wire_id(reservation_id)}"
+
+
+def represent(req: falcon.Request, resp: falcon.Response, pex: Callable[[], Any], original: Callable[[], Any]) -> None:
+    """Content negotiation (RFC 9110 §12.5.1) between the two forms of a reply: PEX's, as
+    application/vnd.pex+json, only to a client that names it; else the original's, as
+    application/json, which is what every client of the original can parse."""
+    resp.vary = ("Accept",)
+    if prefers_pex_form(req.get_header("Accept")):
+        resp.content_type = PEX_JSON
+        resp.media = pex()
+    else:
+        resp.content_type = falcon.MEDIA_JSON
+        resp.media = original()
 
 
 def owner(req: falcon.Request) -> str | None:
@@ -102,7 +131,11 @@ class Reservations:
         rows = self.read_models.reservations(owner(req), State(state) if state else None)
         if state is None:
             rows = [r for r in rows if r.state != State.CANCELLED]
-        resp.media = {"reservations": [reservation_json(r) for r in rows]}
+        represent(
+            req, resp,
+            lambda: {"reservations": [reservation_json(r) for r in rows]},
+            lambda: [original_reservation(r) for r in rows],
+        )
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         user = req.context.user.username
@@ -130,7 +163,7 @@ class Reservations:
         resp.etag = str(outcome.reservation.version)
         if replayed:
             resp.set_header("Idempotent-Replayed", "true")
-        resp.media = outcome_json(outcome)
+        represent(req, resp, lambda: outcome_json(outcome), lambda: original_outcome(outcome))
 
     @staticmethod
     def _idempotency_key(req: falcon.Request) -> str | None:
@@ -181,7 +214,7 @@ class Reservation:
     def on_get(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
         view = load(self.application, req, reservation_id)
         resp.etag = str(view.version)
-        resp.media = reservation_json(view)
+        represent(req, resp, lambda: reservation_json(view), lambda: original_reservation(view))
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
         reply, terms, proposal_id = step_from_json(req.get_media())
@@ -197,7 +230,7 @@ class Reservation:
         outcome = self.application.respond(reservation_id, Reply(reply), terms, expected_version=expected)
         req.context.metrics.replies.labels(outcome.reply.value).inc()
         resp.etag = str(outcome.reservation.version)
-        resp.media = outcome_json(outcome)
+        represent(req, resp, lambda: outcome_json(outcome), lambda: original_outcome(outcome))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
         view = load(self.application, req, reservation_id)
@@ -210,7 +243,8 @@ class Reservation:
             view = self.application.terminate(reservation_id, user.username, reason, expected_version=expected)
         else:
             view = self.application.cancel(reservation_id, expected_version=expected)
-        resp.media = reservation_json(view)
+        # The original answered a delete with a reply object (its deleteReservation's).
+        represent(req, resp, lambda: reservation_json(view), lambda: original_reply(view, "REQUEST_SUCCESS"))
 
 
 class Activation:
@@ -228,5 +262,5 @@ class Activation:
         if view.state != State.ACTIVATED:  # activating twice is a no-op, as a PUT should be
             view = self.application.activate(reservation_id, expected_version=expected)
         resp.etag = str(view.version)
-        resp.media = reservation_json(view)
+        represent(req, resp, lambda: reservation_json(view), lambda: original_reservation(view))
 

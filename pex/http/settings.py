@@ -47,6 +47,7 @@ class HttpSettings:
     validate_responses: bool = False  # check every response against the OpenAPI document (tests)
     log_requests: bool = True
     metrics_auth: bool = False  # /metrics only for an administrator's Basic credentials
+    openpex_headers: bool = False  # accept the original's OpenPEX-User/OpenPEX-Pass headers
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HttpSettings:
@@ -73,4 +74,5 @@ class HttpSettings:
             validate_responses=env_flag(env, "PEX_VALIDATE_RESPONSES", False),
             log_requests=env_flag(env, "PEX_LOG_REQUESTS", True),
             metrics_auth=env_flag(env, "PEX_METRICS_AUTH", False),
+            openpex_headers=env_flag(env, "PEX_OPENPEX_HEADERS", False),
         )

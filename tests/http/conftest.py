@@ -1,5 +1,8 @@
 """Fixtures for the API tests: the real Falcon app in process over an in-memory store with a
-manual clock, every response checked against the OpenAPI document; and a real gunicorn."""
+manual clock, every response checked against the OpenAPI document; and a real gunicorn.
+
+The helpers ask for PEX's form of every reply (Accept: application/vnd.pex+json), as a PEX
+client does; tests of the original's form (test_original_client.py) speak as its client."""
 
 from __future__ import annotations
 
@@ -24,12 +27,13 @@ from pex.http.observability import Metrics
 from pex.http.settings import HttpSettings
 from pex.projections.readmodels import ReadModels
 from pex.settings import Settings
-from pex.wire import rfc1123
+from pex.wire import PEX_JSON, rfc1123
 from tests.conftest import T0
 
 ETCH = "PEX Debian Etch 4.0 Template"
 PASSWORD = "correct horse battery"
 CHEAP = {"PEX_PASSWORD_PROFILE": "cheapest"}
+RICH = {"Accept": PEX_JSON}  # PEX's form of a reply, not the original's
 
 
 def basic(username: str, password: str = PASSWORD) -> dict[str, str]:
@@ -70,16 +74,16 @@ class Api:
         return basic(name)
 
     def post(self, path, user="alice", **kw):
-        return self.client.simulate_post(path, headers={**self.user(user), **kw.pop("headers", {})}, **kw)
+        return self.client.simulate_post(path, headers={**self.user(user), **RICH, **kw.pop("headers", {})}, **kw)
 
     def put(self, path, user="alice", **kw):
-        return self.client.simulate_put(path, headers={**self.user(user), **kw.pop("headers", {})}, **kw)
+        return self.client.simulate_put(path, headers={**self.user(user), **RICH, **kw.pop("headers", {})}, **kw)
 
     def get(self, path, user="alice", **kw):
-        return self.client.simulate_get(path, headers={**self.user(user), **kw.pop("headers", {})}, **kw)
+        return self.client.simulate_get(path, headers={**self.user(user), **RICH, **kw.pop("headers", {})}, **kw)
 
     def delete(self, path, user="alice", **kw):
-        return self.client.simulate_delete(path, headers={**self.user(user), **kw.pop("headers", {})}, **kw)
+        return self.client.simulate_delete(path, headers={**self.user(user), **RICH, **kw.pop("headers", {})}, **kw)
 
     def propose(self, user="alice", **terms):
         return self.post("/OpenPEX/reservations", user=user, json=proposal(**terms))
@@ -125,6 +129,7 @@ class LiveServer:
     def session(self, auth: tuple[str, str] | None = None) -> requests.Session:
         session = requests.Session()
         session.auth = auth
+        session.headers.update(RICH)
         self.sessions.append(session)
         return session
 

@@ -23,7 +23,7 @@ from uuid import UUID, uuid4
 
 import requests
 
-from pex.wire import rfc1123
+from pex.wire import PEX_JSON, rfc1123
 
 ETCH = "PEX Debian Etch 4.0 Template"
 RETRYABLE = (requests.ConnectionError, requests.Timeout)
@@ -141,6 +141,7 @@ class Negotiator:
         self.name = auth[0]
         self.session = requests.Session()
         self.session.auth = auth
+        self.session.headers["Accept"] = PEX_JSON  # PEX's form of a reply: it reads `state`, `placement`
         self.tally = tally
         self.timeout = timeout
         self.attempts = attempts  # per request, counting the first
