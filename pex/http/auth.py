@@ -335,6 +335,8 @@ class OpenPexHeaders:
         user, password = req.get_header("OpenPEX-User"), req.get_header("OpenPEX-Pass")
         if user is None or password is None or req.get_header("Authorization") is not None:
             return
+        if ":" in user:  # basic credentials would split it: another user, another password
+            return
         # WSGI hands header values over as latin-1; the bytes are what the client sent.
         raw = user.encode("latin-1", "replace") + b":" + password.encode("latin-1", "replace")
         req.env["HTTP_AUTHORIZATION"] = "Basic " + base64.b64encode(raw).decode("ascii")
