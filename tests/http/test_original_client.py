@@ -38,7 +38,6 @@ from tests.http.jsonlib import (
 
 JAVA_ACCEPT = "text/html, image/gif, image/jpeg, *; q=.2, */*; q=.2"  # HttpURLConnection's own
 JAVA_AGENT = "Java/1.6.0_16"
-live = [pytest.mark.gunicorn, pytest.mark.postgres]
 
 
 class OriginalClient:
