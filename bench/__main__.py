@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from bench.common import ROOT, machine
 
-BENCHMARKS = ("placement", "http", "audit", "worker", "scheduling")
+BENCHMARKS = ("placement", "http", "audit", "worker", "scheduling", "coldstart")
 
 
 def main(argv: list[str] | None = None) -> int:

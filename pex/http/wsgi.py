@@ -36,6 +36,8 @@ def get_app() -> falcon.App:
             if _app is None:
                 settings = replace(Settings.from_env(), create_tables=False, install_demo_pool=False)
                 _application = build_application(settings)
+                # Load the start-up checkpoint and fold the tail now, before the first request.
+                _application.follow()
                 _read_models = ReadModels(_application, create_tables=False)
                 _app = create_app(_application, HttpSettings.from_env(), read_models=_read_models)
     return _app
