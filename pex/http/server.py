@@ -39,9 +39,11 @@ def prepare_store(settings: Settings) -> int:
             log.info("read models caught up", extra={"events": progress.events, "position": progress.position})
         nodes = len(application.nodes())  # from the checkpoint, and the tail after it
         application.save_checkpoint()
-        dispatch = DispatchIndex()
-        dispatch.follow(application)
-        dispatch.save_checkpoint(application)
+        # The workers keep theirs current; one left far behind (no worker ran) is brought up here.
+        if DispatchIndex.lag(application) >= application.checkpoint_every:
+            dispatch = DispatchIndex()
+            dispatch.follow(application)
+            dispatch.save_checkpoint(application)
         return nodes
     finally:
         application.close()

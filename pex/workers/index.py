@@ -95,6 +95,15 @@ class DispatchIndex:
                 return
             self.position = self.saved_position = position
 
+    @staticmethod
+    def lag(app: Any) -> int:
+        """How many notifications the stored checkpoint is behind the head of the log."""
+        try:
+            stored = app.checkpoints.store.read_checkpoint(CHECKPOINT)
+        except Exception:
+            stored = None
+        return (app.recorder.max_notification_id() or 0) - (stored.position if stored is not None else 0)
+
     def save_checkpoint(self, app: Any) -> bool:
         """Save what the index reflects, with its position, unless a later one is stored."""
         with self.lock:

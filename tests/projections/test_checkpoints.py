@@ -337,3 +337,38 @@ def test_a_checkpoint_that_lies_about_the_bookings_cannot_overbook_a_node(checkp
             assert peak_demand(live, start, start + 2 * H).fits_in(node.capacity), name
     finally:
         fooled.close()
+
+
+# --- the gunicorn master's preparation -------------------------------------------------------
+
+
+def test_the_masters_preparation_folds_only_what_came_after_the_checkpoints(tmp_path, clock, monkeypatch):
+    from eventsourcing.sqlite import SQLiteApplicationRecorder
+
+    from pex.http.server import prepare_store
+
+    url = sqlite_url(tmp_path)
+    settings = Settings(database_url=url)
+    prepare_store(settings)  # the first start: everything is new
+    app = build_application(Settings(database_url=url, create_tables=False), clock=clock)
+    play(app, clock, FIXED_HISTORY)
+    app.close()
+    prepare_store(settings)  # a restart: the checkpoints catch up with the history once
+    app = build_application(Settings(database_url=url, create_tables=False), clock=clock)
+    play(app, clock, FIXED_HISTORY[:3])
+    tail = app.recorder.max_notification_id() - app.checkpoints.load(app.checkpoint_name, CHECKPOINT_SCHEMA, app.recorder)[0]
+    app.close()
+
+    read = [0]
+    select_notifications = SQLiteApplicationRecorder.select_notifications
+
+    def counted(self, *args, **kwargs):
+        found = select_notifications(self, *args, **kwargs)
+        read[0] += len(found)
+        return found
+
+    monkeypatch.setattr(SQLiteApplicationRecorder, "select_notifications", counted)
+    prepare_store(settings)
+    # The read models read the tail once, the timeline and index once (and each checkpoint
+    # the event it was taken at); nothing before it.
+    assert tail <= read[0] <= 2 * tail + 3
