@@ -558,8 +558,8 @@ class PexApplication(Accounts, VmLifecycle, Application):
         return self._checkpoints
 
     def _resume(self) -> None:
-        self._resumed = True
         loaded = self.checkpoints.load(self.checkpoint_name, CHECKPOINT_SCHEMA, self.recorder)
+        self._resumed = True
         if loaded is None:
             return
         position, state = loaded

@@ -37,12 +37,9 @@ class Checkpoints:
         self.store = store
 
     def load(self, name: str, schema: int, recorder: Any) -> tuple[int, dict[str, Any]] | None:
-        """The position and state saved under `name`, if it can be trusted on `recorder`'s log."""
-        try:
-            stored = self.store.read_checkpoint(name)
-        except Exception as error:
-            log.warning("checkpoint %s could not be read (%s): folding the log from the start", name, error)
-            return None
+        """The position and state saved under `name`, if it can be trusted on `recorder`'s log.
+        A store that cannot be read raises (a passing outage must not cost a fold of the log)."""
+        stored = self.store.read_checkpoint(name)  # a store that fails raises: the caller tries again
         if stored is None:
             return None
         if stored.schema != schema:

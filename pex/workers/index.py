@@ -23,6 +23,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
+
 from pex.domain.instance import Instance, Status, reservation_over, reservation_runs
 from pex.domain.node import Node
 from pex.domain.reservation import Reservation
@@ -82,17 +84,22 @@ class DispatchIndex:
     def resume(self, app: Any) -> None:
         """Start from the workers' checkpoint (`app.checkpoints`), or from the start of the log."""
         with self.lock:
-            self.resumed = True
             loaded = app.checkpoints.load(CHECKPOINT, STATE_SCHEMA, app.recorder)
+            self.resumed = True
             if loaded is None:
                 return
             position, state = loaded
             try:
                 self._load(state, lambda iid, version: app.repository.get(iid, version=version))
-            except Exception as error:  # a replica missing, a state of another shape: start over
+            except (AggregateNotFoundError, KeyError, TypeError, ValueError) as error:
+                # A replica not at its version, a state of another shape: start over.
                 log.warning("checkpoint %s cannot be loaded (%s): folding the log from the start", CHECKPOINT, error)
                 self._clear()
                 return
+            except Exception:
+                self._clear()  # the store failed: the next follow tries the checkpoint again
+                self.resumed = False
+                raise
             self.position = self.saved_position = position
 
     @staticmethod

@@ -372,3 +372,22 @@ def test_the_masters_preparation_folds_only_what_came_after_the_checkpoints(tmp_
     # The read models read the tail once, the timeline and index once (and each checkpoint
     # the event it was taken at); nothing before it.
     assert tail <= read[0] <= 2 * tail + 3
+
+
+def test_a_store_that_fails_while_a_process_starts_costs_a_retry_not_a_fold_of_the_log(checkpointed):
+    url, clock = checkpointed
+    app = build_application(Settings(database_url=url, create_tables=False), clock=clock)
+    decoded = counting_decodes(app)
+    read_checkpoint = app.checkpoints.store.read_checkpoint
+
+    def unreachable(name):
+        raise OSError("the database does not answer")
+
+    app.checkpoints.store.read_checkpoint = unreachable
+    with pytest.raises(OSError):
+        app.follow()
+    app.checkpoints.store.read_checkpoint = read_checkpoint
+    app.follow()
+    assert decoded[0] == 0, "it started from the checkpoint at the head of the log"
+    assert app.timeline.position == app.recorder.max_notification_id()
+    app.close()
