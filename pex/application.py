@@ -36,6 +36,7 @@ from pex.domain.values import Offer, Reply, Resources, Size, State, Terms
 from pex.projections import capacity, reservations
 from pex.projections.capacity import CapacityTimeline
 from pex.projections.checkpoints import Checkpoints
+from pex.projections.readmodels import store_for
 from pex.projections.reservations import ReservationIndex
 from pex.transcodings import register_pex_transcodings
 from pex.vm_lifecycle import VmLifecycle
@@ -552,8 +553,6 @@ class PexApplication(Accounts, VmLifecycle, Application):
         """Where this process finds and saves the start-up checkpoint: the read-model store of
         the application's own database (memory for the `memory:` store)."""
         if self._checkpoints is None:
-            from pex.projections.readmodels import store_for
-
             self._checkpoints = Checkpoints(store_for(self))
         return self._checkpoints
 
@@ -573,8 +572,8 @@ class PexApplication(Accounts, VmLifecycle, Application):
 
     def save_checkpoint(self) -> bool:
         """Save what the timeline and the index reflect, with their position, unless nothing was
-        folded since the last one, or a checkpoint at or after it is stored; whether it was saved. A failure is logged: a
-        checkpoint only saves time."""
+        folded since the last one or a checkpoint at or after it is stored; whether it was
+        saved. A failure is logged: a checkpoint only saves time."""
         with self._follow_lock:
             if not self._resumed:
                 self._resume()
