@@ -33,7 +33,7 @@ from pex.domain.reservation import Reservation
 from pex.domain.values import Allocation, Offer, Terms
 
 # Bump when the history changes: the cached databases are keyed by it.
-VERSION = 1
+VERSION = 2
 
 TEMPLATE = "PEX Debian Etch 4.0 Template"
 SMALL = next(s for s in TABLE_1_SIZES if s.name == "SMALL")

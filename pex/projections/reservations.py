@@ -64,9 +64,6 @@ class ReservationIndex:
         if entry is None:
             return
         self._change(entry, event)
-        if self.pending_only and entry.state in OVER:
-            self._forget(entry)
-            return
         if entry.valid_until is not None:
             self.offers[entry.id] = entry.valid_until
         else:
@@ -75,6 +72,8 @@ class ReservationIndex:
             self.standing.add(entry.id)
         else:
             self.standing.discard(entry.id)
+        if self.pending_only and entry.state in OVER:
+            self._forget(entry)  # last: whatever derives from the entry was updated above
 
     @staticmethod
     def _change(entry: ReservationEntry, event: object) -> None:
