@@ -193,7 +193,7 @@ class PexApplication(Accounts, VmLifecycle, Application):
             at = self.clock()
             catalogue = self.catalogue()
             change(catalogue, at)
-            self.save(catalogue)
+            self._save(catalogue)
 
         self._retrying(attempt)
 
@@ -608,16 +608,18 @@ class PexApplication(Accounts, VmLifecycle, Application):
         return reservation
 
     def _save(self, *aggregates: Aggregate) -> None:
-        # Only nodes that recorded something now reach a new version worth a snapshot; one
-        # that was merely loaded may sit at a multiple of the interval, already snapshotted.
-        changed = [a for a in aggregates if isinstance(a, Node) and a.pending_events]
+        # Only nodes (and the catalogue, loaded by every negotiation) that recorded something
+        # now reach a new version worth a snapshot; one that was merely loaded may sit at a
+        # multiple of the interval, already snapshotted. Loading one then costs at most the
+        # interval's events, however long its history.
+        changed = [a for a in aggregates if isinstance(a, (Node, Catalogue)) and a.pending_events]
         self.save(*aggregates)
         for aggregate in changed:
             if aggregate.version % self.node_snapshot_interval == 0:
                 try:
                     self.take_snapshot(aggregate.id, version=aggregate.version)
                 except Exception:  # a snapshot is an optimisation; the events are committed
-                    log.warning("snapshot of node %s at version %s failed", aggregate.name, aggregate.version, exc_info=True)
+                    log.warning("snapshot of %s at version %s failed", aggregate.id, aggregate.version, exc_info=True)
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Run a command; on a lost race (IntegrityError) or a node refusing a stale placement,

@@ -391,3 +391,16 @@ def test_a_store_that_fails_while_a_process_starts_costs_a_retry_not_a_fold_of_t
     assert decoded[0] == 0, "it started from the checkpoint at the head of the log"
     assert app.timeline.position == app.recorder.max_notification_id()
     app.close()
+
+
+def test_a_catalogue_with_a_long_history_loads_from_a_snapshot(memory_app):
+    from pex.domain.catalogue import CATALOGUE_ID
+
+    for i in range(60):  # an operator who keeps changing the offer
+        memory_app.register_template(f"template {i}")
+    catalogue = memory_app.catalogue()
+    snapshots = list(memory_app.snapshots.get(CATALOGUE_ID))
+    assert snapshots, "the catalogue was snapshotted"
+    replayed = catalogue.version - snapshots[-1].originator_version
+    assert replayed < memory_app.node_snapshot_interval
+    assert "template 59" in catalogue.templates
