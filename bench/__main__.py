@@ -54,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         f"- Command: `make bench` (this page is written by `python -m bench`; total {time.perf_counter() - started:.0f} s)\n\n"
     )
     body = [s.markdown() for s in sections]
-    if args.names:
-        body = merged(Path(args.output), sections)
+    page = Path(args.output)
+    if args.names and page.exists():
+        # The header says when the whole page was measured: a partial run keeps it.
+        header = page.read_text().split("\n## ", 1)[0].rstrip("\n") + "\n\n"
+        body = merged(page, sections)
     with open(args.output, "w") as out:
         out.write(header + "\n".join(body))
     print(f"[bench] wrote {args.output}", file=sys.stderr)
