@@ -50,8 +50,8 @@ MAX_AGE = timedelta(days=7)  # the history's future reservations begin 8 days af
 START_TIMEOUT = 600.0
 LIMIT = 1.5
 # The same benchmark on PEX before the checkpoints (commit 86b1503), once, on the same machine
-# and databases, as busy as for the figures this page was first written with.
-BEFORE = "every worker answered after 7.6 s on the empty log, 25.9 s on 98,069 events and 227 s on 979,040 (30×; one start each, at a load average near 15)"
+# and databases, just after the figures this page was written with.
+BEFORE = "every worker answered after 3.2 s on the empty log, 13.3 s on 98,069 events and 112 s on 979,040 (34×; one start each, at a load average of 3 to 4)"
 
 
 def database(events: int) -> Path:
