@@ -1,7 +1,7 @@
 """`make bench`: run the benchmarks and write docs/performance.md.
 
     python -m bench                 every benchmark
-    python -m bench placement http  only those named
+    python -m bench placement http  only those named (the other sections of the page are kept)
     python -m bench --quick         smaller sizes, for a smoke run
 """
 
@@ -12,10 +12,11 @@ import importlib
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 from bench.common import ROOT, machine
 
-BENCHMARKS = ("placement", "http", "audit", "worker", "scheduling")
+BENCHMARKS = ("placement", "http", "audit", "worker", "scheduling", "coldstart")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,10 +53,28 @@ def main(argv: list[str] | None = None) -> int:
         f"- Machine: {machine()}\n"
         f"- Command: `make bench` (this page is written by `python -m bench`; total {time.perf_counter() - started:.0f} s)\n\n"
     )
+    body = [s.markdown() for s in sections]
+    page = Path(args.output)
+    if args.names and page.exists():
+        # The header says when the whole page was measured: a partial run keeps it.
+        header = page.read_text().split("\n## ", 1)[0].rstrip("\n") + "\n\n"
+        body = merged(page, sections)
     with open(args.output, "w") as out:
-        out.write(header + "\n".join(s.markdown() for s in sections))
+        out.write(header + "\n".join(body))
     print(f"[bench] wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def merged(page: Path, sections: list) -> list[str]:
+    """The page's sections with those just run replaced (by title) and new ones appended: a
+    run of some benchmarks keeps the figures of the others."""
+    fresh = {s.title: s.markdown() for s in sections}
+    kept = []
+    if page.exists():
+        for chunk in page.read_text().split("\n## ")[1:]:
+            title = chunk.split("\n", 1)[0].strip()
+            kept.append(fresh.pop(title, "## " + chunk.rstrip("\n") + "\n"))
+    return kept + list(fresh.values())
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ from pex.domain.pricing import FlatRatePricing, PricingPolicy
 from pex.domain.quotas import QuotaAccount, Quotas, Usage, cpu_seconds, quota_account_id
 from pex.domain.reservation import USER_REPLIES, Reservation, Step
 from pex.domain.values import Offer, Reply, Resources, Size, State, Terms
+from pex.projections import capacity, reservations
 from pex.projections.capacity import CapacityTimeline
+from pex.projections.checkpoints import Checkpoints
+from pex.projections.readmodels import store_for
 from pex.projections.reservations import ReservationIndex
 from pex.transcodings import register_pex_transcodings
 from pex.vm_lifecycle import VmLifecycle
@@ -42,6 +45,9 @@ from pex.vm_lifecycle import VmLifecycle
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# The shape of the application's checkpoint: both projections' own schemas.
+CHECKPOINT_SCHEMA = capacity.STATE_SCHEMA * 1000 + reservations.STATE_SCHEMA
 
 
 class NotFound(Exception):
@@ -126,6 +132,10 @@ class PexApplication(Accounts, VmLifecycle, Application):
     # the same node, so they queue on its version: with 12, a race of 24 clients on 3 workers
     # got a 503 in 4 runs of 9; with 20, in none of 6 (docs/reliability.md, section 1).
     max_attempts = 20
+    # The start-up checkpoint of the timeline and the index (pex.projections.checkpoints): its
+    # name, and how many events a process folds before it saves one of its own.
+    checkpoint_name = "pex.application"
+    checkpoint_every = 5000
 
     def __init__(
         self,
@@ -141,7 +151,12 @@ class PexApplication(Accounts, VmLifecycle, Application):
         self.policy = policy or NegotiationPolicy()
         self.negotiator = negotiator  # the provider's strategy; pex.simulation compares others
         self.timeline = CapacityTimeline()
-        self.index = ReservationIndex()
+        self.index = ReservationIndex(pending_only=True)
+        self._listing = ReservationIndex()  # every reservation ever: only the listings fold it
+        self._listing_position = 0
+        self._checkpoints: Checkpoints | None = None
+        self._resumed = False
+        self._saved_position = 0
         self._follow_lock = threading.RLock()
         self._command_lock = threading.RLock()
 
@@ -179,7 +194,7 @@ class PexApplication(Accounts, VmLifecycle, Application):
             at = self.clock()
             catalogue = self.catalogue()
             change(catalogue, at)
-            self.save(catalogue)
+            self._save(catalogue)
 
         self._retrying(attempt)
 
@@ -545,9 +560,11 @@ class PexApplication(Accounts, VmLifecycle, Application):
         return self._view(reservation)
 
     def list_reservations(self, user_id: str | None = None, state: State | None = None) -> list[ReservationView]:
-        self.follow()
+        """Every reservation (of `user_id`), oldest first. Folds the whole log the first time in a
+        process: the API's lists are served from the read models instead."""
         with self._follow_lock:
-            entries = [e for e in self.index.of_user(user_id) if state is None or e.state == state]
+            self._follow_listing()
+            entries = [e for e in self._listing.of_user(user_id) if state is None or e.state == state]
         return [self._view(self._reservation(e.id)) for e in entries]
 
     def get_instance(self, instance_id_: UUID, user_id: str | None = None) -> InstanceView:
@@ -560,12 +577,13 @@ class PexApplication(Accounts, VmLifecycle, Application):
         return self._instance_view(instance)
 
     def list_instances(self, user_id: str | None = None) -> list[InstanceView]:
-        self.follow()
+        """Every instance (of `user_id`); like list_reservations, folds the log once."""
         with self._follow_lock:
+            self._follow_listing()
             if user_id is None:
-                ids = [i for ids in self.index.instances_by_user.values() for i in ids]
+                ids = [i for ids in self._listing.instances_by_user.values() for i in ids]
             else:
-                ids = list(self.index.instances_by_user.get(user_id, []))
+                ids = list(self._listing.instances_by_user.get(user_id, []))
         return [self._instance_view(self.repository.get(i)) for i in ids]
 
     def reservation_events(self, reservation_id: UUID) -> list[Any]:
@@ -583,8 +601,14 @@ class PexApplication(Accounts, VmLifecycle, Application):
     # --- following the log -------------------------------------------------------------
 
     def follow(self) -> None:
-        """Bring the in-process read models up to the head of the log."""
+        """Bring the in-process read models up to the head of the log.
+
+        The first call in a process starts from the checkpoint, if one can be trusted, and
+        folds only what came after it; a process that folded `checkpoint_every` events since
+        the last checkpoint it knows saves one."""
         with self._follow_lock:
+            if not self._resumed:
+                self._resume()
             while True:
                 batch = self.recorder.select_notifications(
                     start=self.timeline.position, limit=1000, inclusive_of_start=False
@@ -597,6 +621,63 @@ class PexApplication(Accounts, VmLifecycle, Application):
                 if len(batch) < 1000:
                     break
             self.timeline.forget_before(self.clock())
+            if self.timeline.position - self._saved_position >= self.checkpoint_every:
+                self.save_checkpoint()
+
+    def _follow_listing(self) -> None:
+        while True:
+            batch = self.recorder.select_notifications(start=self._listing_position, limit=1000, inclusive_of_start=False)
+            for notification in batch:
+                self._listing.apply(self.mapper.to_domain_event(notification))
+                self._listing_position = notification.id
+            if len(batch) < 1000:
+                return
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        """Where this process finds and saves the start-up checkpoint: the read-model store of
+        the application's own database (memory for the `memory:` store)."""
+        if self._checkpoints is None:
+            self._checkpoints = Checkpoints(store_for(self))
+        return self._checkpoints
+
+    def _resume(self) -> None:
+        loaded = self.checkpoints.load(self.checkpoint_name, CHECKPOINT_SCHEMA, self.recorder)
+        self._resumed = True
+        if loaded is None:
+            return
+        position, state = loaded
+        try:
+            timeline = CapacityTimeline.from_state(state["timeline"], position)
+            index = ReservationIndex.from_state(state["index"])
+        except (KeyError, TypeError, ValueError) as error:
+            log.warning("checkpoint %s cannot be loaded (%s): folding the log from the start", self.checkpoint_name, error)
+            return
+        self.timeline, self.index, self._saved_position = timeline, index, position
+
+    def save_checkpoint(self) -> bool:
+        """Save what the timeline and the index reflect, with their position, unless nothing was
+        folded since the last one or a checkpoint at or after it is stored; whether it was
+        saved. A failure is logged: a checkpoint only saves time."""
+        with self._follow_lock:
+            if not self._resumed:
+                self._resume()
+            position = self.timeline.position
+            if position == 0 or position == self._saved_position:
+                return False
+            state = {"timeline": self.timeline.to_state(), "index": self.index.to_state()}
+            self._saved_position = position
+        try:
+            return self.checkpoints.save(self.checkpoint_name, CHECKPOINT_SCHEMA, position, state, self.recorder)
+        except Exception as error:
+            log.warning("checkpoint %s at #%s could not be saved: %s", self.checkpoint_name, position, error)
+            return False
+
+    def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.close()
+            self._checkpoints = None
+        super().close()
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -618,9 +699,11 @@ class PexApplication(Accounts, VmLifecycle, Application):
             return QuotaAccount.open(user_id, at)
 
     def _save(self, *aggregates: Aggregate) -> None:
-        # Only nodes and quota accounts that recorded something now reach a new version worth
-        # a snapshot; one merely loaded may sit at a multiple of the interval, already taken.
-        changed = [a for a in aggregates if isinstance(a, (Node, QuotaAccount)) and a.pending_events]
+        # Only nodes, quota accounts and the catalogue (loaded by every negotiation) that
+        # recorded something now reach a new version worth a snapshot; one that was merely
+        # loaded may sit at a multiple of the interval, already snapshotted. Loading one then
+        # costs at most the interval's events, however long its history.
+        changed = [a for a in aggregates if isinstance(a, (Node, QuotaAccount, Catalogue)) and a.pending_events]
         self.save(*aggregates)
         for aggregate in changed:
             if aggregate.version % self.node_snapshot_interval == 0:

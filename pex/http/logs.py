@@ -21,6 +21,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which gunicorn worker, of several logging to one stream
         }
         line.update({k: v for k, v in vars(record).items() if k not in self.RESERVED and not k.startswith("_")})
         if record.exc_info:

@@ -23,17 +23,28 @@ log = logging.getLogger("pex.http")
 
 def prepare_store(settings: Settings) -> int:
     """Create the tables (the read models' too, caught up to the head of the log, so that no
-    worker's first request folds a backlog) and, on an empty store, the demo pool; return the
-    number of nodes. Closes every connection it opened: the caller may fork next."""
+    worker's first request folds a backlog) and, on an empty store, the demo pool; bring the
+    start-up checkpoints to the head of the log, so that every process that starts next folds
+    nothing more; return the number of nodes. Each step costs what was recorded since the
+    last process followed the log, not the history. Closes every connection it opened: the
+    caller may fork next."""
     from pex.bootstrap import build_application
     from pex.projections.readmodels import prepare_read_models
+    from pex.workers.index import DispatchIndex
 
     application = build_application(replace(settings, create_tables=True))
     try:
         progress = prepare_read_models(application)
         if progress.events:
             log.info("read models caught up", extra={"events": progress.events, "position": progress.position})
-        return len(application.nodes())
+        nodes = len(application.nodes())  # from the checkpoint, and the tail after it
+        application.save_checkpoint()
+        # The workers keep theirs current; one left far behind (no worker ran) is brought up here.
+        if DispatchIndex.lag(application) >= application.checkpoint_every:
+            dispatch = DispatchIndex()
+            dispatch.follow(application)
+            dispatch.save_checkpoint(application)
+        return nodes
     finally:
         application.close()
 

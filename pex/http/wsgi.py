@@ -8,6 +8,7 @@ gunicorn forked the worker (eventsourcing notes, gotcha 1); the gunicorn hooks
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import replace
 
@@ -19,6 +20,7 @@ from pex.http.settings import HttpSettings
 from pex.projections.readmodels import ReadModels
 from pex.settings import Settings
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _app: falcon.App | None = None
 _application = None
@@ -36,6 +38,13 @@ def get_app() -> falcon.App:
             if _app is None:
                 settings = replace(Settings.from_env(), create_tables=False, install_demo_pool=False)
                 _application = build_application(settings)
+                # Load the start-up checkpoint and fold the tail now, before the first request;
+                # a store that does not answer yet must not fail the worker's boot (the first
+                # request that needs the timeline tries again).
+                try:
+                    _application.follow()
+                except Exception as error:
+                    log.warning("could not follow the log at start: %s", error)
                 _read_models = ReadModels(_application, create_tables=False)
                 _app = create_app(_application, HttpSettings.from_env(), read_models=_read_models)
     return _app

@@ -2,18 +2,26 @@
 
 It answers what the aggregates cannot answer alone: which reservations a user has, which
 offers are waiting (for the expiry timer), which confirmed reservations are due to start or
-end, and what each user holds or booked (for the quotas, pex.domain.quotas). Rebuilt from the
-log at start; followed as the log grows.
+end, and what each user holds or booked (for the quotas, pex.domain.quotas). Followed as the
+log grows.
 
 The timers' questions cost what is pending, not the history: offers still waiting and
 reservations still standing are kept apart from the rest; a user's usage costs their
 reservations that hold capacity now, not their history.
+
+Two flavours. The full index (the default; the auditor's, and the application's listings)
+keeps every reservation and instance ever made. The application's decisions use one with
+`pending_only`: it forgets a reservation once it is over (rejected, expired or cancelled)
+and keeps no instance ownership, so it holds what is pending, not the history, and a
+process loads it from a checkpoint (`to_state`/`from_state`, pex.projections.checkpoints)
+in a time that does not grow with the log.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from pex.domain.instance import Instance
@@ -36,10 +44,13 @@ class ReservationEntry:
 
 
 HOLDING = (State.ACCEPTED, State.COUNTERED, State.CONFIRMED, State.ACTIVATED)
+OVER = frozenset({State.REJECTED, State.EXPIRED, State.CANCELLED})
+STATE_SCHEMA = 2  # of to_state/from_state; change it with the shape, and old checkpoints are ignored
 
 
 @dataclass
 class ReservationIndex:
+    pending_only: bool = False
     reservations: dict[UUID, ReservationEntry] = field(default_factory=dict)
     by_user: dict[str, list[UUID]] = field(default_factory=dict)
     instances_by_user: dict[str, list[UUID]] = field(default_factory=dict)
@@ -53,7 +64,8 @@ class ReservationIndex:
             self.by_user.setdefault(event.user_id, []).append(event.originator_id)
             return
         if isinstance(event, Instance.Scheduled):
-            self.instances_by_user.setdefault(event.user_id, []).append(event.originator_id)
+            if not self.pending_only:
+                self.instances_by_user.setdefault(event.user_id, []).append(event.originator_id)
             return
         entry = self.reservations.get(getattr(event, "originator_id", None))
         if entry is None:
@@ -67,11 +79,9 @@ class ReservationIndex:
             self.standing.add(entry.id)
         else:
             self.standing.discard(entry.id)
-        holding = self.holding_by_user.setdefault(entry.user_id, set())
-        if entry.state in HOLDING:
-            holding.add(entry.id)
-        else:
-            holding.discard(entry.id)
+        self._hold(entry)
+        if self.pending_only and entry.state in OVER:
+            self._forget(entry)  # last: whatever derives from the entry was updated above
 
     @staticmethod
     def _change(entry: ReservationEntry, event: object) -> None:
@@ -93,6 +103,58 @@ class ReservationIndex:
             entry.state, entry.valid_until = State.EXPIRED, None
         elif isinstance(event, Reservation.Cancelled):
             entry.state, entry.valid_until = State.CANCELLED, None
+
+    def _hold(self, entry: ReservationEntry) -> None:
+        holding = self.holding_by_user.setdefault(entry.user_id, set())
+        if entry.state in HOLDING:
+            holding.add(entry.id)
+        else:
+            holding.discard(entry.id)
+        if not holding:
+            del self.holding_by_user[entry.user_id]  # keys stay bounded by the users holding something
+
+    def _forget(self, entry: ReservationEntry) -> None:
+        del self.reservations[entry.id]
+        ids = self.by_user.get(entry.user_id, [])
+        ids.remove(entry.id)
+        if not ids:
+            del self.by_user[entry.user_id]
+        self.offers.pop(entry.id, None)
+        self.standing.discard(entry.id)
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """A pending-only index as plain JSON values; the offers and standing sets follow from
+        the entries."""
+        if not self.pending_only:
+            raise ValueError("only a pending-only index is checkpointed: the full one is the history")
+        return {
+            "reservations": [
+                [str(e.id), e.user_id, e.state.value, _time(e.start), _time(e.end), _time(e.valid_until),
+                 [str(i) for i in e.instance_ids], e.cpus, e.instances]
+                for e in self.reservations.values()
+            ],
+        }  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ReservationIndex:
+        index = cls(pending_only=True)
+        for rid, user_id, value, start, end, valid_until, instance_ids, cpus, instances in state["reservations"]:
+            entry = ReservationEntry(
+                UUID(rid), user_id, State(value), _from_time(start), _from_time(end), _from_time(valid_until),
+                tuple(UUID(i) for i in instance_ids), cpus, instances,
+            )  # fmt: skip
+            index.reservations[entry.id] = entry
+            index.by_user.setdefault(user_id, []).append(entry.id)
+            if entry.valid_until is not None:
+                index.offers[entry.id] = entry.valid_until
+            if entry.state in (State.CONFIRMED, State.ACTIVATED):
+                index.standing.add(entry.id)
+            index._hold(entry)
+        return index
+
+    # --- queries ---------------------------------------------------------------------------
 
     def of_user(self, user_id: str | None) -> list[ReservationEntry]:
         if user_id is None:
@@ -119,3 +181,11 @@ class ReservationIndex:
                 offers += 1
             seconds += cpu_seconds(entry.cpus, entry.instances, entry.start, entry.end, now)
         return Usage(seconds, offers)
+
+
+def _time(t: datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
+
+
+def _from_time(t: str | None) -> datetime | None:
+    return datetime.fromisoformat(t) if t is not None else None

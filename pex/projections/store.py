@@ -25,6 +25,11 @@ A view's tables are made by `create` where the process has DDL rights (pex init,
 master); a table an earlier PEX made with other columns is dropped (`changed`, `drop`) and
 made again, and its view rebuilt from the log.
 
+Beside the views, `pex_checkpoints` keeps one row per in-memory projection that a process
+would otherwise fold from the start of the log when it starts (pex.projections.checkpoints):
+its state, the schema of that state, and the notification id it reflects. A checkpoint is
+replaced only by one of a later position, so a slow process never moves it back.
+
 Rows are dicts of plain Python values (str, int, bool, UTC datetime, Decimal, UUID, and
 lists/dicts for JSON columns); every store gives back exactly what was put, so rows from any
 two stores can be compared with ==.
@@ -45,6 +50,7 @@ from typing import Any
 from uuid import UUID
 
 TRACKING_TABLE = "pex_view_tracking"
+CHECKPOINT_TABLE = "pex_checkpoints"
 APPLICATION_NAME = "pex"
 
 Row = dict[str, Any]
@@ -60,6 +66,7 @@ KINDS = {
     "money": ("TEXT", "numeric"),
     "uuid": ("TEXT", "uuid"),
     "json": ("TEXT", "text"),
+    "bytes": ("BLOB", "bytea"),
 }
 
 
@@ -129,6 +136,18 @@ class Where:
             ">": v > self.value,
             ">=": v >= self.value,
         }[self.op]
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """One projection's saved state (bytes, in the projection's own `schema`) and the id of
+    the last notification folded into it."""
+
+    name: str
+    schema: int
+    position: int
+    state: bytes
+    saved_at: datetime
 
 
 class PositionsMoved(Exception):
@@ -219,6 +238,15 @@ class Store:
         `digests`, each row's row_digest instead of the row (a fraction of the memory)."""
         raise NotImplementedError
 
+    def read_checkpoint(self, name: str) -> StoredCheckpoint | None:
+        """The checkpoint saved under `name`, or None (none saved, or no table for them yet)."""
+        raise NotImplementedError
+
+    def write_checkpoint(self, checkpoint: StoredCheckpoint) -> bool:
+        """Save `checkpoint` unless one of the same or a later position is stored; whether it
+        was written. Raises if the table is missing (the process may not make tables)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -232,6 +260,7 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self.rows: dict[str, dict[Key, Row]] = {}
         self.tracking: dict[str, int] = {}
+        self.checkpoints: dict[str, StoredCheckpoint] = {}
         self._lock = threading.RLock()
 
     def create(self, tables: Iterable[Table], views: Iterable[str]) -> None:
@@ -299,6 +328,19 @@ class MemoryStore(Store):
                 t.name: {k: row_digest(t, r) if digests else dict(r) for k, r in self.rows.get(t.name, {}).items()}
                 for t in tables
             }
+
+
+    def read_checkpoint(self, name: str) -> StoredCheckpoint | None:
+        with self._lock:
+            return self.checkpoints.get(name)
+
+    def write_checkpoint(self, checkpoint: StoredCheckpoint) -> bool:
+        with self._lock:
+            stored = self.checkpoints.get(checkpoint.name)
+            if stored is not None and stored.position >= checkpoint.position:
+                return False
+            self.checkpoints[checkpoint.name] = checkpoint
+            return True
 
 
 def row_digest(table: Table, row: Row) -> bytes:
@@ -374,6 +416,7 @@ class SqlStore(Store):
                 f"application_name {KINDS['text'][self.dialect]} NOT NULL, "
                 f"notification_id {KINDS['int'][self.dialect]} NOT NULL)"
             )
+            self._create_checkpoints(cursor)
             for table in tables:
                 columns = ", ".join(f"{quote(name)} {KINDS[kind][self.dialect]}" for name, kind in table.columns)
                 key = ", ".join(quote(c) for c in table.key)
@@ -389,6 +432,48 @@ class SqlStore(Store):
                     f"VALUES ({p}, {p}, 0) ON CONFLICT (view_name) DO NOTHING",
                     (view, APPLICATION_NAME),
                 )
+
+    def _create_checkpoints(self, cursor: Any) -> None:
+        text, integer, time, data = (KINDS[k][self.dialect] for k in ("text", "int", "time", "bytes"))
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.qualified(CHECKPOINT_TABLE)} ("
+            f"name {text} PRIMARY KEY, schema_version {integer} NOT NULL, notification_id {integer} NOT NULL, "
+            f"saved_at {time} NOT NULL, state {data} NOT NULL)"
+        )
+
+    def read_checkpoint(self, name: str) -> StoredCheckpoint | None:
+        p = self.placeholder
+        with self.transaction(write=False) as cursor:
+            if not self.stored_columns(cursor, CHECKPOINT_TABLE):
+                return None
+            cursor.execute(
+                f"SELECT schema_version, notification_id, saved_at, state FROM {self.qualified(CHECKPOINT_TABLE)} WHERE name = {p}",
+                (name,),
+            )
+            rows = fetch(cursor)
+        if not rows:
+            return None
+        row = rows[0]
+        return StoredCheckpoint(
+            name, row["schema_version"], row["notification_id"], bytes(row["state"]), self.from_db("time", row["saved_at"])
+        )
+
+    def write_checkpoint(self, checkpoint: StoredCheckpoint) -> bool:
+        p = self.placeholder
+        table = self.qualified(CHECKPOINT_TABLE)
+        with self.transaction(write=True) as cursor:
+            # The WHERE keeps the later of two racing writers, whichever commits last.
+            cursor.execute(
+                f"INSERT INTO {table} (name, schema_version, notification_id, saved_at, state) VALUES ({p}, {p}, {p}, {p}, {p}) "
+                f"ON CONFLICT (name) DO UPDATE SET schema_version = excluded.schema_version, "
+                f"notification_id = excluded.notification_id, saved_at = excluded.saved_at, state = excluded.state "
+                f"WHERE {table}.notification_id < excluded.notification_id",
+                (
+                    checkpoint.name, checkpoint.schema, checkpoint.position,
+                    self.to_db("time", checkpoint.saved_at), checkpoint.state,
+                ),
+            )  # fmt: skip
+            return cursor.rowcount > 0
 
     def positions(self, views: Iterable[str]) -> dict[str, int]:
         views = list(views)

@@ -1,20 +1,29 @@
 """The workers' view of the log: what may need dispatching, and when.
 
-`DispatchIndex` follows the event log (from the start, then from where it stopped) and keeps
-a replica of every Instance that is not over, plus what the timer needs of reservations and
-nodes. It only *selects* candidates: every decision is taken again on the aggregates, freshly
-loaded, by the application's commands (a claim that lost a race records nothing).
+`DispatchIndex` follows the event log and keeps a replica of every Instance that is not over,
+plus what the timer needs of reservations (those with an offer or more, until they are over)
+and nodes. It only *selects* candidates: every decision is taken again on the aggregates,
+freshly loaded, by the application's commands (a claim that lost a race records nothing).
+
+What it keeps is what is pending, not the history, and a worker that starts does not fold
+the log from its beginning: the first `follow` loads the checkpoint the workers save
+(`save_checkpoint`, pex.projections.checkpoints) and folds the tail after it. A checkpoint
+names each replica by its version, and the replica is loaded from the store at exactly that
+version, so the tail applies to it as it would to a replica folded from the start.
 
 Thread-safe: the timer and the monitors of one worker process share one index.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
 
 from pex.domain.instance import Instance, Status, reservation_over, reservation_runs
 from pex.domain.node import Node
@@ -22,6 +31,10 @@ from pex.domain.reservation import Reservation
 from pex.domain.values import State
 
 BATCH = 1000
+CHECKPOINT = "pex.workers.dispatch"
+STATE_SCHEMA = 1  # of to_state/from_state; change it with the shape, and old checkpoints are ignored
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,13 +61,18 @@ class DispatchIndex:
     finished: set[UUID] = field(default_factory=set)
     nodes: dict[str, NodeFacts] = field(default_factory=dict)
     node_names: dict[UUID, str] = field(default_factory=dict)
-    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    resumed: bool = field(default=False, repr=False, compare=False)
+    saved_position: int = field(default=0, repr=False, compare=False)
 
     # --- following the log -------------------------------------------------------------
 
     def follow(self, app: Any) -> None:
-        """Apply what was recorded since the last call."""
+        """Apply what was recorded since the last call (the first call starts from the
+        checkpoint, if one can be trusted)."""
         with self.lock:
+            if not self.resumed:
+                self.resume(app)
             while True:
                 batch = app.recorder.select_notifications(start=self.position, limit=BATCH, inclusive_of_start=False)
                 for notification in batch:
@@ -62,6 +80,85 @@ class DispatchIndex:
                     self.position = notification.id
                 if len(batch) < BATCH:
                     return
+
+    def resume(self, app: Any) -> None:
+        """Start from the workers' checkpoint (`app.checkpoints`), or from the start of the log."""
+        with self.lock:
+            loaded = app.checkpoints.load(CHECKPOINT, STATE_SCHEMA, app.recorder)
+            self.resumed = True
+            if loaded is None:
+                return
+            position, state = loaded
+            try:
+                self._load(state, lambda iid, version: app.repository.get(iid, version=version))
+            except (AggregateNotFoundError, KeyError, TypeError, ValueError) as error:
+                # A replica not at its version, a state of another shape: start over.
+                log.warning("checkpoint %s cannot be loaded (%s): folding the log from the start", CHECKPOINT, error)
+                self._clear()
+                return
+            except Exception:
+                self._clear()  # the store failed: the next follow tries the checkpoint again
+                self.resumed = False
+                raise
+            self.position = self.saved_position = position
+
+    @staticmethod
+    def lag(app: Any) -> int:
+        """How many notifications the stored checkpoint is behind the head of the log."""
+        try:
+            stored = app.checkpoints.store.read_checkpoint(CHECKPOINT)
+        except Exception:
+            stored = None
+        return (app.recorder.max_notification_id() or 0) - (stored.position if stored is not None else 0)
+
+    def save_checkpoint(self, app: Any) -> bool:
+        """Save what the index reflects, with its position, unless a later one is stored."""
+        with self.lock:
+            if self.position == 0 or self.position == self.saved_position:
+                return False
+            position, state = self.position, self.to_state()
+            self.saved_position = position
+        try:
+            return app.checkpoints.save(CHECKPOINT, STATE_SCHEMA, position, state, app.recorder)
+        except Exception as error:
+            log.warning("checkpoint %s at #%s could not be saved: %s", CHECKPOINT, position, error)
+            return False
+
+    def to_state(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "reservations": [
+                    [str(rid), f.state.value, f.auto_start, _time(f.start), _time(f.end), [str(i) for i in f.instance_ids]]
+                    for rid, f in self.reservations.items()
+                ],
+                "instances": [[str(iid), i.version] for iid, i in self.instances.items()],
+                "finished": [str(i) for i in self.finished],
+                "nodes": [
+                    [str(nid), name, self.nodes[name].available, _time(self.nodes[name].lost_at)]
+                    for nid, name in self.node_names.items()
+                    if name in self.nodes
+                ],
+            }
+
+    def _load(self, state: dict[str, Any], load_instance: Any) -> None:
+        for rid, value, auto_start, start, end, instance_ids in state["reservations"]:
+            self.reservations[UUID(rid)] = ReservationFacts(
+                State(value), auto_start, _from_time(start), _from_time(end), tuple(UUID(i) for i in instance_ids)
+            )
+        for iid, version in state["instances"]:
+            replica = load_instance(UUID(iid), version)
+            if replica.version != version:
+                raise ValueError(f"instance {iid} is at version {replica.version}, the checkpoint has {version}")
+            self.instances[replica.id] = replica
+        self.finished = {UUID(i) for i in state["finished"]}
+        for nid, name, available, lost_at in state["nodes"]:
+            self.nodes[name] = NodeFacts(name, available, _from_time(lost_at))
+            self.node_names[UUID(nid)] = name
+
+    def _clear(self) -> None:
+        self.position = 0
+        self.reservations, self.instances, self.finished = {}, {}, set()
+        self.nodes, self.node_names = {}, {}
 
     def apply(self, event: Any) -> None:
         if isinstance(event, Instance.Event) or isinstance(event, Instance.Scheduled):
@@ -91,14 +188,18 @@ class DispatchIndex:
         event.mutate(replica)
         if replica.is_over and not replica.vm_may_exist:
             del self.instances[iid]
-            self.finished.add(iid)
+            # Only to_expire asks, of reservations still standing: the set stays that small.
+            if replica.reservation_id in self.reservations:
+                self.finished.add(iid)
 
     def _apply_reservation(self, event: Any) -> None:
         rid = event.originator_id
-        if isinstance(event, Reservation.Initiated):
-            self.reservations[rid] = ReservationFacts()
-            return
-        facts = self.reservations.get(rid)
+        if isinstance(event, (Reservation.Accepted, Reservation.CounterOffered)):
+            # Before an offer a reservation has nothing to dispatch: it is not kept (a
+            # negotiation that never got one, or never went on, costs nothing here).
+            facts = self.reservations.setdefault(rid, ReservationFacts())
+        else:
+            facts = self.reservations.get(rid)
         if facts is None:
             return
         if isinstance(event, (Reservation.Accepted, Reservation.CounterOffered)):
@@ -113,6 +214,7 @@ class DispatchIndex:
                                 Reservation.Declined, Reservation.OfferExpired)):
             # Over, or never agreed: an instance whose reservation is unknown is over (see _runs_over).
             del self.reservations[rid]
+            self.finished.difference_update(facts.instance_ids)
 
     # --- queries -------------------------------------------------------------------------
 
@@ -173,3 +275,11 @@ class DispatchIndex:
         with self.lock:
             node = self.nodes.get(name)
             return None if node is None else node.available
+
+
+def _time(t: datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
+
+
+def _from_time(t: str | None) -> datetime | None:
+    return datetime.fromisoformat(t) if t is not None else None

@@ -10,7 +10,9 @@ threads; `stop()` ends them and closes everything.
 
 The read models are caught up every tick interval on a thread of their own, not inside the
 timer's tick: folding a long backlog (the first start after an upgrade) must not delay a due
-start or end. Catching up when nothing is new costs two small queries; several processes
+start or end. The same thread keeps the start-up checkpoints current (the application's
+timeline and index, and the dispatch index; pex.projections.checkpoints), at most every
+CHECKPOINT_INTERVAL, so that a process that starts folds at most that much of the log. Catching up when nothing is new costs two small queries; several processes
 may catch up at once (each batch is applied by exactly one).
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -32,6 +35,8 @@ from pex.workers.settings import WorkerSettings
 from pex.workers.timer import TimerWorker
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_INTERVAL = 10.0  # seconds
 
 # The simulator's demo credentials (pex.adapters.xen.simulator.testbed.SimulatorConfig).
 SIMULATOR_USERNAME, SIMULATOR_PASSWORD = "root", "xenroot"
@@ -60,6 +65,7 @@ class WorkerProcess:
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._checkpointed = float("-inf")
 
     @classmethod
     def build(
@@ -121,9 +127,23 @@ class WorkerProcess:
             log.warning("read models could not catch up: %s", error, exc_info=log.isEnabledFor(logging.DEBUG))
             return None
 
+    def keep_checkpoints(self) -> None:
+        """Save the start-up checkpoints if the log moved and the last save is old enough."""
+        if time.monotonic() - self._checkpointed < CHECKPOINT_INTERVAL:
+            return
+        self._checkpointed = time.monotonic()
+        try:
+            self.app.follow()
+            self.app.save_checkpoint()
+            self.index.follow(self.app)
+            self.index.save_checkpoint(self.app)
+        except Exception as error:
+            log.warning("checkpoints could not be saved: %s", error, exc_info=log.isEnabledFor(logging.DEBUG))
+
     def follow_read_models(self) -> None:
         while not self._stop.is_set():
             self.catch_up_read_models()
+            self.keep_checkpoints()
             self._stop.wait(self.settings.tick)
 
     def stop(self) -> None:
