@@ -9,9 +9,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import Enum
+from typing import Any
 
 
-class Reply(str, Enum):
+# Not StrEnum (UP042): that would change str() of a member, which messages and stored text show.
+class Reply(str, Enum):  # noqa: UP042
     """The wire values of the original implementation's negotiation replies."""
 
     ACCEPT = "ACCEPT"
@@ -23,7 +25,7 @@ class Reply(str, Enum):
     REQUEST_FAILED = "REQUEST_FAILED"
 
 
-class State(str, Enum):
+class State(str, Enum):  # noqa: UP042 (as Reply)
     """Reservation states of the original implementation, plus CANCELLED."""
 
     INITIATED = "INITIATED"
@@ -62,7 +64,7 @@ class Resources:
         limits = [
             have // need
             for have, need in zip(
-                (available.cpus, available.memory_mb, available.disk_gb), (self.cpus, self.memory_mb, self.disk_gb)
+                (available.cpus, available.memory_mb, available.disk_gb), (self.cpus, self.memory_mb, self.disk_gb), strict=True
             )
             if need > 0
         ]
@@ -114,7 +116,7 @@ class Terms:
     def instances(self) -> int:
         return self.instances_fixed + self.instances_option
 
-    def but(self, **changes: object) -> Terms:
+    def but(self, **changes: Any) -> Terms:
         return replace(self, **changes)
 
 
