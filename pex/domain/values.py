@@ -12,7 +12,8 @@ from enum import Enum
 from typing import Any
 
 
-# Not StrEnum (UP042): that would change str() of a member, which messages and stored text show.
+# Not StrEnum (UP042): it would change what str() and f-strings make of a member ("Reply.ACCEPT"
+# becomes "ACCEPT"), a change of behaviour to make on purpose, not as a lint fix.
 class Reply(str, Enum):  # noqa: UP042
     """The wire values of the original implementation's negotiation replies."""
 
