@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast bench clean
+.PHONY: run test test-fast lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not postgres and not gunicorn and not browser and not slow"
 
+# The linter and the type checker over the whole tree (`make test` runs them too, in
+# tests/test_code_quality.py). `$(BIN)/ruff check --fix PATH` applies ruff's safe fixes.
+lint: $(STAMP)
+	$(BIN)/ruff check pex bench tests
+	$(BIN)/mypy
+
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis test-artifacts
+	rm -rf $(VENV) var .pytest_cache .hypothesis .mypy_cache .ruff_cache test-artifacts

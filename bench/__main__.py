@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import ROOT, machine
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Performance\n\n"
         "Every figure is measured against a baseline run in the same process and the same run, so the\n"
         "ratio is what survives a noisy, shared machine; absolute times vary from run to run.\n\n"
-        f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+        f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
         f"- Machine: {machine()}\n"
         f"- Command: `make bench` (this page is written by `python -m bench`; total {time.perf_counter() - started:.0f} s)\n\n"
     )

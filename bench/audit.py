@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from uuid import uuid4
@@ -26,7 +26,7 @@ from pex.domain.reservation import Reservation
 from pex.domain.values import Allocation, Offer, Resources, Terms
 from pex.settings import Settings
 
-T0 = datetime(2027, 1, 4, tzinfo=timezone.utc)
+T0 = datetime(2027, 1, 4, tzinfo=UTC)
 NODES = 1000
 BATCH = 300
 SMALL = Resources(1, 768, 10)

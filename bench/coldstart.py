@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
@@ -61,7 +61,7 @@ def database(events: int) -> Path:
     meta = path.with_suffix(".json")
     if path.exists() and meta.exists():
         made = datetime.fromisoformat(json.loads(meta.read_text())["made"])
-        if datetime.now(timezone.utc) - made < MAX_AGE:
+        if datetime.now(UTC) - made < MAX_AGE:
             return path
     print(f"[bench] coldstart: writing a history of {events:,} events (cached in {path.relative_to(ROOT)}) …", file=sys.stderr, flush=True)
     t = time.perf_counter()
@@ -82,7 +82,7 @@ def make_database(path: Path, events: int) -> tuple[datetime, int]:
         p.unlink()
     settings = Settings(database_url=f"sqlite:///{partial}", install_demo_pool=False)
     app = build_application(settings)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     try:
         written = write_history(app, events, now)
         user = User.register(USERNAME, app.password_hasher.hash(PASSWORD), False, now)
@@ -103,7 +103,7 @@ def make_database(path: Path, events: int) -> tuple[datetime, int]:
 
 def proposal(rng: random.Random) -> dict:
     # Inside the week before the history's future reservations: the testbed has room.
-    start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=rng.uniform(2, 24 * 6))
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=rng.uniform(2, 24 * 6))
     return {
         "duration": 3600 * 1000,
         "numInstancesFixed": 1,
@@ -239,7 +239,7 @@ def run(quick: bool = False) -> Section:
         "confirmed, run and expired on the paper's five nodes, with lapsed offers, cancellations and rejections, and",
         "a few hundred reservations still to come) and prepared by PEX. From the launch,",
         f"{CLIENTS} clients POST proposals; a worker is ready when it answered its first negotiation.",
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}.",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}.",
         f"Median of {runs} start{'s' if runs > 1 else ''} of each, taken in turn. The databases were written and prepared once, in "
         + ", ".join(f"{seconds:.0f} s" for seconds in setup) + " (cached under var/bench/).",
         "",

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
@@ -85,7 +85,7 @@ def load(worker, rounds: int) -> tuple[list[float], float, int]:
 
 
 def figure7(rng: random.Random) -> dict:
-    start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=rng.uniform(1, 24 * 55))  # within the 60-day horizon
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=rng.uniform(1, 24 * 55))  # within the 60-day horizon
     return {
         "duration": rng.choice([1, 2, 4]) * 3600 * 1000,
         "numInstancesFixed": rng.randint(1, 2),

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import datetime, timedelta, timezone
-from uuid import UUID, uuid4
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from uuid import uuid4
 
 from bench.common import FIGURES, Section, fmt_ms, median, timed
 from pex.domain.negotiation import NegotiationPolicy, evaluate
@@ -21,7 +22,7 @@ from pex.domain.pricing import FlatRatePricing
 from pex.domain.values import Resources, Size, Terms
 from pex.projections.capacity import CapacityTimeline
 
-T0 = datetime(2027, 1, 4, tzinfo=timezone.utc)
+T0 = datetime(2027, 1, 4, tzinfo=UTC)
 SMALL = Size("SMALL", 1, 768, 10)
 CAPACITY = Resources(4, 4096, 200)
 
@@ -82,6 +83,10 @@ def query_all_nodes(view, start: datetime) -> int:
     return sum(SMALL.resources.how_many_fit_in(view.free(n, start, end, T0)) for n in view.node_names())
 
 
+def query_each(view, starts: list[datetime]) -> list[int]:
+    return [query_all_nodes(view, s) for s in starts]
+
+
 def run(quick: bool = False) -> Section:
     section = Section("Placement search", "make bench  (or: .venv/bin/python -m bench placement)")
     rng = random.Random(1)
@@ -92,10 +97,10 @@ def run(quick: bool = False) -> Section:
     for nodes in (10, 100, 1000, 10000):
         timeline, naive = build(nodes, nodes * 20)
         starts = [T0 + timedelta(hours=rng.uniform(0, 8000)) for _ in range(20)]
-        ours = median(timed(lambda: [query_all_nodes(timeline, s) for s in starts], 3)) / len(starts)
-        base = median(timed(lambda: [query_all_nodes(naive, s) for s in starts], 3)) / len(starts)
+        ours = median(timed(partial(query_each, timeline, starts), 3)) / len(starts)
+        base = median(timed(partial(query_each, naive, starts), 3)) / len(starts)
         terms = Terms("SMALL", "t", 3, 2, T0 + timedelta(days=100), T0 + timedelta(days=100, hours=6))
-        negotiation = median(timed(lambda: evaluate(terms, SMALL, timeline, T0, pricing, policy), 3))
+        negotiation = median(timed(partial(evaluate, terms, SMALL, timeline, T0, pricing, policy), 3))
         rows_pool.append((nodes, ours, base, negotiation))
 
     # 2. Future bookings grow: 1,000 → 1,000,000 on 100 nodes.
@@ -105,8 +110,8 @@ def run(quick: bool = False) -> Section:
         timeline, naive = build(100, bookings)
         build_s = time.perf_counter() - t
         starts = [T0 + timedelta(hours=rng.uniform(0, 8000)) for _ in range(50)]
-        ours = median(timed(lambda: [query_all_nodes(timeline, s) for s in starts], 3)) / len(starts)
-        base = median(timed(lambda: [query_all_nodes(naive, s) for s in starts[:5]], 1)) / 5
+        ours = median(timed(partial(query_each, timeline, starts), 3)) / len(starts)
+        base = median(timed(partial(query_each, naive, starts[:5]), 1)) / 5
         rows_book.append((bookings, ours, base, build_s))
 
     # 3. The past costs nothing: 100,000 bookings that ended, forgotten, vs. an empty pool.

@@ -13,7 +13,6 @@ from pex.simulation.commands import plot_results, results_table
 from pex.simulation.simulate import PROVIDERS, simulate
 from pex.simulation.workload import generate, write_lwf
 
-
 RESULTS = ROOT / "bench" / "results"
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from bench.common import Section, median, percentile
 from pex.adapters.xen.dispatcher import XenDispatcher
@@ -38,7 +38,7 @@ def run(quick: bool = False) -> Section:
         for i in range(6, HOSTS + 1):
             app.register_node(f"node{i}", Resources(4, 4096, 200))
         app.attach_enactment(XenEnactment(dispatcher), "bench-worker", timedelta(seconds=60))
-        start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=4 + count // 5)
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4 + count // 5)
         instance_ids = []
         for _ in range(count):
             rid = app.initiate_reservation("bench")

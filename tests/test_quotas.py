@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from pex.domain import IllegalMove, Reply, Resources, State, Terms
 from pex.domain.catalogue import TABLE_1_SIZES
-from pex.domain.node import Node
 from pex.domain.negotiation import NegotiationPolicy, answer_within_quotas, evaluate
+from pex.domain.node import Node
 from pex.domain.pricing import FlatRatePricing
 from pex.domain.quotas import (
     QuotaError,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -45,7 +45,7 @@ def contender(url: str, start: datetime, barrier, results) -> None:
 def test_processes_racing_for_the_last_capacity_get_exactly_the_capacity(postgres_url):
     setup = build_application(Settings(database_url=postgres_url))  # tables and demo pool, once
     setup.close()
-    start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=1)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
     processes = [ctx.Process(target=contender, args=(postgres_url, start, barrier, results)) for _ in range(PROCESSES)]
@@ -61,7 +61,7 @@ def test_processes_racing_for_the_last_capacity_get_exactly_the_capacity(postgre
     assert granted == 5, outcomes  # one XLARGE fits each of the five nodes
 
     judge = build_application(Settings(database_url=postgres_url, create_tables=False, install_demo_pool=False))
-    at = datetime.now(timezone.utc)
+    at = datetime.now(UTC)
     booked = 0
     for view in judge.nodes():
         node = judge.repository.get(node_id(view.name))

@@ -20,12 +20,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from hypothesis import settings, strategies as st
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from pex.bootstrap import build_application
 from pex.clock import ManualClock
-from pex.domain import IllegalMove, InvalidProposal, OfferExpired, Reply, Resources, State, Terms
+from pex.domain import IllegalMove, InvalidProposal, OfferExpired, Reply, State, Terms
 from pex.domain.node import Node, node_id, peak_demand
 from pex.domain.quotas import QuotaExceeded
 from pex.settings import Settings

@@ -42,6 +42,11 @@ class NodeAllocation:
     def is_hold(self) -> bool:
         return self.hold_until is not None
 
+    @property
+    def occupied_until(self) -> datetime:
+        """When it stops occupying capacity: its end, or the moment a hold lapses if that is sooner."""
+        return self.end if self.hold_until is None else min(self.hold_until, self.end)
+
     def counts_at(self, at: datetime) -> bool:
         """Whether this allocation still occupies capacity, seen at decision time `at`."""
         if self.end <= at:

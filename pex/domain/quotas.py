@@ -122,7 +122,7 @@ class Quotas:
     def but(self, **changes: object) -> Quotas:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
-        return Quotas(**values)  # type: ignore[arg-type]
+        return Quotas(**values)
 
     # --- the values in force -----------------------------------------------------------
 

@@ -9,9 +9,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import Enum
+from typing import Any
 
 
-class Reply(str, Enum):
+# Not StrEnum (UP042): it would change what str() and f-strings make of a member ("Reply.ACCEPT"
+# becomes "ACCEPT"), a change of behaviour to make on purpose, not as a lint fix.
+class Reply(str, Enum):  # noqa: UP042
     """The wire values of the original implementation's negotiation replies."""
 
     ACCEPT = "ACCEPT"
@@ -23,7 +26,7 @@ class Reply(str, Enum):
     REQUEST_FAILED = "REQUEST_FAILED"
 
 
-class State(str, Enum):
+class State(str, Enum):  # noqa: UP042 (as Reply)
     """Reservation states of the original implementation, plus CANCELLED."""
 
     INITIATED = "INITIATED"
@@ -62,7 +65,7 @@ class Resources:
         limits = [
             have // need
             for have, need in zip(
-                (available.cpus, available.memory_mb, available.disk_gb), (self.cpus, self.memory_mb, self.disk_gb)
+                (available.cpus, available.memory_mb, available.disk_gb), (self.cpus, self.memory_mb, self.disk_gb), strict=True
             )
             if need > 0
         ]
@@ -114,7 +117,7 @@ class Terms:
     def instances(self) -> int:
         return self.instances_fixed + self.instances_option
 
-    def but(self, **changes: object) -> Terms:
+    def but(self, **changes: Any) -> Terms:
         return replace(self, **changes)
 
 

@@ -315,7 +315,7 @@ class Auditor:
             chain = chained(chain, event_digest(notification))
             ledger.see(notification)
             if self.expect_chain and self.expect_chain[0] == notification.id:
-                self._check_expected_chain(chain)
+                self._check_expected_chain(self.expect_chain, chain)
                 self.expect_chain = None
             self._account(notification, event)
             if event is not None:
@@ -372,14 +372,14 @@ class Auditor:
                 batch.track(name, self._pending[-1][0].id)
         self._pending.clear()
 
-    def violate(self, promise: str, message: str, *evidence: EventRef) -> None:
-        self.report.violations.append(Violation(promise, message, tuple(evidence)))
+    def violate(self, promise: str, message: str, *evidence: EventRef | None) -> None:
+        self.report.violations.append(Violation(promise, message, tuple(e for e in evidence if e is not None)))
 
     # --- every event ---------------------------------------------------------------------
 
     def _raw_ref(self, n: Notification) -> EventRef:
         oid = n.originator_id
-        label = self.node_names.get(oid) or (self.instances[oid].name if oid in self.instances else "")
+        label = self.node_names.get(oid) or (self.instances[oid].name if isinstance(oid, UUID) and oid in self.instances else "")
         if not label and oid in self.reservations:
             label = "reservation " + short(oid)
         return EventRef(n.id, oid, n.originator_version, n.topic, None, label)
@@ -597,6 +597,7 @@ class Auditor:
         track.state, track.last = STATE_AFTER.get(name, state), ref
 
     def _check_confirmed_bookings(self) -> None:
+        track: ReservationTrack | None  # the later loops look reservations up
         for rid, track in self.reservations.items():
             if track.confirmed is None:
                 continue
@@ -634,7 +635,7 @@ class Auditor:
             for b in bookings:
                 if (rid, node, b.booked_at) in self.instance_moves:
                     continue  # an instance of it was moved here at that moment
-                if confirmed is None or b.booked_at != confirmed.at:
+                if track is None or confirmed is None or b.booked_at != confirmed.at:
                     state = track.state.value if track else "unknown"
                     self.violate("bookings", f"{node} booked capacity for reservation {short(rid)} ({state}) without a confirmation at that time", b.ref)
                 elif track.confirmed_offer is not None and node not in track.confirmed_offer.nodes:
@@ -705,6 +706,7 @@ class Auditor:
                     )
 
     def _end_run(self, instance: InstanceTrack, until: datetime, ref: EventRef | None) -> None:
+        assert instance.running_since is not None  # only a run that is going ends
         since, node, started = instance.running_since
         instance.running_since = None
         problems = []
@@ -768,7 +770,7 @@ class Auditor:
 
     # --- stored views and the ledger -----------------------------------------------------
 
-    def _stored_views(self) -> dict[str, tuple[int, dict[str, dict[Key, Row]]]]:
+    def _stored_views(self) -> dict[str, tuple[int, dict[str, dict[Key, bytes]]]]:
         if self.read_models is None:
             self.report.notes.append("no stored read models given: they were not compared")
             return {}
@@ -811,14 +813,16 @@ class Auditor:
             self.violate("read models", f"the stored {name} view ({table_name}, at #{position}) differs from the log: " + "; ".join(details))
 
     def _stored_row(self, table: Any, key: Key) -> Row | None:
+        if self.read_models is None:
+            return None
         try:
-            rows = self.read_models.store.select(table, [Where(c, "=", v) for c, v in zip(table.key, key)])
+            rows = self.read_models.store.select(table, [Where(c, "=", v) for c, v in zip(table.key, key, strict=True)])
         except Exception:
             return None
         return rows[0] if rows else None
 
-    def _check_expected_chain(self, chain: str) -> None:
-        at, expected = self.expect_chain
+    def _check_expected_chain(self, expect_chain: tuple[int, str], chain: str) -> None:
+        at, expected = expect_chain
         if chain != expected.lower():
             self.violate("ledger", f"the log's chain at #{at} is {chain}, not the {expected} written down: the log was rewritten")
 
@@ -864,16 +868,14 @@ class LedgerCheck:
                 return
             after = page[-1]["notification_id"]
 
-    def _advance(self) -> None:
-        row = self.row
+    def _advance(self, row: Row) -> None:
         expected = chained(self.chain, row["event_sha256"])
         if expected != row["chain_sha256"]:
             self.auditor.violate("ledger", f"the ledger's chain breaks at #{row['notification_id']}: the ledger itself was edited")
         self.chain = row["chain_sha256"]
         self.row = next(self.rows, None)
 
-    def _removed(self) -> None:
-        row = self.row
+    def _removed(self, row: Row) -> None:
         names = {str(k): v for k, v in self.auditor.node_names.items()}
         who = names.get(row["originator_id"], row["originator_id"])
         self.auditor.violate(
@@ -881,14 +883,14 @@ class LedgerCheck:
             f"event #{row['notification_id']} ({row['topic'].rpartition(':')[2]} v{row['originator_version']} of "
             f"{who}) was removed from the log after it was sealed",
         )
-        self._advance()
+        self._advance(row)
 
     def see(self, n: Notification) -> None:
         if not self.active or n.id > self.limit:
             return
         self.seen_up_to = n.id
         while self.row is not None and self.row["notification_id"] < n.id:
-            self._removed()
+            self._removed(self.row)
         row = self.row
         if row is not None and row["notification_id"] == n.id:
             stored = (str(n.originator_id), n.originator_version, n.topic, event_digest(n))
@@ -899,7 +901,7 @@ class LedgerCheck:
                     f"event #{n.id} was altered after it was sealed: what is stored differs from the ledger's digest",
                     self.auditor._raw_ref(n),
                 )
-            self._advance()
+            self._advance(row)
         else:
             self.auditor.violate(
                 "ledger",
@@ -913,7 +915,7 @@ class LedgerCheck:
             return
         up_to = self.seen_up_to if truncated else self.limit
         while self.row is not None and self.row["notification_id"] <= up_to:
-            self._removed()
+            self._removed(self.row)
         if self.sealed_to < (self.auditor.report.last_id or 0):
             self.auditor.report.notes.append(f"events after #{self.sealed_to} are not sealed in the ledger yet")
 

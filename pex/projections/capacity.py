@@ -180,7 +180,7 @@ class CapacityTimeline:
         for n in self.nodes.values():
             for h in n.holds.values():
                 if h.counts_at(at):
-                    points.update(t for t in (h.start, h.end, h.hold_until) if after < t <= until)
+                    points.update(t for t in (h.start, h.end, h.hold_until) if t is not None and after < t <= until)
         return sorted(points)
 
     # --- following the log -------------------------------------------------------------
@@ -193,7 +193,8 @@ class CapacityTimeline:
             self.nodes[event.name] = NodeTimeline(event.name, event.capacity)
             self.node_by_id[event.originator_id] = event.name
             return
-        name = self.node_by_id.get(getattr(event, "originator_id", None))
+        originator: UUID | None = getattr(event, "originator_id", None)
+        name = self.node_by_id.get(originator) if originator is not None else None
         if name is None:
             return
         at = getattr(event, "at", None)
@@ -212,7 +213,7 @@ class CapacityTimeline:
                 event.reservation_id, event.start, event.end, event.instances, event.per_instance, event.hold_until
             )
             node.holds[event.reservation_id] = hold
-            heapq.heappush(self.lapses, (min(hold.hold_until, hold.end), name, hold.reservation_id))
+            heapq.heappush(self.lapses, (hold.occupied_until, name, hold.reservation_id))
         elif isinstance(event, Node.CapacityBooked):
             self._remove(node, event.reservation_id)
             a = NodeAllocation(event.reservation_id, event.start, event.end, event.instances, event.per_instance)
@@ -283,7 +284,7 @@ class CapacityTimeline:
                 timeline.ends.append((a.end, node.name, a.reservation_id))
             for h in map(_from_allocation, n["holds"]):
                 node.holds[h.reservation_id] = h
-                timeline.lapses.append((min(h.hold_until, h.end), node.name, h.reservation_id))
+                timeline.lapses.append((h.occupied_until, node.name, h.reservation_id))
         heapq.heapify(timeline.ends)
         heapq.heapify(timeline.lapses)
         return timeline

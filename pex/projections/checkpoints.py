@@ -24,10 +24,10 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from pex.projections.store import StoredCheckpoint, Store
+from pex.projections.store import Store, StoredCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Checkpoints:
         it is stored."""
         saved = {"event": self._mark(position, recorder), "state": state}
         data = zlib.compress(json.dumps(saved, separators=(",", ":")).encode(), 1)
-        return self.store.write_checkpoint(StoredCheckpoint(name, schema, position, data, datetime.now(timezone.utc)))
+        return self.store.write_checkpoint(StoredCheckpoint(name, schema, position, data, datetime.now(UTC)))
 
     def close(self) -> None:
         self.store.close()

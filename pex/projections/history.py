@@ -115,8 +115,8 @@ def reservation_history(app: Any, reservation_id: UUID) -> list[Line]:
         instance_ids.extend(getattr(e, "instance_ids", ()) or ())
     for name in sorted(nodes):
         for e in app.events.get(node_id(name)):
-            if getattr(e, "reservation_id", None) == reservation_id and (line := node_line(name, e)):
-                lines.append(Line(event_time(e), *line, (e.timestamp, 1, len(lines))))
+            if getattr(e, "reservation_id", None) == reservation_id and (parts := node_line(name, e)):
+                lines.append(Line(event_time(e), *parts, (e.timestamp, 1, len(lines))))
     for iid in instance_ids:
         name = ""
         for e in app.events.get(iid):

@@ -46,7 +46,6 @@ from pex.projections.ledger import LedgerView
 from pex.projections.store import MemoryStore, PositionsMoved, PostgresStore, Row, SQLiteStore, Store, Where
 from pex.projections.views import ALLOCATIONS, INSTANCES, NODES, RESERVATIONS, View, read_model_views
 
-
 log = logging.getLogger(__name__)
 
 
@@ -92,20 +91,22 @@ class ReservationRow:
     @property
     def terms(self) -> Terms | None:
         """The standing terms (the offer once the provider answered, else the proposal)."""
-        if self.size is None:
-            return None
-        return Terms(
+        # A row has all of them or none (before the first proposal).
+        size, template, fixed, option, start, end = (
             self.size, self.template, self.instances_fixed, self.instances_option, self.start, self.end,
-            self.price, bool(self.auto_start),
         )  # fmt: skip
+        if size is None or template is None or fixed is None or option is None or start is None or end is None:
+            return None
+        return Terms(size, template, fixed, option, start, end, self.price, bool(self.auto_start))
 
     @property
     def offer(self) -> Offer | None:
         """The provider's standing offer, as the aggregate keeps it (after a user walked away or
         it lapsed, too); None before the provider answered and after a rejection."""
-        if self.per_instance is None:
+        terms = self.terms
+        if self.per_instance is None or terms is None:
             return None
-        return Offer(self.terms, self.per_instance, self.placement, self.changes)
+        return Offer(terms, self.per_instance, self.placement, self.changes)
 
     @classmethod
     def from_row(cls, row: Row) -> ReservationRow:

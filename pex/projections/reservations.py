@@ -67,7 +67,8 @@ class ReservationIndex:
             if not self.pending_only:
                 self.instances_by_user.setdefault(event.user_id, []).append(event.originator_id)
             return
-        entry = self.reservations.get(getattr(event, "originator_id", None))
+        originator: UUID | None = getattr(event, "originator_id", None)
+        entry = self.reservations.get(originator) if originator is not None else None
         if entry is None:
             return
         self._change(entry, event)

@@ -44,7 +44,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -103,7 +103,7 @@ def normalize(kind: str, value: Any) -> Any:
     if kind == "time":
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r} in a read model")
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
     if kind == "money":
         return Decimal(value)
     if kind == "uuid":
@@ -353,7 +353,7 @@ def row_digest(table: Table, row: Row) -> bytes:
             return None
         kind = kinds[name]
         if kind == "time":
-            return value.astimezone(timezone.utc).isoformat()
+            return value.astimezone(UTC).isoformat()
         if kind == "money":
             return str(Decimal(value).normalize())
         if kind in ("uuid", "text"):
@@ -497,7 +497,7 @@ class SqlStore(Store):
         condition = " AND ".join(f"{quote(c)} = {p}" for c in table.key)
         cursor.execute(
             f"SELECT * FROM {self.qualified(table.name)} WHERE {condition}",
-            [self.to_db(kinds[c], v) for c, v in zip(table.key, key)],
+            [self.to_db(kinds[c], v) for c, v in zip(table.key, key, strict=True)],
         )
         rows = fetch(cursor)
         return self._row(table, rows[0]) if rows else None
@@ -515,7 +515,7 @@ class SqlStore(Store):
                 condition = " AND ".join(f"{quote(c)} = {p}" for c in table.key)
                 cursor.executemany(
                     f"DELETE FROM {self.qualified(name)} WHERE {condition}",
-                    [[self.to_db(kinds[c], v) for c, v in zip(table.key, key)] for key in deleted],
+                    [[self.to_db(kinds[c], v) for c, v in zip(table.key, key, strict=True)] for key in deleted],
                 )
             rows = [row for row in changes.values() if row is not None]
             if rows:
@@ -667,7 +667,7 @@ class SQLiteStore(SqlStore):
         if value is None:
             return None
         if kind == "time":
-            return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+            return value.astimezone(UTC).isoformat(timespec="microseconds")
         if kind in ("money", "uuid"):
             return str(value)
         if kind == "json":
@@ -756,7 +756,7 @@ class PostgresStore(SqlStore):
         if value is None:
             return None
         if kind == "time":
-            return value.astimezone(timezone.utc)
+            return value.astimezone(UTC)
         if kind == "json":
             return json.loads(value)
         return value

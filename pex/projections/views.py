@@ -446,7 +446,7 @@ class CalendarView(View):
                     "cpus": event.per_instance.cpus,
                     "memory_mb": event.per_instance.memory_mb,
                     "disk_gb": event.per_instance.disk_gb,
-                    "hold_until": event.hold_until if hold else None,
+                    "hold_until": event.hold_until if isinstance(event, Node.CapacityHeld) else None,
                     "recorded_at": at,
                 },
             )

@@ -35,7 +35,7 @@ def plot_results(results: list[Result], path: str) -> None:
         ("mean start delay", [r.mean_start_delay_hours for r in results], "h"),
     ]
     fig, axes = plt.subplots(1, len(metrics), figsize=(14, 3.8))
-    for ax, (title, values, unit) in zip(axes, metrics):
+    for ax, (title, values, unit) in zip(axes, metrics, strict=True):
         ax.bar(range(len(values)), values, color=["#999", "#c96", "#369"][: len(values)])
         ax.set_xticks(range(len(values)), names, fontsize=7)
         ax.set_title(f"{title}{' (' + unit + ')' if unit else ''}")

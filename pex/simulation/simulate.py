@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from pex.application import PexApplication
@@ -22,7 +22,7 @@ from pex.domain.values import Offer, Reply, Terms
 from pex.simulation.strategies import STRATEGIES
 from pex.simulation.workload import SIZES, Request
 
-EPOCH = datetime(2027, 1, 4, tzinfo=timezone.utc)
+EPOCH = datetime(2027, 1, 4, tzinfo=UTC)
 PROVIDERS = {"exact": "reject-only exact (Haizea, Blazar, Slurm)", "openpex": "original OpenPEX", "pex": "PEX"}
 
 
@@ -74,6 +74,7 @@ def simulate(requests: list[Request], provider: str = "pex") -> Result:
             rounds += 1
             if outcome.reply == Reply.COUNTER:
                 view = outcome.reservation
+                assert view.offer is not None  # a COUNTER carries the provider's offer
                 if acceptable(view.offer, r, asked):
                     outcome = app.accept_counter(rid)
                 else:
@@ -89,7 +90,9 @@ def simulate(requests: list[Request], provider: str = "pex") -> Result:
             if outcome.reply in (Reply.ACCEPT, Reply.CONFIRM_REQUEST):
                 confirmed = app.confirm(rid)
                 if confirmed.reply == Reply.REQUEST_SUCCESS:
-                    t = confirmed.reservation.offer.terms
+                    offer = confirmed.reservation.offer
+                    assert offer is not None  # a confirmed reservation keeps the offer it confirmed
+                    t = offer.terms
                     booked += 1
                     delays.append(abs((t.start - asked.start).total_seconds()) / 3600)
                     revenue += t.price or Decimal(0)

@@ -82,7 +82,9 @@ def _hms(span: timedelta) -> str:
     return f"{int(hours):02d}:{int(minutes):02d}:{secs:05.2f}"
 
 
-def _span(text: str) -> timedelta:
+def _span(text: str | None) -> timedelta:
+    if text is None:
+        raise ValueError("a time attribute is missing")
     hours, minutes, seconds = text.split(":")
     return timedelta(hours=int(hours), minutes=int(minutes), seconds=float(seconds))
 
@@ -127,7 +129,7 @@ def read_lwf(path: str) -> list[Request]:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError) as error:
         raise WorkloadError(f"{path}: {error}") from None
-    out = []
+    out: list[Request] = []
     for request in root.iter("lease-request"):
         lease = request.find("lease")
         exact = lease.find("start/exact") if lease is not None else None

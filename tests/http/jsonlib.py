@@ -28,7 +28,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -242,7 +242,7 @@ def _http_date(value: str) -> datetime | None:
         return None
     if not value.endswith((" GMT", " UTC")):
         return None
-    return parsed.replace(tzinfo=timezone.utc)
+    return parsed.replace(tzinfo=UTC)
 
 
 def to_json(values: dict[str, Any], bean: Bean, leave_out: frozenset[str] = frozenset()) -> str:
@@ -259,7 +259,7 @@ def _bean_json(values: dict[str, Any], bean: Bean, leave_out: frozenset[str]) ->
         if isinstance(kind, Bean):
             out[name] = None if value is None else _bean_json(value, kind, frozenset())
         elif isinstance(kind, Date):
-            out[name] = None if value is None else value.astimezone(timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
+            out[name] = None if value is None else value.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
         elif isinstance(kind, Text):
             out[name] = "" if value is None else value  # json-lib writes a null String as ""
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -66,7 +66,7 @@ def test_fifty_slow_bodies_hold_no_thread_and_each_gets_a_408_then_a_closed_conn
         slow.append(sock)
     try:
         health = requests.get(f"{server.url}/healthz", timeout=ANSWER_SECONDS)
-        start = datetime.now(timezone.utc) + timedelta(days=1)
+        start = datetime.now(UTC) + timedelta(days=1)
         negotiated = alice.post(f"{server.url}/OpenPEX/reservations", json=figure_7(start), timeout=ANSWER_SECONDS)
         assert health.status_code == 200
         assert negotiated.status_code == 201, negotiated.text

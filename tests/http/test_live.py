@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -23,7 +23,7 @@ DAY, H = timedelta(days=1), timedelta(hours=1)
 
 
 def tomorrow_at(hour: int) -> datetime:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return (now + DAY).replace(hour=hour, minute=0, second=0, microsecond=0)
 
 

@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -42,7 +42,7 @@ def test_after_a_pex_serve_session_pex_audit_compares_the_read_models_and_the_le
     try:
         alice, filler = server.session(server.register("alice")), server.session(server.register("filler"))
         base = f"{server.url}/OpenPEX/reservations"
-        start = (datetime.now(timezone.utc) + 2 * 24 * H).replace(minute=0, second=0, microsecond=0)
+        start = (datetime.now(UTC) + 2 * 24 * H).replace(minute=0, second=0, microsecond=0)
 
         def post(session, body):
             reply = session.post(base, json=body, timeout=30)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -138,7 +138,7 @@ def replies(steps: list[tuple[str, dict | str]]) -> list[tuple[str, str]]:
 
 def java_start() -> datetime:
     """`Calendar.getInstance()` plus 5 minutes, plus 480000 ms."""
-    return datetime.now(timezone.utc) + timedelta(minutes=5, milliseconds=480000)
+    return datetime.now(UTC) + timedelta(minutes=5, milliseconds=480000)
 
 
 def whole_second(when: datetime) -> datetime:
@@ -204,7 +204,7 @@ def test_the_original_reference_client_books_an_accepted_reservation_activates_i
 def test_the_original_reference_client_takes_a_counter_offer_through_confirm_request(live_server):
     asked = java_start()
     busy_until = whole_second(asked + timedelta(hours=2))
-    filler_books_the_pool(live_server, whole_second(datetime.now(timezone.utc) + timedelta(minutes=2)), busy_until)
+    filler_books_the_pool(live_server, whole_second(datetime.now(UTC) + timedelta(minutes=2)), busy_until)
     live_server.register("test")
     client = OriginalClient(live_server.url, "test")
 
@@ -357,7 +357,7 @@ def test_once_enabled_the_originals_headers_are_checked_as_basic_credentials_and
 def test_the_jsonlib_model_skips_unknown_scalars_and_throws_on_unknown_arrays_objects_and_nulls():
     known = {"reply": "ACCEPT", "proposal": {"id": "X", "userid": 7, "startTime": "Mon, 17 Aug 2009 04:49:03 GMT"}}
     read = to_java(json.dumps({**known, "state": "ACCEPTED", "validUntil": "soon", "round": 1, "held": True}), RESERVATION_REPLY)
-    assert read["proposal"]["startTime"] == datetime(2009, 8, 17, 4, 49, 3, tzinfo=timezone.utc)
+    assert read["proposal"]["startTime"] == datetime(2009, 8, 17, 4, 49, 3, tzinfo=UTC)
     assert (read["reply"], read["proposal"]["userid"], read["proposal"]["duration"]) == ("ACCEPT", 7, 0)
     for extra in ({"links": {}}, {"alternatives": []}, {"reason": None}):
         with pytest.raises(JsonLibError, match="Unknown property"):

@@ -15,7 +15,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -28,7 +28,7 @@ RUN_WITHIN = 240  # seconds for one run of the story; then it is interrupted, th
 
 def at(instant: datetime, libfaketime: str) -> dict:
     """The environment of a process tree whose wall clock reads `instant` now, and runs on."""
-    offset = round((instant - datetime.now(timezone.utc)).total_seconds())
+    offset = round((instant - datetime.now(UTC)).total_seconds())
     env = {**os.environ, "LD_PRELOAD": " ".join(filter(None, [libfaketime, os.environ.get("LD_PRELOAD")])),
            "FAKETIME": f"{offset:+d}", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [SHIM, ROOT, os.environ.get("PYTHONPATH")]))}
@@ -57,10 +57,10 @@ def run_bounded(command: list[str], env: dict, within: float) -> subprocess.Comp
 
 INSTANTS = [
     # The story's user is in Europe/Berlin (UTC+1 in winter, +2 in summer).
-    pytest.param(datetime(2026, 12, 2, 22, 30, tzinfo=timezone.utc), id="23:30-in-Berlin"),  # the day view was all past
-    pytest.param(datetime(2026, 12, 31, 22, 59, 30, tzinfo=timezone.utc), id="new-year-in-Berlin"),  # midnight, month, year
-    pytest.param(datetime(2027, 3, 28, 0, 59, 30, tzinfo=timezone.utc), id="clocks-go-forward-in-Berlin"),  # 01:59:30 → 03:00
-    pytest.param(datetime(2026, 10, 25, 0, 59, 30, tzinfo=timezone.utc), id="clocks-go-back-in-Berlin"),  # 02:59:30 → 02:00
+    pytest.param(datetime(2026, 12, 2, 22, 30, tzinfo=UTC), id="23:30-in-Berlin"),  # the day view was all past
+    pytest.param(datetime(2026, 12, 31, 22, 59, 30, tzinfo=UTC), id="new-year-in-Berlin"),  # midnight, month, year
+    pytest.param(datetime(2027, 3, 28, 0, 59, 30, tzinfo=UTC), id="clocks-go-forward-in-Berlin"),  # 01:59:30 → 03:00
+    pytest.param(datetime(2026, 10, 25, 0, 59, 30, tzinfo=UTC), id="clocks-go-back-in-Berlin"),  # 02:59:30 → 02:00
 ]
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -81,7 +81,7 @@ def test_register_negotiate_a_counter_confirm_activate_run_and_stop_an_instance(
     from playwright.sync_api import expect
 
     url = live_portal.url.replace("127.0.0.1", "localhost")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     fill_most_of_the_pool(url, (now + timedelta(seconds=10)).replace(microsecond=0))
 
     context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Europe/Berlin", locale="en-GB")
@@ -125,14 +125,14 @@ def test_register_negotiate_a_counter_confirm_activate_run_and_stop_an_instance(
 
     # One SMALL instance needed and three more welcome, from in a few seconds, while bob holds
     # all but 2 CPUs of the pool: the provider counters with two at the asked start.
-    start = datetime.fromtimestamp(math.ceil(time.time()) + LEAD, timezone.utc)
+    start = datetime.fromtimestamp(math.ceil(time.time()) + LEAD, UTC)
     page.get_by_label("Start").fill(datetime_local(start))
     page.get_by_label("or duration (hours)").fill("2")
     page.get_by_label("Instances you need").fill("1")
     page.get_by_label("More you would also take").fill("3")
     page.get_by_label("Highest total price").fill("1.00")
     shots(page, "05-new-reservation")
-    assert (start - datetime.now(timezone.utc)).total_seconds() > 3, "too slow to send the form before its start: raise LEAD"
+    assert (start - datetime.now(UTC)).total_seconds() > 3, "too slow to send the form before its start: raise LEAD"
     page.get_by_role("button", name="Ask the provider").click()
     expect(page.get_by_role("heading", name=re.compile("cannot do exactly what you asked"))).to_be_visible()
     expect(page.locator("ul.changes li").first).to_contain_text("1 of 3 optional instances granted")
@@ -189,7 +189,7 @@ def test_register_negotiate_a_counter_confirm_activate_run_and_stop_an_instance(
     rows = [page.locator(f'tr[data-instance="{i}"]') for i in ids]
     for row in rows:
         reload_until(page, row, re.compile(r"RUNNING[\s\S]*" + IP.pattern), RUNNING_WITHIN)
-    running = datetime.now(timezone.utc)
+    running = datetime.now(UTC)
     for row in rows:
         expect(row.locator(".status")).to_have_text("RUNNING")
         expect(row).to_contain_text(re.compile(r"node\d"))

@@ -6,17 +6,17 @@ so the hour the tests run at does not matter)."""
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
-from zoneinfo import ZoneInfo
 
 from pex.clock import ManualClock
 from pex.http.portal.calendar import LAST_DAY, window
 from tests.portal.conftest import make_portal
 
 BERLIN = ZoneInfo("Europe/Berlin")
-UTC = timezone.utc
+UTC = UTC
 H = timedelta(hours=1)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID, uuid4
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pex.domain import CapacityExceeded, CatalogueError, Node, Resources
 from pex.domain.node import peak_demand

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -272,7 +272,7 @@ def test_a_checkpoint_is_replaced_only_by_a_later_one(store_kind, tmp_path, requ
         request.addfinalizer(app.close)
         store = store_for(app)
     store.create([], [])
-    at = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    at = datetime(2026, 3, 2, tzinfo=UTC)
     assert store.read_checkpoint("x") is None
     assert store.write_checkpoint(StoredCheckpoint("x", 1, 20, b"twenty", at))
     assert not store.write_checkpoint(StoredCheckpoint("x", 1, 10, b"ten", at))  # a slower process

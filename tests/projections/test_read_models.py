@@ -172,8 +172,9 @@ def test_the_instance_view_follows_instance_events_it_has_never_heard_of(app, cl
 
 
 def test_an_event_that_cannot_be_decoded_stops_the_views_with_a_clear_message(memory_app):
-    from eventsourcing.persistence import StoredEvent
     from uuid import uuid4
+
+    from eventsourcing.persistence import StoredEvent
 
     memory_app.recorder.insert_events([StoredEvent(uuid4(), 1, "pex.domain.gone:Thing.Happened", b"{}")])
     read_models = ReadModels(memory_app)

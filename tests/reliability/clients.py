@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -128,7 +128,7 @@ def proposal(size: str, instances: int, start: datetime, seconds: float, auto_st
 
 def whole_seconds_from_now(seconds: float) -> datetime:
     """A start time on the wire's one-second grid, at least `seconds` ahead."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return (now + timedelta(seconds=seconds + 1)).replace(microsecond=0)
 
 

@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from uuid import UUID
 
@@ -25,7 +25,14 @@ import pytest
 from pex.domain.values import State
 from tests.reliability.clients import Negotiator, Tally, check_acknowledged, proposal, seeded, whole_seconds_from_now
 from tests.reliability.conftest import (
-    VmWatch, api_server, audit_figures, children, run_audit, store, wait_for, write_figures,
+    VmWatch,
+    api_server,
+    audit_figures,
+    children,
+    run_audit,
+    store,
+    wait_for,
+    write_figures,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.gunicorn, pytest.mark.xen, pytest.mark.timeout(180)]
@@ -40,7 +47,7 @@ SEED = 11
 def starts_soon(offer: dict, within: float = 10.0) -> bool:
     """Take a COUNTER only if it starts within `within` seconds: the test must end."""
     start = parsedate_to_datetime(offer["startTime"])
-    return start <= datetime.now(timezone.utc) + timedelta(seconds=within)
+    return start <= datetime.now(UTC) + timedelta(seconds=within)
 
 
 def taken_over_claims(events: list, killed_marks: set[str]) -> int:

@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
@@ -23,10 +23,21 @@ import pytest
 from pex.domain.values import State
 from tests.pg import start_postgres
 from tests.reliability.clients import (
-    Negotiator, Tally, check_acknowledged, proposal, seeded, whole_seconds_from_now,
+    Negotiator,
+    Tally,
+    check_acknowledged,
+    proposal,
+    seeded,
+    whole_seconds_from_now,
 )
 from tests.reliability.conftest import (
-    api_server, audit_figures, children, run_audit, store, wait_for, write_figures,
+    api_server,
+    audit_figures,
+    children,
+    run_audit,
+    store,
+    wait_for,
+    write_figures,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.gunicorn, pytest.mark.xen, pytest.mark.timeout(180)]
@@ -53,7 +64,7 @@ def own_postgres():
 def test_a_postgres_outage_gives_prompt_503s_and_pex_recovers_by_itself(
         own_postgres, simulator, make_timer_worker, tmp_path):
     database_url = own_postgres.create_database()
-    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
     tally = Tally()
     stop = threading.Event()
     with api_server(database_url, tmp_path, workers=3) as server:

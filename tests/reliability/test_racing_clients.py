@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
@@ -40,7 +40,7 @@ def peak_use(allocations) -> tuple[int, int]:
 
 
 def test_racing_clients_never_overbook_and_never_lose_a_confirmation(postgres_url, tmp_path):
-    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
     tally = Tally()
     with api_server(postgres_url, tmp_path, workers=3) as server:
         users = [server.register(f"racer{n}") for n in range(CLIENTS)]

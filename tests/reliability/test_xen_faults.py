@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from uuid import UUID
 
@@ -44,7 +44,7 @@ FAULTS = (
 
 
 def starts_soon(offer: dict, within: float = 10.0) -> bool:
-    return parsedate_to_datetime(offer["startTime"]) <= datetime.now(timezone.utc) + timedelta(seconds=within)
+    return parsedate_to_datetime(offer["startTime"]) <= datetime.now(UTC) + timedelta(seconds=within)
 
 
 def test_the_worker_rides_out_xen_faults_under_load_and_the_audit_passes(

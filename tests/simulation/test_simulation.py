@@ -50,6 +50,17 @@ def test_a_broken_trace_is_a_clear_error(tmp_path):
         read_lwf(tmp_path / "bad.lwf")
 
 
+def test_a_lease_whose_start_has_no_time_is_a_clear_error(tmp_path):
+    (tmp_path / "no-time.lwf").write_text(
+        """<lease-workload><lease-requests><lease-request arrival="00:10:00.00"><lease id="3">
+    <nodes><node-set numnodes="1"><res amount="100" type="CPU"/></node-set></nodes>
+    <start><exact/></start><duration time="01:00:00.00"/>
+</lease></lease-request></lease-requests></lease-workload>"""
+    )
+    with pytest.raises(WorkloadError, match="lease 3: a time attribute is missing"):
+        read_lwf(tmp_path / "no-time.lwf")
+
+
 def test_negotiation_books_more_than_reject_only_on_a_busy_pool():
     trace = generate(150, rate_per_hour=3, seed=11)
     exact, pex = simulate(trace, "exact"), simulate(trace, "pex")

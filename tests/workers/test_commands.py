@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -35,7 +35,7 @@ def test_worker_once_runs_against_a_simulated_pool_when_no_pool_is_configured(tm
 
 
 def negotiate(app, user: str = "alice", hours_from_now: float = 2) -> object:
-    start = datetime.now(timezone.utc) + timedelta(hours=hours_from_now)
+    start = datetime.now(UTC) + timedelta(hours=hours_from_now)
     rid = app.initiate_reservation(user)
     assert app.submit_proposal(rid, Terms("SMALL", TEMPLATE, 1, 0, start, start + timedelta(hours=1))).reply == Reply.ACCEPT
     return rid
@@ -73,7 +73,7 @@ def test_a_running_worker_keeps_the_read_models_and_the_ledger_current_while_nob
         for n in range(3):
             rid = negotiate(app, hours_from_now=n + 2)
             head = app.recorder.max_notification_id()
-            eventually(lambda: min(read_models.positions().values()) >= head, timeout=10)
+            eventually(lambda: min(read_models.positions().values()) >= head, timeout=10)  # noqa: B023 (awaited here)
             assert rid in [r.id for r in read_models.reservations(fresh=False)]
     finally:
         read_models.close()
@@ -107,7 +107,7 @@ def test_the_embedded_worker_runs_reservations_on_its_simulated_pool(tmp_path, m
     app = build_application(settings)
     try:
         assert handle.running
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         rid = app.initiate_reservation("alice")
         terms = Terms("SMALL", TEMPLATE, 2, 0, now + timedelta(seconds=1), now + timedelta(hours=1), auto_start=True)
         assert app.submit_proposal(rid, terms).reply == Reply.ACCEPT
@@ -166,7 +166,7 @@ def test_a_worker_stops_with_its_parent(tmp_path):
     """The embedded worker exits by itself if the process that started it dies."""
     script = (
         "import subprocess, sys, os\n"
-        f"p = subprocess.Popen([sys.executable, '-m', 'pex.workers', '--exit-with-parent', str(os.getpid())])\n"
+        "p = subprocess.Popen([sys.executable, '-m', 'pex.workers', '--exit-with-parent', str(os.getpid())])\n"
         "print(p.pid, flush=True)\n"
     )
     env = {**os.environ, "PEX_DATABASE_URL": f"sqlite:///{tmp_path}/pex.sqlite3", "PEX_LOG_LEVEL": "WARNING"}

@@ -63,7 +63,7 @@ class Workers:
         processes = self.spawn(2)
         delays = sorted(rng.uniform(0.02, 0.4) for _ in processes)
         started = time.monotonic()
-        for process, delay in zip(processes, delays):
+        for process, delay in zip(processes, delays, strict=True):
             time.sleep(max(0.0, started + delay - time.monotonic()))
             os.kill(process.pid, signal.SIGKILL)
         for process in processes:

@@ -9,7 +9,7 @@ import pytest
 
 from pex.domain.instance import IllegalInstanceAction
 from pex.domain.values import State
-from tests.workers.conftest import HOUR, eventually
+from tests.workers.conftest import HOUR
 
 pytestmark = pytest.mark.xen
 
@@ -89,7 +89,7 @@ def test_a_start_missed_while_no_worker_ran_happens_at_the_first_tick(world):
 
 
 def test_a_worker_down_for_the_whole_interval_starts_nothing_and_ends_it(world):
-    rid = world.reserve(hours=2)
+    world.reserve(hours=2)
     world.advance(4 * HOUR)
     report = world.tick()
     assert report.dispatched == ["end"] and report.expired == 1

@@ -25,10 +25,10 @@ def tick_together(*worlds, rounds: int = 3) -> None:
 
         def run(world) -> None:
             try:
-                barrier.wait()
+                barrier.wait()  # noqa: B023 (the threads are joined in this round)
                 world.tick()
             except BaseException as error:  # pragma: no cover - reported below
-                errors.append(error)
+                errors.append(error)  # noqa: B023 (as above)
 
         threads = [threading.Thread(target=run, args=(w,)) for w in worlds]
         for t in threads:

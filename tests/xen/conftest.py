@@ -4,7 +4,8 @@ helpers to wait for asynchronous outcomes without fixed sleeps."""
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 import XenAPI

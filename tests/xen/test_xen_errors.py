@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import socket
 import xmlrpc.client
 
 import pytest
@@ -47,7 +46,7 @@ def test_failures_map_by_code_and_keep_their_params(code, expected):
 
 @pytest.mark.parametrize("exception", [
     ConnectionRefusedError(111, "refused"),
-    socket.timeout("timed out"),
+    TimeoutError("timed out"),
     http.client.RemoteDisconnected("closed"),
     http.client.BadStatusLine("junk"),
     xmlrpc.client.ProtocolError("http://x/", 500, "Internal Server Error", {}),

@@ -15,8 +15,8 @@ import inspect
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pex.adapters.xen.simulator.calls import CALL_FAMILIES, generic_method
 from pex.adapters.xen.simulator.database import CLASSES

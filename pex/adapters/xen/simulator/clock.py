@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 # 2009-01-01T00:00:00Z, the year of the OpenPEX paper: a fixed start makes runs reproducible.
 PAPER_EPOCH = 1230768000.0

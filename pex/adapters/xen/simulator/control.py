@@ -10,7 +10,7 @@ Hosts are named by name_label, uuid or ref; VMs by ref, uuid, name_label or the
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from pex.adapters.xen.simulator.clock import ManualClock
 from pex.adapters.xen.simulator.lifecycle import PAUSED, RUNNING

@@ -13,8 +13,8 @@ Not thread-safe: the pool serialises every access under its lock.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from pex.adapters.xen.simulator.wire import NULL_REF, XapiError
 

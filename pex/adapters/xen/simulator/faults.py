@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
 class _Countdown:
     remaining: int
-    payload: object = None
+    payload: Any = None  # a failure's description (list[str]) or a redirect's host (str)
 
 
 class FaultPlan:
@@ -80,7 +81,7 @@ class FaultPlan:
                     head.remaining -= 1
                     if head.remaining <= 0:
                         queue.pop(0)
-                    return list(head.payload)  # type: ignore[arg-type]
+                    return list(head.payload)
             return None
 
     def latency(self, method: str) -> float:

@@ -7,8 +7,8 @@ VM_IS_TEMPLATE for most operations on a template, OTHER_OPERATION_IN_PROGRESS wh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pex.adapters.xen.simulator.wire import NULL_REF, XapiError
 

@@ -13,7 +13,7 @@ import ipaddress
 import random
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from xml.etree import ElementTree
 
 from pex.adapters.xen.simulator import lifecycle
@@ -55,7 +55,7 @@ class SimulatedPool:
         return f"OpaqueRef:{self.new_uuid()}"
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock.now(), tz=timezone.utc)
+        return datetime.fromtimestamp(self.clock.now(), tz=UTC)
 
     def new_domid(self) -> int:
         domid, self._next_domid = self._next_domid, self._next_domid + 1

@@ -7,15 +7,16 @@ OpaqueRef:NULL, never to None.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 from pex.adapters.xen.simulator.wire import NULL_REF
 
-UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _defaults(cls: str) -> dict:
-    common_ops = {"allowed_operations": [], "current_operations": {}}
+    common_ops: dict[str, Any] = {"allowed_operations": [], "current_operations": {}}
     named = {"name_label": "", "name_description": ""}
     if cls == "pool":
         return {"uuid": "", **named, "master": NULL_REF, "default_SR": NULL_REF, "suspend_image_SR": NULL_REF,

@@ -12,8 +12,9 @@ import logging
 import socket
 import threading
 import xmlrpc.client
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator, Sequence
+from typing import cast
 from urllib.parse import urlsplit
 
 from pex.adapters.xen.simulator.api import XapiApi, fault_name
@@ -48,7 +49,8 @@ class XapiSimulator:
 
     @property
     def address(self) -> tuple[str, int]:
-        return self._server.server_address[:2]
+        host, port = cast(tuple[str, int], self._server.server_address[:2])  # an AF_INET socket's
+        return host, port
 
     @property
     def url(self) -> str:
@@ -188,7 +190,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._reply(500, "text/html", PARSE_ERROR_PAGE)
             return
         try:
-            envelope = success(simulator.api.call(method, params))
+            # A methodResponse body has no method name (None): it fails as INTERNAL_ERROR below.
+            envelope = success(simulator.api.call(method, params))  # type: ignore[arg-type]
         except XapiError as error:
             envelope = failure(error.description)
         except Exception as error:

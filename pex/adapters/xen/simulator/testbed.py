@@ -7,8 +7,8 @@ and the templates PEX's demo catalogue offers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 MiB = 1024**2
 GiB = 1024**3

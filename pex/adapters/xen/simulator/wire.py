@@ -8,7 +8,7 @@ use `<i4>`, and API errors travel inside a normal response as
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from xml.sax.saxutils import escape
 
 NULL_REF = "OpaqueRef:NULL"
@@ -44,7 +44,7 @@ def encode_value(value: object) -> str:
     if isinstance(value, str):
         return f"<value>{escape(value)}</value>"
     if isinstance(value, datetime):
-        utc = value.astimezone(timezone.utc)
+        utc = value.astimezone(UTC)
         return f"<value><dateTime.iso8601>{utc:%Y%m%dT%H:%M:%SZ}</dateTime.iso8601></value>"
     if isinstance(value, dict):
         members = "".join(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pex.adapters.xen.simulator.database import CLASSES, Change
 from pex.adapters.xen.simulator.wire import Int32, XapiError, as_float
@@ -46,9 +46,10 @@ class EventCalls:
                 break
             next_report = pool.seconds_until_next_report()
             pool.changed.wait(remaining if next_report is None else min(remaining, max(next_report, 0.01)))
-        events, counts = [], {}
+        events: list[dict[str, Any]] = []
+        counts: dict[str, int] = {}
         for change in changes:
-            event = {"id": str(change.generation), "timestamp": f"{pool.clock.now():.6f}",
+            event: dict[str, Any] = {"id": str(change.generation), "timestamp": f"{pool.clock.now():.6f}",
                      "class": change.cls.lower(), "operation": change.operation, "ref": change.ref}
             if change.operation != "del":
                 event["snapshot"] = pool.db.view(change.cls, change.ref)

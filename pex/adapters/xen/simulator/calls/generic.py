@@ -8,13 +8,15 @@ on a field that the simulator invented or real xapi lacks.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pex.adapters.xen.simulator.database import BACK_REFERENCES
 from pex.adapters.xen.simulator.record_defaults import new_record
 from pex.adapters.xen.simulator.wire import XapiError
 
 if TYPE_CHECKING:
+    from pex.adapters.xen.simulator.api import ApiMethod
     from pex.adapters.xen.simulator.pool import SimulatedPool
 
 # The few plain field setters PEX might use; the rest of xapi's setters are not simulated.

@@ -23,7 +23,7 @@ class VdiCalls:
     def destroy(self, session: str, vdi: str) -> None:
         db = self.pool.db
         db.get("VDI", vdi)
-        for vbd, record in list(db.find("VBD", VDI=vdi)):
+        for _vbd, record in list(db.find("VBD", VDI=vdi)):
             if db.exists("VM", record["VM"]) and db.get("VM", record["VM"])["power_state"] in ("Running", "Paused"):
                 raise XapiError("VDI_IN_USE", vdi, "destroy")
         for vbd, _ in list(db.find("VBD", VDI=vdi)):
