@@ -7,8 +7,8 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from pex.application import Contention
-from tests.conftest import T0
-from tests.http.conftest import proposal
+from tests.support import T0
+from tests.support.api import proposal
 
 H = timedelta(hours=1)
 

@@ -24,7 +24,8 @@ import pytest
 from pex.http.settings import HttpSettings
 from pex.wire import PEX_JSON, prefers_pex_form
 from tests.http import jsonlib
-from tests.http.conftest import ETCH, PASSWORD, basic, make_api, proposal, start_server, stop_server
+from tests.support.api import ETCH, PASSWORD, basic, make_api, proposal
+from tests.support.server import start_server, stop_server
 from tests.http.jsonlib import (
     RESERVATION_ENTITY,
     RESERVATION_PROPOSAL,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.portal.conftest import ETCH
+from tests.support.portal import ETCH
 from tests.portal.test_pages import START, ask, field_error, fill_pool, reservation_id
 
 OFF_SITE = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from tests.conftest import T0
+from tests.support import T0
 from tests.portal.test_pages import ask, field_error, reservation_id
 
 

@@ -25,7 +25,7 @@ from tests.pg import start_postgres
 from tests.reliability.clients import (
     Negotiator, Tally, check_acknowledged, proposal, seeded, whole_seconds_from_now,
 )
-from tests.reliability.conftest import (
+from tests.support.reliability import (
     api_server, audit_figures, children, run_audit, store, wait_for, write_figures,
 )
 

@@ -9,7 +9,8 @@ import pytest
 
 from pex.domain.instance import IllegalInstanceAction
 from pex.domain.values import State
-from tests.workers.conftest import HOUR, eventually
+from tests.support.waiting import eventually
+from tests.support.world import HOUR
 
 pytestmark = pytest.mark.xen
 
