@@ -9,10 +9,12 @@ import shutil
 
 import pytest
 
-from pex.adapters.xen.simulator import run_simulator
 from tests.support.portal import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LIBFAKETIME, SECRET, apt_install, make_portal
 from tests.support.server import start_server, stop_server
 from tests.support.world import GUEST_IP_DELAY, build_world
+from tests.support.xen import simulator_fixture
+
+simulator = simulator_fixture(guest_ip_delay=GUEST_IP_DELAY, seed=11)
 
 
 @pytest.fixture
@@ -23,21 +25,20 @@ def portal():
 
 
 @pytest.fixture
-def portal_and_worker(tmp_path):
+def portal_and_worker(tmp_path, simulator):
     """The portal as `pex serve` runs it (no dispatcher in its process: a button records the
     user's request) and, on the same SQLite store and manual clock, a worker that carries the
     requests out: tests.workers' World, a timer and monitors driving a simulated Xen pool
     (the paper's testbed, node1..node5) through the real XenAPI client."""
     url = f"sqlite:///{tmp_path}/pex.sqlite3"
-    with run_simulator(hosts=5, guest_ip_delay=GUEST_IP_DELAY, seed=11) as simulator:
-        portal = make_portal(database_url=url)
-        world = build_world(simulator, database_url=url, worker_id="portal-test-worker", clock=portal.clock)
-        try:
-            yield portal, world
-        finally:
-            for close in world.closers:
-                close()
-            portal.close()
+    portal = make_portal(database_url=url)
+    world = build_world(simulator, database_url=url, worker_id="portal-test-worker", clock=portal.clock)
+    try:
+        yield portal, world
+    finally:
+        for close in world.closers:
+            close()
+        portal.close()
 
 
 @pytest.fixture(scope="session")
