@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -11,12 +10,11 @@ from hypothesis import HealthCheck, settings
 from pex.bootstrap import build_application
 from pex.clock import ManualClock
 from pex.settings import Settings
+from tests.support import T0
 
 settings.register_profile("default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
-T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday morning
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import pytest
 
 from pex.application import NotFound
 from pex.domain import IllegalMove, InvalidProposal, OfferExpired, Reply, State, Terms
-from tests.conftest import T0
+from tests.support import T0
 
 ETCH = "PEX Debian Etch 4.0 Template"
 DAY, H = timedelta(days=1), timedelta(hours=1)

@@ -7,7 +7,7 @@ import pytest
 
 from pex.domain import CapacityExceeded, Node, NodeUnavailable, Resources
 from pex.domain.node import peak_demand
-from tests.conftest import T0
+from tests.support import T0
 
 H = timedelta(hours=1)
 SMALL = Resources(1, 768, 10)

@@ -23,7 +23,7 @@ from pex.domain.quotas import (
     cpu_seconds,
 )
 from pex.projections.capacity import CapacityTimeline
-from tests.conftest import T0
+from tests.support import T0
 
 ETCH = "PEX Debian Etch 4.0 Template"
 H, DAY = timedelta(hours=1), timedelta(days=1)

@@ -30,7 +30,7 @@ from pex.domain import IllegalMove, InvalidProposal, OfferExpired, Reply, State,
 from pex.domain.node import Node, node_id, peak_demand
 from pex.domain.quotas import QuotaExceeded
 from pex.settings import Settings
-from tests.conftest import T0
+from tests.support import T0
 
 H = timedelta(hours=1)
 S = State

@@ -19,8 +19,8 @@ from pex.http.portal.settings import SECRET_FILE, stored_secret
 from pex.http.settings import HttpSettings, trusted_proxies
 from pex.login_state import CLIENT_ROWS
 from pex.settings import Settings, SettingsError
-from tests.http.conftest import CHEAP, PASSWORD, basic, make_api, proposal
-from tests.portal.conftest import make_portal, portal  # noqa: F401  (the fixture)
+from tests.support.api import CHEAP, PASSWORD, basic, make_api, proposal
+from tests.support.portal import make_portal
 
 RESERVATIONS = "/OpenPEX/reservations"
 
@@ -386,7 +386,7 @@ def test_pex_users_set_password_ends_the_old_password(tmp_path, monkeypatch):
 
 def test_an_account_registered_with_capitals_before_names_ignored_case_is_still_found(api):
     from pex.domain.user import User, legacy_user_id
-    from tests.conftest import T0
+    from tests.support import T0
 
     password_hash = api.application.password_hasher.hash(PASSWORD)
     bob = User._create(User.Registered, id=legacy_user_id("Bob"), username="Bob", password_hash=password_hash, is_admin=False, at=T0)

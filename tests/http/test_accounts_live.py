@@ -10,8 +10,9 @@ import time
 import pytest
 import requests
 
-from tests.http.conftest import PASSWORD, start_server, stop_server
-from tests.portal.conftest import CSRF
+from tests.support.api import PASSWORD
+from tests.support.portal import CSRF
+from tests.support.server import start_server, stop_server
 
 pytestmark = pytest.mark.gunicorn
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tests.http.conftest import proposal
 from tests.http.test_errors import nothing_recorded, problem
+from tests.support.api import proposal
 
 JSON = {"Content-Type": "application/json"}
 
@@ -88,7 +88,7 @@ def test_made_up_methods_and_paths_add_no_metric_series(api):
 
 def test_metrics_can_be_for_administrators_only(tmp_path):
     from pex.http.settings import HttpSettings
-    from tests.http.conftest import make_api
+    from tests.support.api import make_api
 
     api = make_api(HttpSettings(metrics_auth=True))
     try:

@@ -11,7 +11,8 @@ import pytest
 import requests
 
 from pex.wire import rfc1123
-from tests.http.conftest import ETCH, start_server, stop_server
+from tests.support.api import ETCH
+from tests.support.server import start_server, stop_server
 
 pytestmark = pytest.mark.gunicorn
 

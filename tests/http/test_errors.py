@@ -7,7 +7,7 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from pex.application import Contention
-from tests.http.conftest import proposal
+from tests.support.api import proposal
 
 H = timedelta(hours=1)
 

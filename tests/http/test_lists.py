@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from pex.cli import main
 from pex.wire import reservation_json
-from tests.conftest import T0
-from tests.http.conftest import make_api, proposal
+from tests.support import T0
+from tests.support.api import make_api, proposal
 
 H = timedelta(hours=1)
 

@@ -15,7 +15,8 @@ import pytest
 import requests
 
 from pex.wire import PEX_JSON, rfc1123
-from tests.http.conftest import ETCH, PASSWORD, start_server, stop_server
+from tests.support.api import ETCH, PASSWORD
+from tests.support.server import start_server, stop_server
 
 pytestmark = [pytest.mark.gunicorn, pytest.mark.postgres]
 

@@ -17,8 +17,9 @@ from pex.bootstrap import build_application
 from pex.projections.readmodels import ReadModels
 from pex.settings import Settings
 from pex.wire import rfc1123
-from tests.http.conftest import ETCH, start_server, stop_server
-from tests.workers.conftest import eventually
+from tests.support.api import ETCH
+from tests.support.server import start_server, stop_server
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gunicorn
 

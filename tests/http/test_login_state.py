@@ -8,7 +8,7 @@ import threading
 from pex.bootstrap import build_application
 from pex.login_state import CLIENT_TOTAL, USER_SESSIONS
 from pex.settings import Settings
-from tests.http.conftest import CHEAP
+from tests.support.api import CHEAP
 
 NOW = 1_800_000_000.0
 

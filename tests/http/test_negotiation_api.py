@@ -2,8 +2,8 @@
 
 from datetime import timedelta
 
-from tests.conftest import T0
-from tests.http.conftest import proposal
+from tests.support import T0
+from tests.support.api import proposal
 
 DAY, H = timedelta(days=1), timedelta(hours=1)
 

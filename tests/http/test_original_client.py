@@ -24,7 +24,6 @@ import pytest
 from pex.http.settings import HttpSettings
 from pex.wire import PEX_JSON, prefers_pex_form
 from tests.http import jsonlib
-from tests.http.conftest import ETCH, PASSWORD, basic, make_api, proposal, start_server, stop_server
 from tests.http.jsonlib import (
     RESERVATION_ENTITY,
     RESERVATION_PROPOSAL,
@@ -35,6 +34,8 @@ from tests.http.jsonlib import (
     to_java,
     to_json,
 )
+from tests.support.api import ETCH, PASSWORD, basic, make_api, proposal
+from tests.support.server import start_server, stop_server
 
 JAVA_ACCEPT = "text/html, image/gif, image/jpeg, *; q=.2, */*; q=.2"  # HttpURLConnection's own
 JAVA_AGENT = "Java/1.6.0_16"

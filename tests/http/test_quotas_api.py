@@ -2,9 +2,9 @@
 
 from datetime import timedelta
 
-from tests.conftest import T0
-from tests.http.conftest import proposal
 from tests.http.test_errors import nothing_recorded, problem
+from tests.support import T0
+from tests.support.api import proposal
 
 DAY, H = timedelta(days=1), timedelta(hours=1)
 

@@ -2,7 +2,7 @@
 
 import json
 
-from tests.http.conftest import proposal
+from tests.support.api import proposal
 
 
 def test_get_carries_the_aggregate_version_as_etag_and_writes_move_it(api):

@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
     instant = datetime.fromisoformat(argv[0].replace("Z", "+00:00"))
     if instant.tzinfo is None:
         raise SystemExit("give the instant with its offset, e.g. 2026-12-02T22:30:00Z")
-    from tests.portal.conftest import LIBFAKETIME
+    from tests.support.portal import LIBFAKETIME
 
     if not os.path.exists(LIBFAKETIME):
         raise SystemExit(f"{LIBFAKETIME} is missing: apt-get install libfaketime")

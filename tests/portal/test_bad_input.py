@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.portal.conftest import ETCH
 from tests.portal.test_pages import START, ask, field_error, fill_pool, reservation_id
+from tests.support.portal import ETCH
 
 OFF_SITE = [
     "/\t/evil.example",  # Chromium drops the tab: //evil.example

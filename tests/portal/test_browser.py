@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from tests.portal.conftest import ETCH, PASSWORD
+from tests.support.portal import ETCH, PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.gunicorn, pytest.mark.xen]
 

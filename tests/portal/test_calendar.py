@@ -13,7 +13,7 @@ import pytest
 
 from pex.clock import ManualClock
 from pex.http.portal.calendar import LAST_DAY, window
-from tests.portal.conftest import make_portal
+from tests.support.portal import make_portal
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = UTC

@@ -9,8 +9,8 @@ from uuid import UUID
 
 import pytest
 
-from tests.conftest import T0
-from tests.portal.conftest import ETCH, PASSWORD, local, make_portal
+from tests.support import T0
+from tests.support.portal import ETCH, PASSWORD, local, make_portal
 
 START = T0 + timedelta(hours=2)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from tests.conftest import T0
 from tests.portal.test_pages import ask, field_error, reservation_id
+from tests.support import T0
 
 
 def test_a_sixth_live_offer_is_refused_with_the_quotas_message(portal):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pex.domain import CapacityExceeded, CatalogueError, Node, Resources
 from pex.domain.node import peak_demand
 from pex.projections.capacity import CapacityTimeline
-from tests.conftest import T0
+from tests.support import T0
 
 H = timedelta(hours=1)
 SMALL, MEDIUM = Resources(1, 768, 10), Resources(2, 1536, 20)

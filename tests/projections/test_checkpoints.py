@@ -29,8 +29,8 @@ from pex.settings import Settings
 from pex.workers.index import CHECKPOINT as DISPATCH_CHECKPOINT
 from pex.workers.index import STATE_SCHEMA as DISPATCH_SCHEMA
 from pex.workers.index import DispatchIndex
-from tests.conftest import T0
 from tests.projections.histories import ETCH, FIXED_HISTORY, H, histories, play
+from tests.support import T0
 
 SIZES = {s.name: s for s in TABLE_1_SIZES}
 

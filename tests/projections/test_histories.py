@@ -16,7 +16,6 @@ from pex.domain.node import node_id, peak_demand
 from pex.projections.audit import Auditor
 from pex.projections.readmodels import ReadModels
 from pex.settings import Settings
-from tests.conftest import T0
 from tests.projections.histories import (
     FIXED_HISTORY,
     assert_read_models_match_aggregates,
@@ -25,6 +24,7 @@ from tests.projections.histories import (
     play,
     rebuilt,
 )
+from tests.support import T0
 
 
 def check_promises(app, read_models: ReadModels) -> None:

@@ -24,7 +24,7 @@ import pytest
 
 from pex.domain.values import State
 from tests.reliability.clients import Negotiator, Tally, check_acknowledged, proposal, seeded, whole_seconds_from_now
-from tests.reliability.conftest import (
+from tests.support.reliability import (
     VmWatch,
     api_server,
     audit_figures,

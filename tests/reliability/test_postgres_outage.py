@@ -30,7 +30,7 @@ from tests.reliability.clients import (
     seeded,
     whole_seconds_from_now,
 )
-from tests.reliability.conftest import (
+from tests.support.reliability import (
     api_server,
     audit_figures,
     children,

@@ -20,7 +20,7 @@ import pytest
 from pex.domain.node import node_id
 from pex.domain.values import State
 from tests.reliability.clients import Negotiator, Tally, check_acknowledged, proposal, seeded, whole_seconds_from_now
-from tests.reliability.conftest import VmWatch, api_server, audit_figures, run_audit, store, wait_for, write_figures
+from tests.support.reliability import VmWatch, api_server, audit_figures, run_audit, store, wait_for, write_figures
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.gunicorn, pytest.mark.xen, pytest.mark.timeout(180)]
 

@@ -1,145 +1,14 @@
 """Fixtures for the workers: a simulated pool driven through the real XenAPI client, and a PEX
-on a manual clock with a timer and monitors attached to it (`World`).
-
-The simulator keeps real time (guests report their IP 20 ms after boot); PEX's clock moves
-only when a test says, so reservations hours long run in milliseconds."""
+on a manual clock with a timer and monitors attached to it (tests.support.world.World)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
-from uuid import UUID
-
 import pytest
 
-from pex.adapters.xen.dispatcher import XenDispatcher
-from pex.adapters.xen.simulator import run_simulator
-from pex.bootstrap import build_application
-from pex.clock import ManualClock
-from pex.domain.values import Reply, Terms
-from pex.settings import Settings
-from pex.workers.dispatch import XenEnactment
-from pex.workers.index import DispatchIndex
-from pex.workers.monitors import Monitors
-from pex.workers.timer import TimerWorker
-from tests.conftest import T0
+from tests.support.world import GUEST_IP_DELAY, World, build_world
+from tests.support.xen import simulator_fixture
 
-T = TypeVar("T")
-HOUR = timedelta(hours=1)
-TEMPLATE = "PEX Debian Etch 4.0 Template"
-GUEST_IP_DELAY = 0.02
-USERNAME, PASSWORD = "root", "xenroot"
-
-
-def eventually(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still false after {timeout}s: {predicate}")
-        time.sleep(interval)
-
-
-def make_dispatcher(url: str) -> XenDispatcher:
-    return XenDispatcher(url, USERNAME, PASSWORD, timeout=5.0, task_timeout=10.0, poll_interval=0.01)
-
-
-@dataclass
-class World:
-    """One PEX worker process, in a test: application, dispatcher, timer, monitors."""
-
-    app: Any
-    clock: ManualClock
-    simulator: Any
-    dispatcher: XenDispatcher
-    timer: TimerWorker
-    monitors: Monitors
-    closers: list[Callable[[], None]] = field(default_factory=list)
-
-    @property
-    def control(self):
-        return self.simulator.control
-
-    def reserve(
-        self,
-        size: str = "SMALL",
-        fixed: int = 1,
-        start_in: timedelta = HOUR,
-        hours: float = 2,
-        auto_start: bool = False,
-        activate: bool = True,
-        user: str = "alice",
-    ) -> UUID:
-        """A confirmed (and by default activated) reservation; its id."""
-        start = self.clock() + start_in
-        terms = Terms(size, TEMPLATE, fixed, 0, start, start + timedelta(hours=hours), auto_start=auto_start)
-        rid = self.app.initiate_reservation(user)
-        outcome = self.app.submit_proposal(rid, terms)
-        assert outcome.reply == Reply.ACCEPT, outcome
-        assert self.app.confirm(rid).reply == Reply.REQUEST_SUCCESS
-        if activate:
-            self.app.activate(rid)
-        return rid
-
-    def advance(self, delta: timedelta) -> datetime:
-        return self.clock.advance(delta)
-
-    def tick(self):
-        return self.timer.tick()
-
-    def settle(self, polls: int = 30) -> None:
-        """Let the monitors record everything Xen has to say, until a poll brings nothing."""
-        for _ in range(polls):
-            if not self.monitors.poll():
-                return
-
-    def instances(self, rid: UUID | None = None):
-        views = self.app.list_instances()
-        return sorted((v for v in views if rid is None or v.reservation_id == rid), key=lambda v: v.name)
-
-    def instance(self, rid: UUID, index: int = 0):
-        return self.instances(rid)[index]
-
-    def vms(self) -> list[dict]:
-        """PEX's VMs in the pool (half-made ones, still templates, included)."""
-        return [vm for vm in self.control.state()["vms"] if vm["pex_instance"] or vm["name"].startswith("pex-")]
-
-    def events(self, instance_id: UUID) -> list[str]:
-        return [type(e).__name__ for e in self.app.events.get(instance_id)]
-
-    def wait_for_ips(self, rid: UUID) -> list:
-        def ready():
-            self.settle()
-            views = self.instances(rid)
-            return views if all(v.ip_address for v in views) else None
-
-        return eventually(ready)
-
-
-def build_world(simulator, database_url: str = "memory:", worker_id: str = "w1", clock: ManualClock | None = None,
-                node_grace: timedelta = timedelta(0)) -> World:
-    clock = clock or ManualClock(T0)
-    app = build_application(Settings(database_url=database_url), clock=clock)
-    dispatcher = make_dispatcher(simulator.url)
-    app.attach_enactment(XenEnactment(dispatcher), worker_id, timedelta(minutes=2))
-    index = DispatchIndex()
-    timer = TimerWorker(app, index, node_grace=node_grace, threads=4)
-    watcher = dispatcher.watcher(timeout=0.05, retry_delay=0.01)
-    monitors = Monitors(app, watcher, index, guest_timeout=timedelta(minutes=5), resync_interval=0.0, dispatcher=dispatcher)
-    world = World(app, clock, simulator, dispatcher, timer, monitors)
-    world.closers += [timer.close, watcher.close, dispatcher.close, app.close]
-    return world
-
-
-@pytest.fixture
-def simulator():
-    with run_simulator(hosts=5, guest_ip_delay=GUEST_IP_DELAY, seed=11) as sim:
-        yield sim
+simulator = simulator_fixture(guest_ip_delay=GUEST_IP_DELAY, seed=11)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pex.domain.values import State
-from tests.workers.conftest import HOUR
+from tests.support.world import HOUR
 
 pytestmark = pytest.mark.xen
 

@@ -21,7 +21,8 @@ from pex.settings import Settings
 from pex.workers.embedded import start_embedded
 from pex.workers.runner import WorkerProcess
 from pex.workers.settings import WorkerSettings
-from tests.workers.conftest import TEMPLATE, eventually, make_dispatcher
+from tests.support.waiting import eventually
+from tests.support.xen import TEMPLATE, make_dispatcher
 
 pytestmark = pytest.mark.xen
 

@@ -26,8 +26,9 @@ from pex.bootstrap import build_application
 from pex.domain.instance import Instance
 from pex.domain.values import Reply, State, Terms
 from pex.settings import Settings
-from tests.conftest import T0
-from tests.workers.conftest import TEMPLATE, eventually
+from tests.support import T0
+from tests.support.waiting import eventually
+from tests.support.xen import TEMPLATE
 from tests.workers.crash_worker import LEASE, FileClock
 
 pytestmark = [pytest.mark.xen, pytest.mark.slow]

@@ -10,7 +10,9 @@ import XenAPI
 
 from pex.domain.instance import Instance
 from pex.domain.values import State
-from tests.workers.conftest import HOUR, PASSWORD, TEMPLATE, USERNAME, eventually, make_dispatcher
+from tests.support.waiting import eventually
+from tests.support.world import HOUR
+from tests.support.xen import PASSWORD, TEMPLATE, USERNAME, make_dispatcher
 
 pytestmark = pytest.mark.xen
 

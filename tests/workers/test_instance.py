@@ -18,7 +18,7 @@ from pex.domain.instance import (
     reservation_runs,
 )
 from pex.domain.values import Resources, State
-from tests.conftest import T0
+from tests.support import T0
 
 H = timedelta(hours=1)
 START, END = T0 + H, T0 + 3 * H

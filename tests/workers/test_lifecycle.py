@@ -9,7 +9,7 @@ import pytest
 
 from pex.domain.instance import IllegalInstanceAction
 from pex.domain.values import State
-from tests.workers.conftest import HOUR
+from tests.support.world import HOUR
 
 pytestmark = pytest.mark.xen
 

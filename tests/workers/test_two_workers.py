@@ -11,8 +11,8 @@ import pytest
 from pex.clock import ManualClock
 from pex.domain.instance import Instance
 from pex.domain.values import State
-from tests.conftest import T0
-from tests.workers.conftest import HOUR
+from tests.support import T0
+from tests.support.world import HOUR
 
 pytestmark = pytest.mark.xen
 

@@ -5,26 +5,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
 
 import pytest
 import XenAPI
 
 from pex.adapters.xen.dispatcher import XenDispatcher
-from pex.adapters.xen.simulator import run_simulator
 from pex.adapters.xen.watcher import XenEventWatcher
+from tests.support import waiting
+from tests.support.xen import PASSWORD, USERNAME, simulator_fixture
+from tests.support.xen import make_dispatcher as dispatcher_for
 
-T = TypeVar("T")
-
-USERNAME, PASSWORD = "root", "xenroot"
-TEMPLATE = "PEX Debian Etch 4.0 Template"
 GUEST_IP_DELAY = 0.05
 
-
-@pytest.fixture
-def simulator():
-    with run_simulator(hosts=5, guest_ip_delay=GUEST_IP_DELAY, seed=7) as sim:
-        yield sim
+simulator = simulator_fixture(guest_ip_delay=GUEST_IP_DELAY, seed=7)
 
 
 @pytest.fixture
@@ -32,10 +25,7 @@ def make_dispatcher(simulator):
     made: list[XenDispatcher] = []
 
     def make(**options) -> XenDispatcher:
-        options = {"timeout": 5.0, "task_timeout": 10.0, "poll_interval": 0.02, **options}
-        url = options.pop("url", simulator.url)
-        dispatcher = XenDispatcher(url, options.pop("username", USERNAME), options.pop("password", PASSWORD),
-                                   **options)
+        dispatcher = dispatcher_for(options.pop("url", simulator.url), **{"poll_interval": 0.02, **options})
         made.append(dispatcher)
         return dispatcher
 
@@ -67,17 +57,7 @@ def watcher(dispatcher):
 
 @pytest.fixture
 def eventually() -> Callable[..., object]:
-    def wait(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01) -> T:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"still false after {timeout}s: {predicate}")
-            time.sleep(interval)
-
-    return wait
+    return waiting.eventually
 
 
 @pytest.fixture

@@ -1,0 +1,229 @@
+"""The reliability tests' parts: a real gunicorn (3 workers) on PostgreSQL, a real timer
+worker process dispatching to a XAPI simulator served from the test process, `pex audit` run
+as a subprocess, a watch on the simulator for duplicate VMs, and the figures each test writes
+to test-artifacts/reliability/ (docs/reliability.md quotes them).
+
+Everything listens on loopback; every process started here is stopped in a `finally`, by its
+own process group."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+from pex.bootstrap import build_application
+from pex.settings import Settings
+from tests.support.server import start_server, stop_server
+from tests.support.waiting import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "reliability"
+SIM_USER, SIM_PASSWORD = "root", "xenroot"
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+def write_figures(name: str, figures: dict) -> Path:
+    """Write one test's figures (with when and where) as JSON, and print them."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    document = {
+        "test": name,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        **figures,
+    }
+    path = ARTIFACTS / f"{name}.json"
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    print(f"\n{name}: {json.dumps(figures, default=str)}")
+    _written.append(path)
+    return path
+
+
+wait_for = partial(eventually, interval=0.1)  # what they wait for is a process or a server
+
+_written: list[Path] = []  # the figures files of this run, for the summary
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of `pid` (gunicorn's workers, for its master)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+@contextmanager
+def api_server(database_url: str, tmp_path: Path, workers: int = 3, **extra_env: str):
+    """`pex serve` (gunicorn) with `workers` workers and no embedded worker: the tests run
+    their own timer worker, against their own simulator."""
+    server = start_server(database_url, tmp_path, workers=workers, extra_env={"PEX_EMBEDDED_WORKER": "n", **extra_env})
+    try:
+        wait_for(lambda: len(children(server.process.pid)) == workers, 30, what="gunicorn's workers")
+        yield server
+    finally:
+        stop_server(server)
+
+
+class TimerWorker:
+    """`python -m pex.workers` (what `pex worker` runs) as a process of its own, pointed at
+    the test's simulator; the test may SIGKILL it and start another, as a supervisor would."""
+
+    def __init__(self, database_url: str, xapi_url: str, tmp_path: Path, **settings: str):
+        self.env = {
+            **os.environ,
+            "PEX_DATABASE_URL": database_url,
+            "PEX_CREATE_TABLES": "n",
+            "PEX_XEN_URL": xapi_url,
+            "PEX_XEN_USERNAME": SIM_USER,
+            "PEX_XEN_PASSWORD": SIM_PASSWORD,
+            "PEX_XEN_TIMEOUT_SECONDS": "5",
+            "PEX_XEN_TASK_TIMEOUT_SECONDS": "10",
+            "PEX_WORKER_TICK_SECONDS": "0.2",
+            "PEX_DISPATCH_LEASE_SECONDS": "3",  # a killed worker's claims lapse after 3 s
+            "PEX_RESYNC_SECONDS": "2",
+            "PEX_WATCH_TIMEOUT_SECONDS": "0.5",
+            "PEX_NODE_GRACE_SECONDS": "2",
+            "PEX_LOG_LEVEL": "WARNING",
+            **settings,
+        }
+        self.tmp_path = tmp_path
+        self.process: subprocess.Popen | None = None
+        self.started = 0
+        self.kills = 0
+
+    def log_path(self, n: int) -> Path:
+        return self.tmp_path / f"worker-{n}.log"
+
+    def start(self) -> TimerWorker:
+        self.started += 1
+        log = open(self.log_path(self.started), "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pex.workers"], env=self.env, cwd=self.tmp_path,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        path = self.log_path(self.started)
+        wait_for(lambda: b"PEX worker on" in path.read_bytes() or self.process.poll() is not None, 30, what="the worker")
+        assert self.process.poll() is None, path.read_text()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self.kills += 1
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def logs(self) -> str:
+        return "\n".join(self.log_path(n).read_text(errors="replace") for n in range(1, self.started + 1))
+
+
+class VmWatch:
+    """Looks at the simulated pool every `interval` seconds and remembers the most copies of
+    one instance's VM it ever saw at once (a VM is PEX's by its tag or by its pex- name)."""
+
+    def __init__(self, simulator, interval: float = 0.1):
+        self.simulator = simulator
+        self.interval = interval
+        self.most: Counter = Counter()
+        self.looks = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vm-watch", daemon=True)
+
+    def pex_vms(self) -> list[dict]:
+        return [vm for vm in self.simulator.control.state()["vms"] if vm["pex_instance"] or vm["name"].startswith("pex-")]
+
+    def look(self) -> None:
+        copies = Counter(vm["name"] for vm in self.pex_vms())
+        for name, count in copies.items():
+            self.most[name] = max(self.most[name], count)
+        self.looks += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.look()
+
+    @property
+    def duplicates(self) -> list[str]:
+        return sorted(name for name, count in self.most.items() if count > 1)
+
+    def __enter__(self) -> VmWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.look()
+
+
+# --- the store, read from the test ------------------------------------------------------
+
+
+@contextmanager
+def store(database_url: str):
+    """The application over the test's database, to check what it holds."""
+    app = build_application(Settings(database_url=database_url, create_tables=False, install_demo_pool=False))
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def run_audit(database_url: str, cwd: Path) -> tuple[int, dict]:
+    """`pex audit --json` as a subprocess against the database; (exit status, report)."""
+    env = {**os.environ, "PEX_DATABASE_URL": database_url, "PEX_CREATE_TABLES": "n"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pex.cli", "audit", "--json"], env=env, cwd=cwd,
+        capture_output=True, text=True, timeout=120,
+    )
+    try:
+        report = json.loads(result.stdout)
+    except ValueError:
+        report = {"stdout": result.stdout[-2000:], "stderr": result.stderr[-2000:]}
+    return result.returncode, report
+
+
+def audit_figures(report: dict) -> dict:
+    return {
+        "events": report.get("events"),
+        "violations": len(report.get("violations", [])),
+        "violated": report.get("violations", []),
+        "promises_checked": sorted(report.get("checked", {})),
+    }
