@@ -9,7 +9,7 @@ distributions documented in pex/simulation/workload.py.
 from __future__ import annotations
 
 from bench.common import FIGURES, ROOT, Section
-from pex.simulation.commands import plot_results, results_table
+from pex.simulation.report import plot_results, results_table
 from pex.simulation.simulate import PROVIDERS, simulate
 from pex.simulation.workload import generate, write_lwf
 

@@ -371,7 +371,8 @@ def test_sessions_per_user_are_bounded(portal):
 
 
 def test_pex_users_set_password_ends_the_old_password(tmp_path, monkeypatch):
-    from pex.cli import build, main
+    from pex.cli import main
+    from pex.cli.common import build
 
     monkeypatch.setenv("PEX_DATABASE_URL", f"sqlite:///{tmp_path}/pex.sqlite3")
     monkeypatch.setenv("PEX_PASSWORD_PROFILE", "cheapest")

@@ -1,4 +1,4 @@
-"""CLI commands of the workers: `pex worker` and `pex xen-sim`. Registered in pex.cli."""
+"""CLI commands of the workers: `pex worker` and `pex xen-sim`."""
 
 from __future__ import annotations
 
@@ -77,6 +77,3 @@ def xen_sim(bind: str, hosts: int, guest_ip_delay: float) -> None:
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, lambda signum, frame: stop.set())
     serve(bind, hosts, announce=lambda line: click.echo(line, err=True), stop=stop, guest_ip_delay=guest_ip_delay)
-
-
-COMMANDS = (worker, xen_sim)

@@ -1,4 +1,4 @@
-"""CLI commands of the HTTP edge: `pex serve` and `pex users`. Registered in pex.cli."""
+"""`pex serve` and `pex users`: the HTTP edge's commands."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import tempfile
 
 import click
 
+from pex.cli.common import build
 from pex.domain.errors import DomainError
 
 
@@ -78,8 +79,6 @@ def users() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def add_user(username, admin, password_stdin) -> None:
     """Create an account (the password is prompted for, never an argument)."""
-    from pex.cli import build
-
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -97,8 +96,6 @@ def add_user(username, admin, password_stdin) -> None:
 def set_password(username, password_stdin) -> None:
     """Give an account a new password; its portal sessions and remembered checks end."""
     from pex.application import NotFound
-    from pex.cli import build
-
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -115,8 +112,6 @@ def set_password(username, password_stdin) -> None:
 def grant_admin(username) -> None:
     """Make an existing user an administrator."""
     from pex.application import NotFound
-    from pex.cli import build
-
     try:
         build().grant_admin(username)
     except (DomainError, NotFound) as error:
