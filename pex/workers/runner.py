@@ -29,6 +29,7 @@ from typing import Any
 from pex.clock import system_clock
 from pex.projections.readmodels import ReadModels
 from pex.settings import Settings
+from pex.workers.dispatch import Dispatch
 from pex.workers.index import DispatchIndex
 from pex.workers.monitors import Monitors
 from pex.workers.settings import WorkerSettings
@@ -48,16 +49,20 @@ class WorkerProcess:
         app: Any,
         dispatcher: Any,
         settings: WorkerSettings,
+        dispatch: Dispatch,
         simulator: Any = None,
         read_models: ReadModels | None = None,
     ):
         self.app = app
+        self.dispatch = dispatch
         self.dispatcher = dispatcher
         self.settings = settings
         self.simulator = simulator
         self.read_models = read_models
         self.index = DispatchIndex()
-        self.timer = TimerWorker(app, self.index, node_grace=settings.node_grace, threads=settings.threads)
+        self.timer = TimerWorker(
+            app, self.index, dispatch=dispatch, node_grace=settings.node_grace, threads=settings.threads
+        )
         self.watcher = dispatcher.watcher(timeout=settings.watch_timeout, retry_delay=1.0)
         self.monitors = Monitors(
             app, self.watcher, self.index, guest_timeout=settings.guest_timeout, resync_interval=settings.resync,
@@ -75,8 +80,8 @@ class WorkerProcess:
         clock: Callable[[], datetime] = system_clock,
     ) -> WorkerProcess:
         from pex.adapters.xen.dispatcher import XenDispatcher
+        from pex.adapters.xen.enactment import XenEnactment
         from pex.bootstrap import build_application
-        from pex.workers.dispatch import XenEnactment
 
         settings = settings or Settings.from_env()
         worker_settings = worker_settings or WorkerSettings.from_env()
@@ -96,11 +101,12 @@ class WorkerProcess:
             ignore_ssl=worker_settings.xen_ignore_ssl,
         )
         app = build_application(settings, clock)
-        app.attach_enactment(XenEnactment(dispatcher), worker_settings.worker_id, worker_settings.lease)
+        # The user's requests this process serves are carried out at once, not at the next tick.
+        app.dispatch_now = dispatch = Dispatch(app, XenEnactment(dispatcher), worker_settings.worker_id, worker_settings.lease)
         # Their tables follow PEX_CREATE_TABLES, as the event store's do in this process: the
         # embedded worker is given n, after `pex serve` made them.
         read_models = ReadModels(app, create_tables=settings.create_tables)
-        return cls(app, dispatcher, worker_settings, simulator, read_models)
+        return cls(app, dispatcher, worker_settings, dispatch, simulator, read_models)
 
     def start(self) -> WorkerProcess:
         self._threads = [
@@ -113,7 +119,7 @@ class WorkerProcess:
             )
         for thread in self._threads:
             thread.start()
-        log.info("worker %s running (%s)", self.app.worker_id, self.dispatcher.url)
+        log.info("worker %s running (%s)", self.dispatch.worker_id, self.dispatcher.url)
         return self
 
     def catch_up_read_models(self) -> int | None:

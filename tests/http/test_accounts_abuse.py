@@ -12,12 +12,12 @@ import falcon.testing
 import pytest
 from click.testing import CliRunner
 
-from pex.accounts import PasswordChecks, PasswordChecksBusy
+from pex.application.accounts import PasswordChecks, PasswordChecksBusy
 from pex.bootstrap import build_application
 from pex.http.auth import LoginThrottle
 from pex.http.portal.settings import SECRET_FILE, stored_secret
 from pex.http.settings import HttpSettings, trusted_proxies
-from pex.login_state import CLIENT_ROWS
+from pex.projections.login_state import CLIENT_ROWS
 from pex.settings import Settings, SettingsError
 from tests.http.conftest import CHEAP, PASSWORD, basic, make_api, proposal
 from tests.portal.conftest import make_portal, portal  # noqa: F401  (the fixture)
@@ -360,7 +360,7 @@ def test_a_password_change_ends_every_session_and_remembered_check(portal):
 
 
 def test_sessions_per_user_are_bounded(portal):
-    from pex.login_state import USER_SESSIONS
+    from pex.projections.login_state import USER_SESSIONS
 
     portal.application.register_user("alice", PASSWORD)
     for _ in range(USER_SESSIONS + 5):

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pex.application import CHECKPOINT_SCHEMA, Contention
+from pex.application import Contention
+from pex.application.core import CHECKPOINT_SCHEMA
 from pex.bootstrap import build_application
 from pex.clock import ManualClock
 from pex.domain.catalogue import TABLE_1_SIZES

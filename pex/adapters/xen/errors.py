@@ -17,8 +17,10 @@ from xml.parsers.expat import ExpatError
 
 import XenAPI
 
+from pex.application.ports import EnactmentError
 
-class XenAdapterError(Exception):
+
+class XenAdapterError(EnactmentError):
     """Anything that went wrong in the Xen adapter."""
 
 
