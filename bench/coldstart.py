@@ -74,7 +74,7 @@ def database(events: int) -> Path:
 def make_database(path: Path, events: int) -> tuple[datetime, int]:
     from pex.bootstrap import build_application
     from pex.domain.user import User
-    from pex.http.server import prepare_store
+    from pex.bootstrap import prepare_store
     from pex.settings import Settings
 
     partial = path.with_suffix(".partial")

@@ -35,6 +35,7 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import strtobool
 
 from pex.application.core import Core
+from pex.application.errors import NotFound
 from pex.domain.user import (
     User,
     UsernameTaken,
@@ -244,8 +245,6 @@ class Accounts(Core):
     def _existing_user(self, username: str) -> User:
         user = self._user(username)
         if user is None:
-            from pex.application import NotFound
-
             raise NotFound(f"no user {username!r}")
         return user
 

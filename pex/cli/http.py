@@ -40,9 +40,6 @@ def serve(bind, workers, threads) -> None:
     # prometheus_client decides at its first import whether it runs in multiprocess mode.
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="pex-metrics-")
-    os.environ["PEX_BIND"], os.environ["PEX_WORKERS"], os.environ["PEX_THREADS"] = (
-        http.bind, str(http.workers), str(http.threads)
-    )
     url = f"http://{http.bind}"
     click.echo(
         f"PEX serving {url}/OpenPEX/ on {store.database_url} ({http.workers} workers × {http.threads} threads)\n"
@@ -57,13 +54,13 @@ def serve(bind, workers, threads) -> None:
         + "  admin:     pex users add NAME --admin   (manages nodes, sizes, templates over the API)",
         err=True,
     )
+    from pex.bootstrap import start_embedded
     from pex.http.server import serve as run
-    from pex.workers.embedded import start_embedded
 
     # The embedded default (no PEX_XEN_URL): a worker and a simulated pool beside the API.
     embedded = start_embedded(store)
     try:
-        run(http)
+        run(store, http)
     finally:
         embedded.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from pex.bootstrap import build_simulated_application
 from pex.simulation.report import plot_results, results_table
 from pex.simulation.simulate import PROVIDERS, simulate
 from pex.simulation.workload import WorkloadError, generate, read_lwf, write_lwf
@@ -25,7 +26,7 @@ def simulate_command(trace, providers, plot) -> None:
     if not requests:
         raise click.ClickException(f"{trace} holds no advance-reservation leases")
     names = list(PROVIDERS) if "all" in providers else list(providers)
-    results = [simulate(requests, name) for name in names]
+    results = [simulate(requests, name, build_simulated_application) for name in names]
     click.echo("\n".join(results_table(results)))
     if plot:
         plot_results(results, plot)

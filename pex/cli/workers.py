@@ -26,13 +26,13 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
     run at once against one store. Tuning: PEX_WORKER_TICK_SECONDS, PEX_WORKER_THREADS,
     PEX_DISPATCH_LEASE_SECONDS, PEX_NODE_GRACE_SECONDS, PEX_GUEST_TIMEOUT_SECONDS,
     PEX_RESYNC_SECONDS (docs/operations.md)."""
+    from pex.bootstrap import build_worker_process
     from pex.settings import Settings, SettingsError
-    from pex.workers.runner import WorkerProcess
     from pex.workers.settings import WorkerSettings
 
     _configure_logging()
     try:
-        process = WorkerProcess.build(Settings.from_env(), WorkerSettings.from_env())
+        process = build_worker_process(Settings.from_env(), WorkerSettings.from_env())
     except (SettingsError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     if once:

@@ -22,13 +22,9 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
-from pex.clock import system_clock
 from pex.projections.readmodels import ReadModels
-from pex.settings import Settings
 from pex.workers.dispatch import Dispatch
 from pex.workers.index import DispatchIndex
 from pex.workers.monitors import Monitors
@@ -71,42 +67,6 @@ class WorkerProcess:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._checkpointed = float("-inf")
-
-    @classmethod
-    def build(
-        cls,
-        settings: Settings | None = None,
-        worker_settings: WorkerSettings | None = None,
-        clock: Callable[[], datetime] = system_clock,
-    ) -> WorkerProcess:
-        from pex.adapters.xen.dispatcher import XenDispatcher
-        from pex.adapters.xen.enactment import XenEnactment
-        from pex.bootstrap import build_application
-
-        settings = settings or Settings.from_env()
-        worker_settings = worker_settings or WorkerSettings.from_env()
-        simulator = None
-        if worker_settings.simulated:
-            from pex.adapters.xen.simulator import XapiSimulator
-            from pex.adapters.xen.simulator.testbed import config_for
-
-            config = config_for(5, guest_ip_delay=worker_settings.simulated_guest_ip_delay)
-            simulator = XapiSimulator(config).start()
-            url, username, password = simulator.url, SIMULATOR_USERNAME, SIMULATOR_PASSWORD
-            log.warning("no PEX_XEN_URL: dispatching to a simulated pool (the paper's testbed) at %s", url)
-        else:
-            url, username, password = worker_settings.xen_url, worker_settings.xen_username, worker_settings.xen_password
-        dispatcher = XenDispatcher(
-            url, username, password, timeout=worker_settings.xen_timeout, task_timeout=worker_settings.xen_task_timeout,
-            ignore_ssl=worker_settings.xen_ignore_ssl,
-        )
-        app = build_application(settings, clock)
-        # The user's requests this process serves are carried out at once, not at the next tick.
-        app.dispatch_now = dispatch = Dispatch(app, XenEnactment(dispatcher), worker_settings.worker_id, worker_settings.lease)
-        # Their tables follow PEX_CREATE_TABLES, as the event store's do in this process: the
-        # embedded worker is given n, after `pex serve` made them.
-        read_models = ReadModels(app, create_tables=settings.create_tables)
-        return cls(app, dispatcher, worker_settings, dispatch, simulator, read_models)
 
     def start(self) -> WorkerProcess:
         self._threads = [
