@@ -112,7 +112,7 @@ def bound_waits_for_postgres(app: PexApplication) -> None:
     answered 500. And the pool retries a lost connection with delays that double for five
     minutes, so after a 40 s outage it slept some 20 s more before it reconnected.
     docs/reliability.md has the figures, before and after."""
-    pool = app.factory.datastore.pool
+    pool = app.factory.datastore.pool  # type: ignore[attr-defined]  # the PostgreSQL factory's
     pool.timeout = POOL_WAIT_SECONDS
     pool.reconnect_timeout = POOL_RECONNECT_SECONDS
 
@@ -218,7 +218,8 @@ def build_worker_process(
         url, username, password = simulator.url, SIMULATOR_USERNAME, SIMULATOR_PASSWORD
         log.warning("no PEX_XEN_URL: dispatching to a simulated pool (the paper's testbed) at %s", url)
     else:
-        url, username, password = worker_settings.xen_url, worker_settings.xen_username, worker_settings.xen_password
+        url = worker_settings.xen_url or ""  # set: not simulated
+        username, password = worker_settings.xen_username, worker_settings.xen_password
     dispatcher = XenDispatcher(
         url, username, password, timeout=worker_settings.xen_timeout, task_timeout=worker_settings.xen_task_timeout,
         ignore_ssl=worker_settings.xen_ignore_ssl,

@@ -133,7 +133,7 @@ class Accounts(Core):
     _hasher_lock = threading.Lock()
 
     def __init__(self, env=None):
-        super().__init__(env)  # type: ignore[call-arg]
+        super().__init__(env)
         env = self.env
         self.password_checks = PasswordChecks(
             int(env_number(env, "PEX_PASSWORD_CHECKS", 1, int, positive=True)),
@@ -199,7 +199,7 @@ class Accounts(Core):
     def close(self) -> None:
         self.password_checks.close()
         self.login_state.close()
-        super().close()  # type: ignore[misc]
+        super().close()
 
     def get_user(self, username: str) -> UserView | None:
         user = self._user(username)
@@ -256,7 +256,7 @@ class Accounts(Core):
             ids.append(legacy_user_id(username))  # registered, with capitals, before names ignored case
         for id in ids:
             try:
-                user = self.repository.get(id)
+                user: User = self.repository.get(id)
             except AggregateNotFoundError:
                 continue
             if isinstance(user, User):

@@ -167,7 +167,7 @@ class Core(Application):
 
     def _reservation(self, reservation_id: UUID, expected_version: int | None = None) -> Reservation:
         try:
-            reservation = self.repository.get(reservation_id)
+            reservation: Reservation = self.repository.get(reservation_id)
         except AggregateNotFoundError:
             raise NotFound("no such reservation") from None
         if not isinstance(reservation, Reservation):
@@ -254,6 +254,16 @@ class Core(Application):
             return self.repository.get(CATALOGUE_ID)
         except AggregateNotFoundError:
             return Catalogue(at=self.clock())  # empty until an operator defines something
+
+    def _change_catalogue(self, change: Callable[[Catalogue, datetime], None]) -> None:
+        def attempt() -> None:
+            at = self.clock()
+            catalogue = self._catalogue()
+            change(catalogue, at)
+            self._save(catalogue)
+
+        self._retrying(attempt)
+
 
     def _policy_under(self, quotas: Quotas) -> NegotiationPolicy:
         return replace(self.policy, horizon=quotas.horizon_in_force(self.policy.horizon))

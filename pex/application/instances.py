@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -106,7 +107,7 @@ class Instances(Core):
 
     def get_instance(self, instance_id_: UUID, user_id: str | None = None) -> InstanceView:
         try:
-            instance = self.repository.get(instance_id_)
+            instance: Instance = self.repository.get(instance_id_)
         except AggregateNotFoundError:
             raise NotFound("no such instance") from None
         if not isinstance(instance, Instance) or (user_id is not None and instance.user_id != user_id):
@@ -176,7 +177,7 @@ class Instances(Core):
     def _due_action(self, instance: Instance, at: datetime) -> tuple[str | None, str]:
         """The action due now and, for a removal, why."""
         try:
-            reservation = self.repository.get(instance.reservation_id)
+            reservation: Reservation = self.repository.get(instance.reservation_id)
         except AggregateNotFoundError:
             return instance.due_action(at, runs=False, over=True), REMOVAL_REASONS["end"]
         state = State(reservation.state)
@@ -238,7 +239,7 @@ class Instances(Core):
                 continue
         moved = stranded = 0
         for reservation_id in reservations:
-            m, s = self._retrying(lambda rid=reservation_id: self._replace(rid, reason))
+            m, s = self._retrying(partial(self._replace, reservation_id, reason))
             moved, stranded = moved + m, stranded + s
         return moved, stranded
 
@@ -312,7 +313,7 @@ class Instances(Core):
 
     def _instance(self, instance_id: UUID, user_id: str | None = None) -> Instance:
         try:
-            instance = self.repository.get(instance_id)
+            instance: Instance = self.repository.get(instance_id)
         except AggregateNotFoundError:
             raise NotFound("no such instance") from None
         if not isinstance(instance, Instance) or (user_id is not None and instance.user_id != user_id):

@@ -209,7 +209,8 @@ class Negotiation(QuotaCommands):
             reservation.check_offer_valid(at)
             offer = reservation.offer
             assert offer is not None
-            nodes, instances = [], []
+            nodes: list[Node] = []
+            instances: list[Instance] = []
             try:
                 for allocation in offer.placement:
                     node = self._node(allocation.node)
@@ -260,7 +261,7 @@ class Negotiation(QuotaCommands):
             reservation = self._reservation(reservation_id, expected_version)
             reservation.cancel(reason, at)
             nodes = self._release_all(reservation, reason, at)
-            instances = [self.repository.get(i) for i in reservation.instance_ids]
+            instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
             for instance in instances:
                 instance.cancel(at)
             self._save(reservation, *nodes, *instances)
@@ -278,7 +279,7 @@ class Negotiation(QuotaCommands):
             reservation = self._reservation(reservation_id, expected_version)
             reservation.terminate(by, reason, at)
             nodes = self._release_all(reservation, f"ended by {by}: {reason}", at)
-            instances = [self.repository.get(i) for i in reservation.instance_ids]
+            instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
             for instance in instances:
                 instance.cancel(at)
             self._save(reservation, *nodes, *instances)

@@ -52,15 +52,6 @@ class Pool(Core):
             return False  # another process installed it first
         return True
 
-    def _change_catalogue(self, change: Callable[[Catalogue, datetime], None]) -> None:
-        def attempt() -> None:
-            at = self.clock()
-            catalogue = self._catalogue()
-            change(catalogue, at)
-            self._save(catalogue)
-
-        self._retrying(attempt)
-
     def define_size(self, size: Size) -> None:
         self._change_catalogue(lambda c, at: c.define_size(size, at))
 

@@ -4,7 +4,7 @@ reading times, durations, ids and outcomes on a terminal."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import click
@@ -34,7 +34,7 @@ def parse_time(value: str) -> datetime:
 
     if value.startswith("now"):
         rest = value[3:].lstrip("+")
-        return datetime.now(timezone.utc).replace(microsecond=0) + (parse_duration(rest) if rest else timedelta(0))
+        return datetime.now(UTC).replace(microsecond=0) + (parse_duration(rest) if rest else timedelta(0))
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -44,7 +44,7 @@ def parse_time(value: str) -> datetime:
             raise click.BadParameter(f"{value!r} is not a time (use RFC 3339, RFC 1123 or now+2h)") from None
     if when.tzinfo is None:
         raise click.BadParameter(f"{value!r} has no time zone (add Z or +00:00)")
-    return when.astimezone(timezone.utc)
+    return when.astimezone(UTC)
 
 
 def parse_duration(value: str) -> timedelta:
