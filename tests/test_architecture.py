@@ -121,3 +121,11 @@ def test_nothing_but_bootstrap_builds_the_application():
         if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "PexApplication"
     ]
     assert builders == []
+
+
+def test_importing_the_cli_imports_no_part_of_the_system():
+    # `pex serve` must set up the metrics' multiprocess mode before prometheus_client is first
+    # imported (it decides then), and every command builds what it needs through bootstrap.
+    probe = "import sys, pex.cli; print(sorted(m for m in sys.modules if m in ('pex.bootstrap', 'prometheus_client')))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr

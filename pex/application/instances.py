@@ -43,7 +43,7 @@ from pex.domain.instance import (
     reservation_over,
     reservation_runs,
 )
-from pex.domain.placement import fitting_counts
+from pex.domain.placement import re_place
 from pex.domain.reservation import Reservation
 from pex.domain.values import Allocation, State
 
@@ -276,22 +276,16 @@ class Instances(Core):
             nodes[name].release(reservation.id, f"node {name} lost" + (f": {reason}" if reason else ""), at)
             counts.pop(name)
         with self._follow_lock:
-            fits = fitting_counts(self.timeline, offer.per_instance, max(terms.start, at), terms.end, at, None)
-        # Most loaded first, as placement does: free capacity stays in large pieces.
-        fits.sort(key=lambda f: (-f[2], f[1], f[0]))
-        room = {name: n for name, n, _ in fits}
-        order = [name for name, _, _ in fits]
+            targets = re_place(self.timeline, offer.per_instance, len(movers), max(terms.start, at), terms.end, at)
         moved = stranded = 0
         changed: list[Instance] = []
-        for instance in movers:
-            target = next((name for name in order if room[name] > 0), None)
+        for instance, target in zip(movers, targets, strict=True):
             if target is None:
                 if instance.status != Status.STRANDED:
                     instance.strand(f"no node has room for it until {terms.end.isoformat()}", at)
                     changed.append(instance)
                     stranded += 1
                 continue
-            room[target] -= 1
             counts[target] = counts.get(target, 0) + 1
             if target not in nodes:
                 nodes[target] = self._node(target)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from pex.bootstrap import build_simulated_application
 from pex.simulation.report import plot_results, results_table
 from pex.simulation.simulate import PROVIDERS, simulate
 from pex.simulation.workload import WorkloadError, generate, read_lwf, write_lwf
@@ -26,6 +25,10 @@ def simulate_command(trace, providers, plot) -> None:
     if not requests:
         raise click.ClickException(f"{trace} holds no advance-reservation leases")
     names = list(PROVIDERS) if "all" in providers else list(providers)
+    # Built late, as every command builds: importing the system must not come before `pex
+    # serve` sets up the metrics' multiprocess mode (prometheus_client decides at its import).
+    from pex.bootstrap import build_simulated_application
+
     results = [simulate(requests, name, build_simulated_application) for name in names]
     click.echo("\n".join(results_table(results)))
     if plot:
