@@ -25,14 +25,12 @@ from pex.clock import system_clock
 from pex.domain.negotiation import NegotiationPolicy, Negotiator
 from pex.domain.pricing import FlatRatePricing, PeakHourPricing, PricingPolicy
 from pex.http.app import create_app
-from pex.http.settings import HttpSettings
 from pex.projections.readmodels import ReadModels, prepare_read_models
-from pex.settings import Settings, SettingsError
+from pex.settings import Settings, SettingsError, WorkerSettings
 from pex.workers.dispatch import Dispatch
 from pex.workers.embedded import EmbeddedWorker
 from pex.workers.index import DispatchIndex
 from pex.workers.runner import SIMULATOR_PASSWORD, SIMULATOR_USERNAME, WorkerProcess
-from pex.workers.settings import WorkerSettings
 
 log = logging.getLogger("pex.bootstrap")
 
@@ -182,7 +180,7 @@ def prepare_store(settings: Settings) -> int:
         application.close()
 
 
-def build_http_app(settings: Settings, http_settings: HttpSettings) -> tuple[falcon.App, PexApplication, ReadModels]:
+def build_http_app(settings: Settings) -> tuple[falcon.App, PexApplication, ReadModels]:
     """One HTTP worker's Falcon app, with the application and read models it serves from.
 
     Workers never create tables nor install the demo pool: the master did that once before
@@ -196,7 +194,7 @@ def build_http_app(settings: Settings, http_settings: HttpSettings) -> tuple[fal
     except Exception as error:
         log.warning("could not follow the log at start: %s", error)
     read_models = ReadModels(application, create_tables=False)
-    return create_app(application, http_settings, read_models=read_models), application, read_models
+    return create_app(application, settings.http, read_models=read_models), application, read_models
 
 
 # --- the workers -----------------------------------------------------------------------
@@ -210,7 +208,7 @@ def build_worker_process(
     dispatching through the Xen enactment to PEX_XEN_URL (or to a simulated pool in this
     process when it is unset)."""
     settings = settings or Settings.from_env()
-    worker_settings = worker_settings or WorkerSettings.from_env()
+    worker_settings = worker_settings or settings.worker
     simulator = None
     if worker_settings.simulated:
         config = config_for(5, guest_ip_delay=worker_settings.simulated_guest_ip_delay)
@@ -236,7 +234,7 @@ def build_worker_process(
 def start_embedded(settings: Settings | None = None, worker_settings: WorkerSettings | None = None) -> EmbeddedWorker:
     """Start the embedded worker (see the module docstring); a no-op handle when disabled."""
     settings = settings or Settings.from_env()
-    worker_settings = worker_settings or WorkerSettings.from_env()
+    worker_settings = worker_settings or settings.worker
     if not worker_settings.embedded_enabled:
         return EmbeddedWorker(None)
     if settings.database_url.startswith("memory:"):

@@ -13,11 +13,10 @@ from pex.domain.errors import DomainError
 
 
 def _settings():
-    from pex.http.settings import HttpSettings
     from pex.settings import Settings, SettingsError
 
     try:
-        return Settings.from_env(), HttpSettings.from_env()
+        return Settings.from_env()
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
 
@@ -33,8 +32,9 @@ def serve(bind, workers, threads) -> None:
     workers start; every worker then builds its own application."""
     from dataclasses import replace
 
-    store, http = _settings()
-    http = replace(http, **{k: v for k, v in {"bind": bind, "workers": workers, "threads": threads}.items() if v})
+    store = _settings()
+    http = replace(store.http, **{k: v for k, v in {"bind": bind, "workers": workers, "threads": threads}.items() if v})
+    store = replace(store, http=http)
     if store.database_url.startswith("memory:") and http.workers > 1:
         raise click.ClickException("PEX_DATABASE_URL=memory: lives in one process; use --workers 1 or a real store")
     # prometheus_client decides at its first import whether it runs in multiprocess mode.
@@ -60,7 +60,7 @@ def serve(bind, workers, threads) -> None:
     # The embedded default (no PEX_XEN_URL): a worker and a simulated pool beside the API.
     embedded = start_embedded(store)
     try:
-        run(store, http)
+        run(store)
     finally:
         embedded.stop()
 

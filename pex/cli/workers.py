@@ -28,11 +28,10 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
     PEX_RESYNC_SECONDS (docs/operations.md)."""
     from pex.bootstrap import build_worker_process
     from pex.settings import Settings, SettingsError
-    from pex.workers.settings import WorkerSettings
 
     _configure_logging()
     try:
-        process = build_worker_process(Settings.from_env(), WorkerSettings.from_env())
+        process = build_worker_process(Settings.from_env())
     except (SettingsError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     if once:

@@ -9,8 +9,8 @@ records the answer; the nodes hold what it places.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 from datetime import datetime, timedelta
+from typing import Protocol
 from uuid import UUID
 
 from pex.domain.errors import InvalidProposal

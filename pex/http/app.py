@@ -15,8 +15,8 @@ from pex.http.contract import RequestContract, ResponseContract, openapi
 from pex.http.observability import Metrics, MetricsResource, RequestObserver
 from pex.http.portal.settings import PortalSettings
 from pex.http.problems import Problem
-from pex.http.settings import HttpSettings
 from pex.projections.readmodels import ReadModels
+from pex.settings import HttpSettings
 from pex.wire import PEX_JSON
 
 

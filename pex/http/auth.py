@@ -31,8 +31,8 @@ import falcon
 from pex.application.accounts import UserView
 from pex.domain.user import is_valid_username
 from pex.http.problems import Problem
-from pex.http.settings import Network
 from pex.projections.login_state import ALL_ROWS, CLIENT_ROWS, CLIENT_TOTAL, LoginState
+from pex.settings import Network
 
 CHALLENGE = 'Basic realm="OpenPEX", charset="UTF-8"'
 

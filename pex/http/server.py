@@ -16,8 +16,7 @@ import shutil
 from pex import bootstrap
 from pex.http import wsgi
 from pex.http.logs import GUNICORN_LOGCONFIG, configure_logging
-from pex.http.settings import HttpSettings
-from pex.settings import Settings
+from pex.settings import HttpSettings, Settings
 
 log = logging.getLogger("pex.http")
 
@@ -37,7 +36,7 @@ def on_starting(server) -> None:
     configure_logging()
     reset_metrics_dir()
     # The workers build without creating tables or the demo pool (bootstrap.build_http_app).
-    nodes = bootstrap.prepare_store(wsgi.settings()[0])
+    nodes = bootstrap.prepare_store(wsgi.settings())
     log.info("store ready", extra={"nodes": nodes})
 
 
@@ -84,9 +83,10 @@ def gunicorn_options(http: HttpSettings) -> dict:
     }
 
 
-def serve(settings: Settings, http: HttpSettings) -> None:
+def serve(settings: Settings) -> None:
     """Run gunicorn in this process until it is stopped; its workers build from these settings."""
-    wsgi.configure(settings, http)
+    wsgi.configure(settings)
+    http = settings.http
     from gunicorn.app.base import BaseApplication
 
     class PexServer(BaseApplication):

@@ -15,7 +15,6 @@ import threading
 import falcon
 
 from pex.bootstrap import build_http_app
-from pex.http.settings import HttpSettings
 from pex.projections.readmodels import ReadModels
 from pex.settings import Settings
 
@@ -26,16 +25,20 @@ _application = None
 _read_models: ReadModels | None = None
 # Set by the process that runs gunicorn (pex.http.server.serve): its workers are forked from
 # it and build from these. Under a bare `gunicorn pex.http.wsgi:application`, the environment.
-_settings: tuple[Settings, HttpSettings] | None = None
+_settings: Settings | None = None
 
 
-def configure(settings: Settings, http_settings: HttpSettings) -> None:
+def configure(settings: Settings) -> None:
     global _settings
-    _settings = (settings, http_settings)
+    _settings = settings
 
 
-def settings() -> tuple[Settings, HttpSettings]:
-    return _settings or (Settings.from_env(), HttpSettings.from_env())
+def settings() -> Settings:
+    """The settings this process serves with: the serving process's, or read once."""
+    global _settings
+    if _settings is None:
+        _settings = Settings.from_env()
+    return _settings
 
 
 def get_app() -> falcon.App:
@@ -44,7 +47,7 @@ def get_app() -> falcon.App:
     if _app is None:
         with _lock:
             if _app is None:
-                _app, _application, _read_models = build_http_app(*settings())
+                _app, _application, _read_models = build_http_app(settings())
     return _app
 
 

@@ -27,7 +27,7 @@ import zlib
 from datetime import datetime, timezone
 from typing import Any
 
-from pex.projections.store import StoredCheckpoint, Store
+from pex.projections.store import Store, StoredCheckpoint
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,6 @@ from pex.projections.ledger import LedgerView
 from pex.projections.store import MemoryStore, PositionsMoved, PostgresStore, Row, SQLiteStore, Store, Where
 from pex.projections.views import ALLOCATIONS, INSTANCES, NODES, RESERVATIONS, View, read_model_views
 
-
 log = logging.getLogger(__name__)
 
 

@@ -25,10 +25,10 @@ import time
 from typing import Any
 
 from pex.projections.readmodels import ReadModels
+from pex.settings import WorkerSettings
 from pex.workers.dispatch import Dispatch
 from pex.workers.index import DispatchIndex
 from pex.workers.monitors import Monitors
-from pex.workers.settings import WorkerSettings
 from pex.workers.timer import TimerWorker
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,8 @@ from pex.application.accounts import PasswordChecks, PasswordChecksBusy
 from pex.bootstrap import build_application
 from pex.http.auth import LoginThrottle
 from pex.http.portal.settings import SECRET_FILE, stored_secret
-from pex.http.settings import HttpSettings, trusted_proxies
 from pex.projections.login_state import CLIENT_ROWS
-from pex.settings import Settings, SettingsError
+from pex.settings import HttpSettings, Settings, SettingsError, trusted_proxies
 from tests.http.conftest import CHEAP, PASSWORD, basic, make_api, proposal
 from tests.portal.conftest import make_portal, portal  # noqa: F401  (the fixture)
 

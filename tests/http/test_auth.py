@@ -7,8 +7,8 @@ import yaml
 from click.testing import CliRunner
 
 from pex.http.contract import spec_dict
-from pex.http.settings import HttpSettings
-from tests.http.conftest import PASSWORD, basic, make_api, proposal
+from pex.settings import HttpSettings
+from tests.http.conftest import PASSWORD, basic, make_api
 
 PUBLIC = {("post", "/OpenPEX/users")}
 SOME_ID = "5D0FA0EB-90A8-F4E6-1DFF-61B2CEC6AD91"

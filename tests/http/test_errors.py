@@ -7,7 +7,6 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from pex.application import Contention
-from tests.conftest import T0
 from tests.http.conftest import proposal
 
 H = timedelta(hours=1)
@@ -213,7 +212,8 @@ def test_start_times_at_the_edges_of_the_calendar_are_422_not_500(api, start):
 
 def test_no_generated_proposal_makes_the_server_fail(api):
     """Hypothesis throws arbitrary JSON values at every field: always a 201 or a 4xx problem."""
-    from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
 
     json_values = st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),

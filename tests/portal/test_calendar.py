@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
-from zoneinfo import ZoneInfo
 
 from pex.clock import ManualClock
 from pex.http.portal.calendar import LAST_DAY, window

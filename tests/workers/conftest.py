@@ -16,12 +16,12 @@ from uuid import UUID
 import pytest
 
 from pex.adapters.xen.dispatcher import XenDispatcher
+from pex.adapters.xen.enactment import XenEnactment
 from pex.adapters.xen.simulator import run_simulator
 from pex.bootstrap import build_application
 from pex.clock import ManualClock
 from pex.domain.values import Reply, Terms
 from pex.settings import Settings
-from pex.adapters.xen.enactment import XenEnactment
 from pex.workers.dispatch import Dispatch
 from pex.workers.index import DispatchIndex
 from pex.workers.monitors import Monitors

@@ -12,9 +12,8 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from pex.settings import Settings
 from pex.bootstrap import build_worker_process
-from pex.workers.settings import WorkerSettings
+from pex.settings import Settings, WorkerSettings
 
 LEASE = timedelta(seconds=30)
 

@@ -17,8 +17,7 @@ from pex.bootstrap import build_application, build_worker_process, start_embedde
 from pex.cli import main
 from pex.domain.values import Reply, Terms
 from pex.projections.readmodels import ReadModels
-from pex.settings import Settings
-from pex.workers.settings import WorkerSettings
+from pex.settings import Settings, WorkerSettings
 from tests.workers.conftest import TEMPLATE, eventually, make_dispatcher
 
 pytestmark = pytest.mark.xen
@@ -164,7 +163,7 @@ def test_a_worker_stops_with_its_parent(tmp_path):
     """The embedded worker exits by itself if the process that started it dies."""
     script = (
         "import subprocess, sys, os\n"
-        f"p = subprocess.Popen([sys.executable, '-m', 'pex.workers', '--exit-with-parent', str(os.getpid())])\n"
+        "p = subprocess.Popen([sys.executable, '-m', 'pex.workers', '--exit-with-parent', str(os.getpid())])\n"
         "print(p.pid, flush=True)\n"
     )
     env = {**os.environ, "PEX_DATABASE_URL": f"sqlite:///{tmp_path}/pex.sqlite3", "PEX_LOG_LEVEL": "WARNING"}

@@ -9,7 +9,7 @@ import pytest
 
 from pex.domain.instance import IllegalInstanceAction
 from pex.domain.values import State
-from tests.workers.conftest import HOUR, eventually
+from tests.workers.conftest import HOUR
 
 pytestmark = pytest.mark.xen
 

@@ -31,8 +31,8 @@ import XenAPI
 
 from pex.adapters.xen.errors import XenHostDownError, XenNotFoundError, translated_errors
 from pex.adapters.xen.records import (
-    GiB,
     INSTANCE_KEY,
+    GiB,
     MiB,
     PowerState,
     XenHost,
