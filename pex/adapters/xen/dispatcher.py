@@ -23,8 +23,9 @@ import re
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 from xml.etree import ElementTree
 
 import XenAPI

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import xmlrpc.client
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from xml.parsers.expat import ExpatError
 
 import XenAPI
