@@ -72,9 +72,8 @@ def database(events: int) -> Path:
 
 
 def make_database(path: Path, events: int) -> tuple[datetime, int]:
-    from pex.bootstrap import build_application
+    from pex.bootstrap import build_application, prepare_store
     from pex.domain.user import User
-    from pex.http.server import prepare_store
     from pex.settings import Settings
 
     partial = path.with_suffix(".partial")

@@ -9,7 +9,8 @@ distributions documented in pex/simulation/workload.py.
 from __future__ import annotations
 
 from bench.common import FIGURES, ROOT, Section
-from pex.simulation.commands import plot_results, results_table
+from pex.bootstrap import build_simulated_application
+from pex.simulation.report import plot_results, results_table
 from pex.simulation.simulate import PROVIDERS, simulate
 from pex.simulation.workload import generate, write_lwf
 
@@ -23,7 +24,7 @@ def run(quick: bool = False) -> Section:
     FIGURES.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_lwf(trace, str(RESULTS / "trace.lwf"))
-    results = [simulate(trace, name) for name in PROVIDERS]
+    results = [simulate(trace, name, build_simulated_application) for name in PROVIDERS]
     days = trace[-1].arrival.total_seconds() / 86400
     exact, pex = results[0], results[-1]
     section.lines += [

@@ -17,12 +17,13 @@ from datetime import UTC, datetime, timedelta
 
 from bench.common import Section, median, percentile
 from pex.adapters.xen.dispatcher import XenDispatcher
+from pex.adapters.xen.enactment import XenEnactment
 from pex.adapters.xen.simulator import run_simulator
 from pex.bootstrap import build_application
 from pex.domain.instance import Instance
 from pex.domain.values import Reply, Resources, Terms
 from pex.settings import Settings
-from pex.workers.dispatch import XenEnactment
+from pex.workers.dispatch import Dispatch
 from pex.workers.timer import TimerWorker
 
 HOSTS = 40
@@ -37,7 +38,7 @@ def run(quick: bool = False) -> Section:
         app = build_application(Settings(database_url="memory:"))
         for i in range(6, HOSTS + 1):
             app.register_node(f"node{i}", Resources(4, 4096, 200))
-        app.attach_enactment(XenEnactment(dispatcher), "bench-worker", timedelta(seconds=60))
+        app.dispatch_now = dispatch = Dispatch(app, XenEnactment(dispatcher), "bench-worker", timedelta(seconds=60))
         start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4 + count // 5)
         instance_ids = []
         for _ in range(count):
@@ -47,7 +48,7 @@ def run(quick: bool = False) -> Section:
             assert outcome.reply == Reply.ACCEPT, outcome
             confirmed = app.confirm(rid)
             instance_ids.extend(confirmed.reservation.instance_ids)
-        timer = TimerWorker(app, threads=4)
+        timer = TimerWorker(app, dispatch=dispatch, threads=4)
         stop = threading.Event()
         thread = threading.Thread(target=timer.run, args=(stop, 0.2), daemon=True)
         thread.start()

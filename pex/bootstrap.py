@@ -6,16 +6,31 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from importlib import import_module
 from urllib.parse import parse_qs, unquote, urlparse
 
+import falcon
+
+from pex.adapters.xen.dispatcher import XenDispatcher
+from pex.adapters.xen.enactment import XenEnactment
+from pex.adapters.xen.simulator import XapiSimulator
+from pex.adapters.xen.simulator.testbed import config_for
 from pex.application import PexApplication
 from pex.clock import system_clock
-from pex.domain.negotiation import NegotiationPolicy
+from pex.domain.negotiation import NegotiationPolicy, Negotiator
 from pex.domain.pricing import FlatRatePricing, PeakHourPricing, PricingPolicy
-from pex.settings import Settings, SettingsError
+from pex.http.app import create_app
+from pex.projections.readmodels import ReadModels, prepare_read_models
+from pex.settings import Settings, SettingsError, WorkerSettings
+from pex.workers.dispatch import Dispatch
+from pex.workers.embedded import EmbeddedWorker
+from pex.workers.index import DispatchIndex
+from pex.workers.runner import SIMULATOR_PASSWORD, SIMULATOR_USERNAME, WorkerProcess
 
 log = logging.getLogger("pex.bootstrap")
 
@@ -95,7 +110,7 @@ def bound_waits_for_postgres(app: PexApplication) -> None:
     answered 500. And the pool retries a lost connection with delays that double for five
     minutes, so after a 40 s outage it slept some 20 s more before it reconnected.
     docs/reliability.md has the figures, before and after."""
-    pool = app.factory.datastore.pool
+    pool = app.factory.datastore.pool  # type: ignore[attr-defined]  # the PostgreSQL factory's
     pool.timeout = POOL_WAIT_SECONDS
     pool.reconnect_timeout = POOL_RECONNECT_SECONDS
 
@@ -129,3 +144,111 @@ def build_application(settings: Settings | None = None, clock: Callable[[], date
     if settings.install_demo_pool:
         app.install_demo_pool()
     return app
+
+
+def build_simulated_application(
+    clock: Callable[[], datetime], negotiator: Negotiator, policy: NegotiationPolicy
+) -> PexApplication:
+    """An application in memory for `pex simulate` (pex.simulation): one provider's strategy
+    on a clock the simulation moves."""
+    return PexApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=clock, negotiator=negotiator, policy=policy)
+
+
+# --- the HTTP side ---------------------------------------------------------------------
+
+def prepare_store(settings: Settings) -> int:
+    """Create the tables (the read models' too, caught up to the head of the log, so that no
+    worker's first request folds a backlog) and, on an empty store, the demo pool; bring the
+    start-up checkpoints to the head of the log, so that every process that starts next folds
+    nothing more; return the number of nodes. Each step costs what was recorded since the
+    last process followed the log, not the history. Closes every connection it opened: the
+    caller may fork next."""
+    application = build_application(replace(settings, create_tables=True))
+    try:
+        progress = prepare_read_models(application)
+        if progress.events:
+            log.info("read models caught up", extra={"events": progress.events, "position": progress.position})
+        nodes = len(application.nodes())  # from the checkpoint, and the tail after it
+        application.save_checkpoint()
+        # The workers keep theirs current; one left far behind (no worker ran) is brought up here.
+        if DispatchIndex.lag(application) >= application.checkpoint_every:
+            dispatch = DispatchIndex()
+            dispatch.follow(application)
+            dispatch.save_checkpoint(application)
+        return nodes
+    finally:
+        application.close()
+
+
+def build_http_app(settings: Settings) -> tuple[falcon.App, PexApplication, ReadModels]:
+    """One HTTP worker's Falcon app, with the application and read models it serves from.
+
+    Workers never create tables nor install the demo pool: the master did that once before
+    forking (prepare_store), and concurrent DDL from many workers fails."""
+    application = build_application(replace(settings, create_tables=False, install_demo_pool=False))
+    # Load the start-up checkpoint and fold the tail now, before the first request; a store
+    # that does not answer yet must not fail the worker's boot (the first request that needs
+    # the timeline tries again).
+    try:
+        application.follow()
+    except Exception as error:
+        log.warning("could not follow the log at start: %s", error)
+    read_models = ReadModels(application, create_tables=False)
+    return create_app(application, settings.http, read_models=read_models), application, read_models
+
+
+# --- the workers -----------------------------------------------------------------------
+
+def build_worker_process(
+    settings: Settings | None = None,
+    worker_settings: WorkerSettings | None = None,
+    clock: Callable[[], datetime] = system_clock,
+) -> WorkerProcess:
+    """The workers of one process: the timer, the monitors and the read models' follower,
+    dispatching through the Xen enactment to PEX_XEN_URL (or to a simulated pool in this
+    process when it is unset)."""
+    settings = settings or Settings.from_env()
+    worker_settings = worker_settings or settings.worker
+    simulator = None
+    if worker_settings.simulated:
+        config = config_for(5, guest_ip_delay=worker_settings.simulated_guest_ip_delay)
+        simulator = XapiSimulator(config).start()
+        url, username, password = simulator.url, SIMULATOR_USERNAME, SIMULATOR_PASSWORD
+        log.warning("no PEX_XEN_URL: dispatching to a simulated pool (the paper's testbed) at %s", url)
+    else:
+        url = worker_settings.xen_url or ""  # set: not simulated
+        username, password = worker_settings.xen_username, worker_settings.xen_password
+    dispatcher = XenDispatcher(
+        url, username, password, timeout=worker_settings.xen_timeout, task_timeout=worker_settings.xen_task_timeout,
+        ignore_ssl=worker_settings.xen_ignore_ssl,
+    )
+    app = build_application(settings, clock)
+    # The user's requests this process serves are carried out at once, not at the next tick.
+    app.dispatch_now = dispatch = Dispatch(app, XenEnactment(dispatcher), worker_settings.worker_id, worker_settings.lease)
+    # Their tables follow PEX_CREATE_TABLES, as the event store's do in this process: the
+    # embedded worker is given n, after `pex serve` made them.
+    read_models = ReadModels(app, create_tables=settings.create_tables)
+    return WorkerProcess(app, dispatcher, worker_settings, dispatch, simulator, read_models)
+
+
+def start_embedded(settings: Settings | None = None, worker_settings: WorkerSettings | None = None) -> EmbeddedWorker:
+    """Start the embedded worker (see the module docstring); a no-op handle when disabled."""
+    settings = settings or Settings.from_env()
+    worker_settings = worker_settings or settings.worker
+    if not worker_settings.embedded_enabled:
+        return EmbeddedWorker(None)
+    if settings.database_url.startswith("memory:"):
+        log.warning("PEX_DATABASE_URL=memory: is private to one process; no embedded worker")
+        return EmbeddedWorker(None)
+    # Tables (the read models' too) and the demo pool, once and before anyone else: concurrent
+    # DDL fails on PostgreSQL, and the worker is told not to make any.
+    app = build_application(replace(settings, create_tables=True))
+    try:
+        prepare_read_models(app)
+    finally:
+        app.close()
+    env = {**os.environ, "PEX_DATABASE_URL": settings.database_url, "PEX_CREATE_TABLES": "n"}
+    command = [sys.executable, "-m", "pex.workers", "--exit-with-parent", str(os.getpid())]
+    process = subprocess.Popen(command, env=env)
+    log.info("embedded worker started (pid %s)%s", process.pid, " on a simulated pool" if worker_settings.simulated else "")
+    return EmbeddedWorker(process)

@@ -4,11 +4,11 @@ the time on, and every event keeps the time its decision used."""
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 
 def system_clock() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class ManualClock:
@@ -18,7 +18,7 @@ class ManualClock:
     def __init__(self, start: datetime):
         if start.tzinfo is None:
             raise ValueError("a clock keeps timezone-aware UTC time")
-        self._now = start.astimezone(timezone.utc)
+        self._now = start.astimezone(UTC)
         self._lock = threading.Lock()
 
     def __call__(self) -> datetime:
@@ -32,4 +32,4 @@ class ManualClock:
 
     def set(self, when: datetime) -> None:
         with self._lock:
-            self._now = when.astimezone(timezone.utc)
+            self._now = when.astimezone(UTC)

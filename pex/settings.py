@@ -1,11 +1,15 @@
-"""Settings, read from the environment (PEX_* variables) by the composition root only."""
+"""Settings, read from the environment (PEX_* variables) once, by the entry points, and handed
+to the composition root (pex.bootstrap): one tree, `Settings`, with the store's and the
+negotiation's settings at its root and the parts of the HTTP edge (`http`) and the workers
+(`worker`). Nothing else reads the environment for PEX's own settings."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from collections.abc import Mapping
 
 DEFAULT_DATABASE_URL = "sqlite:///var/pex.sqlite3"
 
@@ -57,6 +61,8 @@ class Settings:
     install_demo_pool: bool = True  # when the store has no catalogue yet
     create_tables: bool = True
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    http: HttpSettings = field(default_factory=lambda: HttpSettings())
+    worker: WorkerSettings = field(default_factory=lambda: WorkerSettings())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -74,4 +80,140 @@ class Settings:
             pricing=env.get("PEX_PRICING", "flat"),
             install_demo_pool=env_flag(env, "PEX_DEMO_POOL", True),
             create_tables=env_flag(env, "PEX_CREATE_TABLES", True),
+            http=HttpSettings.from_env(env),
+            worker=WorkerSettings.from_env(env),
+        )
+
+
+# --- the HTTP edge's part ----------------------------------------------------------------
+
+DEFAULT_BIND = "127.0.0.1:8080"
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_proxies(text: str) -> tuple[Network, ...]:
+    """PEX_TRUSTED_PROXIES: addresses or networks (CIDR), separated by commas or spaces."""
+    try:
+        return tuple(ipaddress.ip_network(part, strict=False) for part in text.replace(",", " ").split())
+    except ValueError as error:
+        raise SettingsError(f"PEX_TRUSTED_PROXIES: {error}") from None
+
+
+def forwarded_header(name: str) -> str:
+    if name.strip().lower() not in ("x-forwarded-for", "forwarded"):
+        raise SettingsError(f"PEX_FORWARDED_HEADER must be X-Forwarded-For or Forwarded, not {name!r}")
+    return name.strip()
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    bind: str = DEFAULT_BIND
+    workers: int = 2
+    threads: int = 4
+    registration: bool = True  # POST /OpenPEX/users open to anyone
+    max_body_bytes: int = 64 * 1024
+    request_timeout_seconds: float = 10.0  # for a whole request (headers and body) to arrive
+    auth_cache_seconds: float = 60.0  # successful password checks remembered this long
+    login_failures_allowed: int = 5  # per username and client address, before slowing down; 0: no throttle
+    login_lockout_seconds: float = 30.0  # the first delay; doubles with every further failure
+    login_client_failures_allowed: int = 50  # per client address, whatever the usernames
+    trusted_proxies: tuple[Network, ...] = ()  # peers whose forwarded_header is believed
+    forwarded_header: str = "X-Forwarded-For"  # or "Forwarded" (RFC 7239): the one the proxies write
+    validate_responses: bool = False  # check every response against the OpenAPI document (tests)
+    log_requests: bool = True
+    metrics_auth: bool = False  # /metrics only for an administrator's Basic credentials
+    openpex_headers: bool = False  # accept the original's OpenPEX-User/OpenPEX-Pass headers
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HttpSettings:
+        env = os.environ if environ is None else environ
+
+        def number(name: str, default: float, kind=float, positive: bool = False):
+            return env_number(env, name, default, kind, positive)
+
+        return cls(
+            bind=env.get("PEX_BIND") or DEFAULT_BIND,
+            workers=max(1, number("PEX_WORKERS", cls.workers, int)),
+            threads=max(1, number("PEX_THREADS", cls.threads, int)),
+            registration=env_flag(env, "PEX_REGISTRATION", True),
+            max_body_bytes=number("PEX_MAX_BODY_BYTES", cls.max_body_bytes, int),
+            request_timeout_seconds=number("PEX_REQUEST_TIMEOUT_SECONDS", cls.request_timeout_seconds, positive=True),
+            auth_cache_seconds=number("PEX_AUTH_CACHE_SECONDS", cls.auth_cache_seconds),
+            login_failures_allowed=number("PEX_LOGIN_FAILURES_ALLOWED", cls.login_failures_allowed, int),
+            login_lockout_seconds=number("PEX_LOGIN_LOCKOUT_SECONDS", cls.login_lockout_seconds),
+            login_client_failures_allowed=number(
+                "PEX_LOGIN_CLIENT_FAILURES_ALLOWED", cls.login_client_failures_allowed, int
+            ),
+            trusted_proxies=trusted_proxies(env.get("PEX_TRUSTED_PROXIES") or ""),
+            forwarded_header=forwarded_header(env.get("PEX_FORWARDED_HEADER") or "X-Forwarded-For"),
+            validate_responses=env_flag(env, "PEX_VALIDATE_RESPONSES", False),
+            log_requests=env_flag(env, "PEX_LOG_REQUESTS", True),
+            metrics_auth=env_flag(env, "PEX_METRICS_AUTH", False),
+            openpex_headers=env_flag(env, "PEX_OPENPEX_HEADERS", False),
+        )
+
+
+# --- the workers' part ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    # The pool master's XAPI endpoint; None runs an in-process simulated pool (the paper's testbed).
+    xen_url: str | None = None
+    xen_username: str = "root"
+    xen_password: str = ""
+    xen_ignore_ssl: bool = False
+    xen_timeout: float = 30.0  # one XAPI request
+    xen_task_timeout: float = 600.0  # one asynchronous XAPI task (a start, a shutdown)
+    worker_id: str | None = None  # default: host:pid:random
+    tick: float = 1.0  # seconds between timer ticks
+    threads: int = 4  # dispatches running at once
+    lease: timedelta = timedelta(minutes=2)  # a dispatch claim, renewed while it runs
+    node_grace: timedelta = timedelta(seconds=30)  # a lost node's instances move after this
+    guest_timeout: timedelta = timedelta(minutes=5)  # a guest silent this long is unresponsive
+    resync: float = 60.0  # seconds between full comparisons of Xen and PEX
+    watch_timeout: float = 10.0  # how long one event.from may block
+    embedded: str = "auto"  # run a worker inside `pex serve`: auto (when no PEX_XEN_URL), y, n
+    simulated_guest_ip_delay: float = 2.0  # the in-process simulator's boot-to-IP delay
+
+    @property
+    def simulated(self) -> bool:
+        return not self.xen_url
+
+    @property
+    def embedded_enabled(self) -> bool:
+        return self.embedded == "y" or (self.embedded == "auto" and self.simulated)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
+        env = os.environ if environ is None else environ
+
+        def number(name: str, default: float) -> float:
+            return env_number(env, name, default)
+
+        embedded = (env.get("PEX_EMBEDDED_WORKER") or "auto").lower()
+        if embedded in TRUE:
+            embedded = "y"
+        elif embedded in FALSE:
+            embedded = "n"
+        elif embedded != "auto":
+            raise SettingsError(f"PEX_EMBEDDED_WORKER must be auto, y or n, not {embedded!r}")
+        return cls(
+            xen_url=env.get("PEX_XEN_URL") or None,
+            xen_username=env.get("PEX_XEN_USERNAME") or "root",
+            xen_password=env.get("PEX_XEN_PASSWORD", ""),
+            xen_ignore_ssl=env_flag(env, "PEX_XEN_IGNORE_SSL", False),
+            xen_timeout=number("PEX_XEN_TIMEOUT_SECONDS", 30.0),
+            xen_task_timeout=number("PEX_XEN_TASK_TIMEOUT_SECONDS", 600.0),
+            worker_id=env.get("PEX_WORKER_ID") or None,
+            tick=number("PEX_WORKER_TICK_SECONDS", 1.0),
+            threads=max(1, int(number("PEX_WORKER_THREADS", 4))),
+            lease=timedelta(seconds=number("PEX_DISPATCH_LEASE_SECONDS", 120)),
+            node_grace=timedelta(seconds=number("PEX_NODE_GRACE_SECONDS", 30)),
+            guest_timeout=timedelta(seconds=number("PEX_GUEST_TIMEOUT_SECONDS", 300)),
+            resync=number("PEX_RESYNC_SECONDS", 60),
+            watch_timeout=number("PEX_WATCH_TIMEOUT_SECONDS", 10),
+            embedded=embedded,
+            simulated_guest_ip_delay=number("PEX_SIM_GUEST_IP_DELAY_SECONDS", 2.0),
         )

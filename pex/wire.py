@@ -19,7 +19,7 @@ Replies come in two forms (docs/api.md, "Two forms of every reply"):
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
@@ -44,11 +44,11 @@ class WireError(ValueError):
 
 
 def rfc1123(when: datetime) -> str:
-    return format_datetime(when.astimezone(timezone.utc), usegmt=True)
+    return format_datetime(when.astimezone(UTC), usegmt=True)
 
 
 def rfc3339(when: datetime | None) -> str | None:
-    return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if when else None
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z") if when else None
 
 
 def parse_time(value: Any) -> datetime:
@@ -64,7 +64,7 @@ def parse_time(value: Any) -> datetime:
     if when.tzinfo is None:
         raise ValueError(f"{value!r} has no time zone")
     try:
-        return when.astimezone(timezone.utc)
+        return when.astimezone(UTC)
     except OverflowError:
         raise ValueError(f"{value!r} is out of range") from None
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pex.domain import IllegalMove, Reply, Resources, State, Terms
-from pex.domain.catalogue import TABLE_1_SIZES
+from pex.domain.catalogue import CATALOGUE_ID, TABLE_1_SIZES
 from pex.domain.negotiation import NegotiationPolicy, answer_within_quotas, evaluate
 from pex.domain.node import Node
 from pex.domain.pricing import FlatRatePricing
@@ -247,7 +247,7 @@ def test_an_administrator_changes_the_quotas_and_the_next_proposal_obeys_them(me
     assert outcome.reply == Reply.COUNTER and outcome.reservation.offer.terms.duration == 2 * DAY
     with pytest.raises(TooManyLiveOffers):
         negotiate(memory_app, terms())
-    changed = [e for e in memory_app.events.get(memory_app.catalogue().id) if type(e).__name__ == "QuotasChanged"]
+    changed = [e for e in memory_app.events.get(CATALOGUE_ID) if type(e).__name__ == "QuotasChanged"]
     assert [(e.by, e.quotas.max_live_offers) for e in changed] == [("root", 1)]
 
 

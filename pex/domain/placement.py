@@ -70,6 +70,24 @@ def place(
     return tuple(placement)
 
 
+def re_place(
+    view: CapacityView, per_instance: Resources, instances: int, start: datetime, end: datetime, at: datetime
+) -> list[str | None]:
+    """Where each of `instances` instances that must leave their node goes for [start, end),
+    in their order: best fit, as `place` (the most loaded node with room first); None for one
+    that fits nowhere (it is stranded, and the next one may still find room)."""
+    fits = fitting_counts(view, per_instance, start, end, at, None)
+    fits.sort(key=lambda f: (-f[2], f[1], f[0]))
+    room = {name: n for name, n, _ in fits}
+    targets: list[str | None] = []
+    for _ in range(instances):
+        target = next((name for name, _, _ in fits if room[name] > 0), None)
+        if target is not None:
+            room[target] -= 1
+        targets.append(target)
+    return targets
+
+
 def most_placeable(
     view: CapacityView, per_instance: Resources, start: datetime, end: datetime, at: datetime, excluding: UUID | None = None
 ) -> int:

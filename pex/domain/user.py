@@ -7,10 +7,10 @@ version 1 of the same aggregate, and exactly one wins.
 Usernames are case-insensitive: the id is derived from the lower-case name, so "Alice" and
 "alice" are one account, found by either spelling, and the name is kept as it was first
 written. (Before this rule the id came from the name as written; such an account with
-capitals is still found under its exact spelling, see pex.accounts.) Some names (root,
+capitals is still found under its exact spelling, see pex.application.accounts.) Some names (root,
 admin, ...) are reserved: nobody may take them by registering themselves, but an operator
 may create them (`pex users add root --admin`). Only an argon2 hash of the password
-is ever recorded; hashing belongs to the service layer (pex.accounts), which hands the hash in.
+is ever recorded; hashing belongs to the service layer (pex.application.accounts), which hands the hash in.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class User(Aggregate):
     """An account: a username, the hash of its password, and whether it administers the pool.
 
     `password_version` counts the password's changes: a session or a remembered password
-    check made under an older version is worth nothing (pex.accounts)."""
+    check made under an older version is worth nothing (pex.application.accounts)."""
 
     class Event(Aggregate.Event):
         at: datetime

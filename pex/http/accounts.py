@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import falcon
 
-from pex.accounts import UserView
 from pex.application import NotFound, PexApplication
+from pex.application.accounts import UserView
 from pex.http.problems import Problem
 from pex.wire import rfc3339
 

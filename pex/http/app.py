@@ -9,15 +9,14 @@ import falcon
 import falcon.media
 
 from pex.application import PexApplication
-from pex.http import accounts, instances, operations, pool, problems, reservations
+from pex.http import accounts, instances, operations, pool, portal, problems, reservations
 from pex.http.auth import BasicAuth, ClientAddress, LoginThrottle, OpenPexHeaders, VerificationCache
 from pex.http.contract import RequestContract, ResponseContract, openapi
 from pex.http.observability import Metrics, MetricsResource, RequestObserver
-from pex.http.problems import Problem
-from pex.http.settings import HttpSettings
-from pex.http import portal
 from pex.http.portal.settings import PortalSettings
+from pex.http.problems import Problem
 from pex.projections.readmodels import ReadModels
+from pex.settings import HttpSettings
 from pex.wire import PEX_JSON
 
 

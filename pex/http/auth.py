@@ -6,7 +6,7 @@ lives only in this process. A remembered check counts only while the user's pass
 one it was made with (the password version, read with the user on every request), so a
 password change ends it in every worker at once.
 
-Failed checks are counted in the store (pex.login_state), shared by every worker and host,
+Failed checks are counted in the store (pex.projections.login_state), shared by every worker and host,
 per username and client, and per client in all (LoginThrottle). The client is the peer
 address, or, when the peer is a proxy named in PEX_TRUSTED_PROXIES, the address the proxies
 say they forwarded for (ClientAddress). Credentials are never logged and never kept in clear.
@@ -28,12 +28,11 @@ from concurrent.futures import Future
 
 import falcon
 
-from pex.accounts import UserView
+from pex.application.accounts import UserView
 from pex.domain.user import is_valid_username
 from pex.http.problems import Problem
-from pex.http.settings import Network
-from pex.login_state import ALL_ROWS, CLIENT_ROWS, CLIENT_TOTAL, LoginState
-
+from pex.projections.login_state import ALL_ROWS, CLIENT_ROWS, CLIENT_TOTAL, LoginState
+from pex.settings import Network
 
 CHALLENGE = 'Basic realm="OpenPEX", charset="UTF-8"'
 

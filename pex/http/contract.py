@@ -25,8 +25,8 @@ from openapi_core.templating.media_types.exceptions import MediaTypeNotFound
 from openapi_core.validation.request.exceptions import (
     InvalidRequestBody,
     MissingRequestBodyError,
-    ParameterValidationError,
     ParametersError,
+    ParameterValidationError,
 )
 
 from pex.http.problems import Problem

@@ -6,7 +6,7 @@ Set PROMETHEUS_MULTIPROC_DIR in the environment for metrics across workers.
 """
 
 from pex.http.server import gunicorn_options as _options
-from pex.http.settings import HttpSettings as _HttpSettings
+from pex.settings import Settings as _Settings
 
 wsgi_app = "pex.http.wsgi:application"
-globals().update(_options(_HttpSettings.from_env()))
+globals().update(_options(_Settings.from_env().http))

@@ -19,10 +19,8 @@ import uuid
 from http import HTTPStatus
 
 import falcon
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-
 
 access_log = logging.getLogger("pex.http.access")
 

@@ -10,7 +10,6 @@ from decimal import Decimal
 import falcon
 
 from pex.application import NotFound, PexApplication
-from pex.domain.node import node_id
 from pex.domain.quotas import DEFAULT_MAX_DURATION, DEFAULT_MAX_LIVE_OFFERS, Quotas
 from pex.domain.values import Resources, Size
 from pex.wire import rfc1123
@@ -192,7 +191,7 @@ class NodeResource:
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         body = req.get_media()
-        if node_id(name) not in self.application.repository:
+        if not self.application.has_node(name):
             raise NotFound(f"no node {name!r}")
         self.application.resize_node(name, Resources(body["cpus"], body["memoryMb"], body["diskGb"]))
         resp.media = node_json(_node(self.application, name))

@@ -16,8 +16,9 @@ import falcon
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 
-from pex.accounts import PasswordChecksBusy
 from pex.application import Contention, NotFound, VersionConflict
+from pex.application.accounts import PasswordChecksBusy
+from pex.application.errors import ProposalInProgress, ProposalReused
 from pex.domain.errors import (
     CapacityExceeded,
     CatalogueError,
@@ -91,6 +92,14 @@ ERRORS: dict[type[Exception], Mapping] = {
     CatalogueError: Mapping(409, "catalogue-conflict", "The catalogue or pool refused the change"),
     CapacityExceeded: Mapping(409, "capacity-exceeded", "Not enough free capacity"),
     NodeUnavailable: Mapping(409, "node-unavailable", "The node takes no new reservations"),
+    ProposalInProgress: Mapping(
+        409, "idempotency-key-in-use", "A request with this Idempotency-Key is still in progress", retry_after=1,
+        detail="Retry in a moment.",
+    ),
+    ProposalReused: Mapping(
+        422, "idempotency-key-reused", "This Idempotency-Key was used for another proposal",
+        detail="Use a new Idempotency-Key for a different proposal.",
+    ),
     Contention: Mapping(503, "contention", "Too many concurrent changes; retry shortly", retry_after=1),
     PasswordChecksBusy: Mapping(503, "password-checks-busy", "Too many password checks at once; retry shortly", retry_after=1),
     StoreOperationalError: STORE_UNAVAILABLE,

@@ -15,14 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 import falcon
 
-from pex.application import Outcome, PexApplication, ReservationView
-from pex.domain.errors import IllegalMove
-from pex.domain.negotiation import check_terms
-from pex.domain.values import Reply, State, Terms
+from pex.application import PexApplication, ReservationView
+from pex.domain.values import Reply, State
 from pex.http.problems import Problem
 from pex.projections.readmodels import ReadModels
 from pex.wire import (
@@ -90,29 +88,6 @@ def load(application: PexApplication, req: falcon.Request, reservation_id: UUID)
     return view
 
 
-def check_proposal(application: PexApplication, terms: Terms, user: str, reservation_id: UUID) -> None:
-    """Refuse a malformed first proposal, or one over a quota, before a reservation exists for
-    it, so a refused POST changes nothing (the same checks run again inside submit_proposal)."""
-    catalogue = application.catalogue()
-    catalogue.size(terms.size)
-    catalogue.check_template(terms.template)
-    check_terms(terms, application.clock(), application.policy_in_force(user))
-    if reservation_id not in application.repository:  # a replay answers what was answered then
-        application.check_quotas(user, terms, reservation_id)
-
-
-def first_answer(view: ReservationView) -> tuple[Terms | None, Reply | None, str]:
-    """The first proposal and the provider's answer to it, from the recorded history."""
-    proposed, answer, note = None, None, ""
-    for step in view.history:
-        if step.party == "user" and step.reply == "PROPOSE":
-            proposed = step.terms
-        elif proposed is not None and step.party == "provider" and step.reply in ("ACCEPT", "COUNTER", "REJECT"):
-            answer, note = Reply(step.reply), step.note
-            break
-    return proposed, answer, note
-
-
 class Reservations:
     """/OpenPEX/reservations"""
 
@@ -141,27 +116,16 @@ class Reservations:
         user = req.context.user.username
         terms = terms_from_json(req.get_media())
         key = self._idempotency_key(req)
-        reservation_id = uuid5(NAMESPACE_URL, f"/pex/users/{user}/idempotency/{key}") if key else uuid4()
-        check_proposal(self.application, terms, user, reservation_id)
-        reservation_id = self.application.initiate_reservation(user, reservation_id)
-        replayed = False
-        try:
-            outcome = self.application.submit_proposal(reservation_id, terms)
-        except IllegalMove:
-            if key is None:
-                raise
-            # The same key was used before: answer what was answered then.
-            outcome, replayed = self._replay(reservation_id, terms), True
-        except Exception:
-            if key is None:
-                self._abandon(reservation_id)
-            raise
-        if not replayed:
+        reservation_id = uuid5(NAMESPACE_URL, f"/pex/users/{user}/idempotency/{key}") if key else None
+        # With a key, a failed attempt leaves its reservation for the client's retry.
+        proposed = self.application.propose(user, terms, reservation_id, keep_on_failure=key is not None)
+        outcome = proposed.outcome
+        if not proposed.replayed:
             req.context.metrics.replies.labels(outcome.reply.value).inc()
         resp.status = falcon.HTTP_201
-        resp.location = reservation_url(reservation_id)
+        resp.location = reservation_url(outcome.reservation.id)
         resp.etag = str(outcome.reservation.version)
-        if replayed:
+        if proposed.replayed:
             resp.set_header("Idempotent-Replayed", "true")
         represent(req, resp, lambda: outcome_json(outcome), lambda: original_outcome(outcome))
 
@@ -178,28 +142,6 @@ class Reservations:
                 [("#header/Idempotency-Key", "1 to 255 visible ASCII characters")],
             )
         return match.group(1)
-
-    def _replay(self, reservation_id: UUID, terms: Terms) -> Outcome:
-        view = self.application.get_reservation(reservation_id)
-        proposed, answer, note = first_answer(view)
-        if proposed is None or answer is None:
-            raise Problem(
-                409, "idempotency-key-in-use", "A request with this Idempotency-Key is still in progress",
-                "Retry in a moment.", headers={"Retry-After": "1"},
-            )
-        if proposed != terms:
-            raise Problem(
-                422, "idempotency-key-reused", "This Idempotency-Key was used for another proposal",
-                "Use a new Idempotency-Key for a different proposal.",
-            )
-        return Outcome(answer, view, note)
-
-    def _abandon(self, reservation_id: UUID) -> None:
-        """Best effort: a POST that failed after initiating leaves no open reservation behind."""
-        try:
-            self.application.cancel(reservation_id, "the proposal was refused")
-        except Exception:
-            pass
 
 
 class Reservation:

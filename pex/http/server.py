@@ -12,41 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import replace
 
-from pex.http.logs import GUNICORN_LOGCONFIG
-from pex.http.settings import HttpSettings
-from pex.settings import Settings
+from pex import bootstrap
+from pex.http import wsgi
+from pex.http.logs import GUNICORN_LOGCONFIG, configure_logging
+from pex.settings import HttpSettings, Settings
 
 log = logging.getLogger("pex.http")
-
-
-def prepare_store(settings: Settings) -> int:
-    """Create the tables (the read models' too, caught up to the head of the log, so that no
-    worker's first request folds a backlog) and, on an empty store, the demo pool; bring the
-    start-up checkpoints to the head of the log, so that every process that starts next folds
-    nothing more; return the number of nodes. Each step costs what was recorded since the
-    last process followed the log, not the history. Closes every connection it opened: the
-    caller may fork next."""
-    from pex.bootstrap import build_application
-    from pex.projections.readmodels import prepare_read_models
-    from pex.workers.index import DispatchIndex
-
-    application = build_application(replace(settings, create_tables=True))
-    try:
-        progress = prepare_read_models(application)
-        if progress.events:
-            log.info("read models caught up", extra={"events": progress.events, "position": progress.position})
-        nodes = len(application.nodes())  # from the checkpoint, and the tail after it
-        application.save_checkpoint()
-        # The workers keep theirs current; one left far behind (no worker ran) is brought up here.
-        if DispatchIndex.lag(application) >= application.checkpoint_every:
-            dispatch = DispatchIndex()
-            dispatch.follow(application)
-            dispatch.save_checkpoint(application)
-        return nodes
-    finally:
-        application.close()
 
 
 def reset_metrics_dir() -> None:
@@ -61,18 +33,14 @@ def reset_metrics_dir() -> None:
 
 
 def on_starting(server) -> None:
-    from pex.http.logs import configure_logging
-
     configure_logging()
     reset_metrics_dir()
-    nodes = prepare_store(Settings.from_env())
-    os.environ["PEX_CREATE_TABLES"] = "n"  # for the workers, whatever was set before
+    # The workers build without creating tables or the demo pool (bootstrap.build_http_app).
+    nodes = bootstrap.prepare_store(wsgi.settings())
     log.info("store ready", extra={"nodes": nodes})
 
 
 def post_fork(server, worker) -> None:
-    from pex.http.logs import configure_logging
-
     configure_logging()
 
 
@@ -80,14 +48,10 @@ def post_worker_init(worker) -> None:
     """Build this worker's application before it takes requests. Not in post_fork: until the
     worker has installed its signal handlers, a SIGTERM that arrives during the (slowish)
     build would be lost and the stop would wait out the graceful timeout."""
-    from pex.http import wsgi
-
     wsgi.get_app()
 
 
 def worker_exit(server, worker) -> None:
-    from pex.http import wsgi
-
     wsgi.close()
 
 
@@ -119,8 +83,10 @@ def gunicorn_options(http: HttpSettings) -> dict:
     }
 
 
-def serve(http: HttpSettings) -> None:
-    """Run gunicorn in this process until it is stopped."""
+def serve(settings: Settings) -> None:
+    """Run gunicorn in this process until it is stopped; its workers build from these settings."""
+    wsgi.configure(settings)
+    http = settings.http
     from gunicorn.app.base import BaseApplication
 
     class PexServer(BaseApplication):
@@ -129,8 +95,6 @@ def serve(http: HttpSettings) -> None:
                 self.cfg.set(key, value)
 
         def load(self):
-            from pex.http import wsgi
-
             return wsgi.application
 
     PexServer().run()

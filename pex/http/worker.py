@@ -27,7 +27,7 @@ from functools import partial
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from pex.http.settings import HttpSettings
+from pex.http import wsgi
 
 HEADER_BYTES_MAX = 64 * 1024  # request line and header fields together
 READ_SIZE = 64 * 1024
@@ -65,7 +65,7 @@ class BufferingThreadWorker(ThreadWorker):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        http = HttpSettings.from_env()
+        http = wsgi.settings().http  # forked from the serving process, or read once
         self.request_timeout = http.request_timeout_seconds
         self.max_body_bytes = http.max_body_bytes
         self.arriving: dict = {}  # TConn → Arrival

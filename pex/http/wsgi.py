@@ -4,19 +4,17 @@ Importing this module does nothing. The PexApplication (and its database pool) a
 models the lists are served from are built on first use in each process, that is after
 gunicorn forked the worker (eventsourcing notes, gotcha 1); the gunicorn hooks
 (pex.http.server) build them right after the fork.
+
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import replace
 
 import falcon
 
-from pex.bootstrap import build_application
-from pex.http.app import create_app
-from pex.http.settings import HttpSettings
+from pex.bootstrap import build_http_app
 from pex.projections.readmodels import ReadModels
 from pex.settings import Settings
 
@@ -25,28 +23,31 @@ _lock = threading.Lock()
 _app: falcon.App | None = None
 _application = None
 _read_models: ReadModels | None = None
+# Set by the process that runs gunicorn (pex.http.server.serve): its workers are forked from
+# it and build from these. Under a bare `gunicorn pex.http.wsgi:application`, the environment.
+_settings: Settings | None = None
+
+
+def configure(settings: Settings) -> None:
+    global _settings
+    _settings = settings
+
+
+def settings() -> Settings:
+    """The settings this process serves with: the serving process's, or read once."""
+    global _settings
+    if _settings is None:
+        _settings = Settings.from_env()
+    return _settings
 
 
 def get_app() -> falcon.App:
-    """This process's Falcon app, built from the environment on first call.
-
-    Workers never create tables nor install the demo pool: the master did that once before
-    forking (pex.http.server.prepare_store), and concurrent DDL from many workers fails."""
+    """This process's Falcon app, built by pex.bootstrap from the environment on first call."""
     global _app, _application, _read_models
     if _app is None:
         with _lock:
             if _app is None:
-                settings = replace(Settings.from_env(), create_tables=False, install_demo_pool=False)
-                _application = build_application(settings)
-                # Load the start-up checkpoint and fold the tail now, before the first request;
-                # a store that does not answer yet must not fail the worker's boot (the first
-                # request that needs the timeline tries again).
-                try:
-                    _application.follow()
-                except Exception as error:
-                    log.warning("could not follow the log at start: %s", error)
-                _read_models = ReadModels(_application, create_tables=False)
-                _app = create_app(_application, HttpSettings.from_env(), read_models=_read_models)
+                _app, _application, _read_models = build_http_app(settings())
     return _app
 
 

@@ -10,6 +10,7 @@ walk away.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,7 +18,7 @@ from decimal import Decimal
 from pex.application import PexApplication
 from pex.clock import ManualClock
 from pex.domain.errors import DomainError
-from pex.domain.negotiation import NegotiationPolicy, evaluate
+from pex.domain.negotiation import NegotiationPolicy, Negotiator, evaluate
 from pex.domain.values import Offer, Reply, Terms
 from pex.simulation.strategies import STRATEGIES
 from pex.simulation.workload import SIZES, Request
@@ -51,15 +52,14 @@ def acceptable(offer: Offer, r: Request, asked: Terms) -> bool:
     )
 
 
-def simulate(requests: list[Request], provider: str = "pex") -> Result:
+# What a simulation builds its application with (pex.bootstrap.build_simulated_application).
+Build = Callable[[ManualClock, Negotiator, NegotiationPolicy], PexApplication]
+
+
+def simulate(requests: list[Request], provider: str, build: Build) -> Result:
     negotiator = evaluate if provider == "pex" else STRATEGIES[provider]
     clock = ManualClock(EPOCH)
-    app = PexApplication(
-        env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
-        clock=clock,
-        negotiator=negotiator,
-        policy=NegotiationPolicy(horizon=timedelta(days=30), max_duration=timedelta(days=30)),
-    )
+    app = build(clock, negotiator, NegotiationPolicy(horizon=timedelta(days=30), max_duration=timedelta(days=30)))
     app.install_demo_pool()
     started = time.perf_counter()
     booked, rounds, delays, revenue, cpu_seconds = 0, 0, [], Decimal(0), 0.0

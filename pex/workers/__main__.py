@@ -1,6 +1,6 @@
 """`python -m pex.workers`: the `pex worker` command on its own (what `pex serve` starts)."""
 
-from pex.workers.commands import worker
+from pex.cli.workers import worker
 
 if __name__ == "__main__":  # pragma: no cover
     worker(prog_name="pex worker")

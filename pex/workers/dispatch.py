@@ -1,98 +1,81 @@
-"""The Dispatcher of the paper, on Xen: dispatch actions carried out with the XenDispatcher.
+"""The worker's dispatch of one instance: claim → carry out through the enactment → record.
 
-`XenEnactment.carry_out(job)` turns one claimed action of pex.vm_lifecycle into XenAPI
-calls. Every action is safe to repeat, because a worker killed mid-way is followed by another
-that does it again: `create_vm` finds the VM tagged with the instance id and carries on where
-the first attempt stopped; power operations do nothing in their target state; `destroy` of a
-VM that is gone succeeds.
+The application records the claim (an event with a lease, so two workers never dispatch the
+same instance at once) and the outcome; the enactment (pex.application.ports.Enactment: Xen
+in production, pex.adapters.inmemory in tests) does the work. While an action runs, a thread
+renews the claim, so a slow start on Xen is not taken over by another worker; a worker killed
+mid-way leaves a claim that lapses, and the next one repeats the (idempotent) action.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from uuid import UUID
 
-from pex.adapters.xen.dispatcher import XenDispatcher
-from pex.adapters.xen.errors import (
-    XenError,
-    XenHostDownError,
-    XenNotFoundError,
-    XenPowerStateError,
-    XenTaskTimeout,
-)
-from pex.vm_lifecycle import DispatchJob, Enacted
+from pex.application import PexApplication
+from pex.application.ports import Enactment, EnactmentError
+from pex.domain.errors import IllegalMove
 
 log = logging.getLogger(__name__)
 
-# A destroy that keeps finding a VM means duplicates (two creates raced): remove them all.
-MAX_DESTROYS = 5
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-class XenEnactment:
-    def __init__(self, dispatcher: XenDispatcher):
-        self.dispatcher = dispatcher
+class Dispatch:
+    """Carries out what instances need now, as `worker_id`, through `enactment`."""
 
-    def carry_out(self, job: DispatchJob) -> Enacted:
-        if job.action == "start":
-            return self.start(job)
-        if job.action == "stop":
-            self.stop(job)
-        elif job.action == "reboot":
-            self.reboot(job)
-        elif job.action in ("end", "delete", "cleanup"):
-            self.remove(job)
-        else:
-            raise ValueError(f"unknown dispatch action {job.action!r}")
-        return Enacted()
+    def __init__(
+        self, app: PexApplication, enactment: Enactment, worker_id: str | None = None, lease: timedelta | None = None
+    ):
+        self.app = app
+        self.enactment = enactment
+        self.worker_id = worker_id or default_worker_id()
+        self.lease = lease if lease is not None else timedelta(minutes=2)
 
-    def start(self, job: DispatchJob) -> Enacted:
-        """Make the VM run on the instance's node: create it the first time, start (or resume)
-        it later, after a power_state_reset if its host was lost (XAPI still says Running)."""
-        d = self.dispatcher
-        if job.needs_reset:
-            try:
-                d.power_state_reset(job.instance_id)
-            except XenNotFoundError:
-                pass  # no VM yet: create_vm makes one
-            except XenPowerStateError:
-                # The host is live again and still runs the domain: it is not lost after all.
-                log.warning("instance %s: its VM still runs; not resetting it", job.instance_id)
-        r = job.per_instance
-        vm = d.create_vm(job.instance_id, job.name, job.template, job.node, r.cpus, r.memory_mb, r.disk_gb)
-        if vm.host_name and vm.host_name != job.node:
-            log.warning("instance %s runs on %s, booked on %s", job.instance_id, vm.host_name, job.node)
-        return Enacted(vm_uuid=vm.uuid, node=vm.host_name or job.node, ip_address=vm.ip)
-
-    def stop(self, job: DispatchJob) -> None:
-        """A clean shutdown, or a hard one if the guest cannot cooperate in time."""
+    def __call__(self, instance_id: UUID) -> str | None:
+        """Carry out the action the instance needs now, if any and if no other worker has it.
+        Returns what was done ("start", "stop failed", ...) or None."""
+        job = self.app.claim_dispatch(instance_id, self.worker_id, self.lease)
+        if job is None:
+            return None
         try:
-            self.dispatcher.clean_shutdown(job.instance_id)
-        except XenNotFoundError:
-            return  # nothing left to stop
-        except XenHostDownError:
-            raise  # the Node Monitor will notice; the Scheduler moves it
-        except (XenTaskTimeout, XenError) as error:
-            if isinstance(error, XenPowerStateError) and error.retryable:
-                raise  # another operation holds the VM: tried again later
-            # Paused or suspended (clean shutdown needs Running), or a guest without PV tools.
-            log.info("instance %s: clean shutdown failed (%s); forcing it", job.instance_id, error)
-            self.dispatcher.hard_shutdown(job.instance_id)
+            with self._renewing_claim(instance_id, job.action):
+                enacted = self.enactment.carry_out(job)
+        except Exception as error:  # any failure: recorded, retried later with backoff
+            if isinstance(error, (EnactmentError, IllegalMove, OSError, TimeoutError)):
+                log.warning("dispatch %s of instance %s failed: %s", job.action, instance_id, error)
+            else:  # a bug, not the hypervisor: with its traceback
+                log.exception("dispatch %s of instance %s failed", job.action, instance_id)
+            self.app.record_dispatch_failure(job, f"{type(error).__name__}: {error}", self.worker_id)
+            return f"{job.action} failed"
+        self.app.record_dispatch(job, enacted, self.worker_id)
+        return job.action
 
-    def reboot(self, job: DispatchJob) -> None:
+    @contextmanager
+    def _renewing_claim(self, instance_id: UUID, action: str) -> Iterator[None]:
+        stop = threading.Event()
+        period = max(self.lease.total_seconds() / 3, 0.05)
+
+        def loop() -> None:
+            while not stop.wait(period):
+                try:
+                    self.app.renew_dispatch(instance_id, self.worker_id, action, self.lease)
+                except Exception:
+                    log.warning("could not renew the claim on instance %s", instance_id, exc_info=True)
+
+        thread = threading.Thread(target=loop, name=f"lease-{instance_id}", daemon=True)
+        thread.start()
         try:
-            self.dispatcher.reboot(job.instance_id)
-        except XenPowerStateError:
-            raise  # busy, or not running: tried again later
-        except (XenTaskTimeout, XenHostDownError):
-            raise
-        except XenError as error:  # e.g. VM_LACKS_FEATURE: no PV tools for a clean reboot
-            log.info("instance %s: clean reboot failed (%s); forcing it", job.instance_id, error)
-            self.dispatcher.reboot(job.instance_id, hard=True)
-
-    def remove(self, job: DispatchJob) -> None:
-        """Shut down and destroy the VM and its disks. The end is a deadline, and the disks go
-        too, so a guest that is still up is powered off hard."""
-        # Even with no VM known: a worker killed midway may have left disks (tagged) behind.
-        for _ in range(MAX_DESTROYS):
-            if not self.dispatcher.destroy(job.instance_id, reset_if_host_down=True):
-                return
-        raise XenError(["PEX_DESTROY_INCOMPLETE", str(job.instance_id)])
+            yield
+        finally:
+            stop.set()
+            thread.join()

@@ -17,11 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
-from dataclasses import replace
-
-from pex.settings import Settings
-from pex.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +43,3 @@ class EmbeddedWorker:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def start_embedded(settings: Settings | None = None, worker_settings: WorkerSettings | None = None) -> EmbeddedWorker:
-    """Start the embedded worker (see the module docstring); a no-op handle when disabled."""
-    settings = settings or Settings.from_env()
-    worker_settings = worker_settings or WorkerSettings.from_env()
-    if not worker_settings.embedded_enabled:
-        return EmbeddedWorker(None)
-    if settings.database_url.startswith("memory:"):
-        log.warning("PEX_DATABASE_URL=memory: is private to one process; no embedded worker")
-        return EmbeddedWorker(None)
-    from pex.bootstrap import build_application
-    from pex.projections.readmodels import prepare_read_models
-
-    # Tables (the read models' too) and the demo pool, once and before anyone else: concurrent
-    # DDL fails on PostgreSQL, and the worker is told not to make any.
-    app = build_application(replace(settings, create_tables=True))
-    try:
-        prepare_read_models(app)
-    finally:
-        app.close()
-    env = {**os.environ, "PEX_DATABASE_URL": settings.database_url, "PEX_CREATE_TABLES": "n"}
-    command = [sys.executable, "-m", "pex.workers", "--exit-with-parent", str(os.getpid())]
-    process = subprocess.Popen(command, env=env)
-    log.info("embedded worker started (pid %s)%s", process.pid, " on a simulated pool" if worker_settings.simulated else "")
-    return EmbeddedWorker(process)

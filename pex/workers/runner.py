@@ -22,16 +22,13 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
-from pex.clock import system_clock
 from pex.projections.readmodels import ReadModels
-from pex.settings import Settings
+from pex.settings import WorkerSettings
+from pex.workers.dispatch import Dispatch
 from pex.workers.index import DispatchIndex
 from pex.workers.monitors import Monitors
-from pex.workers.settings import WorkerSettings
 from pex.workers.timer import TimerWorker
 
 log = logging.getLogger(__name__)
@@ -48,16 +45,20 @@ class WorkerProcess:
         app: Any,
         dispatcher: Any,
         settings: WorkerSettings,
+        dispatch: Dispatch,
         simulator: Any = None,
         read_models: ReadModels | None = None,
     ):
         self.app = app
+        self.dispatch = dispatch
         self.dispatcher = dispatcher
         self.settings = settings
         self.simulator = simulator
         self.read_models = read_models
         self.index = DispatchIndex()
-        self.timer = TimerWorker(app, self.index, node_grace=settings.node_grace, threads=settings.threads)
+        self.timer = TimerWorker(
+            app, self.index, dispatch=dispatch, node_grace=settings.node_grace, threads=settings.threads
+        )
         self.watcher = dispatcher.watcher(timeout=settings.watch_timeout, retry_delay=1.0)
         self.monitors = Monitors(
             app, self.watcher, self.index, guest_timeout=settings.guest_timeout, resync_interval=settings.resync,
@@ -66,41 +67,6 @@ class WorkerProcess:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._checkpointed = float("-inf")
-
-    @classmethod
-    def build(
-        cls,
-        settings: Settings | None = None,
-        worker_settings: WorkerSettings | None = None,
-        clock: Callable[[], datetime] = system_clock,
-    ) -> WorkerProcess:
-        from pex.adapters.xen.dispatcher import XenDispatcher
-        from pex.bootstrap import build_application
-        from pex.workers.dispatch import XenEnactment
-
-        settings = settings or Settings.from_env()
-        worker_settings = worker_settings or WorkerSettings.from_env()
-        simulator = None
-        if worker_settings.simulated:
-            from pex.adapters.xen.simulator import XapiSimulator
-            from pex.adapters.xen.simulator.testbed import config_for
-
-            config = config_for(5, guest_ip_delay=worker_settings.simulated_guest_ip_delay)
-            simulator = XapiSimulator(config).start()
-            url, username, password = simulator.url, SIMULATOR_USERNAME, SIMULATOR_PASSWORD
-            log.warning("no PEX_XEN_URL: dispatching to a simulated pool (the paper's testbed) at %s", url)
-        else:
-            url, username, password = worker_settings.xen_url, worker_settings.xen_username, worker_settings.xen_password
-        dispatcher = XenDispatcher(
-            url, username, password, timeout=worker_settings.xen_timeout, task_timeout=worker_settings.xen_task_timeout,
-            ignore_ssl=worker_settings.xen_ignore_ssl,
-        )
-        app = build_application(settings, clock)
-        app.attach_enactment(XenEnactment(dispatcher), worker_settings.worker_id, worker_settings.lease)
-        # Their tables follow PEX_CREATE_TABLES, as the event store's do in this process: the
-        # embedded worker is given n, after `pex serve` made them.
-        read_models = ReadModels(app, create_tables=settings.create_tables)
-        return cls(app, dispatcher, worker_settings, simulator, read_models)
 
     def start(self) -> WorkerProcess:
         self._threads = [
@@ -113,7 +79,7 @@ class WorkerProcess:
             )
         for thread in self._threads:
             thread.start()
-        log.info("worker %s running (%s)", self.app.worker_id, self.dispatcher.url)
+        log.info("worker %s running (%s)", self.dispatch.worker_id, self.dispatcher.url)
         return self
 
     def catch_up_read_models(self) -> int | None:

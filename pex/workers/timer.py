@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from pex.workers.index import DispatchIndex
 
@@ -48,12 +50,15 @@ class TimerWorker:
         app: Any,
         index: DispatchIndex | None = None,
         *,
+        dispatch: Callable[[UUID], str | None],
         node_grace: timedelta = timedelta(seconds=30),
         threads: int = 4,
     ):
-        """`app` is a PexApplication with an enactment attached; `node_grace` is how long a
+        """`app` is a PexApplication; `dispatch` carries out what one instance needs now
+        (pex.workers.dispatch.Dispatch: claim, enactment, record); `node_grace` is how long a
         node must stay lost before its instances are re-placed (a blip should not move VMs)."""
         self.app = app
+        self.dispatch = dispatch
         self.index = index or DispatchIndex()
         self.node_grace = node_grace
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="dispatch")
@@ -85,9 +90,9 @@ class TimerWorker:
 
     def _dispatch(self, instance_id: Any) -> str | None:
         try:
-            return self.app.dispatch_instance(instance_id)
+            return self.dispatch(instance_id)
         except Exception:
-            # dispatch_instance records Xen failures itself; this is the store failing.
+            # The dispatch records the enactment's failures itself; this is the store failing.
             log.exception("could not dispatch instance %s", instance_id)
             return None
 

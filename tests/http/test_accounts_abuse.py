@@ -12,13 +12,12 @@ import falcon.testing
 import pytest
 from click.testing import CliRunner
 
-from pex.accounts import PasswordChecks, PasswordChecksBusy
+from pex.application.accounts import PasswordChecks, PasswordChecksBusy
 from pex.bootstrap import build_application
 from pex.http.auth import LoginThrottle
 from pex.http.portal.settings import SECRET_FILE, stored_secret
-from pex.http.settings import HttpSettings, trusted_proxies
-from pex.login_state import CLIENT_ROWS
-from pex.settings import Settings, SettingsError
+from pex.projections.login_state import CLIENT_ROWS
+from pex.settings import HttpSettings, Settings, SettingsError, trusted_proxies
 from tests.support.api import CHEAP, PASSWORD, basic, make_api, proposal
 from tests.support.portal import make_portal
 
@@ -360,7 +359,7 @@ def test_a_password_change_ends_every_session_and_remembered_check(portal):
 
 
 def test_sessions_per_user_are_bounded(portal):
-    from pex.login_state import USER_SESSIONS
+    from pex.projections.login_state import USER_SESSIONS
 
     portal.application.register_user("alice", PASSWORD)
     for _ in range(USER_SESSIONS + 5):
@@ -371,7 +370,8 @@ def test_sessions_per_user_are_bounded(portal):
 
 
 def test_pex_users_set_password_ends_the_old_password(tmp_path, monkeypatch):
-    from pex.cli import build, main
+    from pex.cli import main
+    from pex.cli.common import build
 
     monkeypatch.setenv("PEX_DATABASE_URL", f"sqlite:///{tmp_path}/pex.sqlite3")
     monkeypatch.setenv("PEX_PASSWORD_PROFILE", "cheapest")

@@ -7,7 +7,7 @@ import yaml
 from click.testing import CliRunner
 
 from pex.http.contract import spec_dict
-from pex.http.settings import HttpSettings
+from pex.settings import HttpSettings
 from tests.support.api import PASSWORD, basic, make_api
 
 PUBLIC = {("post", "/OpenPEX/users")}
@@ -171,7 +171,7 @@ def test_pex_users_add_creates_an_administrator_from_the_cli(tmp_path, monkeypat
     assert "administrator" in result.output
     prompted = CliRunner().invoke(main, ["users", "add", "eve"], input="pw-eve-123\npw-eve-123\n")
     assert prompted.exit_code == 0 and "pw-eve-123" not in prompted.output
-    from pex.cli import build
+    from pex.cli.common import build
 
     application = build()
     assert application.authenticate("root", PASSWORD).is_admin

@@ -87,7 +87,7 @@ def test_made_up_methods_and_paths_add_no_metric_series(api):
 
 
 def test_metrics_can_be_for_administrators_only(tmp_path):
-    from pex.http.settings import HttpSettings
+    from pex.settings import HttpSettings
     from tests.support.api import make_api
 
     api = make_api(HttpSettings(metrics_auth=True))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 from pex.bootstrap import build_application
-from pex.login_state import CLIENT_TOTAL, USER_SESSIONS
+from pex.projections.login_state import CLIENT_TOTAL, USER_SESSIONS
 from pex.settings import Settings
 from tests.support.api import CHEAP
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from pex.http.settings import HttpSettings
+from pex.settings import HttpSettings
 from pex.wire import PEX_JSON, prefers_pex_form
 from tests.http import jsonlib
 from tests.http.jsonlib import (

@@ -7,7 +7,7 @@ PEX_UPDATE_PORTAL_DOCS=1).
 The reservation that is negotiated starts LEAD seconds after the user types its start, so the
 VMs run (and report an IP) while the test waits a few seconds, not minutes: the worker ticks
 every second (PEX_WORKER_TICK_SECONDS) and the simulated guests report their IP 2 s after boot
-(PEX_SIM_GUEST_IP_DELAY_SECONDS): pex.workers.settings' defaults, pinned by the live_portal
+(PEX_SIM_GUEST_IP_DELAY_SECONDS): pex.settings.WorkerSettings' defaults, pinned by the live_portal
 fixture. The whole story takes about 25 s, some 10 of them waiting for the start.
 """
 

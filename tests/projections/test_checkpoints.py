@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pex.application import CHECKPOINT_SCHEMA, Contention
+from pex.application import Contention
+from pex.application.core import CHECKPOINT_SCHEMA
 from pex.bootstrap import build_application
 from pex.clock import ManualClock
 from pex.domain.catalogue import TABLE_1_SIZES
@@ -348,7 +349,7 @@ def test_a_checkpoint_that_lies_about_the_bookings_cannot_overbook_a_node(checkp
 def test_the_masters_preparation_folds_only_what_came_after_the_checkpoints(tmp_path, clock, monkeypatch):
     from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-    from pex.http.server import prepare_store
+    from pex.bootstrap import prepare_store
 
     url = sqlite_url(tmp_path)
     settings = Settings(database_url=url)

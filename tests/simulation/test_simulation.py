@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 from click.testing import CliRunner
 
+from pex.bootstrap import build_simulated_application as build
 from pex.cli import main
 from pex.simulation.simulate import simulate
 from pex.simulation.workload import Request, WorkloadError, generate, read_lwf, write_lwf
@@ -63,7 +64,7 @@ def test_a_lease_whose_start_has_no_time_is_a_clear_error(tmp_path):
 
 def test_negotiation_books_more_than_reject_only_on_a_busy_pool():
     trace = generate(150, rate_per_hour=3, seed=11)
-    exact, pex = simulate(trace, "exact"), simulate(trace, "pex")
+    exact, pex = simulate(trace, "exact", build), simulate(trace, "pex", build)
     assert pex.booked > exact.booked
     assert pex.revenue > exact.revenue
     assert exact.mean_start_delay_hours == 0
@@ -71,9 +72,9 @@ def test_negotiation_books_more_than_reject_only_on_a_busy_pool():
 
 def test_the_original_openpex_puts_a_reservation_on_one_host_and_negotiates_once():
     one = Request(1, timedelta(0), "SMALL", 5, 0, timedelta(hours=1), timedelta(hours=1), timedelta(hours=1))
-    result = simulate([one], "openpex")
+    result = simulate([one], "openpex", build)
     assert result.booked == 0  # five CPUs never fit one 4-CPU host
-    assert simulate([one], "pex").booked == 1
+    assert simulate([one], "pex", build).booked == 1
 
 
 def test_pex_simulate_reports_every_provider(tmp_path):
@@ -86,4 +87,4 @@ def test_pex_simulate_reports_every_provider(tmp_path):
 
 def test_budgets_are_kept():
     r = Request(1, timedelta(0), "XLARGE", 1, 0, timedelta(hours=1), timedelta(hours=10), timedelta(0), Decimal("1.00"))
-    assert simulate([r], "pex").booked == 0  # 10 hours of XLARGE cost 2.00
+    assert simulate([r], "pex", build).booked == 0  # 10 hours of XLARGE cost 2.00

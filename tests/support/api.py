@@ -17,9 +17,8 @@ from pex.clock import ManualClock
 from pex.http.app import create_app
 from pex.http.contract import ResponseContract, openapi
 from pex.http.observability import Metrics
-from pex.http.settings import HttpSettings
 from pex.projections.readmodels import ReadModels
-from pex.settings import Settings
+from pex.settings import HttpSettings, Settings
 from pex.wire import PEX_JSON, rfc1123
 from tests.support import T0
 

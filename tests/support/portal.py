@@ -21,9 +21,8 @@ from pex.clock import ManualClock
 from pex.domain.values import Terms
 from pex.http.app import create_app
 from pex.http.portal.settings import PortalSettings
-from pex.http.settings import HttpSettings
 from pex.projections.readmodels import ReadModels
-from pex.settings import Settings
+from pex.settings import HttpSettings, Settings
 from tests.support import T0
 
 ETCH = "PEX Debian Etch 4.0 Template"

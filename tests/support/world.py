@@ -13,11 +13,12 @@ from typing import Any
 from uuid import UUID
 
 from pex.adapters.xen.dispatcher import XenDispatcher
+from pex.adapters.xen.enactment import XenEnactment
 from pex.bootstrap import build_application
 from pex.clock import ManualClock
 from pex.domain.values import Reply, Terms
 from pex.settings import Settings
-from pex.workers.dispatch import XenEnactment
+from pex.workers.dispatch import Dispatch
 from pex.workers.index import DispatchIndex
 from pex.workers.monitors import Monitors
 from pex.workers.timer import TimerWorker
@@ -106,9 +107,9 @@ def build_world(simulator, database_url: str = "memory:", worker_id: str = "w1",
     clock = clock or ManualClock(T0)
     app = build_application(Settings(database_url=database_url), clock=clock)
     dispatcher = make_dispatcher(simulator.url)
-    app.attach_enactment(XenEnactment(dispatcher), worker_id, timedelta(minutes=2))
+    app.dispatch_now = dispatch = Dispatch(app, XenEnactment(dispatcher), worker_id, timedelta(minutes=2))
     index = DispatchIndex()
-    timer = TimerWorker(app, index, node_grace=node_grace, threads=4)
+    timer = TimerWorker(app, index, dispatch=dispatch, node_grace=node_grace, threads=4)
     watcher = dispatcher.watcher(timeout=0.05, retry_delay=0.01)
     monitors = Monitors(app, watcher, index, guest_timeout=timedelta(minutes=5), resync_interval=0.0, dispatcher=dispatcher)
     world = World(app, clock, simulator, dispatcher, timer, monitors)

@@ -12,9 +12,8 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from pex.settings import Settings
-from pex.workers.runner import WorkerProcess
-from pex.workers.settings import WorkerSettings
+from pex.bootstrap import build_worker_process
+from pex.settings import Settings, WorkerSettings
 
 LEASE = timedelta(seconds=30)
 
@@ -41,7 +40,7 @@ def main(database_url: str, xapi_url: str, clock_file: str, worker_id: str) -> N
         worker_id=worker_id, tick=0.02, threads=2, lease=LEASE, node_grace=timedelta(minutes=10),
         guest_timeout=timedelta(days=1), resync=0.5, watch_timeout=0.2,
     )
-    process = WorkerProcess.build(Settings(database_url=database_url, create_tables=False), settings, FileClock(clock_file))
+    process = build_worker_process(Settings(database_url=database_url, create_tables=False), settings, FileClock(clock_file))
     process.dispatcher.poll_interval = 0.01
     print("ready", flush=True)
     process.run_until_signalled(threading.Event())

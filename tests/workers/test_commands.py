@@ -13,14 +13,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
-from pex.bootstrap import build_application
+from pex.bootstrap import build_application, build_worker_process, start_embedded
 from pex.cli import main
 from pex.domain.values import Reply, Terms
 from pex.projections.readmodels import ReadModels
-from pex.settings import Settings
-from pex.workers.embedded import start_embedded
-from pex.workers.runner import WorkerProcess
-from pex.workers.settings import WorkerSettings
+from pex.settings import Settings, WorkerSettings
 from tests.support.waiting import eventually
 from tests.support.xen import TEMPLATE, make_dispatcher
 
@@ -67,7 +64,7 @@ def test_worker_once_brings_the_read_models_and_the_ledger_up_to_the_head_of_the
 
 def test_a_running_worker_keeps_the_read_models_and_the_ledger_current_while_nobody_reads(tmp_path):
     settings = Settings(database_url=f"sqlite:///{tmp_path}/pex.sqlite3")
-    worker = WorkerProcess.build(settings, WorkerSettings(tick=0.05, simulated_guest_ip_delay=0.05)).start()
+    worker = build_worker_process(settings, WorkerSettings(tick=0.05, simulated_guest_ip_delay=0.05)).start()
     app = build_application(replace(settings, create_tables=False, install_demo_pool=False))
     read_models = ReadModels(app, create_tables=False)  # only looks: fresh=False never catches up
     try:

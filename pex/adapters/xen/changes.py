@@ -8,7 +8,6 @@ liveness) with `previous` fields set to None.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from pex.adapters.xen.records import PowerState
 
@@ -82,4 +81,4 @@ class WatcherResynced:
     reason: str
 
 
-XenChange = Union[VmPowerStateChanged, VmMigrated, GuestIpReported, VmRemoved, HostLivenessChanged, WatcherResynced]
+XenChange = VmPowerStateChanged | VmMigrated | GuestIpReported | VmRemoved | HostLivenessChanged | WatcherResynced

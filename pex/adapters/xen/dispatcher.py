@@ -23,16 +23,17 @@ import re
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 from xml.etree import ElementTree
 
 import XenAPI
 
 from pex.adapters.xen.errors import XenHostDownError, XenNotFoundError, translated_errors
 from pex.adapters.xen.records import (
-    GiB,
     INSTANCE_KEY,
+    GiB,
     MiB,
     PowerState,
     XenHost,

@@ -12,13 +12,15 @@ from __future__ import annotations
 import contextlib
 import http.client
 import xmlrpc.client
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from xml.parsers.expat import ExpatError
 
 import XenAPI
 
+from pex.application.ports import EnactmentError
 
-class XenAdapterError(Exception):
+
+class XenAdapterError(EnactmentError):
     """Anything that went wrong in the Xen adapter."""
 
 

@@ -25,13 +25,13 @@ and k allocations overlapping the window: a few thousand steps for the paper's t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from pex.domain.node import peak_demand
 from pex.domain.values import Resources
 
-UTC = timezone.utc
+UTC = UTC
 FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2999, 12, 31)
 VIEWS = {
     # name: (days shown, column width, label format of a column)

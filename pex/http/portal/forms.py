@@ -10,6 +10,7 @@ fields (`/startTime`, `numInstancesFixed`); FIELD_OF maps those to the form's fi
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -17,9 +18,7 @@ from zoneinfo import ZoneInfo
 
 from openapi_schema_validator import OAS31Validator
 
-from pex.domain.catalogue import Catalogue
 from pex.domain.errors import InvalidProposal
-from pex.domain.negotiation import NegotiationPolicy, check_terms
 from pex.domain.values import Terms
 from pex.http.contract import spec_dict
 from pex.http.portal.pages import local_input, parse_local
@@ -167,12 +166,11 @@ class ReservationForm:
                 for pointer, detail in reversed(error.errors)
             }) from None
 
-    def check(self, terms: Terms, catalogue: Catalogue, at: datetime, policy: NegotiationPolicy) -> None:
-        """The checks the API makes before negotiating, as field errors."""
+    def check(self, terms: Terms, check_proposal: Callable[[Terms], None]) -> None:
+        """The checks the API makes before negotiating (the application's `check_proposal`), as
+        field errors."""
         try:
-            catalogue.size(terms.size)
-            catalogue.check_template(terms.template)
-            check_terms(terms, at, policy)
+            check_proposal(terms)
         except InvalidProposal as error:
             raise FormErrors({self.field_of(error): error.detail[:1].upper() + error.detail[1:]}) from None
 

@@ -8,7 +8,7 @@ datetime attribute and title give the instant in UTC.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -19,7 +19,7 @@ from markupsafe import Markup, escape
 
 from pex.http.portal.sessions import CSRF_FIELD
 
-UTC = timezone.utc
+UTC = UTC
 ISO_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:[+-]\d\d:\d\d|Z)")
 LOCAL_INPUT = "%Y-%m-%dT%H:%M"  # the value of <input type="datetime-local">
 

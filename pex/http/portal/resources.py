@@ -19,6 +19,7 @@ from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 import falcon
 
 from pex.application import Contention, NotFound, PexApplication, ReservationView
+from pex.application.errors import ProposalInProgress, ProposalReused
 from pex.domain.errors import DomainError, IllegalMove, OfferExpired
 from pex.domain.quotas import QuotaExceeded
 from pex.domain.user import AccountError, UsernameTaken
@@ -284,35 +285,26 @@ class NewReservation(Page):
         try:
             now = self.now()
             terms = typed.terms(tz, now)
-            typed.check(terms, self.application.catalogue(), now, self.application.policy_in_force(user))
+            typed.check(terms, lambda t: self.application.check_proposal(user, t))
         except FormErrors as refused:
             self._show(req, resp, typed, refused.errors, 422)
             return
         # The form's nonce names the reservation: a form sent twice negotiates once.
         rid = uuid5(NAMESPACE_URL, f"/pex/users/{user}/portal/{typed.nonce or uuid4().hex}")
         try:
-            self.application.check_quotas(user, terms, rid)
-        except QuotaExceeded as error:  # refused before a reservation is made for it
+            self.application.propose(user, terms, rid)
+        except (ProposalInProgress, ProposalReused):
+            pass  # already submitted by the same form: show what was answered then
+        except QuotaExceeded as error:
+            typed.nonce = ""  # if it was refused after its reservation was made, that one is spent
             self._show(req, resp, typed, {typed.field_of(error): error.detail}, 422)
             return
-        rid = self.application.initiate_reservation(user, rid)
-        try:
-            self.application.submit_proposal(rid, terms)
-        except IllegalMove:
-            pass  # already submitted by the same form: show what was answered then
         except DomainError as error:
             field = typed.field_of(error) if hasattr(error, "field") else "form"
-            self._abandon(rid)
             typed.nonce = ""  # that reservation is spent: the next try makes a new one
             self._show(req, resp, typed, {field: str(getattr(error, "detail", error))}, 422)
             return
         raise redirect(reservation_url(rid))
-
-    def _abandon(self, rid: UUID) -> None:
-        try:
-            self.application.cancel(rid, "the proposal was refused")
-        except Exception:
-            pass
 
 
 class Reservations(Page):
@@ -420,7 +412,7 @@ class ReservationAction(Page):
                 try:
                     now = self.now()
                     terms = typed.terms(tz, now)
-                    typed.check(terms, app.catalogue(), now, app.policy_in_force(view.user_id))
+                    typed.check(terms, lambda t: app.check_proposal(view.user_id, t))
                 except FormErrors as refused:
                     ReservationPage(self.p).show(req, resp, view, typed, refused.errors, 422)
                     return

@@ -5,7 +5,7 @@ The cookie holds a random session id, the username once logged in, the chosen ti
 one-shot flash messages; nothing secret. It is signed and timestamped, so it cannot be forged
 and stops counting after PEX_SESSION_HOURS. It is HttpOnly, SameSite=Lax, and Secure on HTTPS.
 
-A logged-in session also has a row in the store (pex.login_state, through the application's
+A logged-in session also has a row in the store (pex.projections.login_state, through the application's
 open_session / session_user / close_session), which every worker reads on every request: the
 cookie counts only while its row does. Logging out deletes the row, so a copy of the cookie
 taken before is worth nothing after; a password change (set_password) ends every session of

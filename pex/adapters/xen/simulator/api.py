@@ -15,10 +15,9 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from pex.adapters.xen.simulator.calls import CALL_FAMILIES, generic_method
+from pex.adapters.xen.simulator.calls.generic import ApiMethod
 from pex.adapters.xen.simulator.database import CLASSES
 from pex.adapters.xen.simulator.lifecycle import Operation
 from pex.adapters.xen.simulator.pool import SimulatedPool
@@ -28,13 +27,6 @@ from pex.adapters.xen.simulator.wire import NULL_REF, XapiError, task_result
 log = logging.getLogger(__name__)
 
 LOGIN = "session.login_with_password"
-
-
-@dataclass(frozen=True)
-class ApiMethod:
-    handler: Callable[..., object]
-    arity: int  # including the session argument
-    can_be_async: bool
 
 
 class XapiApi:

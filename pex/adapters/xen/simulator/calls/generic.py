@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pex.adapters.xen.simulator.database import BACK_REFERENCES
@@ -16,19 +17,25 @@ from pex.adapters.xen.simulator.record_defaults import new_record
 from pex.adapters.xen.simulator.wire import XapiError
 
 if TYPE_CHECKING:
-    from pex.adapters.xen.simulator.api import ApiMethod
     from pex.adapters.xen.simulator.pool import SimulatedPool
 
 # The few plain field setters PEX might use; the rest of xapi's setters are not simulated.
 SETTABLE_FIELDS = frozenset({"name_label", "name_description", "other_config", "tags", "affinity"})
 
+@dataclass(frozen=True)
+class ApiMethod:
+    """One xapi message the simulator answers (pex.adapters.xen.simulator.api)."""
+
+    handler: Callable[..., object]
+    arity: int  # including the session argument
+    can_be_async: bool
+
+
+
 _WHERE_CLAUSE = re.compile(r'\s*field\s+"(?P<field>[^"]+)"\s*=\s*"(?P<value>[^"]*)"\s*')
 
 
 def generic_method(pool: SimulatedPool, cls: str, msg: str) -> ApiMethod | None:
-    # Imported here: api.py builds on this module.
-    from pex.adapters.xen.simulator.api import ApiMethod
-
     db = pool.db
     defaults = new_record(cls)
     fields = set(defaults) | {f for (_, _), (target, f) in BACK_REFERENCES.items() if target == cls}

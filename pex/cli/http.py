@@ -1,4 +1,4 @@
-"""CLI commands of the HTTP edge: `pex serve` and `pex users`. Registered in pex.cli."""
+"""`pex serve` and `pex users`: the HTTP edge's commands."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import tempfile
 
 import click
 
+from pex.cli.common import build
 from pex.domain.errors import DomainError
 
 
 def _settings():
-    from pex.http.settings import HttpSettings
     from pex.settings import Settings, SettingsError
 
     try:
-        return Settings.from_env(), HttpSettings.from_env()
+        return Settings.from_env()
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
 
@@ -32,16 +32,14 @@ def serve(bind, workers, threads) -> None:
     workers start; every worker then builds its own application."""
     from dataclasses import replace
 
-    store, http = _settings()
-    http = replace(http, **{k: v for k, v in {"bind": bind, "workers": workers, "threads": threads}.items() if v})
+    store = _settings()
+    http = replace(store.http, **{k: v for k, v in {"bind": bind, "workers": workers, "threads": threads}.items() if v})
+    store = replace(store, http=http)
     if store.database_url.startswith("memory:") and http.workers > 1:
         raise click.ClickException("PEX_DATABASE_URL=memory: lives in one process; use --workers 1 or a real store")
     # prometheus_client decides at its first import whether it runs in multiprocess mode.
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="pex-metrics-")
-    os.environ["PEX_BIND"], os.environ["PEX_WORKERS"], os.environ["PEX_THREADS"] = (
-        http.bind, str(http.workers), str(http.threads)
-    )
     url = f"http://{http.bind}"
     click.echo(
         f"PEX serving {url}/OpenPEX/ on {store.database_url} ({http.workers} workers × {http.threads} threads)\n"
@@ -56,13 +54,13 @@ def serve(bind, workers, threads) -> None:
         + "  admin:     pex users add NAME --admin   (manages nodes, sizes, templates over the API)",
         err=True,
     )
+    from pex.bootstrap import start_embedded
     from pex.http.server import serve as run
-    from pex.workers.embedded import start_embedded
 
     # The embedded default (no PEX_XEN_URL): a worker and a simulated pool beside the API.
     embedded = start_embedded(store)
     try:
-        run(http)
+        run(store)
     finally:
         embedded.stop()
 
@@ -78,8 +76,6 @@ def users() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def add_user(username, admin, password_stdin) -> None:
     """Create an account (the password is prompted for, never an argument)."""
-    from pex.cli import build
-
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -97,8 +93,6 @@ def add_user(username, admin, password_stdin) -> None:
 def set_password(username, password_stdin) -> None:
     """Give an account a new password; its portal sessions and remembered checks end."""
     from pex.application import NotFound
-    from pex.cli import build
-
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -115,8 +109,6 @@ def set_password(username, password_stdin) -> None:
 def grant_admin(username) -> None:
     """Make an existing user an administrator."""
     from pex.application import NotFound
-    from pex.cli import build
-
     try:
         build().grant_admin(username)
     except (DomainError, NotFound) as error:

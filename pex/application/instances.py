@@ -1,42 +1,40 @@
-"""Where reservations become running VMs: the instance commands of PexApplication (a mixin).
+"""Where reservations become running VMs: the instance commands of PexApplication.
 
 Three kinds of command live here, all recorded on the Instance aggregate:
 
 * **The user's** (paper §3.1 and Table 2): `start_instance`, `stop_instance`,
-  `reboot_instance`, `delete_instance`. Each records the request; the dispatch that carries it
-  out follows at once when this process has an enactment attached (a worker does), otherwise
-  the next worker tick does it (the API's processes never talk to Xen).
-* **The dispatcher's**: `dispatch_instance` claims the one action an instance needs now
-  (`Instance.due_action`), carries it out through the attached `Enactment`, and records the
-  outcome. The claim is an event with a lease, so two workers never dispatch the same
-  instance at once; a worker killed mid-way leaves a claim that lapses, and the next one
-  repeats the (idempotent) action. While an action runs, the claim is renewed.
+  `reboot_instance`, `delete_instance`. Each records the request; in a worker process
+  (`dispatch_now` set by pex.bootstrap) the dispatch follows at once, otherwise the next
+  worker tick does it (the API's processes never talk to Xen).
+* **The dispatcher's**: `claim_dispatch` claims the one action an instance needs now
+  (`Instance.due_action`) for a lease; the worker (pex.workers.dispatch) carries it out
+  through its enactment (pex.application.ports.Enactment), renews the claim while the action
+  runs (`renew_dispatch`) and records the outcome (`record_dispatch`,
+  `record_dispatch_failure`). The claim is an event with a lease, so two workers never
+  dispatch the same instance at once; a worker killed mid-way leaves a claim that lapses, and
+  the next one repeats the (idempotent) action.
 * **The monitors' and the Scheduler's**: observations of power state, IP address, silent
   guests, vanished VMs, VMs lost with their node; and `replace_instances`, which re-places the
   instances of lost nodes (and stranded ones) on nodes with room: booking on the new node,
   releasing the old, moving the instances and correcting the reservation's placement in one
   atomic save.
-
-Expects to be mixed into PexApplication (repository, clock, save, _retrying, follow, ...).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
-import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from functools import partial
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
-from pex.domain.errors import IllegalMove
+from pex.application.core import Core
+from pex.application.errors import NotFound
+from pex.application.ports import DispatchJob, Enacted
+from pex.application.views import InstanceView
 from pex.domain.instance import (
     IllegalInstanceAction,
     Instance,
@@ -45,12 +43,9 @@ from pex.domain.instance import (
     reservation_over,
     reservation_runs,
 )
-from pex.domain.placement import fitting_counts
+from pex.domain.placement import re_place
 from pex.domain.reservation import Reservation
-from pex.domain.values import Allocation, Resources, State
-
-if TYPE_CHECKING:
-    from pex.application import InstanceView
+from pex.domain.values import Allocation, State
 
 log = logging.getLogger(__name__)
 
@@ -61,57 +56,13 @@ REMOVAL_REASONS = {
 }
 
 
-@dataclass(frozen=True)
-class DispatchJob:
-    """What an enactment needs to know to carry out one action for one instance."""
+class Instances(Core):
+    """Instance commands: the user's requests, the dispatcher's claims and records, the
+    monitors' observations, and the Scheduler's re-placement."""
 
-    instance_id: UUID
-    action: str
-    name: str
-    template: str
-    node: str
-    per_instance: Resources
-    vm_uuid: str | None
-    vm_may_exist: bool
-    needs_reset: bool
-    reason: str = ""  # why a VM is removed (end, delete, cleanup)
-
-
-@dataclass(frozen=True)
-class Enacted:
-    """What a start left running: the VM, the host it runs on, and its IP if already known."""
-
-    vm_uuid: str | None = None
-    node: str | None = None
-    ip_address: str | None = None
-
-
-class Enactment(Protocol):
-    """Carries out dispatch actions on a hypervisor (pex.workers.dispatch.XenEnactment).
-
-    Every action must be safe to repeat: a worker that died may have done it already."""
-
-    def carry_out(self, job: DispatchJob) -> Enacted: ...
-
-
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-class VmLifecycle:
-    """Instance commands. Expects the host to be PexApplication."""
-
-    enactment: Enactment | None = None
-    worker_id: str = ""
-    dispatch_lease: timedelta = timedelta(minutes=2)
-
-    def attach_enactment(self, enactment: Enactment, worker_id: str | None = None, lease: timedelta | None = None) -> None:
-        """Let this process act on the hypervisor: dispatch work is claimed as `worker_id`
-        for `lease` at a time (renewed while an action runs)."""
-        self.enactment = enactment
-        self.worker_id = worker_id or default_worker_id()
-        if lease is not None:
-            self.dispatch_lease = lease
+    # Set by a worker process (pex.bootstrap): carries out what a user's request made due at
+    # once, through the worker's dispatch (claim → enactment → record), instead of at the next tick.
+    dispatch_now: Callable[[UUID], str | None] | None = None
 
     # --- the user's commands -------------------------------------------------------------
 
@@ -119,7 +70,7 @@ class VmLifecycle:
         """Run the instance's VM again, within its reservation's interval (paper §3.1)."""
 
         def check(instance: Instance, at: datetime) -> None:
-            reservation = self._reservation(instance.reservation_id)  # type: ignore[attr-defined]
+            reservation = self._reservation(instance.reservation_id)
             state = State(reservation.state)
             auto_start = bool(reservation.offer and reservation.offer.terms.auto_start)
             if not (state == State.ACTIVATED or (state == State.CONFIRMED and auto_start)):
@@ -143,54 +94,73 @@ class VmLifecycle:
     def _request(self, instance_id: UUID, user_id: str | None, change: Callable[[Instance, datetime], None]) -> InstanceView:
         def attempt() -> None:
             instance = self._instance(instance_id, user_id)
-            change(instance, self.clock())  # type: ignore[attr-defined]
+            change(instance, self.clock())
             if instance.pending_events:
-                self.save(instance)  # type: ignore[attr-defined]
+                self.save(instance)
 
-        self._retrying(attempt)  # type: ignore[attr-defined]
-        if self.enactment is not None:
+        self._retrying(attempt)
+        if self.dispatch_now is not None:
             for _ in range(3):  # e.g. a start owed before a reboot
-                if self.dispatch_instance(instance_id) is None:
+                if self.dispatch_now(instance_id) is None:
                     break
-        return self.get_instance(instance_id)  # type: ignore[attr-defined]
+        return self.get_instance(instance_id)
 
-    # --- dispatch ------------------------------------------------------------------------
-
-    def dispatch_instance(self, instance_id: UUID) -> str | None:
-        """Carry out the action the instance needs now, if any and if no other worker has it.
-
-        Returns what was done ("start", "stop failed", ...) or None. Needs an enactment."""
-        if self.enactment is None:
-            raise RuntimeError("dispatch needs an enactment (attach_enactment)")
-        worker = self.worker_id
-        job = self._retrying(lambda: self._claim(instance_id, worker))  # type: ignore[attr-defined]
-        if job is None:
-            return None
+    def get_instance(self, instance_id_: UUID, user_id: str | None = None) -> InstanceView:
         try:
-            with self._renewing_claim(instance_id, job.action):
-                enacted = self.enactment.carry_out(job)
-        except Exception as error:  # any failure: recorded, retried later with backoff
-            if not _expected(error):
-                log.exception("dispatch %s of instance %s failed", job.action, instance_id)
-            else:
-                log.warning("dispatch %s of instance %s failed: %s", job.action, instance_id, error)
-            message = f"{type(error).__name__}: {error}"
-            self._change_instance(instance_id, lambda i, at: i.fail_dispatch(worker, job.action, message, at))
-            return f"{job.action} failed"
-        self._change_instance(instance_id, lambda i, at: self._record_outcome(i, job, enacted, worker, at))
-        return job.action
+            instance: Instance = self.repository.get(instance_id_)
+        except AggregateNotFoundError:
+            raise NotFound("no such instance") from None
+        if not isinstance(instance, Instance) or (user_id is not None and instance.user_id != user_id):
+            raise NotFound("no such instance")
+        return self._instance_view(instance)
 
-    def _claim(self, instance_id: UUID, worker: str) -> DispatchJob | None:
-        at = self.clock()  # type: ignore[attr-defined]
+    def list_instances(self, user_id: str | None = None) -> list[InstanceView]:
+        """Every instance (of `user_id`); like list_reservations, folds the log once."""
+        with self._follow_lock:
+            self._follow_listing()
+            if user_id is None:
+                ids = [i for ids in self._listing.instances_by_user.values() for i in ids]
+            else:
+                ids = list(self._listing.instances_by_user.get(user_id, []))
+        return [self._instance_view(self.repository.get(i)) for i in ids]
+
+    # --- dispatch: the worker claims, carries out through its enactment, and records -----
+
+    def claim_dispatch(self, instance_id: UUID, worker: str, lease: timedelta) -> DispatchJob | None:
+        """Claim the action the instance needs now, if any and if no other worker holds it, for
+        `lease`: what the worker's enactment is to carry out."""
+        return self._retrying(lambda: self._claim(instance_id, worker, lease))
+
+    def renew_dispatch(self, instance_id: UUID, worker: str, action: str, lease: timedelta) -> None:
+        """Keep `worker`'s claim alive while a long action runs, so no other worker takes it over."""
+
+        def renew(i: Instance, at: datetime) -> None:
+            if i.holds_claim(worker, action):
+                i.claim_dispatch(worker, action, at + lease, at)
+            else:
+                log.warning("lost the claim on %s of instance %s to %s", action, instance_id, i.claim)
+
+        self._change_instance(instance_id, renew)
+
+    def record_dispatch(self, job: DispatchJob, enacted: Enacted, worker: str) -> None:
+        """The enactment carried the claimed action out: record what it left."""
+        self._change_instance(job.instance_id, lambda i, at: self._record_outcome(i, job, enacted, worker, at))
+
+    def record_dispatch_failure(self, job: DispatchJob, message: str, worker: str) -> None:
+        """The enactment failed: recorded, and tried again later with backoff."""
+        self._change_instance(job.instance_id, lambda i, at: i.fail_dispatch(worker, job.action, message, at))
+
+    def _claim(self, instance_id: UUID, worker: str, lease: timedelta) -> DispatchJob | None:
+        at = self.clock()
         instance = self._instance(instance_id)
         action, reason = self._due_action(instance, at)
         if action is None:
             return None
         try:
-            instance.claim_dispatch(worker, action, at + self.dispatch_lease, at)
+            instance.claim_dispatch(worker, action, at + lease, at)
         except InstanceBusy:
             return None
-        self.save(instance)  # type: ignore[attr-defined]
+        self.save(instance)
         return DispatchJob(
             instance_id=instance.id,
             action=action,
@@ -207,7 +177,7 @@ class VmLifecycle:
     def _due_action(self, instance: Instance, at: datetime) -> tuple[str | None, str]:
         """The action due now and, for a removal, why."""
         try:
-            reservation = self.repository.get(instance.reservation_id)  # type: ignore[attr-defined]
+            reservation: Reservation = self.repository.get(instance.reservation_id)
         except AggregateNotFoundError:
             return instance.due_action(at, runs=False, over=True), REMOVAL_REASONS["end"]
         state = State(reservation.state)
@@ -235,34 +205,6 @@ class VmLifecycle:
         else:
             instance.record_removed(worker, job.action, job.reason or REMOVAL_REASONS[job.action], at)
 
-    @contextmanager
-    def _renewing_claim(self, instance_id: UUID, action: str) -> Iterator[None]:
-        """Keep our claim alive while a long action runs, so no other worker takes it over."""
-        stop = threading.Event()
-        period = max(self.dispatch_lease.total_seconds() / 3, 0.05)
-        worker = self.worker_id
-
-        def renew(i: Instance, at: datetime) -> None:
-            if i.holds_claim(worker, action):
-                i.claim_dispatch(worker, action, at + self.dispatch_lease, at)
-            else:
-                log.warning("lost the claim on %s of instance %s to %s", action, instance_id, i.claim)
-
-        def loop() -> None:
-            while not stop.wait(period):
-                try:
-                    self._change_instance(instance_id, renew)
-                except Exception:
-                    log.warning("could not renew the claim on instance %s", instance_id, exc_info=True)
-
-        thread = threading.Thread(target=loop, name=f"lease-{instance_id}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-
     # --- what the monitors saw -------------------------------------------------------------
 
     def observe_power_state(self, instance_id: UUID, power_state: str) -> None:
@@ -289,8 +231,6 @@ class VmLifecycle:
         room for the rest of their reservation; strand those that fit nowhere. Returns
         (moved, stranded now). One atomic save per reservation: the new node's booking, the
         release on the old, the instances' Moved/Stranded and the reservation's new placement."""
-        from pex.application import NotFound
-
         reservations: dict[UUID, None] = {}
         for instance_id in instance_ids:
             try:
@@ -299,19 +239,19 @@ class VmLifecycle:
                 continue
         moved = stranded = 0
         for reservation_id in reservations:
-            m, s = self._retrying(lambda: self._replace(reservation_id, reason))  # type: ignore[attr-defined]
+            m, s = self._retrying(partial(self._replace, reservation_id, reason))
             moved, stranded = moved + m, stranded + s
         return moved, stranded
 
     def _replace(self, reservation_id: UUID, reason: str) -> tuple[int, int]:
-        at = self.clock()  # type: ignore[attr-defined]
-        reservation: Reservation = self._reservation(reservation_id)  # type: ignore[attr-defined]
+        at = self.clock()
+        reservation: Reservation = self._reservation(reservation_id)
         offer = reservation.offer
         if offer is None or not reservation.can("replace") or offer.terms.end <= at:
             return 0, 0
-        self.follow()  # type: ignore[attr-defined]
-        with self._follow_lock:  # type: ignore[attr-defined]
-            available = set(self.timeline.node_names())  # type: ignore[attr-defined]
+        self.follow()
+        with self._follow_lock:
+            available = set(self.timeline.node_names())
         # Every instance of the reservation, not only `ids`: its whole booking leaves a lost node.
         instances = [self._instance(i) for i in reservation.instance_ids]
         # A VM still running on an unavailable node (disabled for maintenance, not dead) stays:
@@ -332,29 +272,23 @@ class VmLifecycle:
         nodes: dict[str, Any] = {}
         for name in sorted({i.node for i in movers if i.status != Status.STRANDED and i.node in counts}):
             # The whole booking leaves the lost node; what stays is booked again where it goes.
-            nodes[name] = self._node(name)  # type: ignore[attr-defined]
+            nodes[name] = self._node(name)
             nodes[name].release(reservation.id, f"node {name} lost" + (f": {reason}" if reason else ""), at)
             counts.pop(name)
-        with self._follow_lock:  # type: ignore[attr-defined]
-            fits = fitting_counts(self.timeline, offer.per_instance, max(terms.start, at), terms.end, at, None)  # type: ignore[attr-defined]
-        # Most loaded first, as placement does: free capacity stays in large pieces.
-        fits.sort(key=lambda f: (-f[2], f[1], f[0]))
-        room = {name: n for name, n, _ in fits}
-        order = [name for name, _, _ in fits]
+        with self._follow_lock:
+            targets = re_place(self.timeline, offer.per_instance, len(movers), max(terms.start, at), terms.end, at)
         moved = stranded = 0
         changed: list[Instance] = []
-        for instance in movers:
-            target = next((name for name in order if room[name] > 0), None)
+        for instance, target in zip(movers, targets, strict=True):
             if target is None:
                 if instance.status != Status.STRANDED:
                     instance.strand(f"no node has room for it until {terms.end.isoformat()}", at)
                     changed.append(instance)
                     stranded += 1
                 continue
-            room[target] -= 1
             counts[target] = counts.get(target, 0) + 1
             if target not in nodes:
-                nodes[target] = self._node(target)  # type: ignore[attr-defined]
+                nodes[target] = self._node(target)
             instance.move(target, at)
             changed.append(instance)
             moved += 1
@@ -364,7 +298,7 @@ class VmLifecycle:
         placement = tuple(Allocation(name, n) for name, n in sorted(counts.items()) if n > 0)
         if placement != tuple(sorted(offer.placement, key=lambda a: a.node)):
             reservation.replace_placement(placement, reason or "instances re-placed after a node was lost", at)
-        self._save(reservation, *nodes.values(), *changed)  # type: ignore[attr-defined]
+        self._save(reservation, *nodes.values(), *changed)
         if moved or stranded:
             log.info("reservation %s: %d instance(s) re-placed, %d stranded", reservation.id, moved, stranded)
         return moved, stranded
@@ -372,10 +306,8 @@ class VmLifecycle:
     # --- plumbing ----------------------------------------------------------------------
 
     def _instance(self, instance_id: UUID, user_id: str | None = None) -> Instance:
-        from pex.application import NotFound
-
         try:
-            instance = self.repository.get(instance_id)  # type: ignore[attr-defined]
+            instance: Instance = self.repository.get(instance_id)
         except AggregateNotFoundError:
             raise NotFound("no such instance") from None
         if not isinstance(instance, Instance) or (user_id is not None and instance.user_id != user_id):
@@ -385,8 +317,6 @@ class VmLifecycle:
     def _change_instance(
         self, instance_id: UUID, change: Callable[[Instance, datetime], None], missing_ok: bool = False
     ) -> None:
-        from pex.application import NotFound
-
         def attempt() -> None:
             try:
                 instance = self._instance(instance_id)
@@ -394,15 +324,8 @@ class VmLifecycle:
                 if missing_ok:
                     return
                 raise
-            change(instance, self.clock())  # type: ignore[attr-defined]
+            change(instance, self.clock())
             if instance.pending_events:
-                self.save(instance)  # type: ignore[attr-defined]
+                self.save(instance)
 
-        self._retrying(attempt)  # type: ignore[attr-defined]
-
-
-def _expected(error: Exception) -> bool:
-    """Failures of the hypervisor (reported briefly) as opposed to bugs (with a traceback)."""
-    return any(cls.__module__.startswith("pex.adapters.") for cls in type(error).__mro__) or isinstance(
-        error, (IllegalMove, OSError, TimeoutError)
-    )
+        self._retrying(attempt)

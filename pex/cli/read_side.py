@@ -1,4 +1,4 @@
-"""`pex audit`, `pex history` and `pex replay`: the read side's commands (registered in pex.cli)."""
+"""`pex audit`, `pex history` and `pex replay`: the read side's commands."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import sys
 
 import click
 
+from pex.cli.common import build, parse_duration, parse_id, parse_time
 from pex.projections.views import VIEW_NAMES
 
 REPLAYABLE = [*VIEW_NAMES, "ledger"]
 
 
 def _build(**overrides):
-    from pex.cli import build  # late: pex.cli imports this module at its end
-
     return build(install_demo_pool=False, **overrides)
 
 
@@ -28,8 +27,6 @@ def _source() -> str:
 def _time(ctx, param, value):
     if value is None:
         return None
-    from pex.cli import parse_time
-
     return parse_time(value)
 
 
@@ -46,7 +43,6 @@ def audit_command(until, until_id, expect_chain, grace, as_json) -> None:
     every negotiation a sequence of legal moves, versions without gaps, no stored event
     altered or removed since the ledger sealed it, the stored read models as the log says.
     Exits 1 on any violation. Reads only: it may run under a read-only database role."""
-    from pex.cli import parse_duration
     from pex.projections.audit import Auditor
     from pex.projections.readmodels import ReadModels
 
@@ -79,7 +75,6 @@ def audit_command(until, until_id, expect_chain, grace, as_json) -> None:
 def history_command(reservation_id) -> None:
     """Print one reservation's negotiation and life as a timeline."""
     from pex.application import NotFound
-    from pex.cli import parse_id
     from pex.projections.history import render_history
 
     app = _build(create_tables=False)
@@ -119,6 +114,3 @@ def replay_command(views, follow, interval, reseal) -> None:
     finally:
         read_models.close()
         app.close()
-
-
-COMMANDS = (audit_command, history_command, replay_command)

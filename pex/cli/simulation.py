@@ -4,46 +4,9 @@ from __future__ import annotations
 
 import click
 
-from pex.simulation.simulate import PROVIDERS, Result, simulate
+from pex.simulation.report import plot_results, results_table
+from pex.simulation.simulate import PROVIDERS, simulate
 from pex.simulation.workload import WorkloadError, generate, read_lwf, write_lwf
-
-
-def results_table(results: list[Result]) -> list[str]:
-    lines = [
-        "| provider | requests | booked | acceptance | utilization | mean start delay | proposals per request | revenue |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r.provider} | {r.requests} | {r.booked} | {r.acceptance_rate:.1%} | {r.utilization:.1%} "
-            f"| {r.mean_start_delay_hours:.2f} h | {r.mean_rounds:.2f} | {r.revenue} |"
-        )
-    return lines
-
-
-def plot_results(results: list[Result], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [r.provider.replace(" (", "\n(") for r in results]
-    metrics = [
-        ("acceptance rate", [r.acceptance_rate * 100 for r in results], "%"),
-        ("utilization", [r.utilization * 100 for r in results], "%"),
-        ("revenue", [float(r.revenue) for r in results], ""),
-        ("mean start delay", [r.mean_start_delay_hours for r in results], "h"),
-    ]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(14, 3.8))
-    for ax, (title, values, unit) in zip(axes, metrics, strict=True):
-        ax.bar(range(len(values)), values, color=["#999", "#c96", "#369"][: len(values)])
-        ax.set_xticks(range(len(values)), names, fontsize=7)
-        ax.set_title(f"{title}{' (' + unit + ')' if unit else ''}")
-        for i, v in enumerate(values):
-            ax.annotate(f"{v:.1f}", (i, v), ha="center", va="bottom", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 @click.command("simulate")
@@ -62,7 +25,11 @@ def simulate_command(trace, providers, plot) -> None:
     if not requests:
         raise click.ClickException(f"{trace} holds no advance-reservation leases")
     names = list(PROVIDERS) if "all" in providers else list(providers)
-    results = [simulate(requests, name) for name in names]
+    # Built late, as every command builds: importing the system must not come before `pex
+    # serve` sets up the metrics' multiprocess mode (prometheus_client decides at its import).
+    from pex.bootstrap import build_simulated_application
+
+    results = [simulate(requests, name, build_simulated_application) for name in names]
     click.echo("\n".join(results_table(results)))
     if plot:
         plot_results(results, plot)

@@ -1,5 +1,4 @@
-"""Accounts: registering users, checking their passwords, portal sessions. A mixin of
-PexApplication.
+"""Accounts: registering users, checking their passwords, portal sessions.
 
 Passwords are kept only as argon2id hashes (argon2-cffi). The hashing profile comes from the
 application's environment, PEX_PASSWORD_PROFILE: "default" (RFC 9106 low-memory, the
@@ -14,7 +13,7 @@ gunicorn threads left over serve the requests whose password check the HTTP edge
 which never queue here.
 
 Sessions of the portal and the failed-login counters are plain tables beside the event store
-(pex.login_state), made with the application's other tables.
+(pex.projections.login_state), made with the application's other tables.
 """
 
 from __future__ import annotations
@@ -35,10 +34,19 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import strtobool
 
+from pex.application.core import Core
+from pex.application.errors import NotFound
 from pex.domain.user import (
-    User, UsernameTaken, check_not_reserved, check_password, check_username, is_valid_username, legacy_user_id, user_id,
+    User,
+    UsernameTaken,
+    check_not_reserved,
+    check_password,
+    check_username,
+    is_valid_username,
+    legacy_user_id,
+    user_id,
 )  # fmt: skip
-from pex.login_state import LoginState, login_state_for
+from pex.projections.login_state import LoginState, login_state_for
 from pex.projections.readmodels import store_for
 from pex.settings import env_number
 
@@ -117,7 +125,7 @@ def session_digest(sid: str) -> str:
     return hashlib.sha256(sid.encode()).hexdigest()
 
 
-class Accounts:
+class Accounts(Core):
     """Account commands and queries. Expects the host to be an eventsourcing Application with
     a `clock` (PexApplication)."""
 
@@ -125,15 +133,15 @@ class Accounts:
     _hasher_lock = threading.Lock()
 
     def __init__(self, env=None):
-        super().__init__(env)  # type: ignore[call-arg]
-        env = self.env  # type: ignore[attr-defined]
+        super().__init__(env)
+        env = self.env
         self.password_checks = PasswordChecks(
             int(env_number(env, "PEX_PASSWORD_CHECKS", 1, int, positive=True)),
             int(env_number(env, "PEX_PASSWORD_CHECKS_WAITING", 2, int)),
             env_number(env, "PEX_PASSWORD_CHECK_WAIT_SECONDS", 0.5),
         )
         self.login_state: LoginState = login_state_for(store_for(self))
-        if strtobool(self.factory.env.get("CREATE_TABLE") or "yes"):  # type: ignore[attr-defined]
+        if strtobool(self.factory.env.get("CREATE_TABLE") or "yes"):
             self.login_state.create()
 
     @property
@@ -141,7 +149,7 @@ class Accounts:
         if self._hasher is None:
             with self._hasher_lock:
                 if self._hasher is None:
-                    name = self.env.get("PEX_PASSWORD_PROFILE") or "default"  # type: ignore[attr-defined]
+                    name = self.env.get("PEX_PASSWORD_PROFILE") or "default"
                     if name not in PASSWORD_PROFILES:
                         raise ValueError(f"PEX_PASSWORD_PROFILE must be one of {', '.join(PASSWORD_PROFILES)}, not {name!r}")
                     self._hasher = PasswordHasher.from_parameters(PASSWORD_PROFILES[name])
@@ -169,9 +177,9 @@ class Accounts:
             raise UsernameTaken(f"the username {username!r} is taken")
 
     def _register(self, username: str, password_hash: str, is_admin: bool) -> UserView:
-        user = User.register(username, password_hash, is_admin, self.clock())  # type: ignore[attr-defined]
+        user = User.register(username, password_hash, is_admin, self.clock())
         try:
-            self.save(user)  # type: ignore[attr-defined]
+            self.save(user)
         except IntegrityError:
             raise UsernameTaken(f"the username {username!r} is taken") from None
         return self._user_view(user)
@@ -191,7 +199,7 @@ class Accounts:
     def close(self) -> None:
         self.password_checks.close()
         self.login_state.close()
-        super().close()  # type: ignore[misc]
+        super().close()
 
     def get_user(self, username: str) -> UserView | None:
         user = self._user(username)
@@ -202,22 +210,22 @@ class Accounts:
         (they carry the password version, which this changes)."""
         check_password(password)
         user = self._existing_user(username)
-        user.change_password(self.password_hasher.hash(password), self.clock())  # type: ignore[attr-defined]
-        self.save(user)  # type: ignore[attr-defined]
+        user.change_password(self.password_hasher.hash(password), self.clock())
+        self.save(user)
         self.login_state.close_sessions_of(user.username)
 
     # --- portal sessions -----------------------------------------------------------------
 
     def open_session(self, sid: str, user: UserView, expires: datetime) -> None:
         self.login_state.open_session(
-            session_digest(sid), user.username, user.password_version, expires.timestamp(), self.clock().timestamp()  # type: ignore[attr-defined]
+            session_digest(sid), user.username, user.password_version, expires.timestamp(), self.clock().timestamp()
         )
 
     def session_user(self, sid: str) -> UserView | None:
         """The user whose session `sid` is, while it is open, unexpired, and made with the
         user's current password."""
         record = self.login_state.session(session_digest(sid))
-        if record is None or record.expires <= self.clock().timestamp():  # type: ignore[attr-defined]
+        if record is None or record.expires <= self.clock().timestamp():
             return None
         user = self.get_user(record.username)
         if user is None or user.password_version != record.password_version:
@@ -229,16 +237,14 @@ class Accounts:
 
     def grant_admin(self, username: str) -> None:
         user = self._existing_user(username)
-        user.grant_admin(self.clock())  # type: ignore[attr-defined]
-        self.save(user)  # type: ignore[attr-defined]
+        user.grant_admin(self.clock())
+        self.save(user)
 
     # --- plumbing ----------------------------------------------------------------------
 
     def _existing_user(self, username: str) -> User:
         user = self._user(username)
         if user is None:
-            from pex.application import NotFound
-
             raise NotFound(f"no user {username!r}")
         return user
 
@@ -250,7 +256,7 @@ class Accounts:
             ids.append(legacy_user_id(username))  # registered, with capitals, before names ignored case
         for id in ids:
             try:
-                user = self.repository.get(id)  # type: ignore[attr-defined]
+                user: User = self.repository.get(id)
             except AggregateNotFoundError:
                 continue
             if isinstance(user, User):

@@ -1,4 +1,4 @@
-"""CLI commands of the workers: `pex worker` and `pex xen-sim`. Registered in pex.cli."""
+"""CLI commands of the workers: `pex worker` and `pex xen-sim`."""
 
 from __future__ import annotations
 
@@ -26,13 +26,12 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
     run at once against one store. Tuning: PEX_WORKER_TICK_SECONDS, PEX_WORKER_THREADS,
     PEX_DISPATCH_LEASE_SECONDS, PEX_NODE_GRACE_SECONDS, PEX_GUEST_TIMEOUT_SECONDS,
     PEX_RESYNC_SECONDS (docs/operations.md)."""
+    from pex.bootstrap import build_worker_process
     from pex.settings import Settings, SettingsError
-    from pex.workers.runner import WorkerProcess
-    from pex.workers.settings import WorkerSettings
 
     _configure_logging()
     try:
-        process = WorkerProcess.build(Settings.from_env(), WorkerSettings.from_env())
+        process = build_worker_process(Settings.from_env())
     except (SettingsError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     if once:
@@ -77,6 +76,3 @@ def xen_sim(bind: str, hosts: int, guest_ip_delay: float) -> None:
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, lambda signum, frame: stop.set())
     serve(bind, hosts, announce=lambda line: click.echo(line, err=True), stop=stop, guest_ip_delay=guest_ip_delay)
-
-
-COMMANDS = (worker, xen_sim)

@@ -1,0 +1,98 @@
+"""The enactment on Xen: the dispatch actions the worker claimed, carried out with the XenDispatcher.
+
+`XenEnactment.carry_out(job)` turns one claimed action (pex.application.ports) into XenAPI
+calls. Every action is safe to repeat, because a worker killed mid-way is followed by another
+that does it again: `create_vm` finds the VM tagged with the instance id and carries on where
+the first attempt stopped; power operations do nothing in their target state; `destroy` of a
+VM that is gone succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pex.adapters.xen.dispatcher import XenDispatcher
+from pex.adapters.xen.errors import (
+    XenError,
+    XenHostDownError,
+    XenNotFoundError,
+    XenPowerStateError,
+    XenTaskTimeout,
+)
+from pex.application.ports import DispatchJob, Enacted
+
+log = logging.getLogger(__name__)
+
+# A destroy that keeps finding a VM means duplicates (two creates raced): remove them all.
+MAX_DESTROYS = 5
+
+
+class XenEnactment:
+    def __init__(self, dispatcher: XenDispatcher):
+        self.dispatcher = dispatcher
+
+    def carry_out(self, job: DispatchJob) -> Enacted:
+        if job.action == "start":
+            return self.start(job)
+        if job.action == "stop":
+            self.stop(job)
+        elif job.action == "reboot":
+            self.reboot(job)
+        elif job.action in ("end", "delete", "cleanup"):
+            self.remove(job)
+        else:
+            raise ValueError(f"unknown dispatch action {job.action!r}")
+        return Enacted()
+
+    def start(self, job: DispatchJob) -> Enacted:
+        """Make the VM run on the instance's node: create it the first time, start (or resume)
+        it later, after a power_state_reset if its host was lost (XAPI still says Running)."""
+        d = self.dispatcher
+        if job.needs_reset:
+            try:
+                d.power_state_reset(job.instance_id)
+            except XenNotFoundError:
+                pass  # no VM yet: create_vm makes one
+            except XenPowerStateError:
+                # The host is live again and still runs the domain: it is not lost after all.
+                log.warning("instance %s: its VM still runs; not resetting it", job.instance_id)
+        r = job.per_instance
+        vm = d.create_vm(job.instance_id, job.name, job.template, job.node, r.cpus, r.memory_mb, r.disk_gb)
+        if vm.host_name and vm.host_name != job.node:
+            log.warning("instance %s runs on %s, booked on %s", job.instance_id, vm.host_name, job.node)
+        return Enacted(vm_uuid=vm.uuid, node=vm.host_name or job.node, ip_address=vm.ip)
+
+    def stop(self, job: DispatchJob) -> None:
+        """A clean shutdown, or a hard one if the guest cannot cooperate in time."""
+        try:
+            self.dispatcher.clean_shutdown(job.instance_id)
+        except XenNotFoundError:
+            return  # nothing left to stop
+        except XenHostDownError:
+            raise  # the Node Monitor will notice; the Scheduler moves it
+        except (XenTaskTimeout, XenError) as error:
+            if isinstance(error, XenPowerStateError) and error.retryable:
+                raise  # another operation holds the VM: tried again later
+            # Paused or suspended (clean shutdown needs Running), or a guest without PV tools.
+            log.info("instance %s: clean shutdown failed (%s); forcing it", job.instance_id, error)
+            self.dispatcher.hard_shutdown(job.instance_id)
+
+    def reboot(self, job: DispatchJob) -> None:
+        try:
+            self.dispatcher.reboot(job.instance_id)
+        except XenPowerStateError:
+            raise  # busy, or not running: tried again later
+        except (XenTaskTimeout, XenHostDownError):
+            raise
+        except XenError as error:  # e.g. VM_LACKS_FEATURE: no PV tools for a clean reboot
+            log.info("instance %s: clean reboot failed (%s); forcing it", job.instance_id, error)
+            self.dispatcher.reboot(job.instance_id, hard=True)
+
+    def remove(self, job: DispatchJob) -> None:
+        """Shut down and destroy the VM and its disks. The end is a deadline, and the disks go
+        too, so a guest that is still up is powered off hard."""
+        # Even with no VM known: a worker killed midway may have left disks (tagged) behind.
+        for _ in range(MAX_DESTROYS):
+            if not self.dispatcher.destroy(job.instance_id, reset_if_host_down=True):
+                return
+        raise XenError(["PEX_DESTROY_INCOMPLETE", str(job.instance_id)])

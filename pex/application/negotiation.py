@@ -1,0 +1,334 @@
+"""The negotiation (paper §3, Table 2): proposals, the provider's answers, the user's replies,
+confirmation and activation, cancellation and expiry."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TypeVar
+from uuid import UUID, uuid4
+
+from eventsourcing.persistence import IntegrityError
+
+from pex.application.errors import NotFound, ProposalInProgress, ProposalReused
+from pex.application.quotas import QuotaCommands
+from pex.application.views import Outcome, Proposed, ReservationView
+from pex.domain.errors import CapacityExceeded, DomainError, IllegalMove, InvalidProposal, NodeUnavailable
+from pex.domain.instance import Instance, instance_name
+from pex.domain.negotiation import answer_within_quotas, check_terms
+from pex.domain.node import Node
+from pex.domain.quotas import cpu_seconds
+from pex.domain.reservation import USER_REPLIES, Reservation
+from pex.domain.values import Reply, State, Terms
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+class Negotiation(QuotaCommands):
+    """The negotiation (paper §3, Table 2): proposals, the provider's answers, the user's replies,"""
+
+    def propose(
+        self, user_id: str, terms: Terms, reservation_id: UUID | None = None, *, keep_on_failure: bool = False
+    ) -> Proposed:
+        """A user's first proposal, as one command: initiateReservation and requestReservation.
+
+        Malformed terms, and terms over a quota, are refused before a reservation exists for
+        them, so a refused proposal changes nothing. A caller-chosen `reservation_id` (from an
+        Idempotency-Key, or a form's nonce) makes it idempotent: proposing again under the same
+        id answers what was answered then (`replayed`), or raises ProposalReused for other
+        terms, ProposalInProgress while the first is still being answered. A proposal that
+        fails after its reservation was initiated cancels it, unless `keep_on_failure` (the
+        same id may then be proposed again)."""
+        self.check_proposal(user_id, terms)
+        chosen = reservation_id is not None
+        if reservation_id is None or reservation_id not in self.repository:  # a replay answers as then
+            self.check_quotas(user_id, terms, reservation_id)
+        reservation_id = self.initiate_reservation(user_id, reservation_id)
+        try:
+            return Proposed(self.submit_proposal(reservation_id, terms))
+        except IllegalMove:
+            if not chosen:
+                raise
+            return self._first_answer(reservation_id, terms)  # proposed before under this id
+        except Exception as error:
+            # A refusal spends the id; so does any failure of a random one (nobody can retry it).
+            if not keep_on_failure and (isinstance(error, DomainError) or not chosen):
+                self._abandon(reservation_id)
+            raise
+
+    def check_proposal(self, user_id: str, terms: Terms) -> None:
+        """Refuse terms no negotiation can take (an unknown size or template, times outside the
+        policy: InvalidProposal) before anything is recorded; the quotas are checked apart."""
+        catalogue = self._catalogue()
+        catalogue.size(terms.size)
+        catalogue.check_template(terms.template)
+        check_terms(terms, self.clock(), self.policy_in_force(user_id))
+
+    def _first_answer(self, reservation_id: UUID, terms: Terms) -> Proposed:
+        """The answer recorded to the reservation's first proposal, if it is `terms`."""
+        view = self._view(self._reservation(reservation_id))
+        proposed, answer, note = None, None, ""
+        for step in view.history:
+            if step.party == "user" and step.reply == "PROPOSE":
+                proposed = step.terms
+            elif proposed is not None and step.party == "provider" and step.reply in ("ACCEPT", "COUNTER", "REJECT"):
+                answer, note = Reply(step.reply), step.note
+                break
+        if proposed is None or answer is None:
+            raise ProposalInProgress("a proposal with this id is still being answered")
+        if proposed != terms:
+            raise ProposalReused("this id was used for another proposal")
+        return Proposed(Outcome(answer, view, note), replayed=True)
+
+    def _abandon(self, reservation_id: UUID) -> None:
+        """Best effort: a proposal that failed after initiating leaves no open reservation behind."""
+        try:
+            self.cancel(reservation_id, "the proposal was refused")
+        except Exception:
+            log.debug("could not abandon reservation %s", reservation_id, exc_info=True)
+
+    def initiate_reservation(self, user_id: str, reservation_id: UUID | None = None) -> UUID:
+        """initiateReservation: open a negotiation and return its id.
+
+        A caller-chosen `reservation_id` (e.g. derived from an Idempotency-Key) makes the call
+        idempotent: initiating the same id twice gives the same reservation."""
+        reservation = Reservation.initiate(user_id, self.clock(), reservation_id or uuid4())
+        try:
+            self.save(reservation)
+        except IntegrityError:
+            existing = self._reservation(reservation.id)
+            if existing.user_id != user_id:
+                raise NotFound("no such reservation") from None
+        return reservation.id
+
+    def submit_proposal(self, reservation_id: UUID, terms: Terms) -> Outcome:
+        """requestReservation, and a user's COUNTER: the provider evaluates and answers."""
+        return self._retrying(lambda: self._evaluate(reservation_id, terms, counter=False))
+
+    def counter(self, reservation_id: UUID, terms: Terms, expected_version: int | None = None) -> Outcome:
+        """The user's COUNTER to the provider's COUNTER: their own proposal, evaluated again."""
+        return self._retrying(lambda: self._evaluate(reservation_id, terms, counter=True, expected_version=expected_version))
+
+    def _evaluate(self, reservation_id: UUID, terms: Terms, counter: bool, expected_version: int | None = None) -> Outcome:
+        at = self.clock()
+        reservation = self._reservation(reservation_id, expected_version)
+        reservation.check("counter" if counter or reservation.state == State.COUNTERED else "submit")
+        catalogue = self._catalogue()
+        size = catalogue.size(terms.size)
+        catalogue.check_template(terms.template)
+        quotas = catalogue.quotas_for(reservation.user_id)
+        policy = self._policy_under(quotas)
+        check_terms(terms, at, policy)
+        # Loaded before the usage is read: a process that charged this user since then has
+        # moved the account on, and this attempt's save loses and runs again on fresh usage.
+        account = self._quota_account(reservation.user_id, at)
+        self.follow()
+        with self._follow_lock:
+            usage = self.index.usage(reservation.user_id, at, excluding=reservation.id)
+            limited = quotas.limit(terms, size.cpus, usage, self._pool_cpus(), at, policy.horizon)
+            decision = self.negotiator(
+                limited, size, self.timeline, at, self.pricing, policy, reservation.round + 1, reservation.id
+            )
+        decision = answer_within_quotas(terms, limited, decision)
+        previous = reservation.offer if reservation.state in (State.ACCEPTED, State.COUNTERED) else None
+        reservation.submit(terms, size.resources, at)
+        nodes: dict[str, Node] = {}
+        if decision.offer is not None:
+            valid_until = at + self.policy.offer_ttl
+            offered = decision.offer.terms
+            for allocation in decision.offer.placement:
+                node = nodes.setdefault(allocation.node, self._node(allocation.node))
+                node.hold(
+                    reservation.id, offered.start, offered.end, allocation.instances, size.resources, valid_until, at
+                )
+            if decision.reply == Reply.ACCEPT:
+                reservation.accept(decision.offer, valid_until, at)
+            else:
+                reservation.counter_offer(decision.offer, decision.alternatives, valid_until, at)
+            taken = cpu_seconds(size.cpus, offered.instances, offered.start, offered.end, at)
+            account.charge(reservation.id, taken, usage, at)
+        else:
+            reservation.reject(decision.reason, at)
+        if previous is not None:
+            for name in previous.nodes:
+                if name not in nodes:
+                    nodes[name] = self._node(name)
+                    nodes[name].release(reservation.id, "superseded by a new offer", at)
+        charged = [account] if decision.offer is not None else []
+        self._save(reservation, *nodes.values(), *charged)
+        return Outcome(decision.reply, self._view(reservation), decision.reason)
+
+    def respond(
+        self, reservation_id: UUID, reply: Reply | str, terms: Terms | None = None, expected_version: int | None = None
+    ) -> Outcome:
+        """One negotiation step of the wire protocol: the user's CONFIRM, ACCEPT, REJECT or COUNTER.
+        With `expected_version`, the step is refused (VersionConflict) unless the reservation
+        is still at that version when it is saved."""
+        reply = Reply(reply)
+        move = USER_REPLIES.get(reply)
+        if move is None:
+            raise InvalidProposal("reply", f"a user replies CONFIRM, ACCEPT, REJECT or COUNTER, not {reply.value}")
+        if reply == Reply.CONFIRM:
+            return self.confirm(reservation_id, expected_version)
+        if reply == Reply.ACCEPT:
+            return self.accept_counter(reservation_id, expected_version)
+        if reply == Reply.REJECT:
+            return self.decline(reservation_id, expected_version)
+        if terms is None:
+            raise InvalidProposal("proposal", "a COUNTER carries the user's proposal")
+        return self.counter(reservation_id, terms, expected_version)
+
+    def accept_counter(self, reservation_id: UUID, expected_version: int | None = None) -> Outcome:
+        def attempt() -> Outcome:
+            reservation = self._reservation(reservation_id, expected_version)
+            reservation.accept_counter(self.clock())
+            self._save(reservation)
+            return Outcome(Reply.CONFIRM_REQUEST, self._view(reservation))
+
+        return self._retrying(attempt)
+
+    def decline(self, reservation_id: UUID, expected_version: int | None = None) -> Outcome:
+        def attempt() -> Outcome:
+            at = self.clock()
+            reservation = self._reservation(reservation_id, expected_version)
+            reservation.decline(at)
+            nodes = self._release_all(reservation, "offer declined", at)
+            self._save(reservation, *nodes)
+            return Outcome(Reply.REJECT, self._view(reservation))
+
+        return self._retrying(attempt)
+
+    def confirm(self, reservation_id: UUID, expected_version: int | None = None) -> Outcome:
+        """The user's CONFIRM: the provider books the held capacity and schedules the instances."""
+
+        def attempt() -> Outcome:
+            at = self.clock()
+            reservation = self._reservation(reservation_id, expected_version)
+            reservation.check("confirm", "only an accepted offer can be confirmed")
+            reservation.check_offer_valid(at)
+            offer = reservation.offer
+            assert offer is not None
+            nodes: list[Node] = []
+            instances: list[Instance] = []
+            try:
+                for allocation in offer.placement:
+                    node = self._node(allocation.node)
+                    node.book(reservation.id, offer.terms.start, offer.terms.end, allocation.instances, offer.per_instance, at)
+                    nodes.append(node)
+                    for _ in range(allocation.instances):
+                        index = len(instances)
+                        instances.append(
+                            Instance(
+                                reservation_id=reservation.id,
+                                user_id=reservation.user_id,
+                                index=index,
+                                name=instance_name(reservation.id, index),
+                                size=offer.terms.size,
+                                template=offer.terms.template,
+                                per_instance=offer.per_instance,
+                                node=allocation.node,
+                                start=offer.terms.start,
+                                end=offer.terms.end,
+                                at=at,
+                            )
+                        )
+            except (CapacityExceeded, NodeUnavailable) as refused:
+                # Only when a hold was judged lapsed by another process's clock and given away.
+                return Outcome(Reply.REQUEST_FAILED, self._view(reservation), str(refused))
+            reservation.confirm(tuple(i.id for i in instances), at)
+            self._save(reservation, *nodes, *instances)
+            return Outcome(Reply.REQUEST_SUCCESS, self._view(reservation))
+
+        return self._retrying(attempt)
+
+    def activate(self, reservation_id: UUID, expected_version: int | None = None) -> ReservationView:
+        def attempt() -> ReservationView:
+            reservation = self._reservation(reservation_id, expected_version)
+            reservation.activate(self.clock())
+            self._save(reservation)
+            return self._view(reservation)
+
+        return self._retrying(attempt)
+
+    def cancel(
+        self, reservation_id: UUID, reason: str = "deleted by the user", expected_version: int | None = None
+    ) -> ReservationView:
+        """Delete a reservation that is not activated, releasing what it holds or booked."""
+
+        def attempt() -> ReservationView:
+            at = self.clock()
+            reservation = self._reservation(reservation_id, expected_version)
+            reservation.cancel(reason, at)
+            nodes = self._release_all(reservation, reason, at)
+            instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
+            for instance in instances:
+                instance.cancel(at)
+            self._save(reservation, *nodes, *instances)
+            return self._view(reservation)
+
+        return self._retrying(attempt)
+
+    def terminate(self, reservation_id: UUID, by: str, reason: str, expected_version: int | None = None) -> ReservationView:
+        """An administrator ends a reservation in any live state, an activated one too: what
+        it holds or booked is released now, instances not yet started are cancelled, and the
+        timer worker ends the running ones at its next tick (as at a reservation's end)."""
+
+        def attempt() -> ReservationView:
+            at = self.clock()
+            reservation = self._reservation(reservation_id, expected_version)
+            reservation.terminate(by, reason, at)
+            nodes = self._release_all(reservation, f"ended by {by}: {reason}", at)
+            instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
+            for instance in instances:
+                instance.cancel(at)
+            self._save(reservation, *nodes, *instances)
+            return self._view(reservation)
+
+        return self._retrying(attempt)
+
+    def expire_offer(self, reservation_id: UUID) -> bool:
+        """Record that an offer lapsed and release its holds. False if it is not due (any more)."""
+
+        def attempt() -> bool:
+            at = self.clock()
+            reservation = self._reservation(reservation_id)
+            if not reservation.can("expire_offer") or (reservation.valid_until and reservation.valid_until > at):
+                return False
+            reservation.expire_offer(at)
+            nodes = self._release_all(reservation, "offer lapsed", at)
+            self._save(reservation, *nodes)
+            return True
+
+        return self._retrying(attempt)
+
+    def expire_offers(self) -> int:
+        """Expire every lapsed offer. Safe to run in several processes at once."""
+        self.follow()
+        with self._follow_lock:
+            due = self.index.lapsed_offers(self.clock())
+        return sum(self.expire_offer(rid) for rid in due)
+
+    def expire_reservation(self, reservation_id: UUID) -> bool:
+        """Mark a confirmed or activated reservation EXPIRED once its interval is over."""
+
+        def attempt() -> bool:
+            at = self.clock()
+            reservation = self._reservation(reservation_id)
+            offer = reservation.offer
+            if not reservation.can("expire") or offer is None or offer.terms.end > at:
+                return False
+            reservation.expire(at)
+            self._save(reservation)
+            return True
+
+        return self._retrying(attempt)
+
+    def _release_all(self, reservation: Reservation, reason: str, at: datetime) -> list[Node]:
+        nodes = []
+        if reservation.offer is not None:
+            for name in reservation.offer.nodes:
+                node = self._node(name)
+                node.release(reservation.id, reason, at)
+                nodes.append(node)
+        return nodes

@@ -1,0 +1,59 @@
+"""The ports of the service layer: what it asks of the world outside, defined here and
+implemented outside (the enactment by pex.adapters, the clock by pex.clock or a test).
+
+The application never calls a hypervisor itself: a worker claims an action
+(`PexApplication.claim_dispatch`), carries it out through an `Enactment`, and records the
+outcome (`record_dispatch`, `fail_dispatch`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from pex.domain.values import Resources
+
+Clock = Callable[[], datetime]
+"""Returns the time now, tz-aware UTC."""
+
+
+class EnactmentError(Exception):
+    """A failure of the hypervisor an enactment reports (a host down, no capacity, a lost
+    connection), as opposed to a bug. Adapters raise subclasses; the worker records either
+    kind as a failed dispatch, and logs a traceback only for the other kind."""
+
+
+@dataclass(frozen=True)
+class DispatchJob:
+    """What an enactment needs to know to carry out one action for one instance."""
+
+    instance_id: UUID
+    action: str
+    name: str
+    template: str
+    node: str
+    per_instance: Resources
+    vm_uuid: str | None
+    vm_may_exist: bool
+    needs_reset: bool
+    reason: str = ""  # why a VM is removed (end, delete, cleanup)
+
+
+@dataclass(frozen=True)
+class Enacted:
+    """What a start left running: the VM, the host it runs on, and its IP if already known."""
+
+    vm_uuid: str | None = None
+    node: str | None = None
+    ip_address: str | None = None
+
+
+class Enactment(Protocol):
+    """Carries out dispatch actions on a hypervisor (pex.adapters.xen.enactment.XenEnactment;
+    pex.adapters.inmemory.InMemoryEnactment in tests).
+
+    Every action must be safe to repeat: a worker that died may have done it already."""
+
+    def carry_out(self, job: DispatchJob) -> Enacted: ...

@@ -1,0 +1,69 @@
+"""Quotas: what is in force (everyone's, and a user's own), setting them, and checking terms
+against them before a reservation is made."""
+
+from __future__ import annotations
+
+import logging
+from typing import TypeVar
+from uuid import UUID
+
+from pex.application.core import Core
+from pex.domain.negotiation import NegotiationPolicy
+from pex.domain.quotas import Quotas, Usage
+from pex.domain.values import Terms
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+class QuotaCommands(Core):
+    """Quotas: what is in force (everyone's, and a user's own), setting them, and checking terms"""
+
+    def quotas(self, user_id: str | None = None) -> Quotas:
+        """The quotas in force (the defaults until an administrator sets them); with
+        `user_id`, that user's (their own, if an administrator gave them some)."""
+        catalogue = self._catalogue()
+        return catalogue.quotas if user_id is None else catalogue.quotas_for(user_id)
+
+    def has_own_quotas(self, user_id: str) -> bool:
+        return user_id in self._catalogue().user_quotas
+
+    def set_quotas(self, quotas: Quotas, by: str) -> Quotas:
+        """Put `quotas` in force from now, for every proposal from now on; what was agreed or
+        offered before stands. `by` is the administrator, recorded with the change."""
+        self._change_catalogue(lambda c, at: c.set_quotas(quotas, by, at))
+        return quotas
+
+    def set_user_quotas(self, user_id: str, quotas: Quotas | None, by: str) -> Quotas:
+        """Give one user quotas of their own, or (None) put them back under everyone's."""
+        self._change_catalogue(lambda c, at: c.set_user_quotas(user_id, quotas, by, at))
+        return self.quotas(user_id)
+
+    def policy_in_force(self, user_id: str | None = None) -> NegotiationPolicy:
+        """The negotiation policy with the quotas' horizon (`user_id`'s, if given): what
+        proposals are checked against."""
+        return self._policy_under(self.quotas(user_id))
+
+    def pool_cpus(self) -> int:
+        """The CPUs of the nodes that take reservations now: the default CPU-hour quota's base."""
+        self.follow()
+        with self._follow_lock:
+            return self._pool_cpus()
+
+    def check_quotas(self, user_id: str, terms: Terms, reservation_id: UUID | None = None) -> None:
+        """Refuse terms over a quota that no counter can honour (QuotaExceeded) before a
+        reservation is made for them; the command that holds checks again, authoritatively."""
+        at = self.clock()
+        catalogue = self._catalogue()
+        size = catalogue.size(terms.size)
+        quotas = catalogue.quotas_for(user_id)
+        self.follow()
+        with self._follow_lock:
+            usage = self.index.usage(user_id, at, excluding=reservation_id)
+            quotas.limit(terms, size.cpus, usage, self._pool_cpus(), at, self._policy_under(quotas).horizon)
+
+    def usage(self, user_id: str, excluding: UUID | None = None) -> Usage:
+        """What `user_id` holds or booked from now on, as the quotas count it."""
+        self.follow()
+        with self._follow_lock:
+            return self.index.usage(user_id, self.clock(), excluding)

@@ -1,0 +1,60 @@
+"""The service layer: PexApplication, an eventsourcing Application whose methods are PEX's
+commands and queries, grouped by what they serve (pex.application.negotiation, .pool,
+.quotas, .instances, .accounts, .queries) on the shared core (pex.application.core).
+Everything that changes state goes through here. Only pex.bootstrap builds one."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+from pex.application.accounts import Accounts
+from pex.application.instances import Instances
+from pex.application.negotiation import Negotiation
+from pex.application.pool import Pool
+from pex.application.queries import Queries
+from pex.application.quotas import QuotaCommands
+from pex.clock import system_clock
+from pex.domain.negotiation import NegotiationPolicy, Negotiator, evaluate
+from pex.domain.pricing import FlatRatePricing, PricingPolicy
+from pex.projections.capacity import CapacityTimeline
+from pex.projections.checkpoints import Checkpoints
+from pex.projections.reservations import ReservationIndex
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class PexApplication(Negotiation, Pool, QuotaCommands, Instances, Accounts, Queries):
+    """PEX's commands and queries on one event store (see the modules of pex.application)."""
+
+    # Pinned, on this class itself (eventsourcing names every subclass after itself): it
+    # names the tables and the env prefix.
+    name = "pex"
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        clock: Callable[[], datetime] = system_clock,
+        pricing: PricingPolicy | None = None,
+        policy: NegotiationPolicy | None = None,
+        negotiator: Negotiator = evaluate,
+    ):
+        super().__init__(env)
+        self.clock = clock
+        self.pricing = pricing or FlatRatePricing()
+        self.policy = policy or NegotiationPolicy()
+        self.negotiator = negotiator  # the provider's strategy; pex.simulation compares others
+        self.timeline = CapacityTimeline()
+        self.index = ReservationIndex(pending_only=True)
+        self._listing = ReservationIndex()  # every reservation ever: only the listings fold it
+        self._listing_position = 0
+        self._checkpoints: Checkpoints | None = None
+        self._resumed = False
+        self._saved_position = 0
+        self._follow_lock = threading.RLock()
+        self._command_lock = threading.RLock()
