@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from pex.domain.placement import re_place
 from pex.domain.values import Resources
-from tests.conftest import T0
+from tests.support import T0
 
 SMALL = Resources(1, 1024, 10)
 

@@ -15,7 +15,7 @@ from pex.settings import Settings
 from pex.workers.dispatch import Dispatch
 from pex.workers.index import DispatchIndex
 from pex.workers.timer import TimerWorker
-from tests.conftest import T0
+from tests.support import T0
 
 HOUR = timedelta(hours=1)
 TEMPLATE = "PEX Debian Etch 4.0 Template"
