@@ -28,10 +28,10 @@ class XenError(XenAdapterError):
     """xapi refused or failed a call; `code` and `params` are its ErrorDescription."""
 
     def __init__(self, details: Sequence[object]):
-        details = [str(d) for d in details] or ["UNKNOWN_ERROR"]
-        self.code = details[0]
-        self.params = details[1:]
-        super().__init__(" ".join(details))
+        words = [str(d) for d in details] or ["UNKNOWN_ERROR"]
+        self.code = words[0]
+        self.params = words[1:]
+        super().__init__(" ".join(words))
 
     @property
     def details(self) -> list[str]:

@@ -12,7 +12,7 @@ class TimeoutTransport(xmlrpc.client.Transport):
         super().__init__()
         self.timeout = timeout
 
-    def make_connection(self, host):  # type: ignore[no-untyped-def]
+    def make_connection(self, host):
         connection = super().make_connection(host)
         connection.timeout = self.timeout
         return connection
@@ -23,7 +23,7 @@ class TimeoutSafeTransport(xmlrpc.client.SafeTransport):
         super().__init__(context=context)
         self.timeout = timeout
 
-    def make_connection(self, host):  # type: ignore[no-untyped-def]
+    def make_connection(self, host):
         connection = super().make_connection(host)
         connection.timeout = self.timeout
         return connection

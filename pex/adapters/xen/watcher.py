@@ -170,14 +170,14 @@ class XenEventWatcher:
                                                    before.enabled if before else None))
         known = self._vms or {}
         for uuid, vm in sorted(vms.items(), key=lambda v: v[1].instance_id):
-            before = known.get(uuid)
-            if before is None or before.power_state != vm.power_state:
+            was = known.get(uuid)
+            if was is None or was.power_state != vm.power_state:
                 changes.append(VmPowerStateChanged(vm.instance_id, uuid, vm.power_state,
-                                                   before.power_state if before else None,
+                                                   was.power_state if was else None,
                                                    vm.host_uuid, vm.host_name))
-            elif vm.host_uuid != before.host_uuid and vm.power_state == PowerState.RUNNING:
-                changes.append(VmMigrated(vm.instance_id, uuid, before.host_uuid, vm.host_uuid, vm.host_name))
-            if vm.ip and (before is None or before.ip != vm.ip):
+            elif vm.host_uuid != was.host_uuid and vm.power_state == PowerState.RUNNING:
+                changes.append(VmMigrated(vm.instance_id, uuid, was.host_uuid, vm.host_uuid, vm.host_name))
+            if vm.ip and (was is None or was.ip != vm.ip):
                 changes.append(GuestIpReported(vm.instance_id, uuid, vm.ip))
         for uuid, vm in known.items():
             if uuid not in vms:
