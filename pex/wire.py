@@ -246,6 +246,7 @@ def step_from_json(body: Any) -> tuple[str, Terms | None, UUID | None]:
                 errors.extend(error.errors)
     if errors:
         raise WireError(errors)
+    assert isinstance(reply, str)  # one of USER_REPLY_VALUES, or errors has it
     return reply, terms, proposal_id
 
 

@@ -109,7 +109,7 @@ class VerificationCache:
         with self._lock:
             flight = self._in_flight.get(digest)
             first = flight is None
-            if first:
+            if flight is None:
                 flight = self._in_flight[digest] = Future()
         if not first:
             return flight.result()

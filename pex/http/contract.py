@@ -83,7 +83,8 @@ def _schema_errors(error: Exception, base: str) -> list[tuple[str, str]]:
 
 
 def request_problem(errors: list[Exception]) -> Problem:
-    status, found = 400, []
+    status = 400
+    found: list[tuple[str, str]] = []
     for error in errors:
         if isinstance(error, ParametersError):
             for inner in error.errors:

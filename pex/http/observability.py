@@ -91,13 +91,13 @@ class RequestObserver:
         resp.set_header("X-Request-ID", req.context.request_id)
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
-        elapsed = time.perf_counter() - req.context.get("started", time.perf_counter())
+        elapsed = time.perf_counter() - getattr(req.context, "started", time.perf_counter())
         route = route_label(req)
         status = resp.status_code
         method = method_label(req.method)
         self.metrics.requests.labels(method, route, status_label(status)).inc()
         self.metrics.latency.labels(method, route).observe(elapsed)
-        resp.set_header("X-Request-ID", req.context.get("request_id", ""))
+        resp.set_header("X-Request-ID", getattr(req.context, "request_id", ""))
         if self.log_requests:
             user = req.context.get("user")
             access_log.info(

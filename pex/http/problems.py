@@ -132,6 +132,7 @@ def to_problem(req: falcon.Request, error: Exception) -> Problem | None:
 def handle(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]) -> None:
     """The error handler for everything: domain errors via ERRORS, HTTP errors as they are,
     and anything else as a logged 500 that tells the client nothing but the request id."""
+    problem: falcon.HTTPError | None
     if isinstance(error, falcon.HTTPError):
         problem = error
     else:
@@ -157,8 +158,8 @@ def handle(req: falcon.Request, resp: falcon.Response, error: Exception, params:
 
 def render(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
     resp.status = error.status
-    for name, value in (error.headers or {}).items():
-        resp.set_header(name, value)
+    if error.headers:
+        resp.set_headers(error.headers)
     body = problem_body(req, error)
     resp.content_type = PROBLEM_JSON
     resp.text = json.dumps(body)

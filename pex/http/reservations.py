@@ -73,7 +73,7 @@ def check_if_match(req: falcon.Request, version: int) -> int | None:
     current = falcon.ETag(str(version))
     if any(tag == "*" for tag in tags):
         return None
-    if any(not tag.is_weak and tag.strong_compare(current) for tag in tags):
+    if any(isinstance(tag, falcon.ETag) and not tag.is_weak and tag.strong_compare(current) for tag in tags):
         return version
     raise Problem(
         412, "precondition-failed", "The resource has changed",
