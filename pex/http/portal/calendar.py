@@ -123,7 +123,7 @@ def window(view: str, anchor: date, tz: ZoneInfo, now: datetime | None = None) -
         anchor = anchor - timedelta(days=anchor.weekday())
     start_local = datetime.combine(anchor, time(0), tz)
     end_local = datetime.combine(anchor + timedelta(days=days), time(0), tz)
-    if view == "day" and today:
+    if view == "day" and today and now is not None:
         # The hours already gone show nothing (the past is not drawn); the next morning does.
         # Floored in local time: a zone's offset may be a half or quarter hour.
         start_local = now.astimezone(tz).replace(minute=0, second=0, microsecond=0)
@@ -175,7 +175,8 @@ def build(
             used = peak_demand(allocations, from_, c.end) if not past else Resources()
             free = node.capacity - used if node.available else Resources()
             slots.append(Slot(c.start, c.end, free, node.capacity, past))
-        bars, lane_ends = [], []
+        bars = []
+        lane_ends: list[datetime] = []
         for a in sorted(allocations, key=lambda a: (a.start, a.end)):
             lane = next((i for i, e in enumerate(lane_ends) if e <= a.start), len(lane_ends))
             if lane == len(lane_ends):

@@ -152,9 +152,9 @@ class ReservationForm:
                 errors[name] = "Give a whole number"
         if self.price:
             body["price"] = self.price  # as typed: the API's pattern decides, as for a client's string
-        for error in proposal_schema().iter_errors(body):
-            if error.path:
-                field = form_field(str(error.path[0]), bool(self.duration and not self.end))
+        for invalid in proposal_schema().iter_errors(body):
+            if invalid.path:
+                field = form_field(str(invalid.path[0]), bool(self.duration and not self.end))
                 errors.setdefault(field, SCHEMA_MESSAGES.get(field, "Out of the accepted range"))
         if errors:
             raise FormErrors(errors)

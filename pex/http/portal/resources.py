@@ -13,6 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from operator import attrgetter
 from urllib.parse import urlencode
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
@@ -20,7 +21,7 @@ import falcon
 
 from pex.application import Contention, NotFound, PexApplication, ReservationView
 from pex.application.errors import ProposalInProgress, ProposalReused
-from pex.domain.errors import DomainError, IllegalMove, OfferExpired
+from pex.domain.errors import DomainError, IllegalMove, InvalidProposal, OfferExpired
 from pex.domain.quotas import QuotaExceeded
 from pex.domain.user import AccountError, UsernameTaken
 from pex.domain.values import Reply, State
@@ -241,7 +242,7 @@ class Welcome(Page):
         mine = self.read_models.reservations(req.context.user.username)
         upcoming = sorted(
             (r for r in mine if r.state in (State.CONFIRMED, State.ACTIVATED) and r.terms and r.terms.end > now),
-            key=lambda r: r.terms.start,
+            key=attrgetter("terms.start"),
         )
         waiting = [r for r in mine if r.state in (State.ACCEPTED, State.COUNTERED)]
         self.render(req, resp, "welcome.html", upcoming=upcoming[:5], waiting=waiting, words=STATE_WORDS, now=now)
@@ -300,7 +301,7 @@ class NewReservation(Page):
             self._show(req, resp, typed, {typed.field_of(error): error.detail}, 422)
             return
         except DomainError as error:
-            field = typed.field_of(error) if hasattr(error, "field") else "form"
+            field = typed.field_of(error) if isinstance(error, InvalidProposal) else "form"
             typed.nonce = ""  # that reservation is spent: the next try makes a new one
             self._show(req, resp, typed, {field: str(getattr(error, "detail", error))}, 422)
             return
