@@ -180,7 +180,9 @@ class DispatchIndex:
     def _apply_instance(self, event: Any) -> None:
         iid = event.originator_id
         if isinstance(event, Instance.Scheduled):
-            self.instances[iid] = event.mutate(None)
+            instance = event.mutate(None)
+            assert instance is not None  # a creation event always makes its aggregate
+            self.instances[iid] = instance
             return
         replica = self.instances.get(iid)
         if replica is None:
@@ -197,7 +199,7 @@ class DispatchIndex:
         if isinstance(event, (Reservation.Accepted, Reservation.CounterOffered)):
             # Before an offer a reservation has nothing to dispatch: it is not kept (a
             # negotiation that never got one, or never went on, costs nothing here).
-            facts = self.reservations.setdefault(rid, ReservationFacts())
+            facts: ReservationFacts | None = self.reservations.setdefault(rid, ReservationFacts())
         else:
             facts = self.reservations.get(rid)
         if facts is None:
