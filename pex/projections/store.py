@@ -243,8 +243,9 @@ class Store:
         raise NotImplementedError
 
     def write_checkpoint(self, checkpoint: StoredCheckpoint) -> bool:
-        """Save `checkpoint` unless one of the same or a later position is stored; whether it
-        was written. Raises if the table is missing (the process may not make tables)."""
+        """Save `checkpoint` unless one of the same schema and the same or a later position is
+        stored (one of another schema is of no use to this PEX: after an upgrade it is replaced
+        even before the log moves on); whether it was written. Raises if the table is missing (the process may not make tables)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -337,7 +338,7 @@ class MemoryStore(Store):
     def write_checkpoint(self, checkpoint: StoredCheckpoint) -> bool:
         with self._lock:
             stored = self.checkpoints.get(checkpoint.name)
-            if stored is not None and stored.position >= checkpoint.position:
+            if stored is not None and stored.schema == checkpoint.schema and stored.position >= checkpoint.position:
                 return False
             self.checkpoints[checkpoint.name] = checkpoint
             return True
@@ -467,7 +468,8 @@ class SqlStore(Store):
                 f"INSERT INTO {table} (name, schema_version, notification_id, saved_at, state) VALUES ({p}, {p}, {p}, {p}, {p}) "
                 f"ON CONFLICT (name) DO UPDATE SET schema_version = excluded.schema_version, "
                 f"notification_id = excluded.notification_id, saved_at = excluded.saved_at, state = excluded.state "
-                f"WHERE {table}.notification_id < excluded.notification_id",
+                f"WHERE {table}.notification_id < excluded.notification_id "
+                f"OR {table}.schema_version <> excluded.schema_version",
                 (
                     checkpoint.name, checkpoint.schema, checkpoint.position,
                     self.to_db("time", checkpoint.saved_at), checkpoint.state,

@@ -281,6 +281,10 @@ def test_a_checkpoint_is_replaced_only_by_a_later_one(store_kind, tmp_path, requ
     assert store.read_checkpoint("x").state == b"twenty"
     assert store.write_checkpoint(StoredCheckpoint("x", 1, 30, b"thirty", at))
     assert (store.read_checkpoint("x").position, store.read_checkpoint("x").state) == (30, b"thirty")
+    # An upgraded PEX replaces a checkpoint of another schema even at the same position, so its
+    # next start need not fold the log again while the log has not moved.
+    assert store.write_checkpoint(StoredCheckpoint("x", 2, 30, b"thirty, schema 2", at))
+    assert (store.read_checkpoint("x").schema, store.read_checkpoint("x").state) == (2, b"thirty, schema 2")
     store.close()
 
 
