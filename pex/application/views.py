@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from pex.domain.errors import InvalidProposal
+from pex.domain.catalogue import check_template, size_named
 from pex.domain.reservation import Step
 from pex.domain.values import Offer, Reply, Resources, Size, State, Terms
 
@@ -78,14 +78,10 @@ class CatalogueView:
     version: int
 
     def size(self, name: str) -> Size:
-        try:
-            return self.sizes[name]
-        except KeyError:
-            raise InvalidProposal("type", f"unknown size {name!r}; sizes are {', '.join(sorted(self.sizes))}") from None
+        return size_named(self.sizes, name)
 
     def check_template(self, name: str) -> None:
-        if name not in self.templates:
-            raise InvalidProposal("template", f"unknown template {name!r}")
+        check_template(self.templates, name)
 
 
 @dataclass(frozen=True)

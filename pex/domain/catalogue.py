@@ -8,6 +8,7 @@ it is proposed, so a later change of a size never changes an agreed reservation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -107,14 +108,10 @@ class Catalogue(Aggregate):
         return CATALOGUE_ID
 
     def size(self, name: str) -> Size:
-        try:
-            return self.sizes[name]
-        except KeyError:
-            raise InvalidProposal("type", f"unknown size {name!r}; sizes are {', '.join(sorted(self.sizes))}") from None
+        return size_named(self.sizes, name)
 
     def check_template(self, name: str) -> None:
-        if name not in self.templates:
-            raise InvalidProposal("template", f"unknown template {name!r}")
+        check_template(self.templates, name)
 
     def define_size(self, size: Size, at: datetime) -> None:
         if not size.name or size.cpus < 0 or size.memory_mb < 0 or size.disk_gb < 0 or size.hourly_price < 0:
@@ -150,3 +147,17 @@ class Catalogue(Aggregate):
     def set_user_quotas(self, user_id: str, quotas: Quotas | None, by: str, at: datetime) -> None:
         if self.user_quotas.get(user_id) != quotas:
             self.trigger_event(self.UserQuotasSet, user_id=user_id, quotas=quotas, by=by, at=at)
+
+
+# The catalogue's rules for a proposal's size and template, shared by the aggregate and the
+# plain view of it that the service layer hands to the edges (pex.application.views).
+def size_named(sizes: Mapping[str, Size], name: str) -> Size:
+    try:
+        return sizes[name]
+    except KeyError:
+        raise InvalidProposal("type", f"unknown size {name!r}; sizes are {', '.join(sorted(sizes))}") from None
+
+
+def check_template(templates: Mapping[str, str], name: str) -> None:
+    if name not in templates:
+        raise InvalidProposal("template", f"unknown template {name!r}")
