@@ -37,20 +37,16 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Notification
 from eventsourcing.utils import strtobool
 
 from pex.domain.reservation import Step
 from pex.domain.values import Allocation, Offer, Resources, State, Terms
+from pex.projections.follower import Follower, ReadModelError, Recorded, after
 from pex.projections.ledger import LedgerView
 from pex.projections.store import MemoryStore, PositionsMoved, PostgresStore, Row, SQLiteStore, Store, Where
 from pex.projections.views import ALLOCATIONS, INSTANCES, NODES, RESERVATIONS, View, read_model_views
 
 log = logging.getLogger(__name__)
-
-
-class ReadModelError(Exception):
-    """A view cannot go on: an event cannot be decoded, or a view was asked for by a wrong name."""
 
 
 # --- what queries return: plain values ---------------------------------------------------
@@ -252,6 +248,7 @@ def store_for(app: Any) -> Store:
 
 
 class ReadModels:
+    name = "pex.read_models"  # to the follower; each view's position is its own tracking row
     batch_size = 1000
 
     def __init__(
@@ -274,6 +271,10 @@ class ReadModels:
             self._drop_changed_views()
             self.store.create([t for v in self.views for t in v.tables], self.by_name)
         self._lock = threading.RLock()
+        self._positions: dict[str, int] | None = None  # as `position()` last read them
+        self._folded = 0
+        # The process's one follower (the application's); a bare application gets its own.
+        self.follower: Follower = getattr(app, "follower", None) or Follower(app.recorder, app.mapper)
 
     def _drop_changed_views(self) -> None:
         """A view whose tables an earlier PEX made with other columns is dropped, so that it is
@@ -297,42 +298,38 @@ class ReadModels:
         return self._catch_up().position
 
     def _catch_up(self) -> Progress:
-        began, folded = time.monotonic(), 0
+        began = time.monotonic()
         with self._lock:
-            while True:
-                positions = self.store.positions(self.by_name)
-                start = min(positions.values())
-                notifications = self.app.recorder.select_notifications(
-                    start=start, limit=self.batch_size, inclusive_of_start=False
-                )
-                if not notifications:
-                    return Progress(start, folded, time.monotonic() - began)
-                events = [(n, self._decode(n)) for n in notifications]
-                last = notifications[-1].id
-                try:
-                    with self.store.batch(positions) as batch:
-                        for view in self.views:
-                            seen = positions[view.name]
-                            if seen >= last:
-                                continue
-                            for notification, event in events:
-                                if notification.id > seen:
-                                    view.apply(batch, event, notification)
-                            batch.track(view.name, last)
-                except PositionsMoved:
-                    continue  # another follower applied it; start again from its positions
-                folded += len(notifications)
-                if len(notifications) < self.batch_size:
-                    return Progress(last, folded, time.monotonic() - began)
+            self._folded = 0
+            position = self.follower.follow(self)
+            return Progress(position, self._folded, time.monotonic() - began)
 
-    def _decode(self, notification: Notification) -> Any:
-        try:
-            return self.app.mapper.to_domain_event(notification)
-        except Exception as error:
-            raise ReadModelError(
-                f"the read models stop at event #{notification.id} ({notification.topic}, "
-                f"{notification.originator_id} v{notification.originator_version}): it cannot be decoded: {error}"
-            ) from error
+    # The follower's read model (pex.projections.follower): the lowest tracking row, and a
+    # batch folded in one transaction that moves every view's row.
+
+    def position(self) -> int:
+        with self._lock:
+            self._positions = self.store.positions(self.by_name)
+            return min(self._positions.values())
+
+    def fold(self, batch: Sequence[Recorded]) -> bool:
+        with self._lock:
+            positions = self._positions if self._positions is not None else self.store.positions(self.by_name)
+            self._positions = None  # what a fold leaves is read again
+            last = batch[-1].id
+            try:
+                with self.store.batch(positions) as writing:
+                    for view in self.views:
+                        seen = positions[view.name]
+                        if seen >= last:
+                            continue
+                        for recorded in after(batch, seen):
+                            view.apply(writing, recorded.event, recorded.notification)
+                        writing.track(view.name, last)
+            except PositionsMoved:
+                return False  # another follower applied it; the follower asks where they are
+            self._folded += len(after(batch, min(positions.values())))
+            return True
 
     def follow(self, interval: float = 0.5, stop: threading.Event | None = None) -> None:
         """Catch up, then poll every `interval` seconds until `stop` is set (a worker loop)."""
