@@ -274,6 +274,8 @@ class Core(Application):
             status=i.status,
             ip_address=getattr(i, "ip_address", None),
             version=i.version,
+            index=i.index,
+            note=getattr(i, "ended_reason", None),
         )
 
     def _node(self, name: str) -> Node:

@@ -43,6 +43,7 @@ from pex.domain.reservation import Step
 from pex.domain.values import Allocation, Offer, Resources, State, Terms
 from pex.projections.follower import Follower, ReadModelError, Recorded, after
 from pex.projections.ledger import LedgerView
+from pex.projections.shapes import InstanceView, ReservationView
 from pex.projections.store import MemoryStore, PositionsMoved, PostgresStore, Row, SQLiteStore, Store, Where
 from pex.projections.views import ALLOCATIONS, INSTANCES, NODES, RESERVATIONS, View, read_model_views
 
@@ -52,74 +53,36 @@ log = logging.getLogger(__name__)
 # --- what queries return: plain values ---------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ReservationRow:
-    """A reservation as its list shows it: pex.wire.reservation_json renders a row exactly as it
-    renders the aggregate's ReservationView (only the history's steps carry no terms)."""
-
-    id: UUID
-    user_id: str
-    state: State
-    round: int
-    size: str | None
-    template: str | None
-    instances_fixed: int | None
-    instances_option: int | None
-    instances: int | None
-    start: datetime | None
-    end: datetime | None
-    price: Decimal | None
-    auto_start: bool | None
-    valid_until: datetime | None
-    placement: tuple[Allocation, ...]
-    changes: tuple[str, ...]
-    per_instance: Resources | None  # the offer's; None while there is no offer
-    alternatives: tuple[Offer, ...]
-    history: tuple[Step, ...]
-    reason: str | None
-    proposal: Terms | None
-    instance_ids: tuple[UUID, ...]
-    created_seq: int
-    created_at: datetime
-    updated_at: datetime
-    version: int
-
-    @property
-    def terms(self) -> Terms | None:
-        """The standing terms (the offer once the provider answered, else the proposal)."""
-        # A row has all of them or none (before the first proposal).
-        size, template, fixed, option, start, end = (
-            self.size, self.template, self.instances_fixed, self.instances_option, self.start, self.end,
-        )  # fmt: skip
-        if size is None or template is None or fixed is None or option is None or start is None or end is None:
-            return None
-        return Terms(size, template, fixed, option, start, end, self.price, bool(self.auto_start))
-
-    @property
-    def offer(self) -> Offer | None:
-        """The provider's standing offer, as the aggregate keeps it (after a user walked away or
-        it lapsed, too); None before the provider answered and after a rejection."""
-        terms = self.terms
-        if self.per_instance is None or terms is None:
-            return None
-        return Offer(terms, self.per_instance, self.placement, self.changes)
-
-    @classmethod
-    def from_row(cls, row: Row) -> ReservationRow:
-        decoded = ("state", "placement", "changes", "per_instance", "alternatives", "history", "proposal", "instance_ids")
-        return cls(
-            **{k: row[k] for k in RESERVATIONS.column_names if k not in decoded},
-            state=State(row["state"]),
-            placement=tuple(Allocation(node, n) for node, n in row["placement"] or ()),
-            changes=tuple(row["changes"] or ()),
-            per_instance=Resources(*row["per_instance"]) if row["per_instance"] is not None else None,
-            alternatives=tuple(offer_from_json(a) for a in row["alternatives"] or ()),
-            history=tuple(
-                Step(datetime.fromisoformat(s["at"]), s["party"], s["reply"], note=s["note"]) for s in row["history"] or ()
-            ),
-            proposal=terms_from_json(row["proposal"]) if row["proposal"] else None,
-            instance_ids=tuple(UUID(i) for i in row["instance_ids"] or ()),
-        )
+def reservation_from_row(row: Row) -> ReservationView:
+    """A row of the reservations view as the one reservation type: pex.wire renders it exactly
+    as it renders the aggregate's (only the history's steps carry no terms)."""
+    proposal = terms_from_json(row["proposal"]) if row["proposal"] else None
+    # A row has all of the standing terms or none (before the first proposal).
+    parts = (row["size"], row["template"], row["instances_fixed"], row["instances_option"], row["start"], row["end"])
+    offer = None
+    if row["per_instance"] is not None and all(p is not None for p in parts):
+        # The provider's standing offer, as the aggregate keeps it (after a user walked away or
+        # it lapsed, too); none before the provider answered and after a rejection.
+        terms = Terms(*parts, row["price"], bool(row["auto_start"]))
+        placement = tuple(Allocation(node, n) for node, n in row["placement"] or ())
+        offer = Offer(terms, Resources(*row["per_instance"]), placement, tuple(row["changes"] or ()))
+    return ReservationView(
+        id=row["id"],
+        user_id=row["user_id"],
+        state=State(row["state"]),
+        round=row["round"],
+        proposal=proposal,
+        offer=offer,
+        alternatives=tuple(offer_from_json(a) for a in row["alternatives"] or ()),
+        valid_until=row["valid_until"],
+        instance_ids=tuple(UUID(i) for i in row["instance_ids"] or ()),
+        history=tuple(
+            Step(datetime.fromisoformat(s["at"]), s["party"], s["reply"], note=s["note"]) for s in row["history"] or ()
+        ),
+        version=row["version"],
+        created_on=row["created_at"],
+        modified_on=row["updated_at"],
+    )
 
 
 def terms_from_json(t: dict[str, Any]) -> Terms:
@@ -139,28 +102,9 @@ def offer_from_json(o: dict[str, Any]) -> Offer:
     )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class InstanceRow:
-    id: UUID
-    reservation_id: UUID
-    user_id: str
-    index: int
-    name: str
-    size: str
-    template: str
-    node: str
-    start: datetime
-    end: datetime
-    status: str
-    ip_address: str | None
-    note: str | None
-    created_at: datetime
-    updated_at: datetime
-    version: int
-
-    @classmethod
-    def from_row(cls, row: Row) -> InstanceRow:
-        return cls(**row)
+def instance_from_row(row: Row) -> InstanceView:
+    """A row of the instances view as the one instance type."""
+    return InstanceView(**{k: v for k, v in row.items() if k not in ("created_at", "updated_at")})
 
 
 @dataclass(frozen=True)
@@ -367,18 +311,18 @@ class ReadModels:
 
     def reservations(
         self, user_id: str | None = None, state: State | str | None = None, *, fresh: bool = True
-    ) -> list[ReservationRow]:
+    ) -> list[ReservationView]:
         """Reservations, oldest first; only `user_id`'s and only in `state` if given."""
         where = []
         if user_id is not None:
             where.append(Where("user_id", "=", user_id))
         if state is not None:
             where.append(Where("state", "=", State(state).value))
-        return [ReservationRow.from_row(r) for r in self._select(RESERVATIONS, where, ("created_seq",), fresh)]
+        return [reservation_from_row(r) for r in self._select(RESERVATIONS, where, ("created_seq",), fresh)]
 
-    def reservation(self, reservation_id: UUID, *, fresh: bool = True) -> ReservationRow | None:
+    def reservation(self, reservation_id: UUID, *, fresh: bool = True) -> ReservationView | None:
         rows = self._select(RESERVATIONS, [Where("id", "=", reservation_id)], (), fresh)
-        return ReservationRow.from_row(rows[0]) if rows else None
+        return reservation_from_row(rows[0]) if rows else None
 
     def instances(
         self,
@@ -387,7 +331,7 @@ class ReadModels:
         reservation_id: UUID | None = None,
         *,
         fresh: bool = True,
-    ) -> list[InstanceRow]:
+    ) -> list[InstanceView]:
         """Instances by start time; only `user_id`'s, in `status`, of `reservation_id` if given."""
         where = []
         if user_id is not None:
@@ -396,11 +340,11 @@ class ReadModels:
             where.append(Where("status", "=", status))
         if reservation_id is not None:
             where.append(Where("reservation_id", "=", reservation_id))
-        return [InstanceRow.from_row(r) for r in self._select(INSTANCES, where, ("start", "reservation_id", "index"), fresh)]
+        return [instance_from_row(r) for r in self._select(INSTANCES, where, ("start", "reservation_id", "index"), fresh)]
 
-    def instance(self, instance_id: UUID, *, fresh: bool = True) -> InstanceRow | None:
+    def instance(self, instance_id: UUID, *, fresh: bool = True) -> InstanceView | None:
         rows = self._select(INSTANCES, [Where("id", "=", instance_id)], (), fresh)
-        return InstanceRow.from_row(rows[0]) if rows else None
+        return instance_from_row(rows[0]) if rows else None
 
     def nodes(self, *, fresh: bool = True) -> list[NodeRow]:
         return [NodeRow.from_row(r) for r in self._select(NODES, [], ("name",), fresh)]
