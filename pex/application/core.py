@@ -1,6 +1,8 @@
 """The core every command shares: the retry on a lost race, the save (with snapshots of the
-aggregates every negotiation loads), the loaders of aggregates, the in-process read models
-(the capacity timeline and the reservation index) and their start-up checkpoint.
+aggregates every negotiation loads), the loaders of aggregates, and the in-process read models
+(`Decisions`: the capacity timeline and the pending reservation index, with their start-up
+checkpoint; `Listing`: the listings' index), which the process's one follower
+(pex.projections.follower) feeds.
 
 A command loads the aggregates it needs, calls them (they check their invariants and raise
 before recording anything), and saves them together in one atomic `save(...)`. Two processes

@@ -1,5 +1,5 @@
-"""ReadModels: the persisted views behind the list endpoints and the portal, and the follower
-that keeps them up to date.
+"""ReadModels: the persisted views behind the list endpoints and the portal (and the ledger),
+kept up to date as one read model of the process's one follower (pex.projections.follower).
 
     read_models = ReadModels(app)                  # creates its tables unless CREATE_TABLE=n
     read_models.reservations(user_id="alice")      # catches up first: read-your-writes
@@ -7,9 +7,11 @@ that keeps them up to date.
     read_models.calendar(node="node1", start=t0, end=t1)
 
 The follower polls the notification log (`select_notifications`, so it works on SQLite,
-which has no subscriptions, as on PostgreSQL) and folds each batch of up to `batch_size`
-events into every view that has not seen them, in one transaction that also moves each
-view's tracking row (pex.projections.store). The same loop rebuilds a view after
+which has no subscriptions, as on PostgreSQL) and hands each batch of up to `batch_size`
+events to `fold`, which applies them to every view that has not seen them, in one
+transaction that also moves each view's tracking row (pex.projections.store). The rows
+queries return are the one type of each read shape (pex.projections.shapes), as the
+aggregate-backed queries return. The same loop rebuilds a view after
 `reset`: one transaction per batch, thousands of events a second.
 
 Queries catch up before they read (pass fresh=False to skip that), so a caller sees its own
