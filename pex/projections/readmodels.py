@@ -43,7 +43,7 @@ from eventsourcing.utils import strtobool
 
 from pex.domain.reservation import Step
 from pex.domain.values import Allocation, Offer, Resources, State, Terms
-from pex.projections.follower import Follower, ReadModelError, Recorded, after
+from pex.projections.follower import Follower, ReadModel, ReadModelError, Recorded, after
 from pex.projections.ledger import LedgerView
 from pex.projections.shapes import InstanceView, ReservationView
 from pex.projections.store import MemoryStore, PositionsMoved, PostgresStore, Row, SQLiteStore, Store, Where
@@ -243,11 +243,12 @@ class ReadModels:
         """Fold every event not yet in the views; return the notification id they reached."""
         return self._catch_up().position
 
-    def _catch_up(self) -> Progress:
+    def _catch_up(self, *others: ReadModel) -> Progress:
+        """Catch up, and `others` with the views, from the same reads of the log."""
         began = time.monotonic()
         with self._lock:
             self._folded = 0
-            position = self.follower.follow(self)
+            position = self.follower.follow(self, *others)
             return Progress(position, self._folded, time.monotonic() - began)
 
     # The follower's read model (pex.projections.follower): the lowest tracking row, and a
@@ -385,12 +386,13 @@ class ReadModels:
         return self.store.select(table, where, order_by)
 
 
-def prepare_read_models(app: Any) -> Progress:
+def prepare_read_models(app: Any, *others: ReadModel) -> Progress:
     """Make the read models' tables (rebuilding any view whose columns changed), bring them and
-    the ledger up to the head of the log, and close their connections: what one process with
-    DDL rights does before the others start (`pex init`, the gunicorn master before it forks)."""
+    the ledger up to the head of the log (with `others`, the in-memory models the processes
+    start from, from the same reads), and close their connections: what one process with DDL
+    rights does before the others start (`pex init`, the gunicorn master before it forks)."""
     read_models = ReadModels(app, create_tables=True)
     try:
-        return read_models._catch_up()
+        return read_models._catch_up(*others)
     finally:
         read_models.close()
