@@ -165,15 +165,17 @@ def prepare_store(settings: Settings) -> int:
     caller may fork next."""
     application = build_application(replace(settings, create_tables=True))
     try:
-        progress = prepare_read_models(application)
+        # The workers keep their checkpoint current; one left far behind (no worker ran) is
+        # brought up here, with the rest.
+        dispatch = DispatchIndex() if DispatchIndex.lag(application) >= application.checkpoint_every else None
+        others = [application.decisions] + ([dispatch.read_model(application)] if dispatch is not None else [])
+        # One read of the tail for the views, the ledger and the checkpointed models alike.
+        progress = prepare_read_models(application, *others)
         if progress.events:
             log.info("read models caught up", extra={"events": progress.events, "position": progress.position})
         nodes = len(application.nodes())  # from the checkpoint, and the tail after it
         application.save_checkpoint()
-        # The workers keep theirs current; one left far behind (no worker ran) is brought up here.
-        if DispatchIndex.lag(application) >= application.checkpoint_every:
-            dispatch = DispatchIndex()
-            dispatch.follow(application)
+        if dispatch is not None:
             dispatch.save_checkpoint(application)
         return nodes
     finally:
