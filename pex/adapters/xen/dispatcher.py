@@ -43,6 +43,7 @@ from pex.adapters.xen.records import (
 )
 from pex.adapters.xen.session import ThreadSessions, XenConnection
 from pex.adapters.xen.tasks import wait_for_task
+from pex.adapters.xen.transport import TlsPolicy
 from pex.adapters.xen.watcher import XenEventWatcher
 
 log = logging.getLogger(__name__)
@@ -56,10 +57,12 @@ _NOT_FOUND_CODES = ("HANDLE_INVALID", "UUID_INVALID")
 class XenDispatcher:
     def __init__(self, url: str, username: str, password: str, *, timeout: float = 30.0,
                  task_timeout: float = 600.0, poll_interval: float = 0.5, ignore_ssl: bool = False,
-                 network: str | None = None, sleep: Callable[[float], None] = time.sleep):
+                 network: str | None = None, sleep: Callable[[float], None] = time.sleep,
+                 tls: TlsPolicy | None = None):
         """`timeout` bounds every HTTP request; `task_timeout` every asynchronous operation.
-        `network` names the network new VMs are plugged into (default: the first one)."""
-        self.connection = XenConnection(url, username, password, timeout=timeout, ignore_ssl=ignore_ssl)
+        `network` names the network new VMs are plugged into (default: the first one).
+        `tls` checks an https pool's certificates (see `TlsPolicy`; `ignore_ssl` is its opt-out)."""
+        self.connection = XenConnection(url, username, password, timeout=timeout, ignore_ssl=ignore_ssl, tls=tls)
         self.task_timeout = task_timeout
         self.poll_interval = poll_interval
         self.network = network
@@ -313,7 +316,7 @@ class XenDispatcher:
     # -- helpers -------------------------------------------------------------------------------------
 
     def _api(self) -> Any:
-        return self._sessions.session().xenapi
+        return self._sessions.api()
 
     @contextmanager
     def _locked(self, instance_id: str) -> Iterator[None]:
