@@ -14,6 +14,8 @@ from pex.adapters.xen.errors import XenError, XenTlsError, XenTransportError
 from pex.adapters.xen.records import PowerState
 from pex.adapters.xen.simulator import run_simulator
 from pex.adapters.xen.transport import TlsPolicy, normalized_fingerprint
+from pex.bootstrap import build_worker_process
+from pex.settings import Settings, SettingsError, WorkerSettings
 from tests.support.certificates import CertificateAuthority, self_signed
 from tests.support.xen import PASSWORD, TEMPLATE, USERNAME
 
@@ -263,3 +265,35 @@ class TestEventTokens:
 
         assert changes[0] == WatcherResynced("xapi answered EVENTS_LOST")
         assert [c.power_state for c in of_type(changes, VmPowerStateChanged)] == [PowerState.HALTED]
+
+
+class TestSettings:
+    def test_the_worker_settings_carry_the_certificate_checks_to_the_dispatcher(self, make_pool, tmp_path):
+        issued = {f"node{i}": self_signed(tmp_path, f"node{i}", [ADDRESSES[i - 1]]) for i in range(1, 6)}
+        simulator = make_pool(tls={name: i.files for name, i in issued.items()})
+        pins = " , ".join(i.sha256 for i in issued.values())  # as pasted from `openssl x509 -fingerprint`
+        worker_settings = WorkerSettings.from_env({
+            "PEX_XEN_URL": simulator.url_of("node3"), "PEX_XEN_USERNAME": USERNAME, "PEX_XEN_PASSWORD": PASSWORD,
+            "PEX_XEN_CERT_SHA256": pins})
+        worker = build_worker_process(Settings(database_url=f"sqlite:///{tmp_path}/pex.sqlite3"), worker_settings)
+        try:
+            assert len(worker.dispatcher.hosts()) == 5
+            assert worker.dispatcher.url == simulator.url_of("node1")
+        finally:
+            worker.dispatcher.close()
+            worker.app.close()
+
+    def test_a_ca_file_is_read_and_must_exist(self, ca, tmp_path):
+        assert WorkerSettings.from_env({"PEX_XEN_CA_FILE": str(ca.pem)}).xen_ca_file == str(ca.pem)
+        with pytest.raises(SettingsError, match="PEX_XEN_CA_FILE"):
+            WorkerSettings.from_env({"PEX_XEN_CA_FILE": str(tmp_path / "missing.pem")})
+
+    @pytest.mark.parametrize("pins", ["abc", "ab" * 31, "ab" * 32 + ",xyz"])
+    def test_a_fingerprint_that_is_not_sha256_is_a_settings_error(self, pins):
+        with pytest.raises(SettingsError, match="PEX_XEN_CERT_SHA256"):
+            WorkerSettings.from_env({"PEX_XEN_CERT_SHA256": pins})
+
+    def test_ignoring_certificates_cannot_be_combined_with_checking_them(self, ca):
+        with pytest.raises(SettingsError, match="PEX_XEN_IGNORE_SSL"):
+            WorkerSettings.from_env({"PEX_XEN_IGNORE_SSL": "y", "PEX_XEN_CA_FILE": str(ca.pem)})
+        assert WorkerSettings.from_env({}).xen_cert_sha256 == ()
