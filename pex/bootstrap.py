@@ -18,9 +18,9 @@ import falcon
 
 from pex.adapters.xen.dispatcher import XenDispatcher
 from pex.adapters.xen.enactment import XenEnactment
-from pex.adapters.xen.transport import TlsPolicy
 from pex.adapters.xen.simulator import XapiSimulator
 from pex.adapters.xen.simulator.testbed import config_for
+from pex.adapters.xen.transport import TlsPolicy
 from pex.application import PexApplication
 from pex.clock import system_clock
 from pex.domain.negotiation import NegotiationPolicy, Negotiator
