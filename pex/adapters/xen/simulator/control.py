@@ -11,14 +11,17 @@ Hosts are named by name_label, uuid or ref; VMs by ref, uuid, name_label or the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pex.adapters.xen.simulator.clock import ManualClock
 from pex.adapters.xen.simulator.lifecycle import PAUSED, RUNNING
 from pex.adapters.xen.simulator.pool import SimulatedPool
 
-if TYPE_CHECKING:
-    from pex.adapters.xen.simulator.server import XapiSimulator
+
+class Listeners(Protocol):
+    """The simulator's network side, as far as the control needs it (server.XapiSimulator)."""
+
+    def silence_host(self, host_ref: str) -> None: ...
 
 ADMIN_ACTIONS = frozenset({
     "fail_host", "recover_host", "fail_next", "set_latency", "drop_connection", "http_error", "crash_vm",
@@ -28,7 +31,7 @@ ADMIN_ACTIONS = frozenset({
 
 
 class SimulatorControl:
-    def __init__(self, pool: SimulatedPool, simulator: XapiSimulator | None = None):
+    def __init__(self, pool: SimulatedPool, simulator: Listeners | None = None):
         self.pool = pool
         self.faults = pool.faults
         self._simulator = simulator
