@@ -270,12 +270,21 @@ class XenDispatcher:
             else:
                 self._await(api, api.Async.VM.resume_on(vm, self._host_ref(api, host), False, False))
 
-    def migrate(self, instance_id: object, host: str) -> None:
-        """Live-migrate a running VM to `host` (planned moves only; a dead host cannot migrate)."""
+    def migrate(self, instance_id: object, host: str) -> XenVm:
+        """Live-migrate a running VM to `host` (planned moves only; a dead host cannot migrate)
+        and return it as it is then; a VM already on `host` stays. xapi checks the destination
+        as for a start: XenCapacityError (HOST_NOT_ENOUGH_FREE_MEMORY [needed, available],
+        HOST_NOT_ENOUGH_PCPUS [vcpus, pcpus]), XenHostDownError (not live, disabled),
+        XenPowerStateError (not running, or busy); a migration that fails on the way is
+        XenMigrationError (VM_MIGRATE_FAILED [vm, source, destination, message]) and leaves the
+        VM running where it was. A migration slower than `task_timeout` is XenTaskTimeout, and
+        may still complete."""
+        instance_id = str(instance_id)
         with self._operation(instance_id) as (api, vm, record):
             host_ref = self._host_ref(api, host)
             if record["resident_on"] != host_ref:
                 self._await(api, api.Async.VM.pool_migrate(vm, host_ref, {"live": "true"}))
+            return self._describe(api, instance_id, vm)
 
     def power_state_reset(self, instance_id: object) -> None:
         """Tell xapi a VM on a dead host is Halted, so it can be started elsewhere (dangerous if

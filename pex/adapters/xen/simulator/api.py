@@ -114,6 +114,7 @@ class XapiApi:
             pool.settle()
             result = method.handler(*params)
             if isinstance(result, Operation):
+                latency += result.duration
                 if not latency:
                     return result.apply()
                 self._begin(result, marker)

@@ -26,7 +26,7 @@ class Listeners(Protocol):
 ADMIN_ACTIONS = frozenset({
     "fail_host", "recover_host", "fail_next", "set_latency", "drop_connection", "http_error", "crash_vm",
     "shutdown_vm_from_inside", "silence_guest", "unsilence_guest", "redirect_next_login", "expire_sessions",
-    "switch_master", "restart_xapi", "clear_faults", "advance_clock", "state",
+    "switch_master", "restart_xapi", "set_migration_time", "fail_next_migration", "clear_faults", "advance_clock", "state",
 })
 
 
@@ -109,6 +109,18 @@ class SimulatorControl:
             self.fail_host(old)
             if self._simulator is not None:
                 self._simulator.silence_host(old)
+
+    def set_migration_time(self, seconds: float) -> None:
+        """Every VM.pool_migrate takes `seconds` (real time): the VM is busy
+        (OTHER_OPERATION_IN_PROGRESS) and its memory held on the destination meanwhile."""
+        with self.pool.lock:
+            self.pool.migration_seconds = max(0.0, float(seconds))
+
+    def fail_next_migration(self, vm: str = "*", message: str = "the destination stopped answering",
+                            times: int = 1) -> None:
+        """The next `times` migrations of `vm` ("*": any) run their whole time, then fail with
+        VM_MIGRATE_FAILED [vm, source, destination, message]; the VM keeps running at the source."""
+        self.faults.fail_next_migration(vm, message, times)
 
     def clear_faults(self) -> None:
         self.faults.clear()

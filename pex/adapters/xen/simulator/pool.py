@@ -41,6 +41,7 @@ class SimulatedPool:
         # The generation event tokens count from: the database generation when the serving
         # master's database began (see calls/events.py).
         self.token_base = 0
+        self.migration_seconds = self.config.migration_seconds
         self.stopping = False
         self._guest_due: dict[str, float] = {}  # VM ref -> clock time its agent reports
         self._guest_ips: dict[str, str] = {}
