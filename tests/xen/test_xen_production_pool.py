@@ -5,18 +5,22 @@ that outlive the xapi that issued them. The real `XenAPI` client against the sim
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 import XenAPI
+from click.testing import CliRunner
 
 from pex.adapters.xen.changes import VmPowerStateChanged, WatcherResynced
 from pex.adapters.xen.errors import XenError, XenTlsError, XenTransportError
 from pex.adapters.xen.records import PowerState
-from pex.adapters.xen.simulator import run_simulator
-from pex.adapters.xen.transport import TlsPolicy, normalized_fingerprint
+from pex.adapters.xen.simulator import run_simulator, serve
+from pex.adapters.xen.transport import TlsPolicy, normalized_fingerprint, transport_for
 from pex.bootstrap import build_worker_process
+from pex.cli import main
 from pex.settings import Settings, SettingsError, WorkerSettings
 from tests.support.certificates import CertificateAuthority, self_signed
+from tests.support import waiting
 from tests.support.xen import PASSWORD, TEMPLATE, USERNAME
 
 pytestmark = pytest.mark.xen
@@ -297,3 +301,24 @@ class TestSettings:
         with pytest.raises(SettingsError, match="PEX_XEN_IGNORE_SSL"):
             WorkerSettings.from_env({"PEX_XEN_IGNORE_SSL": "y", "PEX_XEN_CA_FILE": str(ca.pem)})
         assert WorkerSettings.from_env({}).xen_cert_sha256 == ()
+
+
+def test_pex_xen_sim_serves_a_pool_of_members_over_https(tmp_path, ca):
+    issued = ca.issue("pool", ADDRESSES)
+    stop, announced = threading.Event(), []
+    result = CliRunner().invoke(main, ["xen-sim", "--tls-cert", issued.files.certfile], catch_exceptions=False)
+    assert result.exit_code != 0 and "--tls-key" in result.output
+    server = threading.Thread(target=serve, args=("127.0.0.1:0", 5), daemon=True,
+                              kwargs={"announce": announced.append, "stop": stop, "tls": issued.files,
+                                      "members": True})
+    server.start()
+    try:
+        waiting.eventually(lambda: len(announced) == 2)
+        member = announced[1].split(": ", 1)[1].split(", ")[0]  # node2's URL
+        assert member.startswith("https://127.0.0.2:")
+        with pytest.raises(XenAPI.Failure) as redirected:
+            login(member, transport=transport_for(member, 5.0, tls=TlsPolicy(ca_file=str(ca.pem))))
+        assert redirected.value.details == ["HOST_IS_SLAVE", "127.0.0.1"]
+    finally:
+        stop.set()
+        server.join()

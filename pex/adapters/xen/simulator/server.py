@@ -175,15 +175,20 @@ def run_simulator(hosts: int | Sequence[HostSpec] = 5, *, clock: Clock | None = 
 
 
 def serve(bind: str = "127.0.0.1:8080", hosts: int = 5, *, announce: Callable[[str], None] = print,
-          stop: threading.Event | None = None, **options: object) -> None:
+          stop: threading.Event | None = None, tls: TlsFiles | None = None, members: bool = False,
+          **options: object) -> None:
     """Run a simulator on `bind` ("host:port") until interrupted (Ctrl-C) or `stop` is set.
 
-    `options` are `SimulatorConfig` fields (username, password, guest_ip_delay, seed, ...).
+    `tls` and `members` are `XapiSimulator`'s (with `members`, the hosts listen on
+    127.0.0.1 ... 127.0.0.N at `bind`'s port); `options` are `SimulatorConfig` fields
+    (username, password, guest_ip_delay, seed, ...).
     """
-    simulator = XapiSimulator(config_for(hosts, **options), bind=bind).start()
+    simulator = XapiSimulator(config_for(hosts, **options), bind=bind, tls=tls, members=members).start()
     config = simulator.pool.config
     announce(f"XAPI simulator: {simulator.url} (user {config.username!r}, {len(config.hosts)} hosts), "
              f"admin API: {simulator.admin_url}/<action>")
+    if members:
+        announce("pool members: " + ", ".join(simulator.url_of(spec.name) for spec in config.hosts[1:]))
     stop = stop or threading.Event()
     try:
         while not stop.wait(0.5):  # in slices: a signal handler that sets `stop` is then noticed
