@@ -19,8 +19,8 @@ from pex.adapters.xen.transport import TlsPolicy, normalized_fingerprint, transp
 from pex.bootstrap import build_worker_process
 from pex.cli import main
 from pex.settings import Settings, SettingsError, WorkerSettings
-from tests.support.certificates import CertificateAuthority, self_signed
 from tests.support import waiting
+from tests.support.certificates import CertificateAuthority, self_signed
 from tests.support.xen import PASSWORD, TEMPLATE, USERNAME
 
 pytestmark = pytest.mark.xen
