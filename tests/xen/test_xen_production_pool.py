@@ -10,6 +10,8 @@ import threading
 import pytest
 import XenAPI
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pex.adapters.xen.changes import VmPowerStateChanged, WatcherResynced
 from pex.adapters.xen.errors import XenError, XenTlsError, XenTransportError
@@ -127,6 +129,11 @@ class TestCertificates:
         with pytest.raises(ValueError):
             TlsPolicy(fingerprints=(text,))
 
+    @given(st.binary(min_size=32, max_size=32), st.booleans(), st.booleans())
+    def test_any_digest_reads_the_same_in_every_spelling(self, digest, colons, upper):
+        spelled = (":" if colons else "").join(f"{b:02x}" for b in digest)
+        assert normalized_fingerprint(spelled.upper() if upper else spelled) == digest.hex()
+
     def test_fingerprints_are_read_with_or_without_colons(self, tmp_path):
         issued = self_signed(tmp_path, "node1", ADDRESSES)
         plain = issued.sha256.replace(":", "").lower()
@@ -167,6 +174,15 @@ class TestMasterChanges:
 
         assert dispatcher.url == pool.url_of("node2")
         assert dispatcher.power_state("stays") == PowerState.HALTED
+
+    def test_a_call_the_old_master_turned_away_runs_once_on_the_new_one(self, pool, connect):
+        dispatcher = connect(pool)
+        dispatcher.hosts()
+        pool.control.switch_master("node2")
+
+        create(dispatcher, "fresh")  # its first call meets the old master
+
+        assert [vm["pex_instance"] for vm in pool.control.state()["vms"]] == ["fresh"]
 
     def test_a_master_that_died_is_replaced_by_the_member_that_took_over(self, pool, connect):
         dispatcher = connect(pool)
