@@ -216,6 +216,25 @@ class TestMasterChanges:
         assert (halted.previous, halted.power_state) == (PowerState.RUNNING, PowerState.HALTED)
         assert watcher.connection.url == pool.url_of("node5")
 
+    def test_an_event_from_waiting_on_the_old_master_ends_when_the_master_moves(self, pool, connect):
+        dispatcher = connect(pool)
+        create(dispatcher, "waiting")
+        with dispatcher.watcher(timeout=60.0, retry_delay=0.01) as watcher:
+            watcher.poll()
+            outcome: list = []
+            poller = threading.Thread(target=lambda: outcome.append(watcher.poll()))
+            poller.start()
+            waiting.eventually(lambda: pool.control.state()["waiting_event_calls"] == 1)
+
+            pool.control.switch_master("node2")
+            poller.join()  # long before its 60 s: the old master dropped the call
+
+            assert outcome == [[]] and watcher.token == ""
+            dispatcher.hard_shutdown("waiting")
+            changes = watcher.poll()
+        assert changes[0] == WatcherResynced("the pool master changed")
+        assert [c.power_state for c in of_type(changes, VmPowerStateChanged)] == [PowerState.HALTED]
+
     def test_the_watcher_finds_the_new_master_when_the_old_one_died(self, pool, connect):
         dispatcher = connect(pool)
         create(dispatcher, "orphan", host="node4")

@@ -163,7 +163,7 @@ class SimulatorControl:
                    for rec in db.tables["VM"].values() if not rec["is_control_domain"] and not
                    (rec["is_a_template"] and "pex_instance" not in rec["other_config"])]
             return {"hosts": hosts, "vms": vms, "vdis": len(db.tables["VDI"]), "sessions": len(self.pool.sessions),
-                    "tasks": len(db.tables["task"])}
+                    "tasks": len(db.tables["task"]), "waiting_event_calls": self.pool.waiting_event_calls}
 
     def vm_ref(self, vm: str) -> str:
         with self.pool.lock:

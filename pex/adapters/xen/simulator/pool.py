@@ -42,6 +42,7 @@ class SimulatedPool:
         # master's database began (see calls/events.py).
         self.token_base = 0
         self.migration_seconds = self.config.migration_seconds
+        self.waiting_event_calls = 0  # event.from calls blocked right now, for inspection
         self.stopping = False
         self._guest_due: dict[str, float] = {}  # VM ref -> clock time its agent reports
         self._guest_ips: dict[str, str] = {}

@@ -56,7 +56,11 @@ class EventCalls:
             if changes or since is None or pool.stopping or remaining <= 0:
                 break
             next_report = pool.seconds_until_next_report()
-            pool.changed.wait(remaining if next_report is None else min(remaining, max(next_report, 0.01)))
+            pool.waiting_event_calls += 1
+            try:
+                pool.changed.wait(remaining if next_report is None else min(remaining, max(next_report, 0.01)))
+            finally:
+                pool.waiting_event_calls -= 1
         events: list[dict[str, Any]] = []
         counts: dict[str, int] = {}
         for change in changes:
