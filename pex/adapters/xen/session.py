@@ -62,7 +62,6 @@ class XenConnection:
         self.originator = originator
         self._lock = threading.Lock()
         self._members: tuple[str, ...] = ()  # the pool's host addresses, as of the last login
-        self.master_changes = 0
         if self.tls.ignore and urlsplit(url).scheme == "https":
             log.warning("the certificates of the Xen pool at %s are NOT verified (PEX_XEN_IGNORE_SSL): anyone on "
                         "the path can impersonate it; set PEX_XEN_CA_FILE or PEX_XEN_CERT_SHA256 instead", url)
@@ -127,7 +126,6 @@ class XenConnection:
             if master != self._url:
                 log.info("%s is a pool member now; following the master to %s", url, master)
                 self._url = master
-                self.master_changes += 1
 
     def _login(self, url: str, timeout: float | None) -> XenAPI.Session:
         transport = transport_for(url, timeout or self.timeout, tls=self.tls)
@@ -151,7 +149,6 @@ class XenConnection:
             if url != self._url:
                 log.info("the pool master is now at %s (was %s)", url, self._url)
                 self._url = url
-                self.master_changes += 1
             self._members = members
 
     def _member_urls(self, url: str) -> list[str]:
