@@ -223,6 +223,7 @@ def build_worker_process(
         url, username, password, timeout=worker_settings.xen_timeout, task_timeout=worker_settings.xen_task_timeout,
         tls=TlsPolicy.of(ca_file=worker_settings.xen_ca_file, fingerprints=worker_settings.xen_cert_sha256,
                          ignore=worker_settings.xen_ignore_ssl),
+        members=worker_settings.xen_members,
     )
     app = build_application(settings, clock)
     # The user's requests this process serves are carried out at once, not at the next tick.

@@ -192,6 +192,7 @@ class WorkerSettings:
     xen_ignore_ssl: bool = False  # the explicit, logged opt-out of certificate checks
     xen_ca_file: str | None = None  # a PEM bundle that signed the pool's certificates
     xen_cert_sha256: tuple[str, ...] = ()  # or the pinned fingerprints of its hosts' certificates
+    xen_members: tuple[str, ...] = ()  # other hosts' addresses, to find the master by when PEX_XEN_URL is down
     xen_timeout: float = 30.0  # one XAPI request
     xen_task_timeout: float = 600.0  # one asynchronous XAPI task (a start, a shutdown)
     worker_id: str | None = None  # default: host:pid:random
@@ -239,6 +240,7 @@ class WorkerSettings:
             xen_ignore_ssl=ignore_ssl,
             xen_ca_file=ca_file,
             xen_cert_sha256=fingerprints,
+            xen_members=tuple(w for w in re.split(r"[,\s]+", env.get("PEX_XEN_MEMBERS") or "") if w),
             xen_timeout=number("PEX_XEN_TIMEOUT_SECONDS", 30.0),
             xen_task_timeout=number("PEX_XEN_TASK_TIMEOUT_SECONDS", 600.0),
             worker_id=env.get("PEX_WORKER_ID") or None,

@@ -193,6 +193,20 @@ class TestMasterChanges:
         assert dispatcher.url == pool.url_of("node3")
         assert {h.name: h.live for h in dispatcher.hosts()}["node1"] is False
 
+    def test_a_process_starting_while_the_master_is_down_finds_it_among_the_configured_members(
+            self, pool, tmp_path):
+        pool.control.switch_master("node5", old_master_gone=True)
+        worker_settings = WorkerSettings.from_env({
+            "PEX_XEN_URL": pool.url_of("node5").replace("127.0.0.5", "127.0.0.1"),  # the master it was told of
+            "PEX_XEN_USERNAME": USERNAME, "PEX_XEN_PASSWORD": PASSWORD, "PEX_XEN_MEMBERS": "127.0.0.2, 127.0.0.3"})
+        worker = build_worker_process(Settings(database_url=f"sqlite:///{tmp_path}/pex.sqlite3"), worker_settings)
+        try:
+            assert len(worker.dispatcher.hosts()) == 5  # node1 refused; node2 named node5
+            assert worker.dispatcher.url == pool.url_of("node5")
+        finally:
+            worker.dispatcher.close()
+            worker.app.close()
+
     def test_a_pool_whose_every_host_is_unreachable_is_a_transport_error(self, pool, connect):
         dispatcher = connect(pool)
         dispatcher.hosts()

@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from xml.etree import ElementTree
@@ -58,11 +58,13 @@ class XenDispatcher:
     def __init__(self, url: str, username: str, password: str, *, timeout: float = 30.0,
                  task_timeout: float = 600.0, poll_interval: float = 0.5, ignore_ssl: bool = False,
                  network: str | None = None, sleep: Callable[[float], None] = time.sleep,
-                 tls: TlsPolicy | None = None):
+                 tls: TlsPolicy | None = None, members: Sequence[str] = ()):
         """`timeout` bounds every HTTP request; `task_timeout` every asynchronous operation.
         `network` names the network new VMs are plugged into (default: the first one).
-        `tls` checks an https pool's certificates (see `TlsPolicy`; `ignore_ssl` is its opt-out)."""
-        self.connection = XenConnection(url, username, password, timeout=timeout, ignore_ssl=ignore_ssl, tls=tls)
+        `tls` checks an https pool's certificates (see `TlsPolicy`; `ignore_ssl` is its opt-out).
+        `members`: addresses of the pool's hosts, to find the master by when `url` is down at start."""
+        self.connection = XenConnection(url, username, password, timeout=timeout, ignore_ssl=ignore_ssl, tls=tls,
+                                        members=members)
         self.task_timeout = task_timeout
         self.poll_interval = poll_interval
         self.network = network

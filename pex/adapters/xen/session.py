@@ -24,6 +24,7 @@ import logging
 import ssl
 import threading
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,9 +51,12 @@ def _redirect(failure: XenAPI.Failure) -> str | None:
 
 class XenConnection:
     def __init__(self, url: str, username: str, password: str, *, timeout: float = 30.0,
-                 ignore_ssl: bool = False, tls: TlsPolicy | None = None, originator: str = ORIGINATOR):
+                 ignore_ssl: bool = False, tls: TlsPolicy | None = None, originator: str = ORIGINATOR,
+                 members: Sequence[str] = ()):
         """`tls` checks an https pool's certificates (default: the system's CAs, or none at
-        all with `ignore_ssl`, which is logged as the risk it is)."""
+        all with `ignore_ssl`, which is logged as the risk it is). `members` are addresses of
+        the pool's hosts to look for the master at if `url` cannot be reached before any
+        login taught the connection the real list (a process starting while the master is down)."""
         self._url = url
         self._username = username
         self._password = password
@@ -61,7 +65,7 @@ class XenConnection:
         self.ignore_ssl = self.tls.ignore
         self.originator = originator
         self._lock = threading.Lock()
-        self._members: tuple[str, ...] = ()  # the pool's host addresses, as of the last login
+        self._members = tuple(members)  # the pool's host addresses, as of the last login
         if self.tls.ignore and urlsplit(url).scheme == "https":
             log.warning("the certificates of the Xen pool at %s are NOT verified (PEX_XEN_IGNORE_SSL): anyone on "
                         "the path can impersonate it; set PEX_XEN_CA_FILE or PEX_XEN_CERT_SHA256 instead", url)
