@@ -233,6 +233,7 @@ class TestMasterChanges:
     def test_an_event_from_waiting_on_the_old_master_ends_when_the_master_moves(self, pool, connect):
         dispatcher = connect(pool)
         create(dispatcher, "waiting")
+        waiting.eventually(lambda: dispatcher.ip_address("waiting"))  # nothing left to report: the next call waits
         with dispatcher.watcher(timeout=60.0, retry_delay=0.01) as watcher:
             watcher.poll()
             outcome: list = []
