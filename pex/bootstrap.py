@@ -20,6 +20,7 @@ from pex.adapters.xen.dispatcher import XenDispatcher
 from pex.adapters.xen.enactment import XenEnactment
 from pex.adapters.xen.simulator import XapiSimulator
 from pex.adapters.xen.simulator.testbed import config_for
+from pex.adapters.xen.transport import TlsPolicy
 from pex.application import PexApplication
 from pex.clock import system_clock
 from pex.domain.negotiation import NegotiationPolicy, Negotiator
@@ -222,7 +223,9 @@ def build_worker_process(
         username, password = worker_settings.xen_username, worker_settings.xen_password
     dispatcher = XenDispatcher(
         url, username, password, timeout=worker_settings.xen_timeout, task_timeout=worker_settings.xen_task_timeout,
-        ignore_ssl=worker_settings.xen_ignore_ssl,
+        tls=TlsPolicy.of(ca_file=worker_settings.xen_ca_file, fingerprints=worker_settings.xen_cert_sha256,
+                         ignore=worker_settings.xen_ignore_ssl),
+        members=worker_settings.xen_members,
     )
     app = build_application(settings, clock)
     # The user's requests this process serves are carried out at once, not at the next tick.
