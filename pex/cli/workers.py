@@ -9,7 +9,6 @@ import threading
 
 import click
 
-
 log = logging.getLogger("pex.workers")
 
 
