@@ -19,7 +19,8 @@ def main() -> None:
     """PEX: reserve virtual machines ahead of time, and negotiate the terms.
 
     Settings come from the environment: PEX_DATABASE_URL (default sqlite:///var/pex.sqlite3),
-    PEX_OFFER_TTL_SECONDS, PEX_MAX_ROUNDS, PEX_HORIZON_DAYS, PEX_PRICING, PEX_DEMO_POOL."""
+    PEX_OFFER_TTL_SECONDS, PEX_MAX_ROUNDS, PEX_HORIZON_DAYS, PEX_PRICING, PEX_CURRENCY (default
+    USD), PEX_DEMO_POOL."""
 
 
 @main.command()
