@@ -297,3 +297,16 @@ def test_settings_refuse_a_flag_or_number_they_cannot_read():
         with pytest.raises(SettingsError):
             Settings.from_env(env)
     assert Settings.from_env({"PEX_DEMO_POOL": "off"}).install_demo_pool is False
+
+
+def test_a_reservation_made_through_the_service_layer_starts_by_itself_unless_asked_not_to(app):
+    from pex.domain.lifecycle import Phase
+
+    rid, _ = negotiate(app, terms(fixed=1))
+    booked = app.confirm(rid).reservation
+    assert booked.offer.terms.auto_start is True  # the default of Terms
+    assert app.reservation_phase(booked) == Phase.BOOKED
+    manual, _ = negotiate(app, terms(fixed=1).but(auto_start=False))
+    waiting = app.confirm(manual).reservation
+    assert app.reservation_phase(waiting) == Phase.AWAITING_ACTIVATION
+    assert app.reservation_phase(app.activate(manual)) == Phase.BOOKED
