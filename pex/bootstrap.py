@@ -139,7 +139,9 @@ def build_application(settings: Settings | None = None, clock: Callable[[], date
         max_rounds=settings.max_rounds,
         max_alternatives=settings.max_alternatives,
     )
-    app = PexApplication(env=env, clock=clock, pricing=pricing_policy(settings.pricing), policy=policy)
+    app = PexApplication(
+        env=env, clock=clock, pricing=pricing_policy(settings.pricing), policy=policy, currency=settings.currency
+    )
     if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
         bound_waits_for_postgres(app)
     if settings.install_demo_pool:

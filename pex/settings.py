@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from pex.domain.pricing import DEFAULT_CURRENCY
+
 DEFAULT_DATABASE_URL = "sqlite:///var/pex.sqlite3"
 
 
@@ -51,6 +53,14 @@ def env_number(env: Mapping[str, str], name: str, default, kind=float, positive:
     return value
 
 
+def currency_code(text: str) -> str:
+    """PEX_CURRENCY: an ISO 4217 code, three letters (EUR, USD, AUD)."""
+    code = text.strip().upper()
+    if len(code) != 3 or not code.isascii() or not code.isalpha():
+        raise SettingsError(f"PEX_CURRENCY: {text!r} is not a currency code of three letters, like EUR")
+    return code
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -59,6 +69,7 @@ class Settings:
     max_rounds: int = 5
     max_alternatives: int = 3
     pricing: str = "flat"  # "flat", "peak", or "module:Class"
+    currency: str = DEFAULT_CURRENCY  # what every price is in: shown beside each one
     install_demo_pool: bool = True  # when the store has no catalogue yet
     create_tables: bool = True
     extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -79,6 +90,7 @@ class Settings:
             max_rounds=int(number("PEX_MAX_ROUNDS", 5)),
             max_alternatives=int(number("PEX_MAX_ALTERNATIVES", 3)),
             pricing=env.get("PEX_PRICING", "flat"),
+            currency=currency_code(env.get("PEX_CURRENCY", DEFAULT_CURRENCY)),
             install_demo_pool=env_flag(env, "PEX_DEMO_POOL", True),
             create_tables=env_flag(env, "PEX_CREATE_TABLES", True),
             http=HttpSettings.from_env(env),

@@ -20,7 +20,7 @@ from pex.application.queries import Queries
 from pex.application.quotas import QuotaCommands
 from pex.clock import system_clock
 from pex.domain.negotiation import NegotiationPolicy, Negotiator, evaluate
-from pex.domain.pricing import FlatRatePricing, PricingPolicy
+from pex.domain.pricing import DEFAULT_CURRENCY, FlatRatePricing, PricingPolicy
 from pex.projections.capacity import CapacityTimeline
 from pex.projections.checkpoints import Checkpoints
 from pex.projections.follower import Follower
@@ -45,10 +45,12 @@ class PexApplication(Negotiation, Pool, QuotaCommands, Instances, Accounts, Quer
         pricing: PricingPolicy | None = None,
         policy: NegotiationPolicy | None = None,
         negotiator: Negotiator = evaluate,
+        currency: str = DEFAULT_CURRENCY,
     ):
         super().__init__(env)
         self.clock = clock
         self.pricing = pricing or FlatRatePricing()
+        self.currency = currency  # every price's: the edges show it beside each (PEX_CURRENCY)
         self.policy = policy or NegotiationPolicy()
         self.negotiator = negotiator  # the provider's strategy; pex.simulation compares others
         self.timeline = CapacityTimeline()

@@ -9,10 +9,14 @@ import threading
 
 import click
 
+log = logging.getLogger("pex.workers")
+
 
 def _configure_logging() -> None:
-    level = os.environ.get("PEX_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s")
+    """JSON lines on stderr, as the servers write them (docs/operations.md): one object a line."""
+    from pex.http.logs import configure_logging
+
+    configure_logging(os.environ.get("PEX_LOG_LEVEL", "INFO").upper(), everything=True)
 
 
 @click.command()
@@ -53,7 +57,7 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
                     stop.set()
 
         threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
-    click.echo(f"PEX worker on {process.dispatcher.url} (Ctrl-C to stop)", err=True)
+    log.info("worker running (Ctrl-C to stop)", extra={"xen_url": process.dispatcher.url})
     process.run_until_signalled(stop)
 
 

@@ -6,7 +6,7 @@ Everything here is immutable and transcodable, because it travels inside stored 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import Any
@@ -38,6 +38,14 @@ class State(str, Enum):  # noqa: UP042 (as Reply)
     ACTIVATED = "ACTIVATED"
     EXPIRED = "EXPIRED"
     CANCELLED = "CANCELLED"
+
+
+def time_text(when: datetime) -> str:
+    """An instant in the texts PEX writes (offer changes, reasons, errors): `2026-08-17 10:00 UTC`,
+    with seconds only when it has some. One form for every text (docs/api.md, "Times and
+    prices"); the portal finds these in a text and shows them in the reader's zone."""
+    when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC" if when.second else "%Y-%m-%d %H:%M UTC")
 
 
 @dataclass(frozen=True, order=True)
@@ -98,6 +106,8 @@ class Terms:
 
     In a user's proposal `price` is the most the user will pay (or None); in the provider's
     offer it is the price quoted. `instances_option` in an offer is what the provider grants.
+    `auto_start`: the VMs start at the start by themselves once confirmed (the paper's
+    "started automatically"), the default; False waits for the user's activation.
     """
 
     size: str
@@ -107,7 +117,7 @@ class Terms:
     start: datetime
     end: datetime
     price: Decimal | None = None
-    auto_start: bool = False
+    auto_start: bool = True
 
     @property
     def duration(self) -> timedelta:

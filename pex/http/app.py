@@ -162,6 +162,7 @@ def create_app(
         "/OpenPEX/reservations/{reservation_id:uuid}/activate": reservations.Activation(application),
         "/OpenPEX/instances": instances.Instances(read_models),
         "/OpenPEX/instances/{vm_id:uuid}": instances.Instance(application),
+        "/OpenPEX/instances/{vm_id:uuid}/start": instances.InstanceAction(application, "start"),
         "/OpenPEX/instances/{vm_id:uuid}/stop": instances.InstanceAction(application, "stop"),
         "/OpenPEX/instances/{vm_id:uuid}/reboot": instances.InstanceAction(application, "reboot"),
         "/OpenPEX/sizes": pool.Sizes(application),

@@ -41,6 +41,7 @@ from uuid import UUID
 
 from eventsourcing.utils import strtobool
 
+from pex.domain.lifecycle import Phase, phase_of
 from pex.domain.reservation import Step
 from pex.domain.values import Allocation, Offer, Resources, State, Terms
 from pex.projections.follower import Follower, ReadModel, ReadModelError, Recorded, after
@@ -344,6 +345,24 @@ class ReadModels:
         if reservation_id is not None:
             where.append(Where("reservation_id", "=", reservation_id))
         return [instance_from_row(r) for r in self._select(INSTANCES, where, ("start", "reservation_id", "index"), fresh)]
+
+    def phases(self, reservations: Iterable[Any], now: datetime, *, fresh: bool = False) -> dict[UUID, Phase]:
+        """Each reservation's phase at `now` (pex.domain.lifecycle), from its instances' rows:
+        one query for one user's (or everyone's) instances, not one per reservation."""
+        reservations = list(reservations)
+        users = {r.user_id for r in reservations if r.instance_ids}
+        statuses: dict[UUID, list[str]] = {}
+        if users:
+            rows = self.instances(next(iter(users)) if len(users) == 1 else None, fresh=fresh)
+            for i in rows:
+                statuses.setdefault(i.reservation_id, []).append(i.status)
+        phases = {}
+        for r in reservations:
+            t = r.terms
+            phases[r.id] = phase_of(
+                r.state, bool(t and t.auto_start), t.start if t else None, t.end if t else None, now, statuses.get(r.id, ()),
+            )
+        return phases
 
     def instance(self, instance_id: UUID, *, fresh: bool = True) -> InstanceView | None:
         rows = self._select(INSTANCES, [Where("id", "=", instance_id)], (), fresh)

@@ -112,7 +112,7 @@ def answer_of(client: str, what: str, started: float, response: requests.Respons
 
 
 def proposal(size: str, instances: int, start: datetime, seconds: float, auto_start: bool = False) -> dict:
-    """Figure 7 (with PEX's autoStart)."""
+    """Figure 7 (with PEX's autoStart, said either way: the server's default is true)."""
     body = {
         "duration": int(seconds * 1000),
         "numInstancesFixed": instances,
@@ -120,9 +120,8 @@ def proposal(size: str, instances: int, start: datetime, seconds: float, auto_st
         "startTime": rfc1123(start),
         "template": ETCH,
         "type": size,
+        "autoStart": auto_start,
     }
-    if auto_start:
-        body["autoStart"] = True
     return body
 
 

@@ -126,7 +126,7 @@ class TimerWorker:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         path = self.log_path(self.started)
-        wait_for(lambda: b"PEX worker on" in path.read_bytes() or self.process.poll() is not None, 30, what="the worker")
+        wait_for(lambda: b"worker running" in path.read_bytes() or self.process.poll() is not None, 30, what="the worker")
         assert self.process.poll() is None, path.read_text()
         return self
 

@@ -108,7 +108,7 @@ def install(
 ) -> None:
     """Add the portal to `app` (after the API's routes and middleware are in place); `throttle`
     is the API's, so that failed logins count the same on both."""
-    renderer = Renderer()
+    renderer = Renderer(application.currency)
     shared = pages.Portal(application, read_models, renderer, throttle, registration)
     app.add_middleware([PortalSessions(settings, application), SecurityHeaders()])
     routes = {
