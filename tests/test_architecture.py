@@ -124,8 +124,7 @@ def test_nothing_but_bootstrap_builds_the_application():
 
 
 def test_importing_the_cli_imports_no_part_of_the_system():
-    # `pex serve` must set up the metrics' multiprocess mode before prometheus_client is first
-    # imported (it decides then), and every command builds what it needs through bootstrap.
+    # Every command builds what it needs through bootstrap, when it runs: `pex --help` builds nothing.
     probe = "import sys, pex.cli; print(sorted(m for m in sys.modules if m in ('pex.bootstrap', 'prometheus_client')))"
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr

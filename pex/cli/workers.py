@@ -9,9 +9,10 @@ import threading
 
 import click
 
+from pex.cli.common import read_settings
 
-def _configure_logging() -> None:
-    level = os.environ.get("PEX_LOG_LEVEL", "INFO").upper()
+
+def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s")
 
 
@@ -27,12 +28,12 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
     PEX_DISPATCH_LEASE_SECONDS, PEX_NODE_GRACE_SECONDS, PEX_GUEST_TIMEOUT_SECONDS,
     PEX_RESYNC_SECONDS (docs/operations.md)."""
     from pex.bootstrap import build_worker_process
-    from pex.settings import Settings, SettingsError
 
-    _configure_logging()
+    settings = read_settings()
+    _configure_logging(settings.worker.log_level)
     try:
-        process = build_worker_process(Settings.from_env())
-    except (SettingsError, ValueError) as error:
+        process = build_worker_process(settings)
+    except ValueError as error:  # SettingsError too: a pricing policy that does not load
         raise click.ClickException(str(error)) from None
     if once:
         try:
@@ -67,8 +68,12 @@ def xen_sim(bind: str, hosts: int, guest_ip_delay: float) -> None:
     Point PEX at it with PEX_XEN_URL=http://HOST:PORT/ PEX_XEN_USERNAME=root
     PEX_XEN_PASSWORD=xenroot; inject faults with POST /sim/<action> (e.g. fail_host)."""
     from pex.adapters.xen.simulator import serve
+    from pex.settings import SettingsError, WorkerSettings
 
-    _configure_logging()
+    try:
+        _configure_logging(WorkerSettings.from_env().log_level)
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # A background job (`nohup pex xen-sim &`) inherits SIGINT ignored and keeps it so;

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from pex.wire import PEX_JSON, rfc1123
 from tests.support.api import ETCH, PASSWORD
@@ -94,6 +95,24 @@ def test_the_reference_flows_and_the_papers_example_over_http(live_server):
 
     metrics = requests.get(f"{live_server.url}/metrics", timeout=10).text
     assert 'pex_negotiation_replies_total{reply="COUNTER"} 1.0' in metrics
+
+
+def healthz_answered(metrics: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "pex_http_requests_total" and sample.labels.get("route") == "/healthz"
+    )
+
+
+def test_metrics_count_the_requests_of_every_worker(live_server):
+    # Each request on a connection of its own, so that both workers answer some of them; each
+    # worker's /metrics merges the samples both wrote (the metrics directory `pex serve` made).
+    for _ in range(40):
+        assert requests.get(f"{live_server.url}/healthz", timeout=10).status_code == 200
+    answers = [healthz_answered(requests.get(f"{live_server.url}/metrics", timeout=10).text) for _ in range(6)]
+    assert answers == [40.0] * 6
 
 
 def test_a_retried_post_with_an_idempotency_key_creates_one_reservation_across_workers(live_server):
