@@ -6,14 +6,13 @@ request header or body, so credentials cannot leak into them.
 
 Metrics work with several gunicorn workers through prometheus-client's multiprocess mode:
 with a metrics directory (HttpSettings.metrics_dir: PROMETHEUS_MULTIPROC_DIR, or one that
-`pex serve` makes), each worker writes its samples there (write_samples_to, after the fork)
+`pex serve` makes), each worker writes its samples there (write_samples_to_the_metrics_dir, after the fork)
 and /metrics merges them.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 import uuid
@@ -46,23 +45,21 @@ def route_label(req: falcon.Request) -> str:
     return req.uri_template or "(unrouted)"
 
 
-def write_samples_to(directory: str) -> None:
+def write_samples_to_the_metrics_dir() -> None:
     """Put this process's metrics in prometheus_client's multiprocess mode, before any is made:
-    their samples go to files in `directory`, which every worker's /metrics merges.
+    their samples go to files in the metrics directory, which every worker's /metrics merges.
 
     The library takes that directory from one place only, the PROMETHEUS_MULTIPROC_DIR of the
     process's environment, which gunicorn gives its workers (its `raw_env` setting:
     pex.http.server.gunicorn_options). And it chooses its kind of value once, when first
     imported, which the serving process did before gunicorn set the variable: so a worker
     chooses again, here, right after the fork (the post_fork hook)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") != directory:
-        raise RuntimeError(f"the metrics directory {directory} is not this process's PROMETHEUS_MULTIPROC_DIR")
     values.ValueClass = values.MultiProcessValue()
 
 
 class Metrics:
     """PEX's metrics. Each instance has its own registry, so several apps can live in one
-    process (tests); in multiprocess mode (a `multiprocess_dir`, where write_samples_to sent
+    process (tests); in multiprocess mode (a `multiprocess_dir`, where write_samples_to_the_metrics_dir sent
     this process's samples) /metrics merges the samples of every process that wrote there."""
 
     def __init__(self, multiprocess_dir: str | None = None):

@@ -49,9 +49,8 @@ def on_starting(server) -> None:
 
 def post_fork(server, worker) -> None:
     configure_logging()
-    directory = wsgi.settings().http.metrics_dir
-    if directory:
-        observability.write_samples_to(directory)
+    if wsgi.settings().http.metrics_dir:
+        observability.write_samples_to_the_metrics_dir()
 
 
 def post_worker_init(worker) -> None:
@@ -73,7 +72,7 @@ def child_exit(server, worker) -> None:
 
 def gunicorn_options(http: HttpSettings) -> dict:
     return {
-        # prometheus_client's only way to learn the directory (observability.write_samples_to).
+        # prometheus_client's only way to learn the directory (observability.write_samples_to_the_metrics_dir).
         "raw_env": [f"PROMETHEUS_MULTIPROC_DIR={http.metrics_dir}"] if http.metrics_dir else [],
         "bind": http.bind,
         "workers": http.workers,

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pex.wire import PEX_JSON, rfc1123
 from tests.support.api import ETCH, PASSWORD
-from tests.support.server import start_server, stop_server
+from tests.support.server import serving
 
 pytestmark = [pytest.mark.gunicorn, pytest.mark.postgres]
 
@@ -162,10 +162,8 @@ def _server_env(server) -> dict:
 def fuzzed_server(postgres_url, tmp_path):
     # Negative examples can be megabytes (an array past maxItems); the 413 for a body over
     # the limit is tested in process, so here the limit is out of the way.
-    server = start_server(postgres_url, tmp_path, workers=2, extra_env={"PEX_MAX_BODY_BYTES": str(64 * 2**20)})
-    yield server
-    stop_server(server)
-    assert "Traceback" not in server.log(), server.log()
+    with serving(postgres_url, tmp_path, workers=2, extra_env={"PEX_MAX_BODY_BYTES": str(64 * 2**20)}) as server:
+        yield server
 
 
 @pytest.mark.parametrize("accept", [None, PEX_JSON], ids=["the original's form", "PEX's form"])
