@@ -1,5 +1,6 @@
-"""The composition root: builds PEX from settings. Nothing else reads the environment, and
-nothing happens at import time. Build one application per process, after any fork."""
+"""The composition root: builds PEX from the settings an entry point read (pex.settings). It
+reads no environment itself, and nothing happens at import time. Build one application per
+process, after any fork."""
 
 from __future__ import annotations
 
@@ -128,11 +129,9 @@ def pricing_policy(name: str) -> PricingPolicy:
         raise SettingsError(f"PEX_PRICING: cannot load pricing policy {name!r}: {error}") from None
 
 
-def build_application(settings: Settings | None = None, clock: Callable[[], datetime] = system_clock) -> PexApplication:
-    settings = settings or Settings.from_env()
+def build_application(settings: Settings, clock: Callable[[], datetime] = system_clock) -> PexApplication:
     env = persistence_env(settings.database_url)
     env["CREATE_TABLE"] = "y" if settings.create_tables else "n"
-    env.update(settings.extra_env)
     policy = NegotiationPolicy(
         offer_ttl=settings.offer_ttl,
         horizon=settings.horizon,
@@ -140,7 +139,8 @@ def build_application(settings: Settings | None = None, clock: Callable[[], date
         max_alternatives=settings.max_alternatives,
     )
     app = PexApplication(
-        env=env, clock=clock, pricing=pricing_policy(settings.pricing), policy=policy, currency=settings.currency
+        env=env, clock=clock, pricing=pricing_policy(settings.pricing), policy=policy,
+        currency=settings.currency, passwords=settings.passwords,
     )
     if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
         bound_waits_for_postgres(app)
@@ -205,14 +205,13 @@ def build_http_app(settings: Settings) -> tuple[falcon.App, PexApplication, Read
 # --- the workers -----------------------------------------------------------------------
 
 def build_worker_process(
-    settings: Settings | None = None,
+    settings: Settings,
     worker_settings: WorkerSettings | None = None,
     clock: Callable[[], datetime] = system_clock,
 ) -> WorkerProcess:
     """The workers of one process: the timer, the monitors and the read models' follower,
     dispatching through the Xen enactment to PEX_XEN_URL (or to a simulated pool in this
     process when it is unset)."""
-    settings = settings or Settings.from_env()
     worker_settings = worker_settings or settings.worker
     simulator = None
     if worker_settings.simulated:
@@ -238,9 +237,8 @@ def build_worker_process(
     return WorkerProcess(app, dispatcher, worker_settings, dispatch, simulator, read_models)
 
 
-def start_embedded(settings: Settings | None = None, worker_settings: WorkerSettings | None = None) -> EmbeddedWorker:
+def start_embedded(settings: Settings, worker_settings: WorkerSettings | None = None) -> EmbeddedWorker:
     """Start the embedded worker (see the module docstring); a no-op handle when disabled."""
-    settings = settings or Settings.from_env()
     worker_settings = worker_settings or settings.worker
     if not worker_settings.embedded_enabled:
         return EmbeddedWorker(None)

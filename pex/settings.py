@@ -1,7 +1,9 @@
 """Settings, read from the environment (PEX_* variables) once, by the entry points, and handed
 to the composition root (pex.bootstrap): one tree, `Settings`, with the store's and the
-negotiation's settings at its root and the parts of the HTTP edge (`http`) and the workers
-(`worker`). Nothing else reads the environment for PEX's own settings."""
+negotiation's settings at its root and the parts of the accounts (`passwords`), the HTTP edge
+(`http`, with the portal's `http.portal`) and the workers (`worker`). Nothing else reads the
+environment: every part is handed down explicitly, to a child process too (gunicorn's workers
+inherit the tree from the process that forked them; docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -72,7 +74,7 @@ class Settings:
     currency: str = DEFAULT_CURRENCY  # what every price is in: shown beside each one
     install_demo_pool: bool = True  # when the store has no catalogue yet
     create_tables: bool = True
-    extra_env: Mapping[str, str] = field(default_factory=dict)
+    passwords: PasswordSettings = field(default_factory=lambda: PasswordSettings())
     http: HttpSettings = field(default_factory=lambda: HttpSettings())
     worker: WorkerSettings = field(default_factory=lambda: WorkerSettings())
 
@@ -93,8 +95,37 @@ class Settings:
             currency=currency_code(env.get("PEX_CURRENCY", DEFAULT_CURRENCY)),
             install_demo_pool=env_flag(env, "PEX_DEMO_POOL", True),
             create_tables=env_flag(env, "PEX_CREATE_TABLES", True),
+            passwords=PasswordSettings.from_env(env),
             http=HttpSettings.from_env(env),
             worker=WorkerSettings.from_env(env),
+        )
+
+
+# --- the accounts' part ----------------------------------------------------------------
+
+PASSWORD_PROFILES = ("default", "cheapest")
+
+
+@dataclass(frozen=True)
+class PasswordSettings:
+    """How passwords are hashed, and how many argon2 checks one process runs (pex.application.accounts)."""
+
+    profile: str = "default"  # argon2id RFC 9106 low-memory; "cheapest" for tests, never for production
+    checks: int = 1  # at once
+    checks_waiting: int = 2  # in line behind them
+    check_wait_seconds: float = 0.5  # how long one waits in line
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PasswordSettings:
+        env = os.environ if environ is None else environ
+        profile = env.get("PEX_PASSWORD_PROFILE") or "default"
+        if profile not in PASSWORD_PROFILES:
+            raise SettingsError(f"PEX_PASSWORD_PROFILE must be one of {', '.join(PASSWORD_PROFILES)}, not {profile!r}")
+        return cls(
+            profile=profile,
+            checks=env_number(env, "PEX_PASSWORD_CHECKS", cls.checks, int, positive=True),
+            checks_waiting=env_number(env, "PEX_PASSWORD_CHECKS_WAITING", cls.checks_waiting, int),
+            check_wait_seconds=env_number(env, "PEX_PASSWORD_CHECK_WAIT_SECONDS", cls.check_wait_seconds),
         )
 
 
@@ -163,6 +194,10 @@ class HttpSettings:
     log_requests: bool = True
     metrics_auth: bool = False  # /metrics only for an administrator's Basic credentials
     openpex_headers: bool = False  # accept the original's OpenPEX-User/OpenPEX-Pass headers
+    # Where the gunicorn workers write their metrics for /metrics to merge (prometheus_client's
+    # multiprocess mode); None: each process counts alone. `pex serve` makes one when unset.
+    metrics_dir: str | None = None
+    portal: PortalSettings = field(default_factory=lambda: PortalSettings())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HttpSettings:
@@ -190,6 +225,45 @@ class HttpSettings:
             log_requests=env_flag(env, "PEX_LOG_REQUESTS", True),
             metrics_auth=env_flag(env, "PEX_METRICS_AUTH", False),
             openpex_headers=env_flag(env, "PEX_OPENPEX_HEADERS", False),
+            # prometheus_client's own variable: operators and its documentation know it by this name.
+            metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            portal=PortalSettings.from_env(env),
+        )
+
+
+@dataclass(frozen=True)
+class PortalSettings:
+    """The web portal's sessions (pex.http.portal). Every gunicorn worker, and every host behind
+    one load balancer, must sign with the same secret: production sets PEX_SECRET_KEY; without
+    it the portal makes one once and keeps it in `var_dir` (pex.http.portal.secret)."""
+
+    secret_key: str | None = None
+    var_dir: str = "var"
+    # None: Secure when the request came over HTTPS (falcon's req.scheme, which honours
+    # X-Forwarded-Proto only behind gunicorn's forwarded_allow_ips). True/False: always/never.
+    cookie_secure: bool | None = None
+    session_hours: float = 12.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PortalSettings:
+        env = os.environ if environ is None else environ
+        secure_raw = (env.get("PEX_COOKIE_SECURE") or "auto").strip().lower()
+        if secure_raw == "auto":
+            secure = None
+        elif secure_raw in TRUE:
+            secure = True
+        elif secure_raw in FALSE:
+            secure = False
+        else:
+            raise SettingsError(f"PEX_COOKIE_SECURE must be auto, on or off, not {secure_raw!r}")
+        key = env.get("PEX_SECRET_KEY") or None
+        if key is not None and len(key) < 16:
+            raise SettingsError("PEX_SECRET_KEY must be at least 16 characters")
+        return cls(
+            secret_key=key,
+            var_dir=env.get("PEX_VAR_DIR") or "var",
+            cookie_secure=secure,
+            session_hours=env_number(env, "PEX_SESSION_HOURS", cls.session_hours, positive=True),
         )
 
 
@@ -217,6 +291,7 @@ class WorkerSettings:
     watch_timeout: float = 10.0  # how long one event.from may block
     embedded: str = "auto"  # run a worker inside `pex serve`: auto (when no PEX_XEN_URL), y, n
     simulated_guest_ip_delay: float = 2.0  # the in-process simulator's boot-to-IP delay
+    log_level: str = "INFO"  # of `pex worker` and `pex xen-sim`, which log JSON lines as the servers do
 
     @property
     def simulated(self) -> bool:
@@ -265,4 +340,5 @@ class WorkerSettings:
             watch_timeout=number("PEX_WATCH_TIMEOUT_SECONDS", 10),
             embedded=embedded,
             simulated_guest_ip_delay=number("PEX_SIM_GUEST_IP_DELAY_SECONDS", 2.0),
+            log_level=(env.get("PEX_LOG_LEVEL") or "INFO").upper(),
         )

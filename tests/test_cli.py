@@ -9,8 +9,7 @@ from click.testing import CliRunner
 
 from pex.bootstrap import build_application
 from pex.cli import main
-from pex.settings import Settings
-from tests.support.api import PASSWORD
+from tests.support.api import PASSWORD, cheap_settings
 
 
 def run(url: str, *args: str, env: dict | None = None):
@@ -20,7 +19,7 @@ def run(url: str, *args: str, env: dict | None = None):
 
 def store_with_alice(tmp_path) -> str:
     url = f"sqlite:///{tmp_path}/pex.sqlite3"
-    app = build_application(Settings(database_url=url, extra_env={"PEX_PASSWORD_PROFILE": "cheapest"}))
+    app = build_application(cheap_settings(url))
     try:
         app.register_user("alice", PASSWORD)
     finally:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TypeVar
 
+from eventsourcing.utils import Environment
+
 from pex.application.accounts import Accounts
 from pex.application.core import Decisions, Listing
 from pex.application.instances import Instances
@@ -25,6 +27,7 @@ from pex.projections.capacity import CapacityTimeline
 from pex.projections.checkpoints import Checkpoints
 from pex.projections.follower import Follower
 from pex.projections.reservations import ReservationIndex
+from pex.settings import PasswordSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +49,9 @@ class PexApplication(Negotiation, Pool, QuotaCommands, Instances, Accounts, Quer
         policy: NegotiationPolicy | None = None,
         negotiator: Negotiator = evaluate,
         currency: str = DEFAULT_CURRENCY,
+        passwords: PasswordSettings | None = None,
     ):
-        super().__init__(env)
+        super().__init__(env, passwords)
         self.clock = clock
         self.pricing = pricing or FlatRatePricing()
         self.currency = currency  # every price's: the edges show it beside each (PEX_CURRENCY)
@@ -66,3 +70,13 @@ class PexApplication(Negotiation, Pool, QuotaCommands, Instances, Accounts, Quer
         self._saved_position = 0
         self._follow_lock = threading.RLock()
         self._command_lock = threading.RLock()
+
+    def construct_env(self, name: str, env=None) -> Environment:
+        """The store's settings as pex.bootstrap gives them, and nothing else: eventsourcing
+        would lay the whole process environment beneath them, so that a stray variable could
+        change the store without ever passing through pex.settings."""
+        given = dict(type(self).env)
+        if type(self).is_snapshotting_enabled or type(self).snapshotting_intervals:
+            given["IS_SNAPSHOTTING_ENABLED"] = "y"
+        given.update(env or {})
+        return Environment(name, given)

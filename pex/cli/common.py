@@ -10,14 +10,21 @@ from uuid import UUID
 import click
 
 
-def build(**overrides):
-    from pex.bootstrap import build_application
+def read_settings():
+    """The settings of this command, read once from the environment (pex.settings)."""
     from pex.settings import Settings, SettingsError
 
     try:
-        settings = Settings.from_env()
+        return Settings.from_env()
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
+
+
+def build(**overrides):
+    from pex.bootstrap import build_application
+    from pex.settings import SettingsError
+
+    settings = read_settings()
     if overrides:
         from dataclasses import replace
 

@@ -9,14 +9,16 @@ import threading
 
 import click
 
+from pex.cli.common import read_settings
+
 log = logging.getLogger("pex.workers")
 
 
-def _configure_logging() -> None:
+def _configure_logging(level: str) -> None:
     """JSON lines on stderr, as the servers write them (docs/operations.md): one object a line."""
     from pex.http.logs import configure_logging
 
-    configure_logging(os.environ.get("PEX_LOG_LEVEL", "INFO").upper(), everything=True)
+    configure_logging(level, everything=True)
 
 
 @click.command()
@@ -31,12 +33,12 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
     PEX_DISPATCH_LEASE_SECONDS, PEX_NODE_GRACE_SECONDS, PEX_GUEST_TIMEOUT_SECONDS,
     PEX_RESYNC_SECONDS (docs/operations.md)."""
     from pex.bootstrap import build_worker_process
-    from pex.settings import Settings, SettingsError
 
-    _configure_logging()
+    settings = read_settings()
+    _configure_logging(settings.worker.log_level)
     try:
-        process = build_worker_process(Settings.from_env())
-    except (SettingsError, ValueError) as error:
+        process = build_worker_process(settings)
+    except ValueError as error:  # SettingsError too: a pricing policy that does not load
         raise click.ClickException(str(error)) from None
     if once:
         try:
@@ -76,12 +78,16 @@ def xen_sim(bind: str, hosts: int, guest_ip_delay: float, members: bool, tls_cer
     PEX_XEN_PASSWORD=xenroot; inject faults with POST /sim/<action> (e.g. fail_host,
     switch_master, restart_xapi)."""
     from pex.adapters.xen.simulator import TlsFiles, serve
+    from pex.settings import SettingsError, WorkerSettings
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     tls = TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
 
-    _configure_logging()
+    try:
+        _configure_logging(WorkerSettings.from_env().log_level)
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # A background job (`nohup pex xen-sim &`) inherits SIGINT ignored and keeps it so;

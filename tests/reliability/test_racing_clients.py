@@ -15,7 +15,7 @@ from uuid import UUID
 import pytest
 
 from pex.domain.values import State
-from tests.reliability.clients import Negotiator, Tally, check_acknowledged, proposal, seeded
+from tests.support.clients import Negotiator, Tally, check_acknowledged, proposal, seeded
 from tests.support.reliability import api_server, audit_figures, run_audit, store, write_figures
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.gunicorn, pytest.mark.timeout(180)]
