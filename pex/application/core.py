@@ -13,13 +13,15 @@ import logging
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import replace
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
@@ -45,6 +47,33 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+
+class ConsistentCopies(Repository):
+    """The repository with its aggregate cache, handing each caller a consistent copy.
+
+    A cached aggregate is brought up to date in place (fast-forward: one query for the events
+    after its version, since other processes write too) and copied for the caller, who may
+    change it. The library copies after it lets go of the aggregate, so a thread could copy one
+    half-way through another's fast-forward; here the fast-forward and the copy are one step
+    under a lock per aggregate (striped: a fixed number, whatever the number of aggregates)."""
+
+    STRIPES = 64
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._stripes = tuple(threading.Lock() for _ in range(self.STRIPES))
+
+    def get(self, aggregate_id: Any, *, version: int | None = None, deepcopy_from_cache: bool = True, **kwargs: Any) -> Any:
+        if not self.cache or version is not None:
+            return super().get(aggregate_id, version=version, deepcopy_from_cache=deepcopy_from_cache, **kwargs)
+        with self._stripes[zlib.crc32(str(aggregate_id).encode()) % self.STRIPES]:
+            aggregate = super().get(aggregate_id, deepcopy_from_cache=False, **kwargs)
+            return deepcopy(aggregate) if deepcopy_from_cache and self.deepcopy_from_cache else aggregate
+
+
+class NodeBusy(Exception):
+    """An attempt could not take a second node's lock soon: it lets go of all and runs again."""
+
 # The shape of the application's checkpoint: both projections' own schemas.
 CHECKPOINT_SCHEMA = capacity.STATE_SCHEMA * 1000 + reservations.STATE_SCHEMA
 
@@ -57,6 +86,10 @@ class Core(Application):
     shared state through a declared interface."""
 
     is_snapshotting_enabled = True
+    # The aggregate cache: a command loads a node, an account, the catalogue and a reservation
+    # with one query for what is newer than the cached version, instead of a snapshot and up to
+    # `node_snapshot_interval` events (fast-forward, since several processes write).
+    env: ClassVar[dict[str, str]] = {"AGGREGATE_CACHE_MAXSIZE": "20000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
     node_snapshot_interval = 50
     # A lost race is run again this many times before Contention (503). Best fit sends racers to
     # the same node, so they queue on its version: with 12, a race of 24 clients on 3 workers
@@ -80,7 +113,21 @@ class Core(Application):
     _resumed: bool
     _saved_position: int
     _follow_lock: threading.RLock
-    _command_lock: threading.RLock
+    # The nodes each thread's command attempt holds (see `_retrying`).
+    _node_locks: dict[str, threading.Lock]
+    _node_locks_lock: threading.Lock
+    _attempt: threading.local
+    node_lock_wait = 0.05  # seconds an attempt holding a node waits for another before it runs again
+
+    def construct_repository(self) -> Repository:
+        plain = super().construct_repository()
+        maxsize = self.env.get(self.AGGREGATE_CACHE_MAXSIZE)
+        return ConsistentCopies(
+            event_store=plain.event_store, snapshot_store=plain.snapshot_store,
+            cache_maxsize=int(maxsize) if maxsize else None,
+            fastforward=plain.fastforward, fastforward_skipping=plain.fastforward_skipping,
+            deepcopy_from_cache=plain.deepcopy_from_cache,
+        )
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -198,17 +245,41 @@ class Core(Application):
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Run a command; on a lost race (IntegrityError) or a node refusing a stale placement,
-        run it again on fresh state, with jittered exponential backoff."""
+        run it again on fresh state, with jittered exponential backoff.
+
+        The store's optimistic concurrency (every save names the versions it decided on) is
+        what keeps the promises, across threads and processes alike. What an attempt holds in
+        this process is only the nodes it loads (`_node`): threads of one worker that chose the
+        same best-fit node take turns on it, instead of deciding at once and all but one losing
+        the save, while decisions on other nodes, and every step that touches no node (an
+        ACCEPT of a counter-offer, a read) run side by side."""
+        if getattr(self._attempt, "held", None) is not None:
+            return attempt()  # a command inside a command's attempt: the outer one holds the nodes
         for n in range(1, self.max_attempts + 1):
+            self._attempt.held = {}
             try:
-                # One attempt at a time per process: threads of one worker would otherwise race
-                # each other for the same (best-fit) node; across processes the store decides.
-                with self._command_lock:
-                    return attempt()
-            except (IntegrityError, CapacityExceeded, NodeUnavailable):
+                return attempt()
+            except (IntegrityError, CapacityExceeded, NodeUnavailable, NodeBusy):
                 pass
+            finally:
+                for lock in self._attempt.held.values():
+                    lock.release()
+                self._attempt.held = None
             time.sleep(random.uniform(0, 0.002 * 2 ** min(n, 7)))
         raise Contention("too many concurrent changes; retry later")
+
+    def _hold_node(self, name: str) -> None:
+        """Take the node's lock for the rest of this attempt: waiting for the first one, and at
+        most `node_lock_wait` for any other (two attempts holding one node each and wanting
+        the other's then both let go and run again, so none waits forever)."""
+        held = getattr(self._attempt, "held", None)
+        if held is None or name in held:
+            return
+        with self._node_locks_lock:
+            lock = self._node_locks.setdefault(name, threading.Lock())
+        if not lock.acquire(timeout=self.node_lock_wait if held else -1):
+            raise NodeBusy(name)
+        held[name] = lock
 
     def _view(self, r: Reservation) -> ReservationView:
         return ReservationView(
@@ -244,6 +315,7 @@ class Core(Application):
         )
 
     def _node(self, name: str) -> Node:
+        self._hold_node(name)
         try:
             return self.repository.get(node_id(name))
         except AggregateNotFoundError:
