@@ -71,8 +71,6 @@ class ConsistentCopies(Repository):
             return deepcopy(aggregate) if deepcopy_from_cache and self.deepcopy_from_cache else aggregate
 
 
-class NodeBusy(Exception):
-    """An attempt could not take a second node's lock soon: it lets go of all and runs again."""
 
 # The shape of the application's checkpoint: both projections' own schemas.
 CHECKPOINT_SCHEMA = capacity.STATE_SCHEMA * 1000 + reservations.STATE_SCHEMA
@@ -113,11 +111,9 @@ class Core(Application):
     _resumed: bool
     _saved_position: int
     _follow_lock: threading.RLock
-    # The nodes each thread's command attempt holds (see `_retrying`).
-    _node_locks: dict[str, threading.Lock]
-    _node_locks_lock: threading.Lock
-    _attempt: threading.local
-    node_lock_wait = 0.05  # seconds an attempt holding a node waits for another before it runs again
+    # Held by the command attempt that loaded a node, until its end (see `_retrying`).
+    _placement_lock: threading.Lock
+    _attempt: threading.local  # this thread's attempt: whether it holds the lock, waited for it
 
     def construct_repository(self) -> Repository:
         plain = super().construct_repository()
@@ -248,38 +244,44 @@ class Core(Application):
         run it again on fresh state, with jittered exponential backoff.
 
         The store's optimistic concurrency (every save names the versions it decided on) is
-        what keeps the promises, across threads and processes alike. What an attempt holds in
-        this process is only the nodes it loads (`_node`): threads of one worker that chose the
-        same best-fit node take turns on it, instead of deciding at once and all but one losing
-        the save, while decisions on other nodes, and every step that touches no node (an
-        ACCEPT of a counter-offer, a read) run side by side."""
-        if getattr(self._attempt, "held", None) is not None:
-            return attempt()  # a command inside a command's attempt: the outer one holds the nodes
-        for n in range(1, self.max_attempts + 1):
-            self._attempt.held = {}
+        what keeps the promises, across threads and processes alike. In a process, threads
+        would also race each other for the same best-fit node and mostly lose; so an attempt
+        takes the process's placement lock when it loads its first node (`_node`) and keeps it
+        to its end. Everything before (loading the reservation, the catalogue and the account,
+        following the log, the decision itself) and every step that touches no node (an
+        ACCEPT of a counter-offer, a read, a password check) runs side by side with it.
+
+        An attempt that waited for the lock decided before a thread of its own process
+        changed a node; if it then loses, it runs again at once, keeping the lock, so that
+        this time it decides on what that thread did (not a loss to another process: it does
+        not count against `max_attempts`)."""
+        if getattr(self._attempt, "holding", None) is not None:
+            return attempt()  # a command inside a command's attempt: the outer one holds the lock
+        losses, keep = 0, False
+        while losses < self.max_attempts:
+            self._attempt.holding, self._attempt.waited = keep, False
+            keep = False
             try:
                 return attempt()
-            except (IntegrityError, CapacityExceeded, NodeUnavailable, NodeBusy):
-                pass
+            except (IntegrityError, CapacityExceeded, NodeUnavailable):
+                keep = self._attempt.holding and self._attempt.waited
             finally:
-                for lock in self._attempt.held.values():
-                    lock.release()
-                self._attempt.held = None
-            time.sleep(random.uniform(0, 0.002 * 2 ** min(n, 7)))
+                if self._attempt.holding and not keep:
+                    self._placement_lock.release()
+                self._attempt.holding = None
+            if not keep:
+                losses += 1
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(losses, 7)))
         raise Contention("too many concurrent changes; retry later")
 
-    def _hold_node(self, name: str) -> None:
-        """Take the node's lock for the rest of this attempt: waiting for the first one, and at
-        most `node_lock_wait` for any other (two attempts holding one node each and wanting
-        the other's then both let go and run again, so none waits forever)."""
-        held = getattr(self._attempt, "held", None)
-        if held is None or name in held:
-            return
-        with self._node_locks_lock:
-            lock = self._node_locks.setdefault(name, threading.Lock())
-        if not lock.acquire(timeout=self.node_lock_wait if held else -1):
-            raise NodeBusy(name)
-        held[name] = lock
+    def _hold_nodes(self) -> None:
+        """In a command's attempt, take the placement lock for the rest of it (see `_retrying`)."""
+        if getattr(self._attempt, "holding", None) is not False:
+            return  # outside an attempt, or held already
+        if not self._placement_lock.acquire(blocking=False):
+            self._placement_lock.acquire()
+            self._attempt.waited = True
+        self._attempt.holding = True
 
     def _view(self, r: Reservation) -> ReservationView:
         return ReservationView(
@@ -315,7 +317,7 @@ class Core(Application):
         )
 
     def _node(self, name: str) -> Node:
-        self._hold_node(name)
+        self._hold_nodes()
         try:
             return self.repository.get(node_id(name))
         except AggregateNotFoundError:

@@ -57,6 +57,5 @@ class PexApplication(Negotiation, Pool, QuotaCommands, Instances, Accounts, Quer
         self._resumed = False
         self._saved_position = 0
         self._follow_lock = threading.RLock()
-        self._node_locks = {}  # one per node name: bounded by the pool
-        self._node_locks_lock = threading.Lock()
+        self._placement_lock = threading.Lock()
         self._attempt = threading.local()
