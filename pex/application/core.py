@@ -87,7 +87,7 @@ class Core(Application):
     # The aggregate cache: a command loads a node, an account, the catalogue and a reservation
     # with one query for what is newer than the cached version, instead of a snapshot and up to
     # `node_snapshot_interval` events (fast-forward, since several processes write).
-    env: ClassVar[dict[str, str]] = {"AGGREGATE_CACHE_MAXSIZE": "20000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
+    env: ClassVar[dict[str, str]] = {"AGGREGATE_CACHE_MAXSIZE": "5000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
     node_snapshot_interval = 50
     # A lost race is run again this many times before Contention (503). Best fit sends racers to
     # the same node, so they queue on its version: with 12, a race of 24 clients on 3 workers
