@@ -299,7 +299,9 @@ def run(quick: bool = False) -> Section:
         "some 3 µs) no longer meets openapi-core (about 1.8 ms each, a fresh validator per request); aggregates",
         "come from eventsourcing's cache, fast-forwarded by one query, as a copy of new containers of their",
         "immutable values (Python's deepcopy of a busy node cost 9 ms, more than the whole step); and an attempt",
-        "takes its process's placement lock only when it loads its first node. What remains per step is mostly",
+        "takes its process's placement lock only when it loads its first node; the connection pool no longer",
+        "pings PostgreSQL before every use (a broken connection is retried by eventsourcing and dropped by the",
+        "pool: tests/reliability/test_postgres_outage.py). What remains per step is mostly",
         "the store's round trips and their decoding, following the log (every process folds every write), the",
         "placement search, and the HTTP stack; on 2 cores the clients, PostgreSQL and the servers share the CPUs.",
     ]
