@@ -54,7 +54,10 @@ def persistence_env(database_url: str) -> dict[str, str]:
             "POSTGRES_USER": unquote(url.username or "pex"),
             "POSTGRES_PASSWORD": unquote(url.password or ""),
             "POSTGRES_LOCK_TIMEOUT": "5",
-            "POSTGRES_PRE_PING": "y",
+            # No ping before every use of a pooled connection: it was a round trip of every
+            # query's; a connection broken by an outage fails its query, which eventsourcing
+            # retries on another (tests/reliability/test_postgres_outage.py).
+            "POSTGRES_PRE_PING": "n",
             "POSTGRES_POOL_SIZE": query.get("pool_size", ["4"])[0],
             "POSTGRES_MAX_OVERFLOW": query.get("max_overflow", ["8"])[0],
         }

@@ -15,13 +15,15 @@ import logging
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
+from copy import deepcopy
 from dataclasses import replace
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
@@ -47,6 +49,31 @@ from pex.transcodings import register_pex_transcodings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class ConsistentCopies(Repository):
+    """The repository with its aggregate cache, handing each caller a consistent copy.
+
+    A cached aggregate is brought up to date in place (fast-forward: one query for the events
+    after its version, since other processes write too) and copied for the caller, who may
+    change it. The library copies after it lets go of the aggregate, so a thread could copy one
+    half-way through another's fast-forward; here the fast-forward and the copy are one step
+    under a lock per aggregate (striped: a fixed number, whatever the number of aggregates)."""
+
+    STRIPES = 64
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._stripes = tuple(threading.Lock() for _ in range(self.STRIPES))
+
+    def get(self, aggregate_id: Any, *, version: int | None = None, deepcopy_from_cache: bool = True, **kwargs: Any) -> Any:
+        if not self.cache or version is not None:
+            return super().get(aggregate_id, version=version, deepcopy_from_cache=deepcopy_from_cache, **kwargs)
+        with self._stripes[zlib.crc32(str(aggregate_id).encode()) % self.STRIPES]:
+            aggregate = super().get(aggregate_id, deepcopy_from_cache=False, **kwargs)
+            return deepcopy(aggregate) if deepcopy_from_cache and self.deepcopy_from_cache else aggregate
+
+
 
 # The shape of the application's checkpoint: both projections' own schemas.
 CHECKPOINT_SCHEMA = capacity.STATE_SCHEMA * 1000 + reservations.STATE_SCHEMA
@@ -108,6 +135,10 @@ class Core(Application):
     shared state through a declared interface."""
 
     is_snapshotting_enabled = True
+    # The aggregate cache: a command loads a node, an account, the catalogue and a reservation
+    # with one query for what is newer than the cached version, instead of a snapshot and up to
+    # `node_snapshot_interval` events (fast-forward, since several processes write).
+    env: ClassVar[dict[str, str]] = {"AGGREGATE_CACHE_MAXSIZE": "5000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
     node_snapshot_interval = 50
     # A lost race is run again this many times before Contention (503). Best fit sends racers to
     # the same node, so they queue on its version: with 12, a race of 24 clients on 3 workers
@@ -132,7 +163,19 @@ class Core(Application):
     _resumed: bool
     _saved_position: int
     _follow_lock: threading.RLock
-    _command_lock: threading.RLock
+    # Held by the command attempt that loaded a node, until its end (see `_retrying`).
+    _placement_lock: threading.Lock
+    _attempt: threading.local  # this thread's attempt: whether it holds the lock, waited for it
+
+    def construct_repository(self) -> Repository:
+        plain = super().construct_repository()
+        maxsize = self.env.get(self.AGGREGATE_CACHE_MAXSIZE)
+        return ConsistentCopies(
+            event_store=plain.event_store, snapshot_store=plain.snapshot_store,
+            cache_maxsize=int(maxsize) if maxsize else None,
+            fastforward=plain.fastforward, fastforward_skipping=plain.fastforward_skipping,
+            deepcopy_from_cache=plain.deepcopy_from_cache,
+        )
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -233,17 +276,47 @@ class Core(Application):
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Run a command; on a lost race (IntegrityError) or a node refusing a stale placement,
-        run it again on fresh state, with jittered exponential backoff."""
-        for n in range(1, self.max_attempts + 1):
+        run it again on fresh state, with jittered exponential backoff.
+
+        The store's optimistic concurrency (every save names the versions it decided on) is
+        what keeps the promises, across threads and processes alike. In a process, threads
+        would also race each other for the same best-fit node and mostly lose; so an attempt
+        takes the process's placement lock when it loads its first node (`_node`) and keeps it
+        to its end. Everything before (loading the reservation, the catalogue and the account,
+        following the log, the decision itself) and every step that touches no node (an
+        ACCEPT of a counter-offer, a read, a password check) runs side by side with it.
+
+        An attempt that waited for the lock decided before a thread of its own process
+        changed a node; if it then loses, it runs again at once, keeping the lock, so that
+        this time it decides on what that thread did (not a loss to another process: it does
+        not count against `max_attempts`)."""
+        if getattr(self._attempt, "holding", None) is not None:
+            return attempt()  # a command inside a command's attempt: the outer one holds the lock
+        losses, keep = 0, False
+        while losses < self.max_attempts:
+            self._attempt.holding, self._attempt.waited = keep, False
+            keep = False
             try:
-                # One attempt at a time per process: threads of one worker would otherwise race
-                # each other for the same (best-fit) node; across processes the store decides.
-                with self._command_lock:
-                    return attempt()
+                return attempt()
             except (IntegrityError, CapacityExceeded, NodeUnavailable):
-                pass
-            time.sleep(random.uniform(0, 0.002 * 2 ** min(n, 7)))
+                keep = self._attempt.holding and self._attempt.waited
+            finally:
+                if self._attempt.holding and not keep:
+                    self._placement_lock.release()
+                self._attempt.holding = None
+            if not keep:
+                losses += 1
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(losses, 7)))
         raise Contention("too many concurrent changes; retry later")
+
+    def _hold_nodes(self) -> None:
+        """In a command's attempt, take the placement lock for the rest of it (see `_retrying`)."""
+        if getattr(self._attempt, "holding", None) is not False:
+            return  # outside an attempt, or held already
+        if not self._placement_lock.acquire(blocking=False):
+            self._placement_lock.acquire()
+            self._attempt.waited = True
+        self._attempt.holding = True
 
     def _view(self, r: Reservation) -> ReservationView:
         return ReservationView(
@@ -281,6 +354,7 @@ class Core(Application):
         )
 
     def _node(self, name: str) -> Node:
+        self._hold_nodes()
         try:
             return self.repository.get(node_id(name))
         except AggregateNotFoundError:

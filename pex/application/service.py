@@ -69,7 +69,8 @@ class PexApplication(Negotiation, Pool, QuotaCommands, Instances, Accounts, Quer
         self._resumed = False
         self._saved_position = 0
         self._follow_lock = threading.RLock()
-        self._command_lock = threading.RLock()
+        self._placement_lock = threading.Lock()
+        self._attempt = threading.local()
 
     def construct_env(self, name: str, env=None) -> Environment:
         """The store's settings as pex.bootstrap gives them, and nothing else: eventsourcing

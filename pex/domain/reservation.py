@@ -14,7 +14,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from pex.domain.errors import IllegalMove, OfferExpired
-from pex.domain.values import Allocation, Offer, Reply, Resources, State, Terms, time_text
+from pex.domain.values import Allocation, CopiedByContainers, Offer, Reply, Resources, State, Terms, time_text
 
 # Which move each state allows. "submit" is the user's opening proposal, "counter" a user's
 # own proposal in answer to a COUNTER; both are evaluated by the provider in the same command.
@@ -47,7 +47,7 @@ class Step:
     note: str = ""
 
 
-class Reservation(Aggregate):
+class Reservation(CopiedByContainers, Aggregate):
     """A user's request for N instances of a size from a start time for a duration."""
 
     class Event(Aggregate.Event):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Any, Self
 
 
 # Not StrEnum (UP042): it would change what str() and f-strings make of a member ("Reply.ACCEPT"
@@ -151,3 +151,18 @@ class Offer:
     @property
     def nodes(self) -> tuple[str, ...]:
         return tuple(a.node for a in self.placement)
+
+
+class CopiedByContainers:
+    """An aggregate whose every attribute is an immutable value (a frozen dataclass, a tuple,
+    a string, a time) or a list, dict or set of them: its deep copy is new containers of the
+    same values. The aggregate cache hands every command a copy of what it loads
+    (pex.application.core), and on a node with many allocations Python's deepcopy cost more
+    than the command itself."""
+
+    def __deepcopy__(self, memo: dict) -> Self:
+        copied = object.__new__(type(self))
+        copied.__dict__.update(
+            {name: value.copy() if isinstance(value, (list, dict, set)) else value for name, value in self.__dict__.items()}
+        )
+        return copied
