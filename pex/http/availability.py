@@ -7,21 +7,15 @@ out of its range, is a 400 problem naming it (`#query/<name>`)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 import falcon
 
 from pex.application import PexApplication
 from pex.application.availability import DEFAULT_WINDOWS
-from pex.application.views import WindowView
 from pex.http.problems import Problem
-from pex.wire import parse_time, rfc1123
+from pex.wire import parse_time, window_json
 
 MAX_DURATION_MS = 10**13  # beyond any policy's longest reservation; the query says the real one
-
-
-def window_json(w: WindowView) -> dict[str, Any]:
-    return {"startTime": rfc1123(w.start), "endTime": rfc1123(w.end), "available": w.available, "price": str(w.price)}
 
 
 class Availability:
