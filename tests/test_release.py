@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from pex.application import NotFound
-from pex.domain import IllegalMove
+from pex.domain import IllegalMove, Reservation
 from pex.domain.values import Reply, State, Terms
 from pex.projections.audit import Auditor
 from pex.projections.readmodels import ReadModels
@@ -88,3 +88,26 @@ def test_a_reservation_not_confirmed_or_already_over_cannot_be_released(memory_a
     with pytest.raises(IllegalMove):
         app.release(ended, by="alice")  # its interval is over
     assert app.get_reservation(offered).state == State.ACCEPTED
+
+
+def test_the_audit_catches_a_release_after_the_end_and_one_that_kept_its_bookings(memory_app, clock):
+    app = memory_app
+    late = booked(app, fixed=2, start=T0 + H, hours=1)
+    kept = booked(app, fixed=2, start=T0 + 3 * H, hours=2)
+    clock.advance(3 * H)  # late's interval is over; kept's begins
+    for rid in (late, kept):  # written past the aggregate's own checks, as a bug or a hand would
+        reservation = app.repository.get(rid)
+        terms = reservation.offer.terms
+        reservation.trigger_event(
+            Reservation.Released, by="alice", agreed_end=terms.end, agreed_price=terms.price, price=terms.price, at=clock()
+        )
+        app.save(reservation)  # no node gives its booking back
+    clock.advance(H)
+    app.initiate_reservation("bob")  # the log goes on past the release
+    report = audited(app)[1]
+    protocol = [v.message for v in report.violations if v.promise == "protocol"]
+    assert any("released after its end" in m for m in protocol), report.violations
+    assert not any(str(kept).upper()[:8] in m for m in protocol)
+    kept_bookings = [v.message for v in report.violations if v.promise == "bookings"]
+    assert kept_bookings and all("was released, but node" in m and "kept its booking" in m for m in kept_bookings)
+    assert any(str(kept).upper()[:8] in m for m in kept_bookings)

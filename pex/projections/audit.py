@@ -9,7 +9,8 @@ capacity     No node is above capacity at any instant: bookings in force (from t
              judged at that decision's own `at`. A lost node takes nothing new.
 bookings     Every confirmed reservation had, from its confirmation, bookings for all its
              instances over exactly its interval on the nodes its offer named; nothing is
-             booked without a confirmation, and a booking is released only by a deletion.
+             booked without a confirmation, and a booking is released only by a deletion;
+             a reservation released early keeps no booking past its release.
 instances    Every instance was scheduled on a node booked for its reservation, over its
              interval; every instance that ran, ran inside that interval (up to `grace` late;
              the interval of a reservation released early ends at its release)
@@ -648,6 +649,14 @@ class Auditor:
                     self.violate("bookings", f"{node} booked capacity for reservation {short(rid)} ({state}) without a confirmation at that time", b.ref)
                 elif track.confirmed_offer is not None and node not in track.confirmed_offer.nodes:
                     self.violate("bookings", f"reservation {short(rid)} is booked on {node}, which its offer did not name", b.ref, confirmed)
+        for (node, rid), bookings in self.bookings.items():
+            track = self.reservations.get(rid)
+            released = track.released_at if track is not None else None
+            if released is None:
+                continue
+            for b in bookings:
+                if b.allocation.end > released and (b.released_at is None or b.released_at > released):
+                    self.violate("bookings", f"reservation {short(rid)} was released, but {node} kept its booking", b.ref)
         for node, rid, at, ref in self.booking_releases:
             track = self.reservations.get(rid)
             if (rid, node, at) in self.instance_moves:
