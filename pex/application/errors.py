@@ -30,7 +30,7 @@ class ProposalReused(Exception):
 
 
 class InvalidQuery(Exception):
-    """A query's parameter is out of its range (`field` names it, `detail` says why)."""
+    """A query's parameter is out of the range the service allows (`field` names it, `detail` says why)."""
 
     def __init__(self, field: str, detail: str):
         self.field, self.detail = field, detail

@@ -2,7 +2,8 @@
 
 Parses the query, calls one application query (PexApplication.availability), renders the
 windows as the paper's wire renders times (RFC 1123). A parameter that cannot be read, or is
-out of its range, is a 400 problem naming it (`#query/<name>`)."""
+out of its range, is a problem naming it (`#query/<name>`): 400 from the OpenAPI contract for
+what it can say (a missing or non-integer parameter), else 422, as for a proposal's fields."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ class Availability:
         earliest, latest = time("from"), time("to")
         if errors:
             raise Problem(
-                400, "invalid-query", "The query's parameters are not acceptable",
+                422, "invalid-query", "The query's parameters are not acceptable",
                 "; ".join(f"{p}: {d}" for p, d in errors), errors,
             )
         windows = self.application.availability(

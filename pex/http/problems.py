@@ -78,7 +78,7 @@ STORE_UNAVAILABLE = Mapping(
 # The one table: exception raised by the service layer → HTTP.
 ERRORS: dict[type[Exception], Mapping] = {
     NotFound: Mapping(404, "not-found", "No such resource"),
-    InvalidQuery: Mapping(400, "invalid-query", "The query's parameters are not acceptable"),
+    InvalidQuery: Mapping(422, "invalid-query", "The query's parameters are not acceptable"),
     VersionConflict: Mapping(412, "precondition-failed", "The resource has changed"),
     WireError: Mapping(422, "invalid-proposal", "The request body is not a valid proposal"),
     InvalidProposal: Mapping(422, "invalid-proposal", "The proposal cannot be negotiated"),
