@@ -414,3 +414,8 @@ def original_instance(i) -> dict[str, Any]:
         "userID": original_userid(i.user_id),
         "vmID": str(i.id),
     }
+
+
+def window_json(w) -> dict[str, Any]:
+    """A window of GET /OpenPEX/availability (pex.application.views.WindowView)."""
+    return {"startTime": rfc1123(w.start), "endTime": rfc1123(w.end), "available": w.available, "price": str(w.price)}

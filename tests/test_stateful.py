@@ -1,12 +1,13 @@
 """Random negotiation histories, replayed by Hypothesis against the application.
 
 Rules are user moves (several users proposing, countering, accepting, confirming, declining,
-cancelling, activating), an administrator ending a reservation, and the passing of time
+cancelling, activating, releasing early), an administrator ending a reservation, and the passing of time
 (offers lapse, reservations end). After every step the promises are checked:
 
 - no node is over capacity at any instant, counting bookings and live holds, judged both by
   the nodes themselves and independently from the reservations' own offers;
 - every confirmed reservation has bookings for all its instances inside its interval;
+- a reservation that is over (rejected, expired, released, cancelled) occupies nothing on any node;
 - every move the protocol forbids was refused and recorded nothing (checked in the rules,
   against the model's own table of moves, written independently of the domain's);
 - the state rebuilt from the stored events equals the live state;
@@ -44,6 +45,8 @@ MODEL_MOVES = {
     "activate": {S.CONFIRMED: S.ACTIVATED},
     # An administrator ends any reservation that still stands or negotiates.
     "terminate": {s: S.CANCELLED for s in (S.INITIATED, S.ACCEPTED, S.COUNTERED, S.REJECTED, S.CONFIRMED, S.ACTIVATED)},
+    # Its user ends a booked reservation early, before its end.
+    "release": {S.CONFIRMED: S.EXPIRED, S.ACTIVATED: S.EXPIRED},
 }
 OFFER_MOVES = {"confirm", "accept"}  # moves that need the offer to be still valid
 
@@ -118,6 +121,18 @@ class NegotiationHistories(RuleBasedStateMachine):
         self.check_answer(outcome, asked)
         return rid
 
+    @rule(target=reservations, user=st.sampled_from(["alice", "bob", "carol"]), spec=terms_strategy)
+    def book(self, user, spec):
+        """Propose and take whatever is offered at once (as `pex negotiate --confirm`), so that
+        histories reach booked reservations often enough to release, end and cancel them."""
+        rid = self.propose(user, spec)
+        r = self.app.get_reservation(rid)
+        if r.state == S.COUNTERED:
+            self.app.accept_counter(rid)
+        if self.app.get_reservation(rid).state == S.ACCEPTED:
+            assert self.app.confirm(rid).reply == Reply.REQUEST_SUCCESS
+        return rid
+
     @rule(rid=reservations, spec=terms_strategy)
     def counter(self, rid, spec):
         before = self.app.get_reservation(rid)
@@ -139,7 +154,7 @@ class NegotiationHistories(RuleBasedStateMachine):
         before = self.app.get_reservation(rid)
         expected = MODEL_MOVES[move].get(before.state)
         lapsed = before.valid_until is not None and before.valid_until <= self.clock()
-        if move == "activate" and before.offer is not None and before.offer.terms.end <= self.clock():
+        if move in ("activate", "release") and before.offer is not None and before.offer.terms.end <= self.clock():
             expected = None
         try:
             call(rid)
@@ -179,6 +194,10 @@ class NegotiationHistories(RuleBasedStateMachine):
     @rule(rid=reservations)
     def terminate(self, rid):
         self.attempt("terminate", rid, lambda r: self.app.terminate(r, by="root", reason="abuse"))
+
+    @rule(rid=reservations)
+    def release(self, rid):
+        self.attempt("release", rid, lambda r: self.app.release(r, by="alice"))
 
     @rule(minutes=st.sampled_from([1, 4, 6, 30, 90, 600]))
     def time_passes(self, minutes):
@@ -238,6 +257,16 @@ class NegotiationHistories(RuleBasedStateMachine):
             instances = [self.app.get_instance(i) for i in r.instance_ids]
             assert sorted(i.node for i in instances) == sorted(a.node for a in r.offer.placement for _ in range(a.instances))
             assert all(i.start == terms.start and i.end == terms.end for i in instances)
+
+    @invariant()
+    def a_reservation_that_is_over_occupies_nothing(self):
+        now = self.clock()
+        nodes = self.live_nodes()
+        for r in self.app.list_reservations():
+            if r.state in (S.REJECTED, S.EXPIRED, S.CANCELLED):
+                for node in nodes:
+                    allocation = node.allocation_of(r.id)
+                    assert allocation is None or not allocation.counts_at(now), (r.id, r.state, node.name)
 
     @invariant()
     def no_user_is_over_a_quota(self):

@@ -27,3 +27,11 @@ class ProposalInProgress(Exception):
 
 class ProposalReused(Exception):
     """A reservation id (an idempotency key) already made for another proposal."""
+
+
+class InvalidQuery(Exception):
+    """A query's parameter is out of the range the service allows (`field` names it, `detail` says why)."""
+
+    def __init__(self, field: str, detail: str):
+        self.field, self.detail = field, detail
+        super().__init__(f"{field}: {detail}")

@@ -14,12 +14,14 @@ from typing import TypeVar
 from eventsourcing.utils import Environment
 
 from pex.application.accounts import Accounts
+from pex.application.availability import Availability
 from pex.application.core import Decisions, Listing
 from pex.application.instances import Instances
 from pex.application.negotiation import Negotiation
 from pex.application.pool import Pool
 from pex.application.queries import Queries
 from pex.application.quotas import QuotaCommands
+from pex.application.release import EarlyRelease
 from pex.clock import system_clock
 from pex.domain.negotiation import NegotiationPolicy, Negotiator, evaluate
 from pex.domain.pricing import DEFAULT_CURRENCY, FlatRatePricing, PricingPolicy
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class PexApplication(Negotiation, Pool, QuotaCommands, Instances, Accounts, Queries):
+class PexApplication(Negotiation, Pool, QuotaCommands, Instances, Accounts, Queries, Availability, EarlyRelease):
     """PEX's commands and queries on one event store (see the modules of pex.application)."""
 
     # Pinned, on this class itself (eventsourcing names every subclass after itself): it

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 
 from pex.domain.catalogue import check_template, size_named
 from pex.domain.values import Reply, Resources, Size
@@ -53,3 +55,14 @@ class Proposed:
 
     outcome: Outcome
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class WindowView:
+    """A start from which the instances asked for fit for the whole duration (nothing held):
+    how many would fit, and what the ones asked for would cost over [start, end)."""
+
+    start: datetime
+    end: datetime
+    available: int
+    price: Decimal

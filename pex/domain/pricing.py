@@ -41,3 +41,17 @@ class PeakHourPricing(FlatRatePricing):
         if start.weekday() < 5 and 8 <= start.hour < 18:
             return (base * self.peak_factor).quantize(CENT, rounding=ROUND_HALF_UP)
         return base
+
+
+def used_part(price: Decimal, start: datetime, end: datetime, released_at: datetime) -> Decimal:
+    """What a reservation agreed at `price` for [start, end) costs when its user releases it
+    at `released_at`: the used part pro rata (price × used time / agreed time, rounded half up
+    to the cent), the unused part nothing. Released before it starts, it costs nothing; at or
+    after its end, the whole price. Whatever policy quoted the price, the refund is of the
+    same share of it, so a peak-hour or flat price is returned alike."""
+    if released_at <= start:
+        return Decimal("0.00")
+    if released_at >= end:
+        return price
+    used = released_at - start
+    return (price * Decimal(used.total_seconds()) / Decimal((end - start).total_seconds())).quantize(CENT, rounding=ROUND_HALF_UP)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from pex.domain.errors import IllegalMove, OfferExpired
+from pex.domain.pricing import used_part
 from pex.domain.values import Allocation, CopiedByContainers, Offer, Reply, Resources, State, Terms, time_text
 
 # Which move each state allows. "submit" is the user's opening proposal, "counter" a user's
@@ -23,9 +25,10 @@ LEGAL_MOVES: dict[State, frozenset[str]] = {
     State.ACCEPTED: frozenset({"confirm", "decline", "cancel", "expire_offer", "terminate"}),
     State.COUNTERED: frozenset({"accept_counter", "counter", "decline", "cancel", "expire_offer", "terminate"}),
     State.REJECTED: frozenset({"cancel", "terminate"}),
-    State.CONFIRMED: frozenset({"activate", "cancel", "expire", "replace", "terminate"}),
-    # Only an administrator ends an activated reservation early ("terminate"); its user cannot.
-    State.ACTIVATED: frozenset({"expire", "replace", "terminate"}),
+    State.CONFIRMED: frozenset({"activate", "cancel", "expire", "release", "replace", "terminate"}),
+    # Its user ends an activated reservation early by releasing it ("release", paying for the
+    # used part); an administrator may also end it ("terminate").
+    State.ACTIVATED: frozenset({"expire", "release", "replace", "terminate"}),
     State.EXPIRED: frozenset(),
     State.CANCELLED: frozenset(),
     # SUBMITTED exists only between a proposal and the provider's answer, inside one command.
@@ -173,6 +176,24 @@ class Reservation(CopiedByContainers, Aggregate):
             r.state = State.EXPIRED
             r.history.append(Step(self.at, "provider", "EXPIRED"))
 
+    class Released(Expired):
+        """Its user (or `by` an administrator) ended it early, at `at`: from then its capacity
+        is free and its VMs are ended as at a natural end. The standing terms end at `at` (or
+        at their start, if released before it) and cost `price`, the used part of the agreed
+        price (pex.domain.pricing.used_part); `agreed_end` and `agreed_price` were agreed."""
+
+        by: str
+        agreed_end: datetime
+        agreed_price: Decimal | None
+        price: Decimal | None
+
+        def apply(self, r: Reservation) -> None:
+            assert r.offer is not None
+            terms = r.offer.terms
+            r.state = State.EXPIRED
+            r.offer = replace(r.offer, terms=terms.but(end=max(terms.start, min(self.at, terms.end)), price=self.price))
+            r.history.append(Step(self.at, "user", "RELEASE", r.offer.terms, f"released by {self.by}"))
+
     def __init__(self, user_id: str, at: datetime):
         self.user_id = user_id
         self.initiated_at = at
@@ -274,6 +295,16 @@ class Reservation(CopiedByContainers, Aggregate):
         if self.offer.terms.end > at:
             raise IllegalMove("expire", self.state.value, f"it ends at {time_text(self.offer.terms.end)}")
         self.trigger_event(self.Expired, at=at)
+
+    def release(self, by: str, at: datetime) -> None:
+        """End a confirmed or activated reservation now, paying for the used part only."""
+        self.check("release")
+        assert self.offer is not None
+        terms = self.offer.terms
+        if terms.end <= at:
+            raise IllegalMove("release", self.state.value, f"it ended at {time_text(terms.end)}")
+        price = None if terms.price is None else used_part(terms.price, terms.start, terms.end, at)
+        self.trigger_event(self.Released, by=by, agreed_end=terms.end, agreed_price=terms.price, price=price, at=at)
 
     def check_offer_valid(self, at: datetime) -> None:
         if self.valid_until is None or self.valid_until <= at:

@@ -9,7 +9,7 @@ import falcon
 import falcon.media
 
 from pex.application import PexApplication
-from pex.http import accounts, instances, operations, pool, portal, problems, reservations
+from pex.http import accounts, availability, instances, operations, pool, portal, problems, reservations
 from pex.http.auth import BasicAuth, ClientAddress, LoginThrottle, OpenPexHeaders, VerificationCache
 from pex.http.contract import RequestContract, ResponseContract, openapi
 from pex.http.observability import Metrics, MetricsResource, RequestObserver
@@ -158,6 +158,8 @@ def create_app(
         "/OpenPEX/reservations": reservations.Reservations(application, read_models),
         "/OpenPEX/reservations/{reservation_id:uuid}": reservations.Reservation(application),
         "/OpenPEX/reservations/{reservation_id:uuid}/activate": reservations.Activation(application),
+        "/OpenPEX/reservations/{reservation_id:uuid}/release": reservations.Release(application),
+        "/OpenPEX/availability": availability.Availability(application),
         "/OpenPEX/instances": instances.Instances(read_models),
         "/OpenPEX/instances/{vm_id:uuid}": instances.Instance(application),
         "/OpenPEX/instances/{vm_id:uuid}/start": instances.InstanceAction(application, "start"),

@@ -18,7 +18,7 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 
 from pex.application import Contention, NotFound, VersionConflict
 from pex.application.accounts import PasswordChecksBusy
-from pex.application.errors import ProposalInProgress, ProposalReused
+from pex.application.errors import InvalidQuery, ProposalInProgress, ProposalReused
 from pex.domain.errors import (
     CapacityExceeded,
     CatalogueError,
@@ -78,6 +78,7 @@ STORE_UNAVAILABLE = Mapping(
 # The one table: exception raised by the service layer → HTTP.
 ERRORS: dict[type[Exception], Mapping] = {
     NotFound: Mapping(404, "not-found", "No such resource"),
+    InvalidQuery: Mapping(422, "invalid-query", "The query's parameters are not acceptable"),
     VersionConflict: Mapping(412, "precondition-failed", "The resource has changed"),
     WireError: Mapping(422, "invalid-proposal", "The request body is not a valid proposal"),
     InvalidProposal: Mapping(422, "invalid-proposal", "The proposal cannot be negotiated"),
@@ -119,6 +120,9 @@ def to_problem(req: falcon.Request, error: Exception) -> Problem | None:
     if isinstance(error, WireError):
         errors = list(error.errors)
         detail = "; ".join(f"{p}: {d}" for p, d in errors)
+    elif isinstance(error, InvalidQuery):
+        errors = [(f"#query/{error.field}", error.detail)]
+        detail = str(error)
     elif isinstance(error, (InvalidProposal, AccountError, QuotaError)):
         prefix = getattr(req.context, "proposal_pointer", "")
         errors = [(f"{prefix}/{error.field}", error.detail)] if error.field else []

@@ -216,3 +216,23 @@ class Activation:
         resp.etag = str(view.version)
         represent(req, resp, lambda: rich_reservation(self.application, view), lambda: original_reservation(view))
 
+
+
+class Release:
+    """/OpenPEX/reservations/{reservation_id}/release: its user (or an administrator) ends a
+    confirmed or activated reservation now; any other state is a 409 (illegal-move)."""
+
+    auth = "user"
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
+        view = load(self.application, req, reservation_id)
+        expected = check_if_match(req, view.version)
+        view = self.application.release(
+            reservation_id, req.context.user.username, owner(req), expected_version=expected
+        )
+        resp.etag = str(view.version)
+        represent(req, resp, lambda: reservation_json(view), lambda: original_reservation(view))

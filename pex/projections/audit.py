@@ -9,9 +9,11 @@ capacity     No node is above capacity at any instant: bookings in force (from t
              judged at that decision's own `at`. A lost node takes nothing new.
 bookings     Every confirmed reservation had, from its confirmation, bookings for all its
              instances over exactly its interval on the nodes its offer named; nothing is
-             booked without a confirmation, and a booking is released only by a deletion.
+             booked without a confirmation, and a booking is released only by a deletion;
+             a reservation released early keeps no booking past its release.
 instances    Every instance was scheduled on a node booked for its reservation, over its
-             interval; every instance that ran, ran inside that interval (up to `grace` late)
+             interval; every instance that ran, ran inside that interval (up to `grace` late;
+             the interval of a reservation released early ends at its release)
              on a node booked for it, or an event of the instance gives a `reason`.
 protocol     Each reservation's events, replayed against the legal-move table LEGAL_MOVES,
              are legal moves, in order, with offers confirmed or accepted only while valid,
@@ -68,6 +70,7 @@ EVENT_MOVES = {
     "Cancelled": lambda state: "cancel",
     "Terminated": lambda state: "terminate",  # an administrator ended it
     "Expired": lambda state: "expire",
+    "Released": lambda state: "release",  # its user ended it early
     "PlacementChanged": lambda state: "replace",  # the Scheduler's answer to a lost node
 }
 # The state each event leaves the reservation in (absent: the state does not change).
@@ -84,6 +87,7 @@ STATE_AFTER = {
     "Cancelled": State.CANCELLED,
     "Terminated": State.CANCELLED,
     "Expired": State.EXPIRED,
+    "Released": State.EXPIRED,
 }
 
 
@@ -233,7 +237,8 @@ class ReservationTrack:
     confirmed: EventRef | None = None
     confirmed_offer: Offer | None = None
     instance_ids: tuple[UUID, ...] = ()
-    cancelled_at: datetime | None = None
+    cancelled_at: datetime | None = None  # deleted, terminated or released: its bookings end then
+    released_at: datetime | None = None
     last: EventRef | None = None
 
 
@@ -578,6 +583,8 @@ class Auditor:
             self.violate("protocol", f"reservation {short(rid)}: activated after its end", ref)
         if name == "Expired" and track.offer is not None and track.offer.terms.end > at:
             self.violate("protocol", f"reservation {short(rid)}: expired before its end {track.offer.terms.end.isoformat()}", ref)
+        if name == "Released" and track.offer is not None and track.offer.terms.end <= at:
+            self.violate("protocol", f"reservation {short(rid)}: released after its end {track.offer.terms.end.isoformat()}", ref)
         if name == "Accepted" and track.proposal is not None:
             asked, offered = track.proposal, e.offer.terms
             if offered.but(price=None) != asked.but(price=None):
@@ -593,6 +600,8 @@ class Auditor:
             track.valid_until = None
             if name in ("Cancelled", "Terminated"):
                 track.cancelled_at = at
+        elif name == "Released":
+            track.cancelled_at = track.released_at = at
         elif name == "Confirmed":
             track.valid_until, track.confirmed, track.confirmed_offer = None, ref, track.offer
             track.instance_ids = tuple(e.instance_ids)
@@ -642,6 +651,14 @@ class Auditor:
                     self.violate("bookings", f"{node} booked capacity for reservation {short(rid)} ({state}) without a confirmation at that time", b.ref)
                 elif track.confirmed_offer is not None and node not in track.confirmed_offer.nodes:
                     self.violate("bookings", f"reservation {short(rid)} is booked on {node}, which its offer did not name", b.ref, confirmed)
+        for (node, rid), bookings in self.bookings.items():
+            track = self.reservations.get(rid)
+            released = track.released_at if track is not None else None
+            if released is None:
+                continue
+            for b in bookings:
+                if b.allocation.end > released and (b.released_at is None or b.released_at > released):
+                    self.violate("bookings", f"reservation {short(rid)} was released, but {node} kept its booking", b.ref)
         for node, rid, at, ref in self.booking_releases:
             track = self.reservations.get(rid)
             if (rid, node, at) in self.instance_moves:
@@ -714,8 +731,9 @@ class Auditor:
         problems = []
         if since < instance.start:
             problems.append(f"started at {since.isoformat()}, before its reservation's start {instance.start.isoformat()}")
-        if until > instance.end + self.grace:
-            problems.append(f"still ran at {until.isoformat()}, after its reservation's end {instance.end.isoformat()}")
+        end = self._end_of(instance)
+        if until > end + self.grace:
+            problems.append(f"still ran at {until.isoformat()}, after its reservation's end {end.isoformat()}")
         booked = any(
             b.booked_at <= since and (b.released_at is None or b.released_at > since)
             for b in self.bookings.get((node, instance.reservation_id), ())
@@ -731,6 +749,12 @@ class Auditor:
         else:
             self.violate("instances", message, started, *([ref] if ref else []))
 
+    def _end_of(self, instance: InstanceTrack) -> datetime:
+        """When the instance's reservation ended: its interval's end, or its early release."""
+        track = self.reservations.get(instance.reservation_id)
+        released = track.released_at if track is not None else None
+        return instance.end if released is None else min(released, instance.end)
+
     # --- at the end ----------------------------------------------------------------------
 
     def _finish(self, truncated: bool) -> None:
@@ -740,7 +764,7 @@ class Auditor:
         self._check_scheduled_instances()
         end_of_log = self.until or report.last_at
         for instance in self.instances.values():
-            if instance.running_since is not None and end_of_log is not None and end_of_log > instance.end + self.grace:
+            if instance.running_since is not None and end_of_log is not None and end_of_log > self._end_of(instance) + self.grace:
                 self._end_run(instance, end_of_log, None)
         for rid, track in self.reservations.items():
             report.reservation_states[track.state.value] += 1

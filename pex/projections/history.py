@@ -71,6 +71,8 @@ def reservation_lines(e: Any) -> list[tuple[str, str, str]]:
         return [("user", "DELETE", e.reason)]
     if name == "Terminated":
         return [("provider", "TERMINATE", f"ended by {e.by}: {e.reason}")]
+    if name == "Released":
+        return [("user", "RELEASE", f"released by {e.by} at {e.at:%Y-%m-%d %H:%M}; {e.price if e.price is not None else 'no'} charged")]
     if name == "Expired":
         return [("provider", "EXPIRED", "the interval is over")]
     if name == "PlacementChanged":

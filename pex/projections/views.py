@@ -237,6 +237,13 @@ def _terminated(row: Row, e: Reservation.Terminated) -> None:
     _step(row, e, "provider", "TERMINATE", reason)
 
 
+def _released(row: Row, e: Reservation.Released) -> None:
+    # As the aggregate: the standing terms end at the release and cost the used part.
+    end = max(row["start"], min(e.at, e.agreed_end))
+    row.update(state=State.EXPIRED.value, end=end, price=str(e.price) if e.price is not None else None)
+    _step(row, e, "user", "RELEASE", f"released by {e.by}")
+
+
 def _placement_changed(row: Row, e: Any) -> None:
     row["placement"] = [[a.node, a.instances] for a in e.placement]
 
@@ -254,6 +261,7 @@ RESERVATION_CHANGES: dict[str, Callable[[Row, Any], None]] = {
     "Cancelled": _cancelled,
     "Terminated": _terminated,
     "Expired": _becomes(State.EXPIRED, (("provider", "EXPIRED"),)),
+    "Released": _released,
     "PlacementChanged": _placement_changed,
 }
 

@@ -52,7 +52,7 @@ pex.domain.reservation:Reservation.CounterAccepted pex.domain.reservation:Reserv
 pex.domain.reservation:Reservation.Confirmed pex.domain.reservation:Reservation.OfferExpired
 pex.domain.reservation:Reservation.Activated pex.domain.reservation:Reservation.Cancelled
 pex.domain.reservation:Reservation.PlacementChanged pex.domain.reservation:Reservation.Expired
-pex.domain.reservation:Reservation.Terminated
+pex.domain.reservation:Reservation.Terminated pex.domain.reservation:Reservation.Released
 pex.domain.quotas:QuotaAccount pex.domain.quotas:QuotaAccount.Opened pex.domain.quotas:QuotaAccount.OfferCharged
 pex.domain.user:User pex.domain.user:User.Registered pex.domain.user:User.PasswordChanged
 pex.domain.user:User.AdminGranted

@@ -20,7 +20,7 @@ from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 import falcon
 
 from pex.application import Contention, NotFound, PexApplication, ReservationView
-from pex.application.errors import ProposalInProgress, ProposalReused
+from pex.application.errors import InvalidQuery, ProposalInProgress, ProposalReused
 from pex.domain.errors import DomainError, IllegalMove, InvalidProposal, OfferExpired
 from pex.domain.lifecycle import PHASE_WORDS, Phase
 from pex.domain.negotiation import WHY
@@ -282,7 +282,35 @@ class NewReservation(Page):
         typed.nonce = typed.nonce or uuid4().hex
         catalogue = self.application.catalogue()
         self.render(req, resp, "new_reservation.html", status=status, form=typed, errors=errors,
-                    sizes=list(catalogue.sizes.values()), templates=catalogue.templates)
+                    sizes=list(catalogue.sizes.values()), templates=catalogue.templates,
+                    free=self._free_windows(req, typed))
+
+    def _free_windows(self, req, typed: ReservationForm) -> dict | None:
+        """The next free windows for what the form asks (the instances needed, for its
+        duration, from its start), nothing held; None while the form does not say enough.
+        Starts are asked from the next whole minute, the form's precision, so a window's
+        start can be typed back as it is."""
+        tz = zone(req.context.session.tz)
+        now = self.now()
+        try:
+            terms = typed.terms(tz, now)
+        except FormErrors:
+            return None
+        soonest = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        try:
+            windows = self.application.availability(
+                req.context.user.username, terms.size, max(terms.instances_fixed, 1), terms.duration,
+                max(terms.start, soonest), None, FREE_WINDOWS,
+            )
+        except (InvalidQuery, DomainError):
+            return None
+        links = [
+            "/reservations/new?" + urlencode(
+                {**typed.values(), "start": local_input(w.start, tz), "end": local_input(w.end, tz), "duration": "", "nonce": ""}
+            )
+            for w in windows
+        ]  # fmt: skip
+        return {"terms": terms, "windows": list(zip(windows, links, strict=True))}
 
     def on_post(self, req, resp):
         tz = zone(req.context.session.tz)
@@ -311,6 +339,9 @@ class NewReservation(Page):
             self._show(req, resp, typed, {field: str(getattr(error, "detail", error))}, 422)
             return
         raise redirect(reservation_url(rid))
+
+
+FREE_WINDOWS = 3  # shown under the new-reservation form
 
 
 class Reservations(Page):
@@ -402,7 +433,7 @@ class ReservationPage(Page):
 class ReservationAction(Page):
     """POST /reservations/{id}/{action}: one move of the negotiation or of the reservation's life."""
 
-    MOVES = ("confirm", "accept", "decline", "counter", "alternative", "activate", "delete")
+    MOVES = ("confirm", "accept", "decline", "counter", "alternative", "activate", "release", "delete")
 
     def on_post(self, req, resp, reservation_id: UUID, action: str):
         if action not in self.MOVES:
@@ -429,6 +460,14 @@ class ReservationAction(Page):
             elif action == "activate":
                 app.activate(reservation_id)
                 session.flash("Activated: its instances run from its start to its end.", "success")
+            elif action == "release":
+                released = app.release(reservation_id, req.context.user.username, owner_of(req))
+                price = released.offer.terms.price if released.offer else None
+                session.flash(
+                    "Released: its capacity is free from now and its instances are being shut down"
+                    + (f"; you pay {price} {app.currency} for the time used." if price is not None else "."),
+                    "success",
+                )
             elif action == "delete":
                 app.cancel(reservation_id)
                 session.flash("The reservation is deleted.")

@@ -4,7 +4,9 @@
 // - preselects the browser's zone on the preferences page ([data-tz-select]);
 // - asks before a delete ([data-confirm] forms);
 // - keeps a table up to date by fetching its page again ([data-refresh] seconds), e.g. the
-//   instances' status and IP address as the dispatcher reports them.
+//   instances' status and IP address as the dispatcher reports them;
+// - shows the next free windows for what is typed in the new-reservation form
+//   (form[data-availability] names the section the page renders them in).
 (function () {
   "use strict";
   var zone = "";
@@ -60,5 +62,29 @@
         })
         .catch(function () { /* the next round tries again */ });
     }, every);
+  });
+
+  document.querySelectorAll("form[data-availability]").forEach(function (form) {
+    var section = document.getElementById(form.getAttribute("data-availability"));
+    if (!section || !window.fetch || !window.DOMParser || !window.URLSearchParams) { return; }
+    var timer = null;
+    function refresh() {
+      var query = new URLSearchParams();
+      new FormData(form).forEach(function (value, name) {
+        if (name !== "csrf_token" && name !== "nonce") { query.append(name, value); }
+      });
+      fetch("/reservations/new?" + query.toString(), { headers: { Accept: "text/html" }, credentials: "same-origin" })
+        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (html) {
+          if (!html) { return; }
+          var fresh = new DOMParser().parseFromString(html, "text/html").getElementById(section.id);
+          if (fresh && section.innerHTML !== fresh.innerHTML) { section.innerHTML = fresh.innerHTML; }
+        })
+        .catch(function () { /* the next change tries again */ });
+    }
+    form.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(refresh, 400);
+    });
   });
 })();
