@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from pex.domain.errors import CatalogueError
+from pex.domain.pool import PoolReserve
+
 DEFAULT_DATABASE_URL = "sqlite:///var/pex.sqlite3"
 
 
@@ -176,6 +179,8 @@ class WorkerSettings:
     watch_timeout: float = 10.0  # how long one event.from may block
     embedded: str = "auto"  # run a worker inside `pex serve`: auto (when no PEX_XEN_URL), y, n
     simulated_guest_ip_delay: float = 2.0  # the in-process simulator's boot-to-IP delay
+    # What each host of the pool keeps back from guests (PEX_POOL_RESERVE, pex.domain.pool).
+    pool_reserve: PoolReserve = field(default_factory=PoolReserve)
 
     @property
     def simulated(self) -> bool:
@@ -216,4 +221,12 @@ class WorkerSettings:
             watch_timeout=number("PEX_WATCH_TIMEOUT_SECONDS", 10),
             embedded=embedded,
             simulated_guest_ip_delay=number("PEX_SIM_GUEST_IP_DELAY_SECONDS", 2.0),
+            pool_reserve=pool_reserve(env.get("PEX_POOL_RESERVE") or ""),
         )
+
+
+def pool_reserve(text: str) -> PoolReserve:
+    try:
+        return PoolReserve.parse(text)
+    except CatalogueError as error:
+        raise SettingsError(f"PEX_POOL_RESERVE: {error}") from None

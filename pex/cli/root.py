@@ -30,6 +30,8 @@ def init() -> None:
     app = build(create_tables=True)
     try:
         progress = prepare_read_models(app)
+        if app.pool_configured:
+            echo_sync(sync_pool(app))
         click.echo(
             f"store ready; {len(app.nodes())} nodes, sizes {', '.join(sorted(app.catalogue().sizes))}; "
             f"read models and ledger at #{progress.position}"
@@ -182,10 +184,17 @@ def quotas_set(max_duration, horizon, max_cpu_hours, max_live_offers, defaults, 
     print_quotas(app, user)
 
 
-@main.command()
-def nodes() -> None:
+@main.command("nodes")
+def nodes_command() -> None:
     """List the pool's nodes and what is booked or held on them."""
     app = build()
+    try:
+        print_nodes(app)
+    finally:
+        app.close()
+
+
+def print_nodes(app) -> None:
     for node in app.nodes():
         c = node.capacity
         state = "up" if node.available else "LOST"
@@ -193,6 +202,56 @@ def nodes() -> None:
         for a in app.node_allocations(node.name):
             kind = f"hold until {a.hold_until.isoformat()}" if a.is_hold else "booked"
             click.echo(f"    {a.start.isoformat()} → {a.end.isoformat()}  {a.instances}× {a.per_instance}  {kind}")
+
+
+def sync_pool(app):
+    """Sync the nodes with the pool at PEX_XEN_URL; a click error if it cannot be read."""
+    from pex.adapters.xen.errors import XenAdapterError
+    from pex.bootstrap import build_pool_enactment
+    from pex.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+        enactment = build_pool_enactment(settings)
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        return app.sync_pool(enactment.inventory(), settings.worker.pool_reserve)
+    except XenAdapterError as error:
+        raise click.ClickException(f"cannot read the Xen pool at {settings.worker.xen_url}: {error}") from None
+    finally:
+        enactment.dispatcher.close()
+
+
+def echo_sync(result) -> None:
+    for what in ("registered", "resized", "lost", "returned"):
+        names = getattr(result, what)
+        if names:
+            click.echo(f"nodes {what}: {', '.join(names)}")
+    if result.refused:
+        click.echo(f"not resized (more is booked than the host offers now): {', '.join(result.refused)}", err=True)
+
+
+@main.group("pool")
+def pool() -> None:
+    """The Xen pool at PEX_XEN_URL: its hosts are the nodes, its templates the ones to offer."""
+
+
+@pool.command("sync")
+def pool_sync() -> None:
+    """Make every host of the pool a node (named by its name_label, with what it can give guests
+    less PEX_POOL_RESERVE); mark the nodes of hosts that left or are disabled lost."""
+    app = build()
+    try:
+        echo_sync(sync_pool(app))
+        print_nodes(app)
+        templates = app.pool_templates() or {}
+        click.echo("templates in the pool (offer one with `pex admin template NAME`):")
+        offered = app.catalogue().templates
+        for uuid, name in sorted(templates.items(), key=lambda t: t[1]):
+            click.echo(f"    {name} ({uuid}){'  offered' if name in offered else ''}")
+    finally:
+        app.close()
 
 
 @main.group()
@@ -220,12 +279,17 @@ def admin_size(name, cpus, memory_mb, disk_gb, hourly_price) -> None:
 @click.argument("name")
 @click.option("--description", default="")
 def admin_template(name, description) -> None:
-    """Register a template by name."""
+    """Offer a template by name; with PEX_XEN_URL, one of the pool's, by name or uuid."""
+    app = build()
     try:
-        build().register_template(name, description)
+        if app.pool_configured:
+            sync_pool(app)  # checked against the pool as it is now
+        offered = app.register_template(name, description)
     except DomainError as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"template {name!r} registered")
+    finally:
+        app.close()
+    click.echo(f"template {offered!r} registered")
 
 
 @admin.command("node")

@@ -60,8 +60,10 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
 @click.command("xen-sim")
 @click.option("--bind", default="127.0.0.1:8090", show_default=True, help="HOST:PORT to serve XAPI on.")
 @click.option("--hosts", type=click.IntRange(1), default=5, show_default=True, help="Hosts of the paper's testbed.")
+@click.option("--host-names", default=None, metavar="PATTERN",
+              help="Name the hosts by PATTERN, numbered from 0 (e.g. sim-host-{}), not node1…node5.")
 @click.option("--guest-ip-delay", type=float, default=2.0, show_default=True, help="Seconds from boot to the guest's IP.")
-def xen_sim(bind: str, hosts: int, guest_ip_delay: float) -> None:
+def xen_sim(bind: str, hosts: int, host_names: str | None, guest_ip_delay: float) -> None:
     """Serve a simulated XAPI pool (user root, password xenroot) until SIGTERM or Ctrl-C.
 
     Point PEX at it with PEX_XEN_URL=http://HOST:PORT/ PEX_XEN_USERNAME=root
@@ -75,4 +77,5 @@ def xen_sim(bind: str, hosts: int, guest_ip_delay: float) -> None:
         # SIGTERM, what supervisors and tests send, always stops it cleanly.
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, lambda signum, frame: stop.set())
-    serve(bind, hosts, announce=lambda line: click.echo(line, err=True), stop=stop, guest_ip_delay=guest_ip_delay)
+    serve(bind, hosts, announce=lambda line: click.echo(line, err=True), stop=stop, guest_ip_delay=guest_ip_delay,
+          host_names=host_names)

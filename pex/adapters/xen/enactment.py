@@ -19,7 +19,7 @@ from pex.adapters.xen.errors import (
     XenPowerStateError,
     XenTaskTimeout,
 )
-from pex.application.ports import DispatchJob, Enacted
+from pex.application.ports import DispatchJob, Enacted, PoolInventory
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ class XenEnactment:
         else:
             raise ValueError(f"unknown dispatch action {job.action!r}")
         return Enacted()
+
+    def inventory(self) -> PoolInventory:
+        return self.dispatcher.inventory()
 
     def start(self, job: DispatchJob) -> Enacted:
         """Make the VM run on the instance's node: create it the first time, start (or resume)
