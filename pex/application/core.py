@@ -241,6 +241,8 @@ class Core(Application):
             status=i.status,
             ip_address=getattr(i, "ip_address", None),
             version=i.version,
+            error=i.last_error if i.failed_at is not None else None,
+            failed_at=i.failed_at,
         )
 
     def _node(self, name: str) -> Node:

@@ -213,6 +213,10 @@ class Instances(Core):
     def report_ip_address(self, instance_id: UUID, ip_address: str) -> None:
         self._change_instance(instance_id, lambda i, at: i.report_ip(ip_address, at), missing_ok=True)
 
+    def report_vm_relocated(self, instance_id: UUID, node: str) -> None:
+        """Xen runs the instance's VM on `node`, where PEX did not put it."""
+        self._change_instance(instance_id, lambda i, at: i.relocate(node, at), missing_ok=True)
+
     def report_vm_vanished(self, instance_id: UUID) -> None:
         self._change_instance(instance_id, lambda i, at: i.vanish(at), missing_ok=True)
 

@@ -59,6 +59,9 @@ class InstanceView:
     status: str
     ip_address: str | None
     version: int
+    # Why its VM never ran, and since when, for an instance whose start kept failing (FAILED).
+    error: str | None = None
+    failed_at: datetime | None = None
 
 
 @dataclass(frozen=True)

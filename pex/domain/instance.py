@@ -20,7 +20,8 @@ Two ideas carry the design:
   work is claimed again (the dispatcher's operations are safe to repeat).
 
 Statuses are those of the paper's instances screen (HALTED, RUNNING, PAUSED, SUSPENDED) and
-PEX's own: SCHEDULED (no VM yet), LOST (its node stopped answering), STRANDED (the node was
+PEX's own: SCHEDULED (no VM yet), FAILED (no VM yet, and its start keeps failing: the error
+and the time are kept, to the end), LOST (its node stopped answering), STRANDED (the node was
 lost and no other node had room), and the ends ENDED, DELETED, CANCELLED. LEGAL_MOVES says
 which move each status allows. Every time is an event attribute `at`; nothing here reads a
 clock.
@@ -46,6 +47,7 @@ class Status(StrEnum):
     PAUSED = "PAUSED"
     SUSPENDED = "SUSPENDED"
     LOST = "LOST"
+    FAILED = "FAILED"
     STRANDED = "STRANDED"
     ENDED = "ENDED"
     DELETED = "DELETED"
@@ -68,7 +70,8 @@ ACTIONS = ("start", "stop", "reboot", "delete", "end", "cleanup")
 CAUSE_GUEST, CAUSE_HOST_LOST, CAUSE_OUTSIDE = "guest", "host_lost", "outside"
 
 _LIVE_VM = {"request_stop", "request_reboot", "request_delete", "request_start", "claim", "fail", "start", "stop",
-            "reboot", "destroy", "end", "observe", "report_ip", "unresponsive", "vanish", "lose", "move", "strand"}
+            "reboot", "destroy", "end", "observe", "report_ip", "unresponsive", "vanish", "lose", "move", "strand",
+            "relocate"}
 # Which move each status allows. User requests that a status does not allow are refused
 # (IllegalInstanceAction); reports from monitors that no longer apply are ignored.
 LEGAL_MOVES: dict[Status, frozenset[str]] = {
@@ -80,6 +83,9 @@ LEGAL_MOVES: dict[Status, frozenset[str]] = {
     Status.PAUSED: frozenset(_LIVE_VM - {"request_reboot", "report_ip", "unresponsive"}),
     Status.SUSPENDED: frozenset(_LIVE_VM - {"request_reboot", "report_ip", "unresponsive", "lose"}),
     Status.HALTED: frozenset(_LIVE_VM - {"request_reboot", "stop", "reboot", "report_ip", "unresponsive", "lose"}),
+    # A start that kept failing: still tried (with backoff) until the end, as a SCHEDULED one is.
+    Status.FAILED: frozenset({"request_start", "request_delete", "cancel", "claim", "fail", "start", "end", "move",
+                              "strand", "destroy"}),
     Status.LOST: frozenset({"request_delete", "request_stop", "request_start", "claim", "fail", "end", "destroy",
                             "observe", "vanish", "move", "strand"}),
     # What Xen says of a stranded instance's VM (on a lost host) changes nothing: it has no booking.
@@ -92,6 +98,8 @@ LEGAL_MOVES: dict[Status, frozenset[str]] = {
 }
 
 RETRY_BASE = timedelta(seconds=5)
+# A start that failed this many times in a row marks a VM that never ran FAILED (with the error).
+FAILED_AFTER = 3
 RETRY_MAX = timedelta(minutes=5)
 
 
@@ -134,6 +142,9 @@ class Instance(Aggregate):
         end: datetime
         at: datetime
 
+    # Read by instances recorded before FAILED existed (their snapshots lack it).
+    failed_at: datetime | None = None
+
     class Cancelled(Event):
         """The reservation was deleted before the instance ran."""
 
@@ -165,6 +176,17 @@ class Instance(Aggregate):
         def apply(self, i: Instance) -> None:
             i.claim, i.failures, i.last_error, i.retry_at = None, i.failures + 1, self.error, self.retry_at
 
+    class Failed(Event):
+        """The instance's VM never ran and its start keeps failing (FAILED_AFTER times in a
+        row): the instance is FAILED, with the last error as `reason`. Starts are still tried,
+        with backoff, until its end (the host may come back, or the booking move)."""
+
+        action: str
+        reason: str
+
+        def apply(self, i: Instance) -> None:
+            i.status, i.failed_at, i.last_error = Status.FAILED, self.at, self.reason
+
     class ClaimReleased(Event):
         """The claimed action's outcome no longer applies (the instance moved on meanwhile)."""
 
@@ -194,7 +216,7 @@ class Instance(Aggregate):
             i._settled()
             i.status, i.power_state, i.node, i.vm_uuid = Status.RUNNING, "Running", self.node, self.vm_uuid
             i.vm_may_exist, i.needs_reset, i.responsive = True, False, True
-            i.started_at = self.at
+            i.started_at, i.failed_at = self.at, None
 
     class Stopped(Event):
         """PEX shut the VM down, as the user asked."""
@@ -246,6 +268,15 @@ class Instance(Aggregate):
             elif self.cause == CAUSE_OUTSIDE:
                 i.wants_running = self.power_state == "Running"
             i.needs_reset = False
+
+    class Relocated(Event):
+        """Xen runs the VM on `node` now, and PEX did not move it there (a migration outside
+        PEX, or HA): the instance is where Xen says, booked there or not (the audit tells)."""
+
+        node: str
+
+        def apply(self, i: Instance) -> None:
+            i.node = self.node
 
     class IpAddressReported(Event):
         ip_address: str
@@ -369,6 +400,7 @@ class Instance(Aggregate):
         self.ended_reason: str | None = None
         # Dispatch bookkeeping.
         self.claim: Claim | None = None
+        self.failed_at: datetime | None = None
         self.failures = 0
         self.last_error: str | None = None
         self.retry_at: datetime | None = None
@@ -441,6 +473,8 @@ class Instance(Aggregate):
             return
         delay = min(RETRY_BASE * 2 ** min(self.failures, 10), RETRY_MAX)
         self.trigger_event(self.DispatchFailed, worker=worker, action=action, error=error[:500], retry_at=at + delay, at=at)
+        if action == "start" and self.status == Status.SCHEDULED and self.failures >= FAILED_AFTER:
+            self.trigger_event(self.Failed, action=action, reason=error[:500], at=at)
 
     def release_claim(self, worker: str, action: str, reason: str, at: datetime) -> None:
         if self.holds_claim(worker, action):
@@ -505,6 +539,11 @@ class Instance(Aggregate):
     def report_ip(self, ip_address: str, at: datetime) -> None:
         if self.can("report_ip") and ip_address and ip_address != self.ip_address:
             self.trigger_event(self.IpAddressReported, ip_address=ip_address, at=at)
+
+    def relocate(self, node: str, at: datetime) -> None:
+        """Xen says the running VM is on `node`, not where PEX put it."""
+        if self.can("relocate") and self.status in (Status.RUNNING, Status.PAUSED) and node and node != self.node:
+            self.trigger_event(self.Relocated, node=node, at=at)
 
     def check_responsive(self, timeout: timedelta, at: datetime) -> None:
         """Record that a running VM's guest agent stayed silent for `timeout` since it started."""
@@ -579,7 +618,9 @@ class Instance(Aggregate):
         return at >= self.end or self.delete_requested
 
     def _settled(self) -> None:
-        self.claim, self.failures, self.last_error, self.retry_at = None, 0, None, None
+        self.claim, self.failures, self.retry_at = None, 0, None
+        if self.failed_at is None:  # a start that failed for good keeps its error to the end
+            self.last_error = None
 
     def _finish(self, reason: str) -> None:
         self.ended_reason = reason

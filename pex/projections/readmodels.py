@@ -158,6 +158,8 @@ class InstanceRow:
     status: str
     ip_address: str | None
     note: str | None
+    error: str | None
+    failed_at: datetime | None
     created_at: datetime
     updated_at: datetime
     version: int

@@ -32,6 +32,8 @@ from pex.domain.values import State
 
 BATCH = 1000
 CHECKPOINT = "pex.workers.dispatch"
+# How long past its end a reservation waits for its instances' removal before it expires anyway.
+EXPIRY_GRACE = timedelta(minutes=5)
 STATE_SCHEMA = 1  # of to_state/from_state; change it with the shape, and old checkpoints are ignored
 
 log = logging.getLogger(__name__)
@@ -258,7 +260,10 @@ class DispatchIndex:
             return [(iid, i) for iid, i in self.instances.items() if i.status == Status.RUNNING and i.ip_address is None]
 
     def to_expire(self, now: datetime) -> list[UUID]:
-        """Reservations past their end whose instances are all over and cleaned up."""
+        """Reservations past their end whose instances are all over and cleaned up, and,
+        whatever their instances did, those past it by EXPIRY_GRACE: an instance whose removal
+        keeps failing must not hold its reservation open forever (the removal goes on: an
+        expired reservation's instances are still due their end)."""
         with self.lock:
             return [
                 rid
@@ -266,7 +271,7 @@ class DispatchIndex:
                 if facts.state in (State.CONFIRMED, State.ACTIVATED)
                 and facts.end is not None
                 and facts.end <= now
-                and all(i in self.finished for i in facts.instance_ids)
+                and (facts.end + EXPIRY_GRACE <= now or all(i in self.finished for i in facts.instance_ids))
             ]
 
     def instance(self, instance_id: UUID) -> Instance | None:

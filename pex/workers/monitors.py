@@ -172,7 +172,7 @@ class Monitors:
                 seen = self.vms.get(change.instance_id)
                 if seen is not None:
                     seen.host_name = change.host_name
-                log.warning("instance %s was migrated to %s outside PEX", change.instance_id, change.host_name)
+                    vms[change.instance_id] = None  # compared below: PEX records where it runs
             elif isinstance(change, GuestIpReported):
                 seen = self.vms.get(change.instance_id)
                 if seen is not None:
@@ -241,6 +241,10 @@ class Monitors:
             return
         if replica.power_state != seen.power_state and self._confirmed(instance_id, seen) != replica.power_state:
             self.app.observe_power_state(iid, seen.power_state)
+        if seen.host_name and seen.host_name != replica.node and replica.status in (Status.RUNNING, Status.PAUSED) \
+                and seen.power_state in ("Running", "Paused"):
+            log.warning("instance %s runs on %s, not on %s where PEX put it", instance_id, seen.host_name, replica.node)
+            self.app.report_vm_relocated(iid, seen.host_name)
         if seen.ip and seen.ip != replica.ip_address and seen.power_state == "Running":
             self.app.report_ip_address(iid, seen.ip)
 
