@@ -141,6 +141,7 @@ def build_application(settings: Settings | None = None, clock: Callable[[], date
     app = PexApplication(env=env, clock=clock, pricing=pricing_policy(settings.pricing), policy=policy)
     # With a pool, its hosts are the nodes and its templates the ones offered (pex pool sync).
     app.pool_configured = not settings.worker.simulated
+    app.prepare_lead = settings.worker.prepare_lead
     if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
         bound_waits_for_postgres(app)
     if settings.install_demo_pool:
@@ -238,6 +239,7 @@ def build_worker_process(
     )
     app = build_application(settings, clock)
     app.pool_configured = not worker_settings.simulated
+    app.prepare_lead = worker_settings.prepare_lead
     # The user's requests this process serves are carried out at once, not at the next tick.
     app.dispatch_now = dispatch = Dispatch(app, XenEnactment(dispatcher), worker_settings.worker_id, worker_settings.lease)
     # Their tables follow PEX_CREATE_TABLES, as the event store's do in this process: the

@@ -179,6 +179,7 @@ class WorkerSettings:
     watch_timeout: float = 10.0  # how long one event.from may block
     embedded: str = "auto"  # run a worker inside `pex serve`: auto (when no PEX_XEN_URL), y, n
     simulated_guest_ip_delay: float = 2.0  # the in-process simulator's boot-to-IP delay
+    prepare_lead: timedelta = timedelta(minutes=10)  # VMs are made this long before their start
     # What each host of the pool keeps back from guests (PEX_POOL_RESERVE, pex.domain.pool).
     pool_reserve: PoolReserve = field(default_factory=PoolReserve)
 
@@ -222,6 +223,7 @@ class WorkerSettings:
             embedded=embedded,
             simulated_guest_ip_delay=number("PEX_SIM_GUEST_IP_DELAY_SECONDS", 2.0),
             pool_reserve=pool_reserve(env.get("PEX_POOL_RESERVE") or ""),
+            prepare_lead=timedelta(seconds=number("PEX_PREPARE_LEAD_SECONDS", 600)),
         )
 
 

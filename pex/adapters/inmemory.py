@@ -84,6 +84,10 @@ class InMemoryEnactment:
             vm = self.vms.get(job.instance_id)
             if job.action == "start":
                 return self._start(job, vm)
+            if job.action == "prepare":
+                vm = vm or VmRecord(str(uuid.uuid4()), job.name, job.instance_id, job.node, "Halted")
+                self.vms[job.instance_id] = vm
+                return Enacted(vm_uuid=vm.uuid, node=job.node)
             if vm is None and job.action == "reboot":
                 raise InMemoryEnactmentError(f"no VM for instance {job.instance_id}")
             if vm is not None and job.action == "stop":

@@ -59,10 +59,11 @@ TERMINAL = frozenset({Status.ENDED, Status.DELETED, Status.CANCELLED})
 # Xen's power states (XenAPI vm_power_state) as statuses.
 POWER_STATUS = {"Halted": Status.HALTED, "Running": Status.RUNNING, "Paused": Status.PAUSED, "Suspended": Status.SUSPENDED}
 
-# Dispatch actions a worker claims: make the VM run on its node, shut it down, reboot it,
+# Dispatch actions a worker claims: make the VM ahead of its start (cloned, sized, provisioned,
+# halted on its node: `prepare`, PEX_PREPARE_LEAD_SECONDS before the start), make the VM run on its node, shut it down, reboot it,
 # destroy it because the user deleted it, because the reservation is over, or because an
 # instance that ended while a start was in flight may have left a VM behind.
-ACTIONS = ("start", "stop", "reboot", "delete", "end", "cleanup")
+ACTIONS = ("prepare", "start", "stop", "reboot", "delete", "end", "cleanup")
 
 # Causes of a PowerStateObserved: the guest halted without anyone asking (it crashed or was
 # shut down from inside; XAPI's power state does not tell which), the instance's host was
@@ -77,8 +78,8 @@ _LIVE_VM = {"request_stop", "request_reboot", "request_delete", "request_start",
 LEGAL_MOVES: dict[Status, frozenset[str]] = {
     # A SCHEDULED instance's VM, if any, is one an interrupted start left: the start finishes it,
     # so the monitors' reports about it are ignored.
-    Status.SCHEDULED: frozenset({"request_start", "request_delete", "cancel", "claim", "fail", "start", "end", "move",
-                                 "strand", "destroy"}),
+    Status.SCHEDULED: frozenset({"request_start", "request_delete", "cancel", "claim", "fail", "prepare", "start", "end",
+                                 "move", "strand", "destroy"}),
     Status.RUNNING: frozenset(_LIVE_VM),
     Status.PAUSED: frozenset(_LIVE_VM - {"request_reboot", "report_ip", "unresponsive"}),
     Status.SUSPENDED: frozenset(_LIVE_VM - {"request_reboot", "report_ip", "unresponsive", "lose"}),
@@ -204,6 +205,17 @@ class Instance(Aggregate):
         vm_uuid: str
 
         def apply(self, i: Instance) -> None:
+            i.vm_uuid, i.vm_may_exist = self.vm_uuid, True
+
+    class Prepared(Event):
+        """The VM was made ahead of its start (cloned, sized, disks provisioned) and left
+        halted, so the start only boots it. Clears the claim."""
+
+        node: str
+        vm_uuid: str
+
+        def apply(self, i: Instance) -> None:
+            i._settled()
             i.vm_uuid, i.vm_may_exist = self.vm_uuid, True
 
     class Started(Event):
@@ -421,11 +433,12 @@ class Instance(Aggregate):
     def claim_live(self, at: datetime) -> bool:
         return self.claim is not None and self.claim.lease_until > at
 
-    def due_action(self, now: datetime, runs: bool, over: bool) -> str | None:
+    def due_action(self, now: datetime, runs: bool, over: bool, prepares: bool = False) -> str | None:
         """The dispatch action that would bring the VM to what it should be at `now`, or None.
 
         `runs`: the reservation lets its VMs run now (activated, or confirmed with auto-start,
-        and inside its interval). `over`: the reservation ended or was deleted.
+        and inside its interval). `over`: the reservation ended or was deleted. `prepares`:
+        its VMs will run at the start, which is near enough to make them now.
         """
         if self.claim_live(now) or (self.retry_at is not None and self.retry_at > now):
             return None
@@ -438,6 +451,8 @@ class Instance(Aggregate):
         if self.status in (Status.LOST, Status.STRANDED):
             return None  # the Scheduler's move, not a dispatch
         if not runs:
+            if prepares and self.status == Status.SCHEDULED and self.vm_uuid is None and self.wants_running:
+                return "prepare"
             return None
         if self.wants_running:
             if self.status != Status.RUNNING:
@@ -472,7 +487,10 @@ class Instance(Aggregate):
         if not self.holds_claim(worker, action):
             return
         delay = min(RETRY_BASE * 2 ** min(self.failures, 10), RETRY_MAX)
-        self.trigger_event(self.DispatchFailed, worker=worker, action=action, error=error[:500], retry_at=at + delay, at=at)
+        retry_at = at + delay
+        if action == "prepare":  # a failed preparation never delays the start itself
+            retry_at = min(retry_at, max(self.start, at))
+        self.trigger_event(self.DispatchFailed, worker=worker, action=action, error=error[:500], retry_at=retry_at, at=at)
         if action == "start" and self.status == Status.SCHEDULED and self.failures >= FAILED_AFTER:
             self.trigger_event(self.Failed, action=action, reason=error[:500], at=at)
 
@@ -491,6 +509,15 @@ class Instance(Aggregate):
         if self.vm_uuid != vm_uuid:
             self.trigger_event(self.Provisioned, node=node, vm_uuid=vm_uuid, at=at)
         self.trigger_event(self.Started, node=node, vm_uuid=vm_uuid, at=at)
+
+    def record_prepared(self, worker: str, node: str, vm_uuid: str, at: datetime) -> None:
+        """The claimed preparation made the VM, halted, on `node`."""
+        if not self.holds_claim(worker, "prepare"):
+            return
+        if self.can("prepare") and self.status == Status.SCHEDULED:
+            self.trigger_event(self.Prepared, node=node, vm_uuid=vm_uuid, at=at)
+        else:  # cancelled or moved on meanwhile: the VM is cleaned up like any other
+            self.release_claim(worker, "prepare", f"the instance is {self.status.value} now", at)
 
     def record_stopped(self, worker: str, at: datetime) -> None:
         if self.holds_claim(worker, "stop"):
@@ -633,6 +660,12 @@ def reservation_runs(state: State, auto_start: bool, start: datetime, end: datet
     auto-start) and inside its interval. A late activation still starts them at once."""
     live = state == State.ACTIVATED or (state == State.CONFIRMED and auto_start)
     return live and start <= now < end
+
+
+def reservation_prepares(state: State, auto_start: bool, start: datetime, now: datetime, lead: timedelta) -> bool:
+    """Whether the reservation's VMs will run at its start and that start is within `lead`."""
+    will_run = state == State.ACTIVATED or (state == State.CONFIRMED and auto_start)
+    return will_run and lead > timedelta(0) and start - lead <= now < start
 
 
 def reservation_over(state: State, end: datetime, now: datetime) -> bool:

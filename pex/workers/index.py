@@ -25,7 +25,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
-from pex.domain.instance import Instance, Status, reservation_over, reservation_runs
+from pex.domain.instance import Instance, Status, reservation_over, reservation_prepares, reservation_runs
 from pex.domain.node import Node
 from pex.domain.reservation import Reservation
 from pex.domain.values import State
@@ -66,6 +66,8 @@ class DispatchIndex:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     resumed: bool = field(default=False, repr=False, compare=False)
     saved_position: int = field(default=0, repr=False, compare=False)
+    # The application's prepare_lead (PEX_PREPARE_LEAD_SECONDS): how early a VM is made.
+    prepare_lead: timedelta = field(default=timedelta(minutes=10), repr=False, compare=False)
 
     # --- following the log -------------------------------------------------------------
 
@@ -227,7 +229,7 @@ class DispatchIndex:
         with self.lock:
             due = []
             for iid, instance in self.instances.items():
-                action = instance.due_action(now, *self._runs_over(instance, now))
+                action = instance.due_action(now, *self._runs_over(instance, now), prepares=self._prepares(instance, now))
                 if action is not None:
                     due.append((iid, action))
             return due
@@ -238,6 +240,12 @@ class DispatchIndex:
             return False, True
         runs = reservation_runs(facts.state, facts.auto_start, instance.start, instance.end, now)
         return runs, reservation_over(facts.state, instance.end, now)
+
+    def _prepares(self, instance: Instance, now: datetime) -> bool:
+        facts = self.reservations.get(instance.reservation_id)
+        if facts is None:
+            return False
+        return reservation_prepares(facts.state, facts.auto_start, instance.start, now, self.prepare_lead)
 
     def instances_on(self, node: str) -> list[UUID]:
         with self.lock:

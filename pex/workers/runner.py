@@ -60,7 +60,7 @@ class WorkerProcess:
         self.settings = settings
         self.simulator = simulator
         self.read_models = read_models
-        self.index = DispatchIndex()
+        self.index = DispatchIndex(prepare_lead=settings.prepare_lead)
         self.timer = TimerWorker(
             app, self.index, dispatch=dispatch, node_grace=settings.node_grace, threads=settings.threads
         )

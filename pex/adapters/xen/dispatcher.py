@@ -170,9 +170,9 @@ class XenDispatcher:
     # -- creating ----------------------------------------------------------------------------------
 
     def create_vm(self, instance_id: object, name: str, template: str, host: str, vcpus: int, memory_mb: int,
-                  disk_gb: int) -> XenVm:
+                  disk_gb: int, *, start: bool = True) -> XenVm:
         """Clone `template` into a VM for the instance, size it, provision its disk and start it on
-        `host`; returns it running. Repeating the call resumes where an earlier one stopped and
+        `host`; returns it running (or, without `start`, made and halted: a later call boots it). Repeating the call resumes where an earlier one stopped and
         never creates a second VM for the same instance; a VM that already runs (wherever it
         runs) is returned as it is. `template` and `host` are names or UUIDs."""
         instance_id = str(instance_id)
@@ -195,7 +195,8 @@ class XenDispatcher:
                 self._ensure_vif(api, vm)
                 self._await(api, api.Async.VM.provision(vm))
             self._tag_disks(api, vm, instance_id)
-            self._bring_up(api, vm, host_ref)
+            if start:
+                self._bring_up(api, vm, host_ref)
             return self._describe(api, instance_id, vm)
 
     def _configure(self, api: Any, vm: str, record: dict, vcpus: int, memory_mb: int, disk_gb: int) -> None:
