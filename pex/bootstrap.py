@@ -20,6 +20,7 @@ from pex.adapters.xen.dispatcher import XenDispatcher
 from pex.adapters.xen.enactment import XenEnactment
 from pex.adapters.xen.simulator import XapiSimulator
 from pex.adapters.xen.simulator.testbed import config_for
+from pex.adapters.xen.transport import TlsPolicy
 from pex.application import PexApplication
 from pex.clock import system_clock
 from pex.domain.negotiation import NegotiationPolicy, Negotiator
@@ -180,15 +181,17 @@ def prepare_store(settings: Settings) -> int:
     caller may fork next."""
     application = build_application(replace(settings, create_tables=True))
     try:
-        progress = prepare_read_models(application)
+        # The workers keep their checkpoint current; one left far behind (no worker ran) is
+        # brought up here, with the rest.
+        dispatch = DispatchIndex() if DispatchIndex.lag(application) >= application.checkpoint_every else None
+        others = [application.decisions] + ([dispatch.read_model(application)] if dispatch is not None else [])
+        # One read of the tail for the views, the ledger and the checkpointed models alike.
+        progress = prepare_read_models(application, *others)
         if progress.events:
             log.info("read models caught up", extra={"events": progress.events, "position": progress.position})
         nodes = len(application.nodes())  # from the checkpoint, and the tail after it
         application.save_checkpoint()
-        # The workers keep theirs current; one left far behind (no worker ran) is brought up here.
-        if DispatchIndex.lag(application) >= application.checkpoint_every:
-            dispatch = DispatchIndex()
-            dispatch.follow(application)
+        if dispatch is not None:
             dispatch.save_checkpoint(application)
         return nodes
     finally:
@@ -235,7 +238,9 @@ def build_worker_process(
         username, password = worker_settings.xen_username, worker_settings.xen_password
     dispatcher = XenDispatcher(
         url, username, password, timeout=worker_settings.xen_timeout, task_timeout=worker_settings.xen_task_timeout,
-        ignore_ssl=worker_settings.xen_ignore_ssl,
+        tls=TlsPolicy.of(ca_file=worker_settings.xen_ca_file, fingerprints=worker_settings.xen_cert_sha256,
+                         ignore=worker_settings.xen_ignore_ssl),
+        members=worker_settings.xen_members,
     )
     app = build_application(settings, clock)
     app.pool_configured = not worker_settings.simulated

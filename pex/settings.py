@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -110,6 +111,31 @@ def forwarded_header(name: str) -> str:
     return name.strip()
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def certificate_fingerprints(text: str) -> tuple[str, ...]:
+    """PEX_XEN_CERT_SHA256: comma- or space-separated SHA-256 fingerprints (colons optional),
+    one per host of the pool, as 64 lowercase hex digits each."""
+    fingerprints = []
+    for word in re.split(r"[,\s]+", text.strip()):
+        if not word:
+            continue
+        digits = word.replace(":", "").lower()
+        if not _SHA256.fullmatch(digits):
+            raise SettingsError(f"PEX_XEN_CERT_SHA256: {word!r} is not a SHA-256 fingerprint (64 hex digits)")
+        fingerprints.append(digits)
+    return tuple(fingerprints)
+
+
+def xen_ca_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        raise SettingsError(f"PEX_XEN_CA_FILE: no file {path!r}")
+    return path
+
+
 @dataclass(frozen=True)
 class HttpSettings:
     bind: str = DEFAULT_BIND
@@ -166,7 +192,10 @@ class WorkerSettings:
     xen_url: str | None = None
     xen_username: str = "root"
     xen_password: str = ""
-    xen_ignore_ssl: bool = False
+    xen_ignore_ssl: bool = False  # the explicit, logged opt-out of certificate checks
+    xen_ca_file: str | None = None  # a PEM bundle that signed the pool's certificates
+    xen_cert_sha256: tuple[str, ...] = ()  # or the pinned fingerprints of its hosts' certificates
+    xen_members: tuple[str, ...] = ()  # other hosts' addresses, to find the master by when PEX_XEN_URL is down
     xen_timeout: float = 30.0  # one XAPI request
     xen_task_timeout: float = 600.0  # one asynchronous XAPI task (a start, a shutdown)
     worker_id: str | None = None  # default: host:pid:random
@@ -205,11 +234,19 @@ class WorkerSettings:
             embedded = "n"
         elif embedded != "auto":
             raise SettingsError(f"PEX_EMBEDDED_WORKER must be auto, y or n, not {embedded!r}")
+        ignore_ssl = env_flag(env, "PEX_XEN_IGNORE_SSL", False)
+        ca_file = xen_ca_file(env.get("PEX_XEN_CA_FILE"))
+        fingerprints = certificate_fingerprints(env.get("PEX_XEN_CERT_SHA256") or "")
+        if ignore_ssl and (ca_file or fingerprints):
+            raise SettingsError("PEX_XEN_IGNORE_SSL contradicts PEX_XEN_CA_FILE and PEX_XEN_CERT_SHA256: choose one")
         return cls(
             xen_url=env.get("PEX_XEN_URL") or None,
             xen_username=env.get("PEX_XEN_USERNAME") or "root",
             xen_password=env.get("PEX_XEN_PASSWORD", ""),
-            xen_ignore_ssl=env_flag(env, "PEX_XEN_IGNORE_SSL", False),
+            xen_ignore_ssl=ignore_ssl,
+            xen_ca_file=ca_file,
+            xen_cert_sha256=fingerprints,
+            xen_members=tuple(w for w in re.split(r"[,\s]+", env.get("PEX_XEN_MEMBERS") or "") if w),
             xen_timeout=number("PEX_XEN_TIMEOUT_SECONDS", 30.0),
             xen_task_timeout=number("PEX_XEN_TASK_TIMEOUT_SECONDS", 600.0),
             worker_id=env.get("PEX_WORKER_ID") or None,

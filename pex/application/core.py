@@ -1,6 +1,8 @@
 """The core every command shares: the retry on a lost race, the save (with snapshots of the
-aggregates every negotiation loads), the loaders of aggregates, the in-process read models
-(the capacity timeline and the reservation index) and their start-up checkpoint.
+aggregates every negotiation loads), the loaders of aggregates, and the in-process read models
+(`Decisions`: the capacity timeline and the pending reservation index, with their start-up
+checkpoint; `Listing`: the listings' index), which the process's one follower
+(pex.projections.follower) feeds.
 
 A command loads the aggregates it needs, calls them (they check their invariants and raise
 before recording anything), and saves them together in one atomic `save(...)`. Two processes
@@ -13,7 +15,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import TypeVar
@@ -37,6 +39,7 @@ from pex.domain.values import State
 from pex.projections import capacity, reservations
 from pex.projections.capacity import CapacityTimeline
 from pex.projections.checkpoints import Checkpoints
+from pex.projections.follower import Follower, Recorded, after
 from pex.projections.readmodels import store_for
 from pex.projections.reservations import ReservationIndex
 from pex.transcodings import register_pex_transcodings
@@ -47,6 +50,54 @@ T = TypeVar("T")
 
 # The shape of the application's checkpoint: both projections' own schemas.
 CHECKPOINT_SCHEMA = capacity.STATE_SCHEMA * 1000 + reservations.STATE_SCHEMA
+
+
+class Decisions:
+    """What the commands decide on, as one read model of the follower: the capacity timeline
+    and the pending reservation index, at one position (the timeline's), saved together in the
+    application's start-up checkpoint, which the first `position()` loads."""
+
+    name = "pex.application"
+
+    def __init__(self, app: Core):
+        self.app = app
+
+    def position(self) -> int:
+        with self.app._follow_lock:
+            if not self.app._resumed:
+                self.app._resume()
+            return self.app.timeline.position
+
+    def fold(self, batch: Sequence[Recorded]) -> bool:
+        with self.app._follow_lock:
+            timeline, index = self.app.timeline, self.app.index
+            for recorded in after(batch, timeline.position):
+                timeline.apply(recorded.event)
+                index.apply(recorded.event)
+                timeline.position = recorded.id
+            return True
+
+
+class Listing:
+    """The listings' read model: an index of every reservation and instance ever made (it
+    grows with the history, so only the list queries fold it, and no checkpoint keeps it)."""
+
+    name = "pex.application.listing"
+
+    def __init__(self) -> None:
+        self.index = ReservationIndex()
+        self.at = 0
+        self.lock = threading.RLock()
+
+    def position(self) -> int:
+        return self.at
+
+    def fold(self, batch: Sequence[Recorded]) -> bool:
+        with self.lock:
+            for recorded in after(batch, self.at):
+                self.index.apply(recorded.event)
+                self.at = recorded.id
+            return True
 
 
 class Core(Application):
@@ -74,8 +125,9 @@ class Core(Application):
     negotiator: Negotiator
     timeline: CapacityTimeline
     index: ReservationIndex
-    _listing: ReservationIndex
-    _listing_position: int
+    follower: Follower
+    decisions: Decisions
+    _listing: Listing
     _checkpoints: Checkpoints | None
     _resumed: bool
     _saved_position: int
@@ -87,37 +139,20 @@ class Core(Application):
         register_pex_transcodings(transcoder)
 
     def follow(self) -> None:
-        """Bring the in-process read models up to the head of the log.
+        """Bring the in-process read models the commands decide on (the capacity timeline and
+        the pending index) up to the head of the log, through the process's one follower.
 
         The first call in a process starts from the checkpoint, if one can be trusted, and
         folds only what came after it; a process that folded `checkpoint_every` events since
         the last checkpoint it knows saves one."""
         with self._follow_lock:
-            if not self._resumed:
-                self._resume()
-            while True:
-                batch = self.recorder.select_notifications(
-                    start=self.timeline.position, limit=1000, inclusive_of_start=False
-                )
-                for notification in batch:
-                    event = self.mapper.to_domain_event(notification)
-                    self.timeline.apply(event)
-                    self.index.apply(event)
-                    self.timeline.position = notification.id
-                if len(batch) < 1000:
-                    break
+            self.follower.follow(self.decisions)
             self.timeline.forget_before(self.clock())
             if self.timeline.position - self._saved_position >= self.checkpoint_every:
                 self.save_checkpoint()
 
     def _follow_listing(self) -> None:
-        while True:
-            batch = self.recorder.select_notifications(start=self._listing_position, limit=1000, inclusive_of_start=False)
-            for notification in batch:
-                self._listing.apply(self.mapper.to_domain_event(notification))
-                self._listing_position = notification.id
-            if len(batch) < 1000:
-                return
+        self.follower.follow(self._listing)
 
     @property
     def checkpoints(self) -> Checkpoints:
@@ -241,6 +276,8 @@ class Core(Application):
             status=i.status,
             ip_address=getattr(i, "ip_address", None),
             version=i.version,
+            index=i.index,
+            note=getattr(i, "ended_reason", None),
             error=i.last_error if i.failed_at is not None else None,
             failed_at=i.failed_at,
         )

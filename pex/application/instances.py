@@ -120,12 +120,12 @@ class Instances(Core):
 
     def list_instances(self, user_id: str | None = None) -> list[InstanceView]:
         """Every instance (of `user_id`); like list_reservations, folds the log once."""
-        with self._follow_lock:
+        with self._listing.lock:
             self._follow_listing()
             if user_id is None:
-                ids = [i for ids in self._listing.instances_by_user.values() for i in ids]
+                ids = [i for ids in self._listing.index.instances_by_user.values() for i in ids]
             else:
-                ids = list(self._listing.instances_by_user.get(user_id, []))
+                ids = list(self._listing.index.instances_by_user.get(user_id, []))
         return [self._instance_view(self.repository.get(i)) for i in ids]
 
     # --- dispatch: the worker claims, carries out through its enactment, and records -----

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from pex.application.accounts import Accounts
+from pex.application.core import Decisions, Listing
 from pex.application.instances import Instances
 from pex.application.negotiation import Negotiation
 from pex.application.pool import Pool
@@ -22,6 +23,7 @@ from pex.domain.negotiation import NegotiationPolicy, Negotiator, evaluate
 from pex.domain.pricing import FlatRatePricing, PricingPolicy
 from pex.projections.capacity import CapacityTimeline
 from pex.projections.checkpoints import Checkpoints
+from pex.projections.follower import Follower
 from pex.projections.reservations import ReservationIndex
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,12 @@ class PexApplication(Negotiation, Pool, QuotaCommands, Instances, Accounts, Quer
         self.negotiator = negotiator  # the provider's strategy; pex.simulation compares others
         self.timeline = CapacityTimeline()
         self.index = ReservationIndex(pending_only=True)
-        self._listing = ReservationIndex()  # every reservation ever: only the listings fold it
-        self._listing_position = 0
+        # The process's one log follower: the commands' models, the listings', and whatever
+        # else the process keeps (the workers' dispatch index, the persisted views) follow it.
+        self.follower = Follower(self.recorder, self.mapper)
+        self.decisions = Decisions(self)
+        self._listing = Listing()
+        self.follower.register(self.decisions)
         self._checkpoints: Checkpoints | None = None
         self._resumed = False
         self._saved_position = 0

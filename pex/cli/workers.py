@@ -63,12 +63,21 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
 @click.option("--host-names", default=None, metavar="PATTERN",
               help="Name the hosts by PATTERN, numbered from 0 (e.g. sim-host-{}), not node1…node5.")
 @click.option("--guest-ip-delay", type=float, default=2.0, show_default=True, help="Seconds from boot to the guest's IP.")
-def xen_sim(bind: str, hosts: int, host_names: str | None, guest_ip_delay: float) -> None:
+@click.option("--members", is_flag=True, help="Every host listens on its own 127.0.0.N (same port), as master or member.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this PEM certificate.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="The certificate's PEM private key.")
+def xen_sim(bind: str, hosts: int, host_names: str | None, guest_ip_delay: float, members: bool, tls_cert: str | None,
+            tls_key: str | None) -> None:
     """Serve a simulated XAPI pool (user root, password xenroot) until SIGTERM or Ctrl-C.
 
     Point PEX at it with PEX_XEN_URL=http://HOST:PORT/ PEX_XEN_USERNAME=root
-    PEX_XEN_PASSWORD=xenroot; inject faults with POST /sim/<action> (e.g. fail_host)."""
-    from pex.adapters.xen.simulator import serve
+    PEX_XEN_PASSWORD=xenroot; inject faults with POST /sim/<action> (e.g. fail_host,
+    switch_master, restart_xapi)."""
+    from pex.adapters.xen.simulator import TlsFiles, serve
+
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    tls = TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
 
     _configure_logging()
     stop = threading.Event()
@@ -78,4 +87,4 @@ def xen_sim(bind: str, hosts: int, host_names: str | None, guest_ip_delay: float
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, lambda signum, frame: stop.set())
     serve(bind, hosts, announce=lambda line: click.echo(line, err=True), stop=stop, guest_ip_delay=guest_ip_delay,
-          host_names=host_names)
+          tls=tls, members=members, host_names=host_names)
