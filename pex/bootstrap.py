@@ -145,6 +145,9 @@ def build_application(settings: Settings, clock: Callable[[], datetime] = system
         env=env, clock=clock, pricing=pricing_policy(settings.pricing), policy=policy,
         currency=settings.currency, passwords=settings.passwords,
     )
+    # With a pool, its hosts are the nodes and its templates the ones offered (pex pool sync).
+    app.pool_configured = not settings.worker.simulated
+    app.prepare_lead = settings.worker.prepare_lead
     if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
         bound_waits_for_postgres(app)
     if settings.install_demo_pool:
@@ -158,6 +161,18 @@ def build_simulated_application(
     """An application in memory for `pex simulate` (pex.simulation): one provider's strategy
     on a clock the simulation moves."""
     return PexApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=clock, negotiator=negotiator, policy=policy)
+
+
+def build_pool_enactment(settings: Settings) -> XenEnactment:
+    """The enactment on the pool at PEX_XEN_URL, for the pool commands (`pex pool sync`)."""
+    worker = settings.worker
+    if worker.simulated:
+        raise SettingsError("set PEX_XEN_URL (and PEX_XEN_USERNAME, PEX_XEN_PASSWORD) to name the Xen pool")
+    dispatcher = XenDispatcher(
+        worker.xen_url or "", worker.xen_username, worker.xen_password, timeout=worker.xen_timeout,
+        task_timeout=worker.xen_task_timeout, ignore_ssl=worker.xen_ignore_ssl,
+    )
+    return XenEnactment(dispatcher)
 
 
 # --- the HTTP side ---------------------------------------------------------------------
@@ -232,12 +247,15 @@ def build_worker_process(
         members=worker_settings.xen_members,
     )
     app = build_application(settings, clock)
+    app.pool_configured = not worker_settings.simulated
+    app.prepare_lead = worker_settings.prepare_lead
     # The user's requests this process serves are carried out at once, not at the next tick.
     app.dispatch_now = dispatch = Dispatch(app, XenEnactment(dispatcher), worker_settings.worker_id, worker_settings.lease)
     # Their tables follow PEX_CREATE_TABLES, as the event store's do in this process: the
     # embedded worker is given n, after `pex serve` made them.
     read_models = ReadModels(app, create_tables=settings.create_tables)
-    return WorkerProcess(app, dispatcher, worker_settings, dispatch, simulator, read_models)
+    return WorkerProcess(app, dispatcher, worker_settings, dispatch, simulator, read_models,
+                         pool_configured=not worker_settings.simulated)
 
 
 def start_embedded(settings: Settings, worker_settings: WorkerSettings | None = None) -> EmbeddedWorker:

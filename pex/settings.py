@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from pex.domain.errors import CatalogueError
+from pex.domain.pool import PoolReserve
+from pex.domain.pricing import DEFAULT_CURRENCY
+
 DEFAULT_DATABASE_URL = "sqlite:///var/pex.sqlite3"
-# The currency of the demo prices (the 2009 EC2 rates), as pex.domain.pricing.DEFAULT_CURRENCY:
-# the settings stand on nothing of PEX, so the code is written here too (tests/test_settings.py).
-DEFAULT_CURRENCY = "USD"
 
 
 class SettingsError(ValueError):
@@ -293,6 +294,9 @@ class WorkerSettings:
     embedded: str = "auto"  # run a worker inside `pex serve`: auto (when no PEX_XEN_URL), y, n
     simulated_guest_ip_delay: float = 2.0  # the in-process simulator's boot-to-IP delay
     log_level: str = "INFO"  # of `pex worker` and `pex xen-sim`, which log JSON lines as the servers do
+    prepare_lead: timedelta = timedelta(minutes=10)  # VMs are made this long before their start
+    # What each host of the pool keeps back from guests (PEX_POOL_RESERVE, pex.domain.pool).
+    pool_reserve: PoolReserve = field(default_factory=PoolReserve)
 
     @property
     def simulated(self) -> bool:
@@ -342,4 +346,13 @@ class WorkerSettings:
             embedded=embedded,
             simulated_guest_ip_delay=number("PEX_SIM_GUEST_IP_DELAY_SECONDS", 2.0),
             log_level=(env.get("PEX_LOG_LEVEL") or "INFO").upper(),
+            pool_reserve=pool_reserve(env.get("PEX_POOL_RESERVE") or ""),
+            prepare_lead=timedelta(seconds=number("PEX_PREPARE_LEAD_SECONDS", 600)),
         )
+
+
+def pool_reserve(text: str) -> PoolReserve:
+    try:
+        return PoolReserve.parse(text)
+    except CatalogueError as error:
+        raise SettingsError(f"PEX_POOL_RESERVE: {error}") from None

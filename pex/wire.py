@@ -291,6 +291,9 @@ def instance_json(i) -> dict[str, Any]:
         "endTime": rfc1123(i.end),
         "status": i.status,
         "ipAddress": i.ip_address,
+        # Why a FAILED instance's VM never ran, and when it was marked so (null otherwise).
+        "error": getattr(i, "error", None),
+        "failedAt": rfc3339(i.failed_at) if getattr(i, "failed_at", None) else None,
         "version": i.version,
     }
 

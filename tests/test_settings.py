@@ -7,7 +7,6 @@ import pytest
 from argon2 import profiles
 
 from pex.bootstrap import build_application
-from pex.domain.pricing import DEFAULT_CURRENCY
 from pex.settings import PasswordSettings, PortalSettings, Settings, SettingsError
 
 
@@ -47,7 +46,3 @@ def test_the_application_reads_only_the_settings_it_is_given(monkeypatch):
         assert application.password_hasher.memory_cost == profiles.RFC_9106_LOW_MEMORY.memory_cost  # not the cheapest
     finally:
         application.close()
-
-
-def test_the_default_currency_is_the_domains():
-    assert Settings.from_env({}).currency == DEFAULT_CURRENCY

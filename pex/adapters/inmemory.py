@@ -17,7 +17,8 @@ import uuid
 from dataclasses import dataclass, field, replace
 from uuid import UUID
 
-from pex.application.ports import DispatchJob, Enacted, EnactmentError
+from pex.application.ports import DispatchJob, Enacted, EnactmentError, PoolHost, PoolInventory, PoolTemplate
+from pex.domain.values import Resources
 
 REMOVALS = ("end", "delete", "cleanup")
 
@@ -41,6 +42,9 @@ class InMemoryEnactment:
     """VMs by instance id; `actions` lists every action carried out (or attempted), in order."""
 
     guest_ips: bool = True  # whether a started guest reports its IP at once
+    # The pool's hosts (name -> what each gives guests) and templates, as `inventory()` reports them.
+    hosts: dict[str, Resources] = field(default_factory=dict)
+    templates: tuple[PoolTemplate, ...] = ()
     vms: dict[UUID, VmRecord] = field(default_factory=dict)
     actions: list[tuple[str, UUID]] = field(default_factory=list)
     _failures: dict[str, list[Exception]] = field(default_factory=dict)
@@ -64,6 +68,11 @@ class InMemoryEnactment:
         with self._lock:
             self._down.discard(node)
 
+    def remove_host(self, node: str) -> None:
+        """The host leaves the pool."""
+        with self._lock:
+            self.hosts.pop(node, None)
+
     # --- the port ------------------------------------------------------------------------
 
     def carry_out(self, job: DispatchJob) -> Enacted:
@@ -75,6 +84,10 @@ class InMemoryEnactment:
             vm = self.vms.get(job.instance_id)
             if job.action == "start":
                 return self._start(job, vm)
+            if job.action == "prepare":
+                vm = vm or VmRecord(str(uuid.uuid4()), job.name, job.instance_id, job.node, "Halted")
+                self.vms[job.instance_id] = vm
+                return Enacted(vm_uuid=vm.uuid, node=job.node)
             if vm is None and job.action == "reboot":
                 raise InMemoryEnactmentError(f"no VM for instance {job.instance_id}")
             if vm is not None and job.action == "stop":
@@ -87,9 +100,17 @@ class InMemoryEnactment:
                 raise InMemoryEnactmentError(f"unknown action {job.action!r}")
             return Enacted()
 
+    def inventory(self) -> PoolInventory:
+        with self._lock:
+            hosts = tuple(PoolHost(name, f"host-{name}", capacity, name not in self._down)
+                          for name, capacity in sorted(self.hosts.items()))
+            return PoolInventory(hosts, self.templates)
+
     def _start(self, job: DispatchJob, vm: VmRecord | None) -> Enacted:
         if job.node in self._down:
             raise InMemoryEnactmentError(f"host {job.node} is down")
+        if self.hosts and job.node not in self.hosts:  # Xen's PEX_HOST_NOT_FOUND
+            raise InMemoryEnactmentError(f"the pool has no host {job.node}")
         if vm is None:  # the first start; a later one (after a reset too) finds the VM it made
             vm = VmRecord(str(uuid.uuid4()), job.name, job.instance_id, job.node, "Halted")
         elif vm.power_state != "Running":

@@ -351,6 +351,8 @@ class Core(Application):
             version=i.version,
             index=i.index,
             note=getattr(i, "ended_reason", None),
+            error=i.last_error if i.failed_at is not None else None,
+            failed_at=i.failed_at,
         )
 
     def _node(self, name: str) -> Node:

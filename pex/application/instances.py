@@ -41,6 +41,7 @@ from pex.domain.instance import (
     InstanceBusy,
     Status,
     reservation_over,
+    reservation_prepares,
     reservation_runs,
 )
 from pex.domain.lifecycle import Phase, phase_of
@@ -64,6 +65,9 @@ class Instances(Core):
     # Set by a worker process (pex.bootstrap): carries out what a user's request made due at
     # once, through the worker's dispatch (claim → enactment → record), instead of at the next tick.
     dispatch_now: Callable[[UUID], str | None] | None = None
+    # How long before its start an instance's VM is made (cloned, sized, provisioned, halted),
+    # so that the start only boots it; 0 makes it at the start. Set from PEX_PREPARE_LEAD_SECONDS.
+    prepare_lead: timedelta = timedelta(minutes=10)
 
     # --- the user's commands -------------------------------------------------------------
 
@@ -194,7 +198,8 @@ class Instances(Core):
         state = State(reservation.state)
         auto_start = bool(reservation.offer and reservation.offer.terms.auto_start)
         runs = reservation_runs(state, auto_start, instance.start, instance.end, at)
-        action = instance.due_action(at, runs=runs, over=reservation_over(state, instance.end, at))
+        prepares = reservation_prepares(state, auto_start, instance.start, at, self.prepare_lead)
+        action = instance.due_action(at, runs=runs, over=reservation_over(state, instance.end, at), prepares=prepares)
         reason = REMOVAL_REASONS.get(action or "", "")
         if action == "end" and state == State.CANCELLED:
             reason = "the reservation was deleted"
@@ -202,7 +207,12 @@ class Instances(Core):
 
     @staticmethod
     def _record_outcome(instance: Instance, job: DispatchJob, enacted: Enacted, worker: str, at: datetime) -> None:
-        if job.action == "start":
+        if job.action == "prepare":
+            if enacted.vm_uuid is None:
+                instance.fail_dispatch(worker, "prepare", "the enactment reported no VM", at)
+                return
+            instance.record_prepared(worker, enacted.node or job.node, enacted.vm_uuid, at)
+        elif job.action == "start":
             if enacted.vm_uuid is None:
                 instance.fail_dispatch(worker, "start", "the enactment reported no VM", at)
                 return
@@ -223,6 +233,10 @@ class Instances(Core):
 
     def report_ip_address(self, instance_id: UUID, ip_address: str) -> None:
         self._change_instance(instance_id, lambda i, at: i.report_ip(ip_address, at), missing_ok=True)
+
+    def report_vm_relocated(self, instance_id: UUID, node: str) -> None:
+        """Xen runs the instance's VM on `node`, where PEX did not put it."""
+        self._change_instance(instance_id, lambda i, at: i.relocate(node, at), missing_ok=True)
 
     def report_vm_vanished(self, instance_id: UUID) -> None:
         self._change_instance(instance_id, lambda i, at: i.vanish(at), missing_ok=True)

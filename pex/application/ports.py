@@ -50,6 +50,32 @@ class Enacted:
     ip_address: str | None = None
 
 
+@dataclass(frozen=True)
+class PoolHost:
+    """One host of the pool, as the hypervisor reports it: `guest_capacity` is what it can give
+    guests (before the operator's reserve); `available` says it is live and enabled."""
+
+    name: str
+    uuid: str
+    guest_capacity: Resources
+    available: bool
+
+
+@dataclass(frozen=True)
+class PoolTemplate:
+    uuid: str
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PoolInventory:
+    """Everything a pool has that PEX can book: its hosts and its templates."""
+
+    hosts: tuple[PoolHost, ...]
+    templates: tuple[PoolTemplate, ...]
+
+
 class Enactment(Protocol):
     """Carries out dispatch actions on a hypervisor (pex.adapters.xen.enactment.XenEnactment;
     pex.adapters.inmemory.InMemoryEnactment in tests).
@@ -57,3 +83,7 @@ class Enactment(Protocol):
     Every action must be safe to repeat: a worker that died may have done it already."""
 
     def carry_out(self, job: DispatchJob) -> Enacted: ...
+
+    def inventory(self) -> PoolInventory:
+        """The pool's hosts and templates now (pex.application.pool's sync_pool reads it)."""
+        ...

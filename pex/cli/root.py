@@ -7,7 +7,17 @@ from decimal import Decimal, InvalidOperation
 
 import click
 
-from pex.cli.common import DurationParam, TimeParam, build, parse_id, price_text, print_json, print_outcome, print_table
+from pex.cli.common import (
+    DurationParam,
+    TimeParam,
+    build,
+    parse_id,
+    price_text,
+    print_json,
+    print_outcome,
+    print_table,
+    read_settings,
+)
 from pex.domain.errors import DomainError
 from pex.domain.lifecycle import PHASE_WORDS
 from pex.domain.values import Reply, Resources, Size, Terms, time_text
@@ -32,6 +42,8 @@ def init() -> None:
     app = build(create_tables=True)
     try:
         progress = prepare_read_models(app)
+        if app.pool_configured:
+            echo_sync(sync_pool(app))
         click.echo(
             f"store ready; {len(app.nodes())} nodes, sizes {', '.join(sorted(app.catalogue().sizes))}; "
             f"read models and ledger at #{progress.position}"
@@ -204,13 +216,20 @@ def resources_text(r: Resources) -> str:
     return f"{r.cpus} CPU{'s' * (r.cpus != 1)} · {r.memory_mb} MB · {r.disk_gb} GB"
 
 
-@main.command()
+@main.command("nodes")
 @click.option("--json", "as_json", is_flag=True, help="Print them as the API's GET /OpenPEX/nodes/{name} does.")
-def nodes(as_json) -> None:
+def nodes_command(as_json) -> None:
     """List the pool's nodes, then what is booked or held on them from now on."""
+    app = build()
+    try:
+        print_nodes(app, as_json)
+    finally:
+        app.close()
+
+
+def print_nodes(app, as_json: bool = False) -> None:
     from pex.http.pool import allocation_json, node_json
 
-    app = build()
     pool = [(node, app.node_allocations(node.name)) for node in app.nodes()]
     if as_json:
         print_json({"nodes": [{**node_json(n), "allocations": [allocation_json(a) for a in allocs]} for n, allocs in pool]})
@@ -229,6 +248,56 @@ def nodes(as_json) -> None:
         print_table(["NODE", "RESERVATION", "INSTANCES", "FROM", "TO", "KIND"], taken)
     else:
         click.echo("Nothing is booked or held: every node is free.")
+
+
+def sync_pool(app):
+    """Sync the nodes with the pool at PEX_XEN_URL; a click error if it cannot be read."""
+    from pex.adapters.xen.errors import XenAdapterError
+    from pex.bootstrap import build_pool_enactment
+    from pex.settings import SettingsError
+
+    settings = read_settings()
+    try:
+        enactment = build_pool_enactment(settings)
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        return app.sync_pool(enactment.inventory(), settings.worker.pool_reserve)
+    except XenAdapterError as error:
+        raise click.ClickException(f"cannot read the Xen pool at {settings.worker.xen_url}: {error}") from None
+    finally:
+        enactment.dispatcher.close()
+
+
+def echo_sync(result) -> None:
+    for what in ("registered", "resized", "lost", "returned"):
+        names = getattr(result, what)
+        if names:
+            click.echo(f"nodes {what}: {', '.join(names)}")
+    if result.refused:
+        click.echo(f"not resized (more is booked than the host offers now): {', '.join(result.refused)}", err=True)
+
+
+@main.group("pool")
+def pool() -> None:
+    """The Xen pool at PEX_XEN_URL: its hosts are the nodes, its templates the ones to offer."""
+
+
+@pool.command("sync")
+def pool_sync() -> None:
+    """Make every host of the pool a node (named by its name_label, with what it can give guests
+    less PEX_POOL_RESERVE); mark the nodes of hosts that left or are disabled lost."""
+    app = build()
+    try:
+        echo_sync(sync_pool(app))
+        print_nodes(app)
+        templates = app.pool_templates() or {}
+        click.echo("templates in the pool (offer one with `pex admin template NAME`):")
+        offered = app.catalogue().templates
+        for uuid, name in sorted(templates.items(), key=lambda t: t[1]):
+            click.echo(f"    {name} ({uuid}){'  offered' if name in offered else ''}")
+    finally:
+        app.close()
 
 
 @main.group()
@@ -256,12 +325,17 @@ def admin_size(name, cpus, memory_mb, disk_gb, hourly_price) -> None:
 @click.argument("name")
 @click.option("--description", default="")
 def admin_template(name, description) -> None:
-    """Register a template by name."""
+    """Offer a template by name; with PEX_XEN_URL, one of the pool's, by name or uuid."""
+    app = build()
     try:
-        build().register_template(name, description)
+        if app.pool_configured:
+            sync_pool(app)  # checked against the pool as it is now
+        offered = app.register_template(name, description)
     except DomainError as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"template {name!r} registered")
+    finally:
+        app.close()
+    click.echo(f"template {offered!r} registered")
 
 
 @admin.command("node")

@@ -66,11 +66,13 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
 @click.command("xen-sim")
 @click.option("--bind", default="127.0.0.1:8090", show_default=True, help="HOST:PORT to serve XAPI on.")
 @click.option("--hosts", type=click.IntRange(1), default=5, show_default=True, help="Hosts of the paper's testbed.")
+@click.option("--host-names", default=None, metavar="PATTERN",
+              help="Name the hosts by PATTERN, numbered from 0 (e.g. sim-host-{}), not node1…node5.")
 @click.option("--guest-ip-delay", type=float, default=2.0, show_default=True, help="Seconds from boot to the guest's IP.")
 @click.option("--members", is_flag=True, help="Every host listens on its own 127.0.0.N (same port), as master or member.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this PEM certificate.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="The certificate's PEM private key.")
-def xen_sim(bind: str, hosts: int, guest_ip_delay: float, members: bool, tls_cert: str | None,
+def xen_sim(bind: str, hosts: int, host_names: str | None, guest_ip_delay: float, members: bool, tls_cert: str | None,
             tls_key: str | None) -> None:
     """Serve a simulated XAPI pool (user root, password xenroot) until SIGTERM or Ctrl-C.
 
@@ -95,4 +97,4 @@ def xen_sim(bind: str, hosts: int, guest_ip_delay: float, members: bool, tls_cer
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, lambda signum, frame: stop.set())
     serve(bind, hosts, announce=lambda line: click.echo(line, err=True), stop=stop, guest_ip_delay=guest_ip_delay,
-          tls=tls, members=members)
+          tls=tls, members=members, host_names=host_names)

@@ -97,6 +97,22 @@ class Catalogue(CopiedByContainers, Aggregate):
             else:
                 c.user_quotas[self.user_id] = self.quotas
 
+    class PoolSynced(Event):
+        """PEX read its Xen pool: the hosts it has (every one a node) and its templates
+        (uuid -> name), the ones an operator may offer. From the first, nodes and templates
+        come from the pool only."""
+
+        hosts: list[str]
+        templates: dict[str, str]
+
+        def apply(self, c: Catalogue) -> None:
+            c.pool_hosts = tuple(self.hosts)
+            c.pool_templates = dict(self.templates)
+
+    # None: no pool was ever synced (a class default, so older snapshots read as None too).
+    pool_hosts: tuple[str, ...] | None = None
+    pool_templates: dict[str, str] | None = None
+
     def __init__(self, at: datetime):
         self.sizes: dict[str, Size] = {}
         self.templates: dict[str, str] = {}
@@ -131,6 +147,30 @@ class Catalogue(CopiedByContainers, Aggregate):
             raise CatalogueError("a template needs a name")
         if self.templates.get(name) != description:
             self.trigger_event(self.TemplateRegistered, name=name, description=description, at=at)
+
+    def record_pool(self, hosts: list[str], templates: dict[str, str], at: datetime) -> None:
+        if (tuple(sorted(hosts)), templates) != (self.pool_hosts, self.pool_templates):
+            self.trigger_event(self.PoolSynced, hosts=sorted(hosts), templates=dict(templates), at=at)
+
+    def pool_template(self, name_or_uuid: str) -> str:
+        """The name of the pool's template with this name or uuid (refused if it has none)."""
+        templates = self.pool_templates or {}
+        if name_or_uuid in templates:
+            return templates[name_or_uuid]
+        if name_or_uuid in templates.values():
+            return name_or_uuid
+        offered = ", ".join(sorted(templates.values())) or "none"
+        raise CatalogueError(f"the Xen pool has no template {name_or_uuid!r} (its templates: {offered})")
+
+    def check_node_registrable(self, name: str) -> None:
+        """With a pool synced, nodes are its hosts, made by the sync: none is registered by hand."""
+        if self.pool_hosts is None:
+            return
+        if name in self.pool_hosts:
+            raise CatalogueError(f"node {name!r} is a host of the Xen pool: `pex pool sync` keeps it")
+        raise CatalogueError(
+            f"the Xen pool has no host {name!r} (its hosts: {', '.join(self.pool_hosts) or 'none'}); "
+            "nodes come from the pool (`pex pool sync`)")
 
     def withdraw_template(self, name: str, at: datetime) -> None:
         if name not in self.templates:

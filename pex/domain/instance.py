@@ -20,7 +20,8 @@ Two ideas carry the design:
   work is claimed again (the dispatcher's operations are safe to repeat).
 
 Statuses are those of the paper's instances screen (HALTED, RUNNING, PAUSED, SUSPENDED) and
-PEX's own: SCHEDULED (no VM yet), LOST (its node stopped answering), STRANDED (the node was
+PEX's own: SCHEDULED (no VM yet), FAILED (no VM yet, and its start keeps failing: the error
+and the time are kept, to the end), LOST (its node stopped answering), STRANDED (the node was
 lost and no other node had room), and the ends ENDED, DELETED, CANCELLED. LEGAL_MOVES says
 which move each status allows. Every time is an event attribute `at`; nothing here reads a
 clock.
@@ -46,6 +47,7 @@ class Status(StrEnum):
     PAUSED = "PAUSED"
     SUSPENDED = "SUSPENDED"
     LOST = "LOST"
+    FAILED = "FAILED"
     STRANDED = "STRANDED"
     ENDED = "ENDED"
     DELETED = "DELETED"
@@ -57,10 +59,11 @@ TERMINAL = frozenset({Status.ENDED, Status.DELETED, Status.CANCELLED})
 # Xen's power states (XenAPI vm_power_state) as statuses.
 POWER_STATUS = {"Halted": Status.HALTED, "Running": Status.RUNNING, "Paused": Status.PAUSED, "Suspended": Status.SUSPENDED}
 
-# Dispatch actions a worker claims: make the VM run on its node, shut it down, reboot it,
+# Dispatch actions a worker claims: make the VM ahead of its start (cloned, sized, provisioned,
+# halted on its node: `prepare`, PEX_PREPARE_LEAD_SECONDS before the start), make the VM run on its node, shut it down, reboot it,
 # destroy it because the user deleted it, because the reservation is over, or because an
 # instance that ended while a start was in flight may have left a VM behind.
-ACTIONS = ("start", "stop", "reboot", "delete", "end", "cleanup")
+ACTIONS = ("prepare", "start", "stop", "reboot", "delete", "end", "cleanup")
 
 # Causes of a PowerStateObserved: the guest halted without anyone asking (it crashed or was
 # shut down from inside; XAPI's power state does not tell which), the instance's host was
@@ -68,18 +71,22 @@ ACTIONS = ("start", "stop", "reboot", "delete", "end", "cleanup")
 CAUSE_GUEST, CAUSE_HOST_LOST, CAUSE_OUTSIDE = "guest", "host_lost", "outside"
 
 _LIVE_VM = {"request_stop", "request_reboot", "request_delete", "request_start", "claim", "fail", "start", "stop",
-            "reboot", "destroy", "end", "observe", "report_ip", "unresponsive", "vanish", "lose", "move", "strand"}
+            "reboot", "destroy", "end", "observe", "report_ip", "unresponsive", "vanish", "lose", "move", "strand",
+            "relocate"}
 # Which move each status allows. User requests that a status does not allow are refused
 # (IllegalInstanceAction); reports from monitors that no longer apply are ignored.
 LEGAL_MOVES: dict[Status, frozenset[str]] = {
     # A SCHEDULED instance's VM, if any, is one an interrupted start left: the start finishes it,
     # so the monitors' reports about it are ignored.
-    Status.SCHEDULED: frozenset({"request_start", "request_delete", "cancel", "claim", "fail", "start", "end", "move",
-                                 "strand", "destroy"}),
+    Status.SCHEDULED: frozenset({"request_start", "request_delete", "cancel", "claim", "fail", "prepare", "start", "end",
+                                 "move", "strand", "destroy"}),
     Status.RUNNING: frozenset(_LIVE_VM),
     Status.PAUSED: frozenset(_LIVE_VM - {"request_reboot", "report_ip", "unresponsive"}),
     Status.SUSPENDED: frozenset(_LIVE_VM - {"request_reboot", "report_ip", "unresponsive", "lose"}),
     Status.HALTED: frozenset(_LIVE_VM - {"request_reboot", "stop", "reboot", "report_ip", "unresponsive", "lose"}),
+    # A start that kept failing: still tried (with backoff) until the end, as a SCHEDULED one is.
+    Status.FAILED: frozenset({"request_start", "request_delete", "cancel", "claim", "fail", "start", "end", "move",
+                              "strand", "destroy"}),
     Status.LOST: frozenset({"request_delete", "request_stop", "request_start", "claim", "fail", "end", "destroy",
                             "observe", "vanish", "move", "strand"}),
     # What Xen says of a stranded instance's VM (on a lost host) changes nothing: it has no booking.
@@ -92,6 +99,8 @@ LEGAL_MOVES: dict[Status, frozenset[str]] = {
 }
 
 RETRY_BASE = timedelta(seconds=5)
+# A start that failed this many times in a row marks a VM that never ran FAILED (with the error).
+FAILED_AFTER = 3
 RETRY_MAX = timedelta(minutes=5)
 
 
@@ -134,6 +143,9 @@ class Instance(Aggregate):
         end: datetime
         at: datetime
 
+    # Read by instances recorded before FAILED existed (their snapshots lack it).
+    failed_at: datetime | None = None
+
     class Cancelled(Event):
         """The reservation was deleted before the instance ran."""
 
@@ -165,6 +177,17 @@ class Instance(Aggregate):
         def apply(self, i: Instance) -> None:
             i.claim, i.failures, i.last_error, i.retry_at = None, i.failures + 1, self.error, self.retry_at
 
+    class Failed(Event):
+        """The instance's VM never ran and its start keeps failing (FAILED_AFTER times in a
+        row): the instance is FAILED, with the last error as `reason`. Starts are still tried,
+        with backoff, until its end (the host may come back, or the booking move)."""
+
+        action: str
+        reason: str
+
+        def apply(self, i: Instance) -> None:
+            i.status, i.failed_at, i.last_error = Status.FAILED, self.at, self.reason
+
     class ClaimReleased(Event):
         """The claimed action's outcome no longer applies (the instance moved on meanwhile)."""
 
@@ -184,6 +207,17 @@ class Instance(Aggregate):
         def apply(self, i: Instance) -> None:
             i.vm_uuid, i.vm_may_exist = self.vm_uuid, True
 
+    class Prepared(Event):
+        """The VM was made ahead of its start (cloned, sized, disks provisioned) and left
+        halted, so the start only boots it. Clears the claim."""
+
+        node: str
+        vm_uuid: str
+
+        def apply(self, i: Instance) -> None:
+            i._settled()
+            i.vm_uuid, i.vm_may_exist = self.vm_uuid, True
+
     class Started(Event):
         """The VM runs on `node`."""
 
@@ -194,7 +228,7 @@ class Instance(Aggregate):
             i._settled()
             i.status, i.power_state, i.node, i.vm_uuid = Status.RUNNING, "Running", self.node, self.vm_uuid
             i.vm_may_exist, i.needs_reset, i.responsive = True, False, True
-            i.started_at = self.at
+            i.started_at, i.failed_at = self.at, None
 
     class Stopped(Event):
         """PEX shut the VM down, as the user asked."""
@@ -246,6 +280,15 @@ class Instance(Aggregate):
             elif self.cause == CAUSE_OUTSIDE:
                 i.wants_running = self.power_state == "Running"
             i.needs_reset = False
+
+    class Relocated(Event):
+        """Xen runs the VM on `node` now, and PEX did not move it there (a migration outside
+        PEX, or HA): the instance is where Xen says, booked there or not (the audit tells)."""
+
+        node: str
+
+        def apply(self, i: Instance) -> None:
+            i.node = self.node
 
     class IpAddressReported(Event):
         ip_address: str
@@ -369,6 +412,7 @@ class Instance(Aggregate):
         self.ended_reason: str | None = None
         # Dispatch bookkeeping.
         self.claim: Claim | None = None
+        self.failed_at: datetime | None = None
         self.failures = 0
         self.last_error: str | None = None
         self.retry_at: datetime | None = None
@@ -389,11 +433,12 @@ class Instance(Aggregate):
     def claim_live(self, at: datetime) -> bool:
         return self.claim is not None and self.claim.lease_until > at
 
-    def due_action(self, now: datetime, runs: bool, over: bool) -> str | None:
+    def due_action(self, now: datetime, runs: bool, over: bool, prepares: bool = False) -> str | None:
         """The dispatch action that would bring the VM to what it should be at `now`, or None.
 
         `runs`: the reservation lets its VMs run now (activated, or confirmed with auto-start,
-        and inside its interval). `over`: the reservation ended or was deleted.
+        and inside its interval). `over`: the reservation ended or was deleted. `prepares`:
+        its VMs will run at the start, which is near enough to make them now.
         """
         if self.claim_live(now) or (self.retry_at is not None and self.retry_at > now):
             return None
@@ -406,6 +451,8 @@ class Instance(Aggregate):
         if self.status in (Status.LOST, Status.STRANDED):
             return None  # the Scheduler's move, not a dispatch
         if not runs:
+            if prepares and self.status == Status.SCHEDULED and self.vm_uuid is None and self.wants_running:
+                return "prepare"
             return None
         if self.wants_running:
             if self.status != Status.RUNNING:
@@ -440,7 +487,12 @@ class Instance(Aggregate):
         if not self.holds_claim(worker, action):
             return
         delay = min(RETRY_BASE * 2 ** min(self.failures, 10), RETRY_MAX)
-        self.trigger_event(self.DispatchFailed, worker=worker, action=action, error=error[:500], retry_at=at + delay, at=at)
+        retry_at = at + delay
+        if action == "prepare":  # a failed preparation never delays the start itself
+            retry_at = min(retry_at, max(self.start, at))
+        self.trigger_event(self.DispatchFailed, worker=worker, action=action, error=error[:500], retry_at=retry_at, at=at)
+        if action == "start" and self.status == Status.SCHEDULED and self.failures >= FAILED_AFTER:
+            self.trigger_event(self.Failed, action=action, reason=error[:500], at=at)
 
     def release_claim(self, worker: str, action: str, reason: str, at: datetime) -> None:
         if self.holds_claim(worker, action):
@@ -457,6 +509,15 @@ class Instance(Aggregate):
         if self.vm_uuid != vm_uuid:
             self.trigger_event(self.Provisioned, node=node, vm_uuid=vm_uuid, at=at)
         self.trigger_event(self.Started, node=node, vm_uuid=vm_uuid, at=at)
+
+    def record_prepared(self, worker: str, node: str, vm_uuid: str, at: datetime) -> None:
+        """The claimed preparation made the VM, halted, on `node`."""
+        if not self.holds_claim(worker, "prepare"):
+            return
+        if self.can("prepare") and self.status == Status.SCHEDULED:
+            self.trigger_event(self.Prepared, node=node, vm_uuid=vm_uuid, at=at)
+        else:  # cancelled or moved on meanwhile: the VM is cleaned up like any other
+            self.release_claim(worker, "prepare", f"the instance is {self.status.value} now", at)
 
     def record_stopped(self, worker: str, at: datetime) -> None:
         if self.holds_claim(worker, "stop"):
@@ -505,6 +566,11 @@ class Instance(Aggregate):
     def report_ip(self, ip_address: str, at: datetime) -> None:
         if self.can("report_ip") and ip_address and ip_address != self.ip_address:
             self.trigger_event(self.IpAddressReported, ip_address=ip_address, at=at)
+
+    def relocate(self, node: str, at: datetime) -> None:
+        """Xen says the running VM is on `node`, not where PEX put it."""
+        if self.can("relocate") and self.status in (Status.RUNNING, Status.PAUSED) and node and node != self.node:
+            self.trigger_event(self.Relocated, node=node, at=at)
 
     def check_responsive(self, timeout: timedelta, at: datetime) -> None:
         """Record that a running VM's guest agent stayed silent for `timeout` since it started."""
@@ -579,7 +645,9 @@ class Instance(Aggregate):
         return at >= self.end or self.delete_requested
 
     def _settled(self) -> None:
-        self.claim, self.failures, self.last_error, self.retry_at = None, 0, None, None
+        self.claim, self.failures, self.retry_at = None, 0, None
+        if self.failed_at is None:  # a start that failed for good keeps its error to the end
+            self.last_error = None
 
     def _finish(self, reason: str) -> None:
         self.ended_reason = reason
@@ -592,6 +660,12 @@ def reservation_runs(state: State, auto_start: bool, start: datetime, end: datet
     auto-start) and inside its interval. A late activation still starts them at once."""
     live = state == State.ACTIVATED or (state == State.CONFIRMED and auto_start)
     return live and start <= now < end
+
+
+def reservation_prepares(state: State, auto_start: bool, start: datetime, now: datetime, lead: timedelta) -> bool:
+    """Whether the reservation's VMs will run at its start and that start is within `lead`."""
+    will_run = state == State.ACTIVATED or (state == State.CONFIRMED and auto_start)
+    return will_run and lead > timedelta(0) and start - lead <= now < start
 
 
 def reservation_over(state: State, end: datetime, now: datetime) -> bool:

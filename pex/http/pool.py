@@ -115,8 +115,9 @@ class Templates:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = req.get_media()
-        name, description = body["name"].strip(), body.get("description", "")
-        self.application.register_template(name, description)
+        description = body.get("description", "")
+        # With a Xen pool, `name` may be the pool template's uuid: it is offered by its name.
+        name = self.application.register_template(body["name"].strip(), description)
         resp.status = falcon.HTTP_201
         resp.location = f"/OpenPEX/templates/{name}"
         resp.media = {"name": name, "description": description}

@@ -14,7 +14,12 @@ bookings     Every confirmed reservation had, from its confirmation, bookings fo
 instances    Every instance was scheduled on a node booked for its reservation, over its
              interval; every instance that ran, ran inside that interval (up to `grace` late;
              the interval of a reservation released early ends at its release)
-             on a node booked for it, or an event of the instance gives a `reason`.
+             on a node booked for it, or an event of the instance gives a `reason`; and every
+             instance that should have run (its reservation activated, or confirmed to start
+             by itself) ran, unless it was cancelled, deleted or its reservation ended first,
+             or it was stranded (no node had room: explained), at most `grace` after it should;
+             judged from the first dispatch in the log on (a log no worker ever dispatched
+             from, a negotiation alone, says nothing about runs).
 protocol     Each reservation's events, replayed against the legal-move table LEGAL_MOVES,
              are legal moves, in order, with offers confirmed or accepted only while valid,
              ACCEPT offering the terms as proposed, and no proposal left unanswered.
@@ -239,6 +244,7 @@ class ReservationTrack:
     instance_ids: tuple[UUID, ...] = ()
     cancelled_at: datetime | None = None  # deleted, terminated or released: its bookings end then
     released_at: datetime | None = None
+    activated_at: datetime | None = None
     last: EventRef | None = None
 
 
@@ -253,6 +259,8 @@ class InstanceTrack:
     scheduled_node: str
     running_since: tuple[datetime, str, EventRef] | None = None  # (since, node, event)
     ran: bool = False
+    stranded: bool = False  # no node had room for it at some point
+    claimed: bool = False  # a worker claimed dispatch work on it
     reasons: list[EventRef] = field(default_factory=list)
 
 
@@ -294,6 +302,7 @@ class Auditor:
         self.reservations: dict[UUID, ReservationTrack] = {}
         self.instances: dict[UUID, InstanceTrack] = {}
         self.instance_moves: set[tuple[UUID, str, datetime]] = set()  # (reservation, node, at)
+        self.first_dispatch_at: datetime | None = None  # when a worker first claimed work
 
     # --- driving -------------------------------------------------------------------------
 
@@ -605,6 +614,8 @@ class Auditor:
         elif name == "Confirmed":
             track.valid_until, track.confirmed, track.confirmed_offer = None, ref, track.offer
             track.instance_ids = tuple(e.instance_ids)
+        elif name == "Activated":
+            track.activated_at = at
         track.state, track.last = STATE_AFTER.get(name, state), ref
 
     def _check_confirmed_bookings(self) -> None:
@@ -693,6 +704,10 @@ class Auditor:
             return
         status, node = status_of(aggregate), aggregate.node
         at = event_time(e)
+        if isinstance(e, Instance.DispatchClaimed):
+            instance.claimed = True
+            if self.first_dispatch_at is None:
+                self.first_dispatch_at = at
         if isinstance(getattr(e, "reason", None), str) and e.reason:
             instance.reasons.append(ref)
         # A Moved back onto the node it was stranded from (returned) changes no node, but books.
@@ -700,6 +715,7 @@ class Auditor:
         if moved or (status == "STRANDED" and before[0] != "STRANDED"):
             self.instance_moves.add((instance.reservation_id, before[1], at))
             self.instance_moves.add((instance.reservation_id, node, at))
+        instance.stranded = instance.stranded or status == "STRANDED"
         was_running, runs = before[0] == "RUNNING", status == "RUNNING"
         if was_running and (not runs or node != before[1]):
             self._end_run(instance, at, ref)
@@ -724,6 +740,37 @@ class Auditor:
                         instance.ref,
                     )
 
+    def _check_instances_that_never_ran(self, end_of_log: datetime | None) -> None:
+        """Every instance that should have run by `grace` before the end of the log ran."""
+        if end_of_log is None or self.first_dispatch_at is None:
+            return
+        for instance in self.instances.values():
+            track = self.reservations.get(instance.reservation_id)
+            if instance.ran or track is None or track.confirmed_offer is None:
+                continue
+            if track.confirmed_offer.terms.auto_start:
+                due = instance.start
+            elif track.activated_at is not None:
+                due = max(instance.start, track.activated_at)
+            else:
+                continue  # never activated: its VMs were not to run
+            if due + self.grace < self.first_dispatch_at and not instance.claimed:
+                continue  # overdue before any worker ran against this store
+            aggregate = instance.aggregate
+            ended_by = [track.cancelled_at] if track.cancelled_at is not None else []
+            if due + self.grace > min([end_of_log, instance.end, *ended_by]):
+                continue  # not yet overdue when the log, the interval or the reservation ended
+            if getattr(aggregate, "delete_requested", False) or status_of(aggregate) in ("CANCELLED", "DELETED"):
+                continue
+            message = f"instance {instance.name} should have run from {due.isoformat()} and never did"
+            error = getattr(aggregate, "last_error", None)
+            if error:
+                message += f" (last error: {error})"
+            if instance.stranded:
+                self.report.explained.append(f"{message} — it was stranded: no node had room")
+            else:
+                self.violate("instances", message, instance.ref)
+
     def _end_run(self, instance: InstanceTrack, until: datetime, ref: EventRef | None) -> None:
         assert instance.running_since is not None  # only a run that is going ends
         since, node, started = instance.running_since
@@ -738,11 +785,15 @@ class Auditor:
             b.booked_at <= since and (b.released_at is None or b.released_at > since)
             for b in self.bookings.get((node, instance.reservation_id), ())
         )
+        last = ref.notification_id if ref else 10**18
         if not booked:
             problems.append(f"ran on {node}, where its reservation had no booking then")
+            # The end that removes a misplaced VM (its reason: the reservation ended) does not
+            # explain where it ran; only a reason given while it ran there does.
+            last -= 1
         if not problems:
             return
-        reasons = [r for r in instance.reasons if started.notification_id <= r.notification_id <= (ref.notification_id if ref else 10**18)]
+        reasons = [r for r in instance.reasons if started.notification_id <= r.notification_id <= last]
         message = f"instance {instance.name} " + "; ".join(problems)
         if reasons:
             self.report.explained.append(f"{message} — explained by {reasons[0]}")
@@ -766,6 +817,7 @@ class Auditor:
         for instance in self.instances.values():
             if instance.running_since is not None and end_of_log is not None and end_of_log > self._end_of(instance) + self.grace:
                 self._end_run(instance, end_of_log, None)
+        self._check_instances_that_never_ran(end_of_log)
         for rid, track in self.reservations.items():
             report.reservation_states[track.state.value] += 1
             if track.state == State.SUBMITTED and not truncated:

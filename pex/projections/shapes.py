@@ -76,3 +76,6 @@ class InstanceView:
     version: int
     # Why it last ended, moved or failed, as the event said; the aggregate keeps only the end's.
     note: str | None = None
+    # Why its VM never ran, and since when, for an instance whose start kept failing (FAILED).
+    error: str | None = None
+    failed_at: datetime | None = None

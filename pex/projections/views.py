@@ -284,6 +284,8 @@ INSTANCES = Table(
         ("status", "text"),
         ("ip_address", "text"),
         ("note", "text"),  # the reason the last event that gave one gave (an end, a move)
+        ("error", "text"),  # why the VM never ran, for an instance whose start kept failing
+        ("failed_at", "time"),
         ("created_at", "time"),
         ("updated_at", "time"),
         ("version", "int"),
@@ -314,6 +316,8 @@ def instance_columns(instance: Any) -> Row:
         "end": instance.end,
         "status": getattr(status, "value", status),
         "ip_address": getattr(instance, "ip_address", None),
+        "error": instance.last_error if getattr(instance, "failed_at", None) is not None else None,
+        "failed_at": getattr(instance, "failed_at", None),
         "version": instance.version,
     }
 

@@ -27,13 +27,15 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
-from pex.domain.instance import Instance, Status, reservation_over, reservation_runs
+from pex.domain.instance import Instance, Status, reservation_over, reservation_prepares, reservation_runs
 from pex.domain.node import Node
 from pex.domain.reservation import Reservation
 from pex.domain.values import State
 from pex.projections.follower import Recorded, after
 
 CHECKPOINT = "pex.workers.dispatch"
+# How long past its end a reservation waits for its instances' removal before it expires anyway.
+EXPIRY_GRACE = timedelta(minutes=5)
 STATE_SCHEMA = 1  # of to_state/from_state; change it with the shape, and old checkpoints are ignored
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,8 @@ class DispatchIndex:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     resumed: bool = field(default=False, repr=False, compare=False)
     saved_position: int = field(default=0, repr=False, compare=False)
+    # The application's prepare_lead (PEX_PREPARE_LEAD_SECONDS): how early a VM is made.
+    prepare_lead: timedelta = field(default=timedelta(minutes=10), repr=False, compare=False)
     model: DispatchModel | None = field(default=None, repr=False, compare=False)
 
     # --- following the log -------------------------------------------------------------
@@ -226,7 +230,7 @@ class DispatchIndex:
         with self.lock:
             due = []
             for iid, instance in self.instances.items():
-                action = instance.due_action(now, *self._runs_over(instance, now))
+                action = instance.due_action(now, *self._runs_over(instance, now), prepares=self._prepares(instance, now))
                 if action is not None:
                     due.append((iid, action))
             return due
@@ -237,6 +241,12 @@ class DispatchIndex:
             return False, True
         runs = reservation_runs(facts.state, facts.auto_start, instance.start, instance.end, now)
         return runs, reservation_over(facts.state, instance.end, now)
+
+    def _prepares(self, instance: Instance, now: datetime) -> bool:
+        facts = self.reservations.get(instance.reservation_id)
+        if facts is None:
+            return False
+        return reservation_prepares(facts.state, facts.auto_start, instance.start, now, self.prepare_lead)
 
     def instances_on(self, node: str) -> list[UUID]:
         with self.lock:
@@ -259,7 +269,10 @@ class DispatchIndex:
             return [(iid, i) for iid, i in self.instances.items() if i.status == Status.RUNNING and i.ip_address is None]
 
     def to_expire(self, now: datetime) -> list[UUID]:
-        """Reservations past their end whose instances are all over and cleaned up."""
+        """Reservations past their end whose instances are all over and cleaned up, and,
+        whatever their instances did, those past it by EXPIRY_GRACE: an instance whose removal
+        keeps failing must not hold its reservation open forever (the removal goes on: an
+        expired reservation's instances are still due their end)."""
         with self.lock:
             return [
                 rid
@@ -267,7 +280,7 @@ class DispatchIndex:
                 if facts.state in (State.CONFIRMED, State.ACTIVATED)
                 and facts.end is not None
                 and facts.end <= now
-                and all(i in self.finished for i in facts.instance_ids)
+                and (facts.end + EXPIRY_GRACE <= now or all(i in self.finished for i in facts.instance_ids))
             ]
 
     def instance(self, instance_id: UUID) -> Instance | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from uuid import UUID
 from pex.adapters.xen.changes import (
     GuestIpReported,
     HostLivenessChanged,
+    HostRemoved,
     VmMigrated,
     VmPowerStateChanged,
     VmRemoved,
@@ -64,6 +66,13 @@ class HostSeen:
         return self.live and self.enabled
 
 
+def _changes_pool(change: XenChange) -> bool:
+    """Whether a change is one of the pool's hosts joining, leaving, or enabled or disabled."""
+    if isinstance(change, HostRemoved):
+        return True
+    return isinstance(change, HostLivenessChanged) and (change.previous_enabled is None or change.enabled != change.previous_enabled)
+
+
 class Monitors:
     def __init__(
         self,
@@ -75,10 +84,14 @@ class Monitors:
         resync_interval: float = 60.0,
         retry_delay: float = 1.0,
         dispatcher: Any = None,
+        sync_pool: Callable[[], None] | None = None,
     ):
         """`dispatcher`, if given, is asked for a VM's power state before PEX records one
-        it did not expect: a batch read just before a worker's start may be stale by then."""
+        it did not expect: a batch read just before a worker's start may be stale by then.
+        `sync_pool`, if given (a pool is configured), is called whenever a host joins, leaves,
+        or is enabled or disabled, so that the nodes follow the pool."""
         self.app = app
+        self.sync_pool = sync_pool
         self.watcher = watcher
         self.dispatcher = dispatcher
         self.index = index or DispatchIndex()
@@ -98,6 +111,8 @@ class Monitors:
         The whole batch updates the picture first, then hosts and VMs are compared: a host
         that comes back and the VMs that died with it arrive together, in either order."""
         changes = self.watcher.poll()
+        if self.sync_pool is not None and any(_changes_pool(c) for c in changes):
+            self.sync_pool()
         self.index.follow(self.app)
         hosts, vms = self._see(changes)
         for name in hosts:
@@ -157,7 +172,7 @@ class Monitors:
                 seen = self.vms.get(change.instance_id)
                 if seen is not None:
                     seen.host_name = change.host_name
-                log.warning("instance %s was migrated to %s outside PEX", change.instance_id, change.host_name)
+                    vms[change.instance_id] = None  # compared below: PEX records where it runs
             elif isinstance(change, GuestIpReported):
                 seen = self.vms.get(change.instance_id)
                 if seen is not None:
@@ -166,6 +181,8 @@ class Monitors:
             elif isinstance(change, VmRemoved):
                 self.vms.pop(change.instance_id, None)
                 vms[change.instance_id] = None
+            elif isinstance(change, HostRemoved):
+                self.hosts.pop(change.host_name, None)
             elif isinstance(change, WatcherResynced):
                 log.warning("event watcher resynced (%s); comparing everything again", change.reason)
                 self._last_resync = 0.0
@@ -224,6 +241,10 @@ class Monitors:
             return
         if replica.power_state != seen.power_state and self._confirmed(instance_id, seen) != replica.power_state:
             self.app.observe_power_state(iid, seen.power_state)
+        if seen.host_name and seen.host_name != replica.node and replica.status in (Status.RUNNING, Status.PAUSED) \
+                and seen.power_state in ("Running", "Paused"):
+            log.warning("instance %s runs on %s, not on %s where PEX put it", instance_id, seen.host_name, replica.node)
+            self.app.report_vm_relocated(iid, seen.host_name)
         if seen.ip and seen.ip != replica.ip_address and seen.power_state == "Running":
             self.app.report_ip_address(iid, seen.ip)
 

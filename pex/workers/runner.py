@@ -51,14 +51,19 @@ class WorkerProcess:
         dispatch: Dispatch,
         simulator: Any = None,
         read_models: ReadModels | None = None,
+        *,
+        pool_configured: bool = False,
     ):
+        """`pool_configured`: the dispatcher's pool is the truth about nodes (PEX_XEN_URL): it is
+        synced at start and whenever its hosts change (pex.application.pool's sync_pool)."""
         self.app = app
+        self.pool_configured = pool_configured
         self.dispatch = dispatch
         self.dispatcher = dispatcher
         self.settings = settings
         self.simulator = simulator
         self.read_models = read_models
-        self.index = DispatchIndex()
+        self.index = DispatchIndex(prepare_lead=settings.prepare_lead)
         # The one follower of the process feeds every read model it keeps; the read-model
         # thread's tick folds them all from one read of the log (catch_up_read_models).
         app.follower.register(self.index.read_model(app))
@@ -70,13 +75,23 @@ class WorkerProcess:
         self.watcher = dispatcher.watcher(timeout=settings.watch_timeout, retry_delay=1.0)
         self.monitors = Monitors(
             app, self.watcher, self.index, guest_timeout=settings.guest_timeout, resync_interval=settings.resync,
-            dispatcher=dispatcher,
+            dispatcher=dispatcher, sync_pool=self.sync_pool if pool_configured else None,
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._checkpointed = float("-inf")
 
+    def sync_pool(self) -> None:
+        """Make the pool's hosts the nodes (logged, not raised: the monitors' next change, or
+        the next start, tries again)."""
+        try:
+            self.app.sync_pool(self.dispatch.enactment.inventory(), self.settings.pool_reserve)
+        except Exception as error:
+            log.warning("could not sync the pool: %s", error, exc_info=log.isEnabledFor(logging.DEBUG))
+
     def start(self) -> WorkerProcess:
+        if self.pool_configured:
+            self.sync_pool()
         self._threads = [
             threading.Thread(target=self.timer.run, args=(self._stop, self.settings.tick), name="pex-timer", daemon=True),
             threading.Thread(target=self.monitors.run, args=(self._stop,), name="pex-monitors", daemon=True),

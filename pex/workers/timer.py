@@ -76,9 +76,11 @@ class TimerWorker:
         if due:
             # What frees a host goes first: after a backlog, the next reservation's VM must not
             # reach Xen before the previous one on the same host is gone (Xen would refuse it).
-            freeing = [iid for iid, action in due if action != "start"]
+            # Preparing VMs for later starts comes last: it must not hold up one that is due now.
+            freeing = [iid for iid, action in due if action not in ("start", "prepare")]
             starting = [iid for iid, action in due if action == "start"]
-            for batch in (freeing, starting):
+            preparing = [iid for iid, action in due if action == "prepare"]
+            for batch in (freeing, starting, preparing):
                 results = self._pool.map(self._dispatch, batch)
                 report.dispatched += [r for r in results if r is not None]
             self.index.follow(self.app)

@@ -9,6 +9,7 @@ from uuid import UUID
 
 import pytest
 
+from pex.domain.instance import FAILED_AFTER
 from tests.support import T0
 from tests.support.portal import ETCH, PASSWORD, local, make_portal
 
@@ -570,3 +571,21 @@ def test_a_counter_without_alternatives_does_not_offer_to_pick_one(portal):
     assert "pick one of the alternatives" in plain_reply(countered, Phase.OFFERED)[1]
     alone = replace(countered, alternatives=())
     assert plain_reply(alone, Phase.OFFERED)[1] == "Accept them, make your own counter-proposal, or walk away."
+
+
+@pytest.mark.xen
+def test_an_instance_whose_start_keeps_failing_shows_failed_with_the_error_and_since_when(portal_and_worker):
+    portal, worker = portal_and_worker
+    v = portal.user("alice")
+    rid = reservation_id(ask(v, fixed=1).headers["location"])
+    v.post(f"/reservations/{rid}/confirm")
+    v.follow(v.post(f"/reservations/{rid}/activate"))
+    instance = portal.application.get_reservation(rid).instance_ids[0]
+    worker.control.fail_next("VM.start_on", ["HOST_NOT_ENOUGH_FREE_MEMORY", "805306368", "0"], times=100)
+    worker.clock.set(portal.application.get_instance(instance).start)
+    for _ in range(FAILED_AFTER):
+        worker.tick()
+        worker.advance(timedelta(minutes=5))
+    row = instance_row(v.get("/instances").text, instance)
+    assert status(row) == "FAILED"
+    assert "HOST_NOT_ENOUGH_FREE_MEMORY" in row and "since" in row

@@ -31,7 +31,7 @@ STORED_TOPICS = """
 pex.domain.catalogue:Catalogue pex.domain.catalogue:Catalogue.Opened pex.domain.catalogue:Catalogue.SizeDefined
 pex.domain.catalogue:Catalogue.SizeWithdrawn pex.domain.catalogue:Catalogue.TemplateRegistered
 pex.domain.catalogue:Catalogue.TemplateWithdrawn pex.domain.catalogue:Catalogue.QuotasChanged
-pex.domain.catalogue:Catalogue.UserQuotasSet
+pex.domain.catalogue:Catalogue.UserQuotasSet pex.domain.catalogue:Catalogue.PoolSynced
 pex.domain.instance:Instance pex.domain.instance:Instance.Scheduled pex.domain.instance:Instance.Cancelled
 pex.domain.instance:Instance.ClaimReleased pex.domain.instance:Instance.DeleteRequested
 pex.domain.instance:Instance.Destroyed pex.domain.instance:Instance.DispatchClaimed
@@ -42,6 +42,7 @@ pex.domain.instance:Instance.RebootRequested pex.domain.instance:Instance.Reboot
 pex.domain.instance:Instance.StartRequested pex.domain.instance:Instance.Started
 pex.domain.instance:Instance.StopRequested pex.domain.instance:Instance.Stopped pex.domain.instance:Instance.Stranded
 pex.domain.instance:Instance.Unresponsive pex.domain.instance:Instance.Vanished
+pex.domain.instance:Instance.Failed pex.domain.instance:Instance.Relocated
 pex.domain.node:Node pex.domain.node:Node.Registered pex.domain.node:Node.Resized pex.domain.node:Node.CapacityHeld
 pex.domain.node:Node.HoldReleased pex.domain.node:Node.CapacityBooked pex.domain.node:Node.BookingReleased
 pex.domain.node:Node.Lost pex.domain.node:Node.Returned

@@ -18,7 +18,7 @@ from pex.http.app import create_app
 from pex.http.contract import ResponseContract, openapi
 from pex.http.observability import Metrics
 from pex.projections.readmodels import ReadModels
-from pex.settings import HttpSettings, PasswordSettings, Settings
+from pex.settings import HttpSettings, PasswordSettings, Settings, WorkerSettings
 from pex.wire import PEX_JSON, rfc1123
 from tests.support import T0
 
@@ -93,9 +93,11 @@ class Api:
         return self.put(f"/OpenPEX/reservations/{reservation_id}", user=user, json=body, **kw)
 
 
-def make_api(http: HttpSettings | None = None, database_url: str = "memory:") -> Api:
+def make_api(http: HttpSettings | None = None, database_url: str = "memory:",
+             worker: WorkerSettings | None = None) -> Api:
+    """`worker` with a xen_url points PEX at that pool (no demo pool; nodes by sync_pool)."""
     clock = ManualClock(T0)
-    application = build_application(cheap_settings(database_url), clock=clock)
+    application = build_application(cheap_settings(database_url, worker=worker or WorkerSettings()), clock=clock)
     read_models = ReadModels(application)
     contract, metrics = ResponseContract(openapi()), Metrics()
     http = http or HttpSettings(log_requests=True, login_failures_allowed=3, login_lockout_seconds=30)

@@ -19,8 +19,9 @@ from pex.adapters.xen.dispatcher import XenDispatcher
 from pex.adapters.xen.enactment import XenEnactment
 from pex.bootstrap import build_application
 from pex.clock import ManualClock
+from pex.domain.pool import PoolReserve
 from pex.domain.values import Reply, Terms
-from pex.settings import Settings
+from pex.settings import Settings, WorkerSettings
 from pex.workers.dispatch import Dispatch
 from pex.workers.index import DispatchIndex
 from pex.workers.monitors import Monitors
@@ -118,15 +119,29 @@ class World:
 
 
 def build_world(simulator, database_url: str = "memory:", worker_id: str = "w1", clock: ManualClock | None = None,
-                node_grace: timedelta = timedelta(0)) -> World:
+                node_grace: timedelta = timedelta(0), pool: bool = False,
+                reserve: PoolReserve | None = None) -> World:
+    """With `pool`, PEX is pointed at the simulator as at PEX_XEN_URL: no demo pool, the pool's
+    hosts synced as nodes (less `reserve`), the paper's template offered, and the monitors
+    syncing again whenever a host joins, leaves or is enabled or disabled."""
     clock = clock or ManualClock(T0)
-    app = build_application(Settings(database_url=database_url), clock=clock)
+    worker = WorkerSettings(xen_url=simulator.url) if pool else WorkerSettings()
+    app = build_application(Settings(database_url=database_url, worker=worker), clock=clock)
     dispatcher = make_dispatcher(simulator.url)
-    app.dispatch_now = dispatch = Dispatch(app, XenEnactment(dispatcher), worker_id, timedelta(minutes=2))
+    enactment = XenEnactment(dispatcher)
+    app.dispatch_now = dispatch = Dispatch(app, enactment, worker_id, timedelta(minutes=2))
+    sync = None
+    if pool:
+        def sync() -> None:
+            app.sync_pool(enactment.inventory(), reserve)
+
+        sync()
+        app.register_template(TEMPLATE)
     index = DispatchIndex()
     timer = TimerWorker(app, index, dispatch=dispatch, node_grace=node_grace, threads=4)
     watcher = dispatcher.watcher(timeout=0.05, retry_delay=0.01)
-    monitors = Monitors(app, watcher, index, guest_timeout=timedelta(minutes=5), resync_interval=0.0, dispatcher=dispatcher)
+    monitors = Monitors(app, watcher, index, guest_timeout=timedelta(minutes=5), resync_interval=0.0, dispatcher=dispatcher,
+                        sync_pool=sync)
     world = World(app, clock, timer, dispatch, dispatch.enactment, simulator, dispatcher, monitors)
     world.closers += [timer.close, watcher.close, dispatcher.close, app.close]
     return world

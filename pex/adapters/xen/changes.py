@@ -74,6 +74,14 @@ class HostLivenessChanged:
 
 
 @dataclass(frozen=True)
+class HostRemoved:
+    """The host left the pool (ejected, or forgotten after it died)."""
+
+    host_uuid: str
+    host_name: str
+
+
+@dataclass(frozen=True)
 class WatcherResynced:
     """The watcher lost its place (reconnect, rejected token) and re-read everything; the
     changes that follow are the differences it found. Events in between may be missed."""
@@ -81,4 +89,5 @@ class WatcherResynced:
     reason: str
 
 
-XenChange = VmPowerStateChanged | VmMigrated | GuestIpReported | VmRemoved | HostLivenessChanged | WatcherResynced
+XenChange = (VmPowerStateChanged | VmMigrated | GuestIpReported | VmRemoved | HostLivenessChanged | HostRemoved
+             | WatcherResynced)

@@ -45,6 +45,8 @@ from pex.adapters.xen.session import ThreadSessions, XenConnection
 from pex.adapters.xen.tasks import wait_for_task
 from pex.adapters.xen.transport import TlsPolicy
 from pex.adapters.xen.watcher import XenEventWatcher
+from pex.application.ports import PoolHost, PoolInventory, PoolTemplate
+from pex.domain.values import Resources
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +132,52 @@ class XenDispatcher:
                 if r["is_a_template"] and not r["is_a_snapshot"] and INSTANCE_KEY not in r["other_config"]
             ), key=lambda t: t.name)
 
+    def inventory(self) -> PoolInventory:
+        """The pool's hosts with what each can give guests, and its templates.
+
+        A host's guest memory is its total (host_metrics.memory_total) less what Xen keeps
+        (host.memory_overhead) and what its control domain has (dom0's memory_target); its
+        CPUs are cpu_info's cpu_count; its disk is the pool's default SR, split evenly among
+        the hosts when the SR is shared (each would otherwise offer the whole of it)."""
+        with translated_errors():
+            api = self._api()
+            metrics = api.host_metrics.get_all_records()
+            records = api.host.get_all_records()
+            disk_gb = self._default_sr_gb(api, len(records))
+            hosts = []
+            for record in records.values():
+                host_metrics = metrics.get(record["metrics"], {})
+                dom0 = self._control_domain_memory(api, record)
+                memory = int(host_metrics.get("memory_total", 0)) - int(record["memory_overhead"]) - dom0
+                capacity = Resources(int(record["cpu_info"].get("cpu_count", 0)), max(0, memory // MiB), disk_gb)
+                available = bool(host_metrics.get("live", False)) and bool(record["enabled"])
+                hosts.append(PoolHost(record["name_label"], record["uuid"], capacity, available))
+            templates = tuple(PoolTemplate(t.uuid, t.name, t.description) for t in self.templates())
+            return PoolInventory(tuple(sorted(hosts, key=lambda h: h.name)), templates)
+
+    @staticmethod
+    def _control_domain_memory(api: Any, host: dict) -> int:
+        dom0 = host["control_domain"]
+        if dom0 == NULL_REF:
+            return 0
+        record = api.VM.get_record(dom0)
+        return int(record["memory_target"]) or int(record["memory_dynamic_max"])
+
+    @staticmethod
+    def _default_sr_gb(api: Any, hosts: int) -> int:
+        pool = next(iter(api.pool.get_all_records().values()), None)
+        if pool is None or pool["default_SR"] == NULL_REF:
+            return 0
+        sr = api.SR.get_record(pool["default_SR"])
+        size = int(sr["physical_size"]) // GiB
+        return size // max(1, hosts) if sr["shared"] else size
+
     # -- creating ----------------------------------------------------------------------------------
 
     def create_vm(self, instance_id: object, name: str, template: str, host: str, vcpus: int, memory_mb: int,
-                  disk_gb: int) -> XenVm:
+                  disk_gb: int, *, start: bool = True) -> XenVm:
         """Clone `template` into a VM for the instance, size it, provision its disk and start it on
-        `host`; returns it running. Repeating the call resumes where an earlier one stopped and
+        `host`; returns it running (or, without `start`, made and halted: a later call boots it). Repeating the call resumes where an earlier one stopped and
         never creates a second VM for the same instance; a VM that already runs (wherever it
         runs) is returned as it is. `template` and `host` are names or UUIDs."""
         instance_id = str(instance_id)
@@ -158,7 +200,8 @@ class XenDispatcher:
                 self._ensure_vif(api, vm)
                 self._await(api, api.Async.VM.provision(vm))
             self._tag_disks(api, vm, instance_id)
-            self._bring_up(api, vm, host_ref)
+            if start:
+                self._bring_up(api, vm, host_ref)
             return self._describe(api, instance_id, vm)
 
     def _configure(self, api: Any, vm: str, record: dict, vcpus: int, memory_mb: int, disk_gb: int) -> None:

@@ -19,7 +19,7 @@ from pex.adapters.xen.errors import (
     XenPowerStateError,
     XenTaskTimeout,
 )
-from pex.application.ports import DispatchJob, Enacted
+from pex.application.ports import DispatchJob, Enacted, PoolInventory
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ class XenEnactment:
         self.dispatcher = dispatcher
 
     def carry_out(self, job: DispatchJob) -> Enacted:
+        if job.action == "prepare":
+            return self.prepare(job)
         if job.action == "start":
             return self.start(job)
         if job.action == "stop":
@@ -43,6 +45,16 @@ class XenEnactment:
         else:
             raise ValueError(f"unknown dispatch action {job.action!r}")
         return Enacted()
+
+    def inventory(self) -> PoolInventory:
+        return self.dispatcher.inventory()
+
+    def prepare(self, job: DispatchJob) -> Enacted:
+        """Make the VM ahead of its start (clone, size, provision), halted: the start boots it."""
+        r = job.per_instance
+        vm = self.dispatcher.create_vm(job.instance_id, job.name, job.template, job.node, r.cpus, r.memory_mb,
+                                       r.disk_gb, start=False)
+        return Enacted(vm_uuid=vm.uuid, node=job.node)
 
     def start(self, job: DispatchJob) -> Enacted:
         """Make the VM run on the instance's node: create it the first time, start (or resume)

@@ -40,6 +40,7 @@ from typing import Any
 from pex.adapters.xen.changes import (
     GuestIpReported,
     HostLivenessChanged,
+    HostRemoved,
     VmMigrated,
     VmPowerStateChanged,
     VmRemoved,
@@ -190,6 +191,9 @@ class XenEventWatcher:
                 changes.append(HostLivenessChanged(uuid, host.name, host.live, host.enabled,
                                                    before.live if before else None,
                                                    before.enabled if before else None))
+        for uuid, host in sorted(self._hosts.items(), key=lambda h: h[1].name):
+            if uuid not in hosts:
+                changes.append(HostRemoved(uuid, host.name))
         known = self._vms or {}
         for uuid, vm in sorted(vms.items(), key=lambda v: v[1].instance_id):
             was = known.get(uuid)

@@ -16,6 +16,7 @@ from typing import Protocol
 from pex.adapters.xen.simulator.clock import ManualClock
 from pex.adapters.xen.simulator.lifecycle import PAUSED, RUNNING
 from pex.adapters.xen.simulator.pool import SimulatedPool
+from pex.adapters.xen.simulator.testbed import HostSpec
 
 
 class Listeners(Protocol):
@@ -27,6 +28,7 @@ ADMIN_ACTIONS = frozenset({
     "fail_host", "recover_host", "fail_next", "set_latency", "drop_connection", "http_error", "crash_vm",
     "shutdown_vm_from_inside", "silence_guest", "unsilence_guest", "redirect_next_login", "expire_sessions",
     "switch_master", "restart_xapi", "set_migration_time", "fail_next_migration", "clear_faults", "advance_clock", "state",
+    "add_host", "remove_host",
 })
 
 
@@ -56,6 +58,17 @@ class SimulatorControl:
                         self.pool.halt(vm)
             self.pool.db.update("host_metrics", self.pool.db.get("host", ref)["metrics"], live=True,
                                 last_updated=self.pool.now())
+
+    def add_host(self, name: str, cpus: int = 4, guest_memory_mb: int = 4096) -> None:
+        """A host joins the pool (pool.join on a real one)."""
+        with self.pool.lock:
+            address = f"127.0.1.{len(self.pool.db.tables['host']) + 1}"
+            self.pool.add_host(HostSpec(name, cpus=cpus, guest_memory_mb=guest_memory_mb, address=address))
+
+    def remove_host(self, host: str) -> None:
+        """The host leaves the pool (pool.eject); refused while guests run on it."""
+        with self.pool.lock:
+            self.pool.remove_host(self._host(host))
 
     # -- call faults ----------------------------------------------------------------------------
 

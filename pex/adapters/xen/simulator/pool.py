@@ -22,7 +22,7 @@ from pex.adapters.xen.simulator.database import Database
 from pex.adapters.xen.simulator.faults import FaultPlan
 from pex.adapters.xen.simulator.lifecycle import HALTED, PAUSED, RUNNING, SUSPENDED
 from pex.adapters.xen.simulator.record_defaults import new_record
-from pex.adapters.xen.simulator.testbed import GiB, MiB, SimulatorConfig
+from pex.adapters.xen.simulator.testbed import GiB, HostSpec, MiB, SimulatorConfig
 from pex.adapters.xen.simulator.wire import NULL_REF, XapiError
 
 GUEST_SUBNET = ipaddress.ip_network("10.10.0.0/16")
@@ -79,26 +79,7 @@ class SimulatedPool:
             physical_size=config.storage_gb * GiB, type="nfs", shared=True, content_type="user"))
         db.create("network", new_record(
             "network", uuid=self.new_uuid(), name_label=config.network_name, bridge="xenbr0"))
-        hosts = []
-        for spec in config.hosts:
-            metrics = db.create("host_metrics", new_record(
-                "host_metrics", uuid=self.new_uuid(), memory_total=spec.memory_total_bytes, live=True,
-                last_updated=self.now()))
-            host = db.create("host", new_record(
-                "host", uuid=self.new_uuid(), name_label=spec.name, hostname=spec.name, address=spec.address,
-                metrics=metrics, memory_overhead=spec.xen_overhead_mb * MiB,
-                cpu_info={"cpu_count": str(spec.cpus), "socket_count": str(max(1, spec.cpus // 2)),
-                          "vendor": "GenuineIntel", "modelname": "Intel(R) Xeon(R) CPU 5160 @ 3.00GHz",
-                          "speed": "3000.000"},
-                software_version={"product_brand": "XCP-ng", "product_version": "8.3.0", "xapi": "24.19"}))
-            dom0_memory = spec.dom0_memory_mb * MiB
-            dom0 = db.create("VM", new_record(
-                "VM", uuid=self.new_uuid(), name_label=f"Control domain on host: {spec.name}",
-                is_control_domain=True, power_state=RUNNING, resident_on=host, domid=0, memory_target=dom0_memory,
-                memory_static_min=dom0_memory, memory_static_max=dom0_memory, memory_dynamic_min=dom0_memory,
-                memory_dynamic_max=dom0_memory, VCPUs_max=spec.cpus, VCPUs_at_startup=spec.cpus))
-            db.update("host", host, control_domain=dom0)
-            hosts.append(host)
+        hosts = [self.add_host(spec) for spec in config.hosts]
         for template in config.templates:
             disks = (f'<provision><disk device="0" size="{template.disk_gb * GiB}" sr="" bootable="true" '
                      f'type="system"/></provision>')
@@ -115,6 +96,45 @@ class SimulatedPool:
             suspend_image_SR=sr, crash_dump_SR=sr))
         for host in hosts:
             self.refresh_host_metrics(host)
+
+    def add_host(self, spec: HostSpec) -> str:
+        """A host joins the pool, with its metrics and its control domain (which keeps
+        `dom0_memory_mb`); its ref. Call under the lock."""
+        db = self.db
+        metrics = db.create("host_metrics", new_record(
+            "host_metrics", uuid=self.new_uuid(), memory_total=spec.memory_total_bytes, live=True,
+            last_updated=self.now()))
+        host = db.create("host", new_record(
+            "host", uuid=self.new_uuid(), name_label=spec.name, hostname=spec.name, address=spec.address,
+            metrics=metrics, memory_overhead=spec.xen_overhead_mb * MiB,
+            cpu_info={"cpu_count": str(spec.cpus), "socket_count": str(max(1, spec.cpus // 2)),
+                      "vendor": "GenuineIntel", "modelname": "Intel(R) Xeon(R) CPU 5160 @ 3.00GHz",
+                      "speed": "3000.000"},
+            software_version={"product_brand": "XCP-ng", "product_version": "8.3.0", "xapi": "24.19"}))
+        dom0_memory = spec.dom0_memory_mb * MiB
+        dom0 = db.create("VM", new_record(
+            "VM", uuid=self.new_uuid(), name_label=f"Control domain on host: {spec.name}",
+            is_control_domain=True, power_state=RUNNING, resident_on=host, domid=0, memory_target=dom0_memory,
+            memory_static_min=dom0_memory, memory_static_max=dom0_memory, memory_dynamic_min=dom0_memory,
+            memory_dynamic_max=dom0_memory, VCPUs_max=spec.cpus, VCPUs_at_startup=spec.cpus))
+        db.update("host", host, control_domain=dom0)
+        if self.db.tables["pool"]:
+            self.refresh_host_metrics(host)
+        return host
+
+    def remove_host(self, host: str) -> None:
+        """The host leaves the pool (pool.eject): it, its metrics and its control domain are
+        destroyed. Refused, as xapi does, while guests are resident or it is the master."""
+        db = self.db
+        if host == self.master:
+            raise XapiError("HOST_IS_MASTER", host)
+        for ref, vm in db.tables["VM"].items():
+            if vm["resident_on"] == host and not vm["is_control_domain"] and vm["power_state"] != HALTED:
+                raise XapiError("HOST_IN_USE", host, "VM", ref)
+        record = db.get("host", host)
+        db.delete("VM", record["control_domain"])
+        db.delete("host", host)
+        db.delete("host_metrics", record["metrics"])
 
     @property
     def master(self) -> str:

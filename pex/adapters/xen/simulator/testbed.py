@@ -51,8 +51,17 @@ PAPER_TEMPLATES = (
 
 
 def paper_hosts(count: int = 5) -> tuple[HostSpec, ...]:
+    return named_hosts("node{}", count, first=1)
+
+
+def named_hosts(pattern: str, count: int, first: int = 0, **spec: object) -> tuple[HostSpec, ...]:
+    """`count` hosts named by `pattern` ("sim-host-{}" gives sim-host-0, sim-host-1, ...), as
+    a pool PEX did not set up names them; `spec` are further HostSpec fields (cpus, ...)."""
+    if "{}" not in pattern:
+        raise ValueError(f"a host name pattern needs a {{}} for the number, not {pattern!r}")
     # Members get distinct loopback addresses so that HOST_IS_SLAVE can name a real master.
-    return tuple(HostSpec(f"node{i}", address=f"127.0.0.{i}") for i in range(1, count + 1))
+    return tuple(HostSpec(pattern.format(i), address=f"127.0.0.{n}", **spec)  # type: ignore[arg-type]
+                 for n, i in enumerate(range(first, first + count), start=1))
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,13 @@ class SimulatorConfig:
 
 
 def config_for(hosts: int | Sequence[HostSpec] = 5, **options: object) -> SimulatorConfig:
-    """A config from a host count (paper hosts) or explicit host specs, plus any other field."""
-    specs = paper_hosts(hosts) if isinstance(hosts, int) else tuple(hosts)
+    """A config from a host count (paper hosts, or named by the `host_names` option, a pattern
+    numbered from 0) or explicit host specs, plus any other field."""
+    host_names = options.pop("host_names", None)
+    if host_names is not None and not isinstance(host_names, str):
+        raise TypeError("host_names is a pattern like 'sim-host-{}'")
+    if isinstance(hosts, int):
+        specs = paper_hosts(hosts) if host_names is None else named_hosts(host_names, hosts)
+    else:
+        specs = tuple(hosts)
     return SimulatorConfig(hosts=specs, **options)  # type: ignore[arg-type]
