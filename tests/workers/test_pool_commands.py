@@ -43,7 +43,7 @@ def test_init_and_pool_sync_make_the_pools_hosts_the_nodes_less_the_reserve(pex)
     assert "nodes registered: sim-host-0, sim-host-1, sim-host-2, sim-host-3, sim-host-4" in out
     code, out = pex("nodes")
     assert code == 0 and "node1" not in out
-    assert out.count("4 CPUs 3840 MB 204 GB") == 5, out
+    assert out.count("4 CPUs · 3840 MB · 204 GB") == 5, out
     code, out = pex("pool", "sync")
     assert code == 0 and "registered" not in out  # nothing new
     assert TEMPLATE in out and "offer one with" in out
