@@ -54,9 +54,9 @@
         .then(function (response) { return response.ok ? response.text() : null; })
         .then(function (html) {
           if (!html) { return; }
-          var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("table[data-refresh] tbody");
-          var body = table.querySelector("tbody");
-          if (fresh && body && body.innerHTML !== fresh.innerHTML) { body.innerHTML = fresh.innerHTML; }
+          // The whole table: a page of instances has a tbody per reservation.
+          var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("table[data-refresh]");
+          if (fresh && table.innerHTML !== fresh.innerHTML) { table.innerHTML = fresh.innerHTML; }
         })
         .catch(function () { /* the next round tries again */ });
     }, every);
