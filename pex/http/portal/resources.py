@@ -543,14 +543,23 @@ class Calendar(Page):
                                lambda node: in_force.get(node, []), self._owners(user), user.username)
         sizes = list(self.application.catalogue().sizes.values())
 
+        def bounds(slot) -> dict[str, str]:
+            """A free cell's start and end as the form's inputs take them."""
+            return {"start": local_input(max(slot.start, now), tz), "end": local_input(slot.end, tz)}
+
         def new_link(slot) -> str:
             fitting = [s for s in sizes if s.resources.fits_in(slot.free)]
-            query = {"start": local_input(max(slot.start, now), tz), "end": local_input(slot.end, tz)}
+            query = bounds(slot)
             if fitting:
                 query["size"] = max(fitting, key=lambda s: (s.cpus, s.memory_mb)).name
             return "/reservations/new?" + urlencode(query)
 
-        self.render(req, resp, "calendar.html", chart=chart, new_link=new_link, views=list(calendar.VIEWS), now=now)
+        # For the script that selects a range of cells: the sizes, largest first (it picks the
+        # largest that fits in every cell of the range, as new_link does for one).
+        size_list = [{"name": s.name, "cpus": s.resources.cpus, "memory_mb": s.resources.memory_mb, "disk_gb": s.resources.disk_gb}
+                     for s in sorted(sizes, key=lambda s: (s.cpus, s.memory_mb), reverse=True)]
+        self.render(req, resp, "calendar.html", chart=chart, new_link=new_link, bounds=bounds, sizes=size_list,
+                    views=list(calendar.VIEWS), now=now)
 
     def _owners(self, user):
         """reservation id → (owner, size) for the bookings this viewer may name: their own; for an

@@ -4,7 +4,10 @@
 // - preselects the browser's zone on the preferences page ([data-tz-select]);
 // - asks before a delete ([data-confirm] forms);
 // - keeps a table up to date by fetching its page again ([data-refresh] seconds), e.g. the
-//   instances' status and IP address as the dispatcher reports them.
+//   instances' status and IP address as the dispatcher reports them;
+// - selects a range of free calendar cells of one node: a first click marks the start, a
+//   second on a later free cell of the same node opens the new-reservation form for the whole
+//   range, with the largest size that fits in every cell ([data-sizes], a.slot.free).
 (function () {
   "use strict";
   var zone = "";
@@ -61,4 +64,48 @@
         .catch(function () { /* the next round tries again */ });
     }, every);
   });
+  var gantt = document.querySelector(".gantt[data-sizes]");
+  var hint = document.querySelector("[data-range-hint]");
+  if (gantt && hint) {
+    var sizes = JSON.parse(gantt.getAttribute("data-sizes") || "[]");
+    var first = null;
+    var clear = function () {
+      if (first) { first.classList.remove("selected"); first.removeAttribute("aria-pressed"); }
+      first = null;
+      hint.hidden = true;
+    };
+    gantt.addEventListener("click", function (event) {
+      var cell = event.target.closest ? event.target.closest("a.slot.free") : null;
+      if (!cell) { return; }
+      event.preventDefault();
+      if (!first || first === cell || first.parentElement !== cell.parentElement) {
+        clear();
+        first = cell;
+        cell.classList.add("selected");
+        cell.setAttribute("aria-pressed", "true");
+        hint.textContent = "";
+        hint.append("From " + cell.getAttribute("data-start").replace("T", " ") + ": pick the last cell of the range on the same node, or ");
+        var one = document.createElement("a");
+        one.href = cell.href;
+        one.textContent = "reserve this cell alone";
+        hint.append(one, ".");
+        hint.hidden = false;
+        return;
+      }
+      var cells = Array.prototype.slice.call(first.parentElement.children);
+      var a = cells.indexOf(first), b = cells.indexOf(cell);
+      var range = cells.slice(Math.min(a, b), Math.max(a, b) + 1);
+      if (range.some(function (c) { return !c.classList.contains("free"); })) {
+        hint.textContent = "That range is not free all along: pick a last cell before the first full one.";
+        return;
+      }
+      var least = function (name) { return Math.min.apply(null, range.map(function (c) { return +c.getAttribute(name); })); };
+      var cpus = least("data-cpus"), memory = least("data-memory"), disk = least("data-disk");
+      var size = sizes.filter(function (s) { return s.cpus <= cpus && s.memory_mb <= memory && s.disk_gb <= disk; })[0];
+      var query = new URLSearchParams({ start: range[0].getAttribute("data-start"), end: range[range.length - 1].getAttribute("data-end") });
+      if (size) { query.set("size", size.name); }
+      window.location.href = "/reservations/new?" + query.toString();
+    });
+    document.addEventListener("keydown", function (event) { if (event.key === "Escape") { clear(); } });
+  }
 })();
