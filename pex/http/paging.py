@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -40,12 +40,14 @@ KEYS: dict[str, tuple[type, ...]] = {
 
 def _decode_value(kind: type, value: Any) -> Any:
     if kind is int and type(value) is int:
+        if not -(2**63) <= value < 2**63:  # what a database integer holds
+            raise ValueError("out of range")
         return value
     if kind is datetime and isinstance(value, str):
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is None:
             raise ValueError("a naive time")
-        return parsed
+        return parsed.astimezone(UTC)  # raises OverflowError at the ends of time
     if kind is UUID and isinstance(value, str):
         return UUID(value)
     raise ValueError(f"not a {kind.__name__}")
@@ -68,7 +70,7 @@ def decode_cursor(list_name: str, cursor: str) -> tuple[Any, ...]:
         if name != list_name or len(values) != len(kinds):
             raise ValueError("a cursor of another list")
         return tuple(_decode_value(kind, v) for kind, v in zip(kinds, values, strict=True))
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
         raise Problem(
             400, "invalid-cursor", "Invalid cursor",
             "cursor must be one that this list gave in its Link header (rel=\"next\"); leave it out for the first page.",

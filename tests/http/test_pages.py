@@ -6,6 +6,7 @@ order, on every store; a malformed limit or cursor is a 400 problem."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 from datetime import timedelta
 
@@ -125,12 +126,33 @@ def test_without_a_limit_a_page_holds_the_default_number(booked, monkeypatch):
     ("cursor=" + base64.urlsafe_b64encode(b'["reservations","1"]').decode().rstrip("="), "#query/cursor"),
     ("cursor=" + base64.urlsafe_b64encode(b'["reservations"]').decode().rstrip("="), "#query/cursor"),
     ("cursor=" + base64.urlsafe_b64encode(b'{"a": 1}').decode().rstrip("="), "#query/cursor"),
+    ("cursor=" + base64.urlsafe_b64encode(b'["reservations",100000000000000000000000]').decode().rstrip("="),
+     "#query/cursor"),
+    ("cursor=" + base64.urlsafe_b64encode(b'["reservations",1.5]').decode().rstrip("="), "#query/cursor"),
+    ("cursor=" + base64.urlsafe_b64encode(b'["reservations",true]').decode().rstrip("="), "#query/cursor"),
 ])
 def test_a_bad_limit_or_cursor_is_a_400_problem(booked, query, pointer):
     result = booked.get(f"/OpenPEX/reservations?{query}")
     assert result.status_code == 400, result.text
     assert result.headers["Content-Type"].startswith("application/problem+json")
     assert pointer in [e["pointer"] for e in result.json["errors"]], result.json
+
+
+@pytest.mark.parametrize("start", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00", "2026-03-02T08:00:00",
+                                   "yesterday", 5])
+def test_an_instances_cursor_with_a_time_out_of_this_world_is_a_400(booked, start):
+    raw = json.dumps(["instances", start, "00000000-0000-0000-0000-000000000000", 0]).encode()
+    result = booked.get("/OpenPEX/instances?cursor=" + base64.urlsafe_b64encode(raw).decode().rstrip("="))
+    assert result.status_code == 400 and result.json["type"].endswith("/invalid-cursor"), result.text
+
+
+@given(cursor=st.text(min_size=1, max_size=200))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_cursor_is_a_page_or_a_400_never_a_500(booked, cursor):
+    from urllib.parse import quote
+
+    result = booked.get(f"/OpenPEX/instances?cursor={quote(cursor)}")
+    assert result.status_code in (200, 400), result.text
 
 
 def test_an_instances_cursor_is_no_reservations_cursor(booked):

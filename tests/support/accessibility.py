@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from axe_playwright_python.base import AXE_FILE_PATH
+
 AXE_VERSION = "4.12.1"
 AXE_SHA256 = "84494fec757e4710dc751c8d7a636e457f4532f08f85c86dc9070133fbff53bc"
 FAILING_IMPACTS = ("serious", "critical")
@@ -36,8 +38,6 @@ class Violation:
 
 
 def axe_script() -> str:
-    from axe_playwright_python.base import AXE_FILE_PATH
-
     data = Path(AXE_FILE_PATH).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != AXE_SHA256:

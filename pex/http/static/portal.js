@@ -70,7 +70,7 @@
     var sizes = JSON.parse(gantt.getAttribute("data-sizes") || "[]");
     var first = null;
     var clear = function () {
-      if (first) { first.classList.remove("selected"); first.removeAttribute("aria-pressed"); }
+      if (first) { first.classList.remove("selected"); }
       first = null;
       hint.hidden = true;
     };
@@ -81,8 +81,7 @@
       if (!first || first === cell || first.parentElement !== cell.parentElement) {
         clear();
         first = cell;
-        cell.classList.add("selected");
-        cell.setAttribute("aria-pressed", "true");
+        cell.classList.add("selected");  // the hint (aria-live) says what was picked
         hint.textContent = "";
         hint.append("From " + cell.getAttribute("data-start").replace("T", " ") + ": pick the last cell of the range on the same node, or ");
         var one = document.createElement("a");
