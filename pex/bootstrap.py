@@ -1,5 +1,6 @@
-"""The composition root: builds PEX from settings. Nothing else reads the environment, and
-nothing happens at import time. Build one application per process, after any fork."""
+"""The composition root: builds PEX from the settings an entry point read (pex.settings). It
+reads no environment itself, and nothing happens at import time. Build one application per
+process, after any fork."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pex.adapters.xen.dispatcher import XenDispatcher
 from pex.adapters.xen.enactment import XenEnactment
 from pex.adapters.xen.simulator import XapiSimulator
 from pex.adapters.xen.simulator.testbed import config_for
+from pex.adapters.xen.transport import TlsPolicy
 from pex.application import PexApplication
 from pex.clock import system_clock
 from pex.domain.negotiation import NegotiationPolicy, Negotiator
@@ -52,7 +54,10 @@ def persistence_env(database_url: str) -> dict[str, str]:
             "POSTGRES_USER": unquote(url.username or "pex"),
             "POSTGRES_PASSWORD": unquote(url.password or ""),
             "POSTGRES_LOCK_TIMEOUT": "5",
-            "POSTGRES_PRE_PING": "y",
+            # No ping before every use of a pooled connection: it was a round trip of every
+            # query's; a connection broken by an outage fails its query, which eventsourcing
+            # retries on another (tests/reliability/test_postgres_outage.py).
+            "POSTGRES_PRE_PING": "n",
             "POSTGRES_POOL_SIZE": query.get("pool_size", ["4"])[0],
             "POSTGRES_MAX_OVERFLOW": query.get("max_overflow", ["8"])[0],
         }
@@ -127,18 +132,19 @@ def pricing_policy(name: str) -> PricingPolicy:
         raise SettingsError(f"PEX_PRICING: cannot load pricing policy {name!r}: {error}") from None
 
 
-def build_application(settings: Settings | None = None, clock: Callable[[], datetime] = system_clock) -> PexApplication:
-    settings = settings or Settings.from_env()
+def build_application(settings: Settings, clock: Callable[[], datetime] = system_clock) -> PexApplication:
     env = persistence_env(settings.database_url)
     env["CREATE_TABLE"] = "y" if settings.create_tables else "n"
-    env.update(settings.extra_env)
     policy = NegotiationPolicy(
         offer_ttl=settings.offer_ttl,
         horizon=settings.horizon,
         max_rounds=settings.max_rounds,
         max_alternatives=settings.max_alternatives,
     )
-    app = PexApplication(env=env, clock=clock, pricing=pricing_policy(settings.pricing), policy=policy)
+    app = PexApplication(
+        env=env, clock=clock, pricing=pricing_policy(settings.pricing), policy=policy,
+        currency=settings.currency, passwords=settings.passwords,
+    )
     if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
         bound_waits_for_postgres(app)
     if settings.install_demo_pool:
@@ -165,15 +171,17 @@ def prepare_store(settings: Settings) -> int:
     caller may fork next."""
     application = build_application(replace(settings, create_tables=True))
     try:
-        progress = prepare_read_models(application)
+        # The workers keep their checkpoint current; one left far behind (no worker ran) is
+        # brought up here, with the rest.
+        dispatch = DispatchIndex() if DispatchIndex.lag(application) >= application.checkpoint_every else None
+        others = [application.decisions] + ([dispatch.read_model(application)] if dispatch is not None else [])
+        # One read of the tail for the views, the ledger and the checkpointed models alike.
+        progress = prepare_read_models(application, *others)
         if progress.events:
             log.info("read models caught up", extra={"events": progress.events, "position": progress.position})
         nodes = len(application.nodes())  # from the checkpoint, and the tail after it
         application.save_checkpoint()
-        # The workers keep theirs current; one left far behind (no worker ran) is brought up here.
-        if DispatchIndex.lag(application) >= application.checkpoint_every:
-            dispatch = DispatchIndex()
-            dispatch.follow(application)
+        if dispatch is not None:
             dispatch.save_checkpoint(application)
         return nodes
     finally:
@@ -200,14 +208,13 @@ def build_http_app(settings: Settings) -> tuple[falcon.App, PexApplication, Read
 # --- the workers -----------------------------------------------------------------------
 
 def build_worker_process(
-    settings: Settings | None = None,
+    settings: Settings,
     worker_settings: WorkerSettings | None = None,
     clock: Callable[[], datetime] = system_clock,
 ) -> WorkerProcess:
     """The workers of one process: the timer, the monitors and the read models' follower,
     dispatching through the Xen enactment to PEX_XEN_URL (or to a simulated pool in this
     process when it is unset)."""
-    settings = settings or Settings.from_env()
     worker_settings = worker_settings or settings.worker
     simulator = None
     if worker_settings.simulated:
@@ -220,7 +227,9 @@ def build_worker_process(
         username, password = worker_settings.xen_username, worker_settings.xen_password
     dispatcher = XenDispatcher(
         url, username, password, timeout=worker_settings.xen_timeout, task_timeout=worker_settings.xen_task_timeout,
-        ignore_ssl=worker_settings.xen_ignore_ssl,
+        tls=TlsPolicy.of(ca_file=worker_settings.xen_ca_file, fingerprints=worker_settings.xen_cert_sha256,
+                         ignore=worker_settings.xen_ignore_ssl),
+        members=worker_settings.xen_members,
     )
     app = build_application(settings, clock)
     # The user's requests this process serves are carried out at once, not at the next tick.
@@ -231,9 +240,8 @@ def build_worker_process(
     return WorkerProcess(app, dispatcher, worker_settings, dispatch, simulator, read_models)
 
 
-def start_embedded(settings: Settings | None = None, worker_settings: WorkerSettings | None = None) -> EmbeddedWorker:
+def start_embedded(settings: Settings, worker_settings: WorkerSettings | None = None) -> EmbeddedWorker:
     """Start the embedded worker (see the module docstring); a no-op handle when disabled."""
-    settings = settings or Settings.from_env()
     worker_settings = worker_settings or settings.worker
     if not worker_settings.embedded_enabled:
         return EmbeddedWorker(None)

@@ -1,17 +1,23 @@
 """Settings, read from the environment (PEX_* variables) once, by the entry points, and handed
 to the composition root (pex.bootstrap): one tree, `Settings`, with the store's and the
-negotiation's settings at its root and the parts of the HTTP edge (`http`) and the workers
-(`worker`). Nothing else reads the environment for PEX's own settings."""
+negotiation's settings at its root and the parts of the accounts (`passwords`), the HTTP edge
+(`http`, with the portal's `http.portal`) and the workers (`worker`). Nothing else reads the
+environment: every part is handed down explicitly, to a child process too (gunicorn's workers
+inherit the tree from the process that forked them; docs/architecture.md)."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 DEFAULT_DATABASE_URL = "sqlite:///var/pex.sqlite3"
+# The currency of the demo prices (the 2009 EC2 rates), as pex.domain.pricing.DEFAULT_CURRENCY:
+# the settings stand on nothing of PEX, so the code is written here too (tests/test_settings.py).
+DEFAULT_CURRENCY = "USD"
 
 
 class SettingsError(ValueError):
@@ -50,6 +56,14 @@ def env_number(env: Mapping[str, str], name: str, default, kind=float, positive:
     return value
 
 
+def currency_code(text: str) -> str:
+    """PEX_CURRENCY: an ISO 4217 code, three letters (EUR, USD, AUD)."""
+    code = text.strip().upper()
+    if len(code) != 3 or not code.isascii() or not code.isalpha():
+        raise SettingsError(f"PEX_CURRENCY: {text!r} is not a currency code of three letters, like EUR")
+    return code
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -58,9 +72,10 @@ class Settings:
     max_rounds: int = 5
     max_alternatives: int = 3
     pricing: str = "flat"  # "flat", "peak", or "module:Class"
+    currency: str = DEFAULT_CURRENCY  # what every price is in: shown beside each one
     install_demo_pool: bool = True  # when the store has no catalogue yet
     create_tables: bool = True
-    extra_env: Mapping[str, str] = field(default_factory=dict)
+    passwords: PasswordSettings = field(default_factory=lambda: PasswordSettings())
     http: HttpSettings = field(default_factory=lambda: HttpSettings())
     worker: WorkerSettings = field(default_factory=lambda: WorkerSettings())
 
@@ -78,10 +93,40 @@ class Settings:
             max_rounds=int(number("PEX_MAX_ROUNDS", 5)),
             max_alternatives=int(number("PEX_MAX_ALTERNATIVES", 3)),
             pricing=env.get("PEX_PRICING", "flat"),
+            currency=currency_code(env.get("PEX_CURRENCY", DEFAULT_CURRENCY)),
             install_demo_pool=env_flag(env, "PEX_DEMO_POOL", True),
             create_tables=env_flag(env, "PEX_CREATE_TABLES", True),
+            passwords=PasswordSettings.from_env(env),
             http=HttpSettings.from_env(env),
             worker=WorkerSettings.from_env(env),
+        )
+
+
+# --- the accounts' part ----------------------------------------------------------------
+
+PASSWORD_PROFILES = ("default", "cheapest")
+
+
+@dataclass(frozen=True)
+class PasswordSettings:
+    """How passwords are hashed, and how many argon2 checks one process runs (pex.application.accounts)."""
+
+    profile: str = "default"  # argon2id RFC 9106 low-memory; "cheapest" for tests, never for production
+    checks: int = 1  # at once
+    checks_waiting: int = 2  # in line behind them
+    check_wait_seconds: float = 0.5  # how long one waits in line
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PasswordSettings:
+        env = os.environ if environ is None else environ
+        profile = env.get("PEX_PASSWORD_PROFILE") or "default"
+        if profile not in PASSWORD_PROFILES:
+            raise SettingsError(f"PEX_PASSWORD_PROFILE must be one of {', '.join(PASSWORD_PROFILES)}, not {profile!r}")
+        return cls(
+            profile=profile,
+            checks=env_number(env, "PEX_PASSWORD_CHECKS", cls.checks, int, positive=True),
+            checks_waiting=env_number(env, "PEX_PASSWORD_CHECKS_WAITING", cls.checks_waiting, int),
+            check_wait_seconds=env_number(env, "PEX_PASSWORD_CHECK_WAIT_SECONDS", cls.check_wait_seconds),
         )
 
 
@@ -107,6 +152,31 @@ def forwarded_header(name: str) -> str:
     return name.strip()
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def certificate_fingerprints(text: str) -> tuple[str, ...]:
+    """PEX_XEN_CERT_SHA256: comma- or space-separated SHA-256 fingerprints (colons optional),
+    one per host of the pool, as 64 lowercase hex digits each."""
+    fingerprints = []
+    for word in re.split(r"[,\s]+", text.strip()):
+        if not word:
+            continue
+        digits = word.replace(":", "").lower()
+        if not _SHA256.fullmatch(digits):
+            raise SettingsError(f"PEX_XEN_CERT_SHA256: {word!r} is not a SHA-256 fingerprint (64 hex digits)")
+        fingerprints.append(digits)
+    return tuple(fingerprints)
+
+
+def xen_ca_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        raise SettingsError(f"PEX_XEN_CA_FILE: no file {path!r}")
+    return path
+
+
 @dataclass(frozen=True)
 class HttpSettings:
     bind: str = DEFAULT_BIND
@@ -125,6 +195,10 @@ class HttpSettings:
     log_requests: bool = True
     metrics_auth: bool = False  # /metrics only for an administrator's Basic credentials
     openpex_headers: bool = False  # accept the original's OpenPEX-User/OpenPEX-Pass headers
+    # Where the gunicorn workers write their metrics for /metrics to merge (prometheus_client's
+    # multiprocess mode); None: each process counts alone. `pex serve` makes one when unset.
+    metrics_dir: str | None = None
+    portal: PortalSettings = field(default_factory=lambda: PortalSettings())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HttpSettings:
@@ -152,6 +226,45 @@ class HttpSettings:
             log_requests=env_flag(env, "PEX_LOG_REQUESTS", True),
             metrics_auth=env_flag(env, "PEX_METRICS_AUTH", False),
             openpex_headers=env_flag(env, "PEX_OPENPEX_HEADERS", False),
+            # prometheus_client's own variable: operators and its documentation know it by this name.
+            metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            portal=PortalSettings.from_env(env),
+        )
+
+
+@dataclass(frozen=True)
+class PortalSettings:
+    """The web portal's sessions (pex.http.portal). Every gunicorn worker, and every host behind
+    one load balancer, must sign with the same secret: production sets PEX_SECRET_KEY; without
+    it the portal makes one once and keeps it in `var_dir` (pex.http.portal.secret)."""
+
+    secret_key: str | None = None
+    var_dir: str = "var"
+    # None: Secure when the request came over HTTPS (falcon's req.scheme, which honours
+    # X-Forwarded-Proto only behind gunicorn's forwarded_allow_ips). True/False: always/never.
+    cookie_secure: bool | None = None
+    session_hours: float = 12.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PortalSettings:
+        env = os.environ if environ is None else environ
+        secure_raw = (env.get("PEX_COOKIE_SECURE") or "auto").strip().lower()
+        if secure_raw == "auto":
+            secure = None
+        elif secure_raw in TRUE:
+            secure = True
+        elif secure_raw in FALSE:
+            secure = False
+        else:
+            raise SettingsError(f"PEX_COOKIE_SECURE must be auto, on or off, not {secure_raw!r}")
+        key = env.get("PEX_SECRET_KEY") or None
+        if key is not None and len(key) < 16:
+            raise SettingsError("PEX_SECRET_KEY must be at least 16 characters")
+        return cls(
+            secret_key=key,
+            var_dir=env.get("PEX_VAR_DIR") or "var",
+            cookie_secure=secure,
+            session_hours=env_number(env, "PEX_SESSION_HOURS", cls.session_hours, positive=True),
         )
 
 
@@ -163,7 +276,10 @@ class WorkerSettings:
     xen_url: str | None = None
     xen_username: str = "root"
     xen_password: str = ""
-    xen_ignore_ssl: bool = False
+    xen_ignore_ssl: bool = False  # the explicit, logged opt-out of certificate checks
+    xen_ca_file: str | None = None  # a PEM bundle that signed the pool's certificates
+    xen_cert_sha256: tuple[str, ...] = ()  # or the pinned fingerprints of its hosts' certificates
+    xen_members: tuple[str, ...] = ()  # other hosts' addresses, to find the master by when PEX_XEN_URL is down
     xen_timeout: float = 30.0  # one XAPI request
     xen_task_timeout: float = 600.0  # one asynchronous XAPI task (a start, a shutdown)
     worker_id: str | None = None  # default: host:pid:random
@@ -176,6 +292,7 @@ class WorkerSettings:
     watch_timeout: float = 10.0  # how long one event.from may block
     embedded: str = "auto"  # run a worker inside `pex serve`: auto (when no PEX_XEN_URL), y, n
     simulated_guest_ip_delay: float = 2.0  # the in-process simulator's boot-to-IP delay
+    log_level: str = "INFO"  # of `pex worker` and `pex xen-sim`, which log JSON lines as the servers do
 
     @property
     def simulated(self) -> bool:
@@ -199,11 +316,19 @@ class WorkerSettings:
             embedded = "n"
         elif embedded != "auto":
             raise SettingsError(f"PEX_EMBEDDED_WORKER must be auto, y or n, not {embedded!r}")
+        ignore_ssl = env_flag(env, "PEX_XEN_IGNORE_SSL", False)
+        ca_file = xen_ca_file(env.get("PEX_XEN_CA_FILE"))
+        fingerprints = certificate_fingerprints(env.get("PEX_XEN_CERT_SHA256") or "")
+        if ignore_ssl and (ca_file or fingerprints):
+            raise SettingsError("PEX_XEN_IGNORE_SSL contradicts PEX_XEN_CA_FILE and PEX_XEN_CERT_SHA256: choose one")
         return cls(
             xen_url=env.get("PEX_XEN_URL") or None,
             xen_username=env.get("PEX_XEN_USERNAME") or "root",
             xen_password=env.get("PEX_XEN_PASSWORD", ""),
-            xen_ignore_ssl=env_flag(env, "PEX_XEN_IGNORE_SSL", False),
+            xen_ignore_ssl=ignore_ssl,
+            xen_ca_file=ca_file,
+            xen_cert_sha256=fingerprints,
+            xen_members=tuple(w for w in re.split(r"[,\s]+", env.get("PEX_XEN_MEMBERS") or "") if w),
             xen_timeout=number("PEX_XEN_TIMEOUT_SECONDS", 30.0),
             xen_task_timeout=number("PEX_XEN_TASK_TIMEOUT_SECONDS", 600.0),
             worker_id=env.get("PEX_WORKER_ID") or None,
@@ -216,4 +341,5 @@ class WorkerSettings:
             watch_timeout=number("PEX_WATCH_TIMEOUT_SECONDS", 10),
             embedded=embedded,
             simulated_guest_ip_delay=number("PEX_SIM_GUEST_IP_DELAY_SECONDS", 2.0),
+            log_level=(env.get("PEX_LOG_LEVEL") or "INFO").upper(),
         )

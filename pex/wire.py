@@ -25,11 +25,13 @@ from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 from uuid import UUID
 
+from pex.domain.lifecycle import Phase, runs_by_itself
+from pex.domain.pricing import DEFAULT_CURRENCY
 from pex.domain.values import Offer, State, Terms
 
 PROPOSAL_FIELDS = {
     "duration", "numInstancesFixed", "numInstancesOption", "startTime", "template", "type",
-    "id", "userid", "price", "autoStart", "endTime", "state", "validUntil", "changes", "placement",
+    "id", "userid", "price", "currency", "autoStart", "endTime", "state", "validUntil", "changes", "placement",
 }
 # What a user may answer in a negotiation step (PUT /OpenPEX/reservations/{id}).
 USER_REPLY_VALUES = ("CONFIRM", "ACCEPT", "REJECT", "COUNTER")
@@ -44,10 +46,17 @@ class WireError(ValueError):
 
 
 def rfc1123(when: datetime) -> str:
-    return format_datetime(when.astimezone(UTC), usegmt=True)
+    """Every time PEX writes on the wire, in both forms: the paper's RFC 1123 (`Mon, 17 Aug 2009
+    04:49:03 GMT`), whole seconds (docs/api.md, "Times and prices")."""
+    return format_datetime(when.astimezone(UTC).replace(microsecond=0), usegmt=True)
+
+
+def rfc1123_or_none(when: datetime | None) -> str | None:
+    return rfc1123(when) if when is not None else None
 
 
 def rfc3339(when: datetime | None) -> str | None:
+    """A time as HTML's `datetime` attributes and the schema checker read it (never on the wire)."""
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z") if when else None
 
 
@@ -129,7 +138,7 @@ def terms_from_json(body: Any, pointer: str = "") -> Terms:
                 raise InvalidOperation
         except InvalidOperation:
             errors.append((f"{pointer}/price", "must be a non-negative number"))
-    auto_start = body.get("autoStart", False)
+    auto_start = body.get("autoStart", True)  # the default: it runs once confirmed
     if not isinstance(auto_start, bool):
         errors.append((f"{pointer}/autoStart", "must be true or false"))
     if start is not None and not errors:
@@ -143,7 +152,7 @@ def terms_from_json(body: Any, pointer: str = "") -> Terms:
     return Terms(size, template, fixed, option, start, end, price, auto_start)
 
 
-def terms_json(terms: Terms, reservation_id: UUID, user_id: str) -> dict[str, Any]:
+def terms_json(terms: Terms, reservation_id: UUID, user_id: str, currency: str = DEFAULT_CURRENCY) -> dict[str, Any]:
     """Terms → the proposal object of Figures 8 and 9 (plus PEX's extras)."""
     return {
         "duration": int(terms.duration.total_seconds() * 1000),
@@ -156,12 +165,13 @@ def terms_json(terms: Terms, reservation_id: UUID, user_id: str) -> dict[str, An
         "userid": user_id,
         "endTime": rfc1123(terms.end),
         "price": str(terms.price) if terms.price is not None else None,
+        "currency": currency,
         "autoStart": terms.auto_start,
     }
 
 
-def offer_json(offer: Offer, reservation_id: UUID, user_id: str) -> dict[str, Any]:
-    data = terms_json(offer.terms, reservation_id, user_id)
+def offer_json(offer: Offer, reservation_id: UUID, user_id: str, currency: str = DEFAULT_CURRENCY) -> dict[str, Any]:
+    data = terms_json(offer.terms, reservation_id, user_id, currency)
     data["changes"] = list(offer.changes)
     data["placement"] = [{"node": a.node, "instances": a.instances} for a in offer.placement]
     return data
@@ -171,45 +181,62 @@ def reservation_links(r) -> dict[str, str]:
     """Where a client goes next from a reservation (PEX's extra `links`)."""
     url = f"/OpenPEX/reservations/{wire_id(r.id)}"
     links = {"self": url}
-    if r.state.value == "CONFIRMED":
-        links["activate"] = f"{url}/activate"
+    terms = r.offer.terms if r.offer is not None else None
+    if r.state == State.CONFIRMED and terms is not None and not runs_by_itself(r.state, terms.auto_start):
+        links["activate"] = f"{url}/activate"  # only where nothing starts without it
     if r.instance_ids:
         links["instances"] = "/OpenPEX/instances"
     return links
 
 
-def reservation_json(r) -> dict[str, Any]:
-    """A ReservationView → JSON: the standing terms as `proposal`, with state and extras."""
+def reservation_json(r, phase: Phase | None = None, currency: str = DEFAULT_CURRENCY) -> dict[str, Any]:
+    """A ReservationView → JSON: the standing terms as `proposal`, with state and extras.
+    `phase` (pex.domain.lifecycle) is what it means to its user: booked, running, ended..."""
     terms = r.terms
-    return {
+
+    def standing():
+        if r.offer:
+            return offer_json(r.offer, r.id, r.user_id, currency)
+        return terms_json(terms, r.id, r.user_id, currency) if terms else None
+
+    body = {
         "id": wire_id(r.id),
         "userid": r.user_id,
         "state": r.state.value,
         "round": r.round,
-        "proposal": (offer_json(r.offer, r.id, r.user_id) if r.offer else terms_json(terms, r.id, r.user_id)) if terms else None,
-        "validUntil": rfc3339(r.valid_until),
-        "alternatives": [offer_json(a, r.id, r.user_id) for a in r.alternatives],
+        "proposal": standing(),
+        "validUntil": rfc1123_or_none(r.valid_until),
+        "alternatives": [offer_json(a, r.id, r.user_id, currency) for a in r.alternatives],
         "instances": [str(i) for i in r.instance_ids],
         "history": [
-            {"at": rfc3339(s.at), "party": s.party, "reply": s.reply, "note": s.note or None} for s in r.history
+            {"at": rfc1123(s.at), "party": s.party, "reply": s.reply, "note": s.note or None} for s in r.history
         ],
         "version": r.version,
         "links": reservation_links(r),
     }
+    if phase is not None:
+        body["phase"] = phase.value
+    return body
 
 
-def outcome_json(outcome) -> dict[str, Any]:
+def outcome_json(outcome, phase: Phase | None = None, currency: str = DEFAULT_CURRENCY) -> dict[str, Any]:
     """An Outcome → the reply object `{"proposal": …, "reply": …}` of the original protocol."""
     r = outcome.reservation
-    terms = r.offer if r.offer is not None else None
-    proposal = offer_json(terms, r.id, r.user_id) if terms else (terms_json(r.proposal, r.id, r.user_id) if r.proposal else {"id": wire_id(r.id), "userid": r.user_id})
+    if r.offer is not None:
+        proposal = offer_json(r.offer, r.id, r.user_id, currency)
+    elif r.proposal is not None:
+        proposal = terms_json(r.proposal, r.id, r.user_id, currency)
+    else:
+        proposal = {"id": wire_id(r.id), "userid": r.user_id}
     proposal["state"] = r.state.value
     body: dict[str, Any] = {"proposal": proposal, "reply": outcome.reply.value, "state": r.state.value}
+    if phase is not None:
+        body["phase"] = phase.value
     if r.valid_until is not None:
-        body["validUntil"] = rfc3339(r.valid_until)
-        proposal["validUntil"] = rfc3339(r.valid_until)
+        body["validUntil"] = rfc1123(r.valid_until)
+        proposal["validUntil"] = rfc1123(r.valid_until)
     if r.alternatives:
-        body["alternatives"] = [offer_json(a, r.id, r.user_id) for a in r.alternatives]
+        body["alternatives"] = [offer_json(a, r.id, r.user_id, currency) for a in r.alternatives]
     if outcome.reason:
         body["reason"] = outcome.reason
     body["links"] = reservation_links(r)

@@ -7,6 +7,7 @@ import pytest
 
 from pex.application import NotFound
 from pex.domain import IllegalMove, InvalidProposal, OfferExpired, Reply, State, Terms
+from pex.domain.values import time_text
 from tests.support import T0
 
 ETCH = "PEX Debian Etch 4.0 Template"
@@ -63,6 +64,24 @@ def test_instances_of_one_reservation_span_nodes_and_fill_the_most_loaded_first(
     assert sum(a.instances for a in placement) == 3
 
 
+def test_a_counter_says_why_when_the_pool_is_full_for_part_of_the_asked_interval(app):
+    fill_pool(app, T0 + 3 * H, 2 * H)  # full from 11:00 to 13:00 of the asked 10:00-14:00
+    _, outcome = negotiate(app, terms(fixed=1, start=T0 + 2 * H, duration=4 * H))
+    changes = outcome.reservation.offer.changes
+    assert outcome.reply == Reply.COUNTER
+    assert changes[-1] == f"why: the pool is full from {time_text(T0 + 3 * H)} to {time_text(T0 + 5 * H)}"
+    assert changes[0].startswith("start moved")
+    # every alternative is an answer to the same asked terms: the same why
+    assert all(alt.changes[-1] == changes[-1] for alt in outcome.reservation.alternatives)
+
+
+def test_a_proposal_refused_only_for_its_price_gives_no_capacity_why(app):
+    _, outcome = negotiate(app, terms("XLARGE", fixed=1, price="0.01"))
+    assert outcome.reply == Reply.COUNTER
+    changes = outcome.reservation.offer.changes
+    assert any(c.startswith("price") for c in changes) and not any(c.startswith("why:") for c in changes)
+
+
 def test_fewer_optional_instances_at_the_asked_time_come_before_moving_the_start(app):
     rid, _ = negotiate(app, terms("XLARGE", fixed=3, start=T0 + 2 * H, duration=H), user="filler")
     app.confirm(rid)  # two nodes stay free for that hour
@@ -71,7 +90,8 @@ def test_fewer_optional_instances_at_the_asked_time_come_before_moving_the_start
     assert outcome.reply == Reply.COUNTER
     assert offer.terms.start == T0 + 2 * H
     assert (offer.terms.instances_fixed, offer.terms.instances_option) == (1, 1)
-    assert offer.changes == ("1 of 4 optional instances granted",)
+    two_free = f"{time_text(T0 + 2 * H)} to {time_text(T0 + 3 * H)}"
+    assert offer.changes == ("1 of 4 optional instances granted", f"why: the pool has room for only 2 XLARGE from {two_free}")
     moved = outcome.reservation.alternatives[0].terms
     assert (moved.start, moved.instances) == (T0 + 3 * H, 5)
 
@@ -277,3 +297,16 @@ def test_settings_refuse_a_flag_or_number_they_cannot_read():
         with pytest.raises(SettingsError):
             Settings.from_env(env)
     assert Settings.from_env({"PEX_DEMO_POOL": "off"}).install_demo_pool is False
+
+
+def test_a_reservation_made_through_the_service_layer_starts_by_itself_unless_asked_not_to(app):
+    from pex.domain.lifecycle import Phase
+
+    rid, _ = negotiate(app, terms(fixed=1))
+    booked = app.confirm(rid).reservation
+    assert booked.offer.terms.auto_start is True  # the default of Terms
+    assert app.reservation_phase(booked) == Phase.BOOKED
+    manual, _ = negotiate(app, terms(fixed=1).but(auto_start=False))
+    waiting = app.confirm(manual).reservation
+    assert app.reservation_phase(waiting) == Phase.AWAITING_ACTIVATION
+    assert app.reservation_phase(app.activate(manual)) == Phase.BOOKED

@@ -103,3 +103,20 @@ def test_peak_demand_sums_only_overlapping_parts():
     assert peak_demand([a, b], T0, T0 + H) == SMALL
     assert peak_demand([a, b], T0, T0 + 3 * H) == SMALL * 3
     assert peak_demand([a, b], T0 + 2 * H, T0 + 3 * H) == SMALL * 2
+
+
+def test_a_copy_of_a_node_is_a_node_of_its_own():
+    # The aggregate cache hands each command a copy: what one command does to its copy (and
+    # what another process's events do to the cached node) must not reach the other.
+    import copy
+
+    node = new_node()
+    kept = uuid4()
+    node.book(kept, T0 + H, T0 + 2 * H, 1, SMALL, at=T0)
+    copied = copy.deepcopy(node)
+    assert copied.__dict__ == node.__dict__ and copied is not node
+    copied.book(uuid4(), T0 + H, T0 + 2 * H, 3, SMALL, at=T0)
+    copied.release(kept, "gone", at=T0)
+    assert list(node.allocations) == [str(kept)] and len(node.collect_events()) == 2  # registered, booked
+    node.book(uuid4(), T0 + 5 * H, T0 + 6 * H, 1, SMALL, at=T0)
+    assert len(copied.allocations) == 1 and len(copied.collect_events()) == 4

@@ -62,7 +62,7 @@ def test_the_shared_helpers_are_defined_once_in_tests_support():
                     and path.name == "conftest.py"):
                 launches.append(f"{path.relative_to(TESTS)}:{node.lineno}")
     assert definitions["wait_for", False] == 0  # the reliability tests' name for eventually
-    for helper in ("eventually", "build_world", "make_api", "make_portal", "start_server", "stop_server",
+    for helper in ("eventually", "build_world", "build_memory_world", "closing_worlds", "make_api", "make_portal", "start_server", "stop_server",
                    "make_dispatcher", "simulator_fixture"):
         assert (definitions[helper, True], definitions[helper, False]) == (1, 0), helper
     assert launches == [], "a conftest launches its own simulator instead of tests.support.xen's fixture"

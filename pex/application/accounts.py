@@ -1,8 +1,9 @@
 """Accounts: registering users, checking their passwords, portal sessions.
 
-Passwords are kept only as argon2id hashes (argon2-cffi). The hashing profile comes from the
-application's environment, PEX_PASSWORD_PROFILE: "default" (RFC 9106 low-memory, the
-library's default) or "cheapest" (argon2-cffi's profile for tests, never for production).
+Passwords are kept only as argon2id hashes (argon2-cffi). The hashing profile is the
+application's PasswordSettings (pex.settings; PEX_PASSWORD_PROFILE): "default" (RFC 9106
+low-memory, the library's default) or "cheapest" (argon2-cffi's profile for tests, never for
+production).
 
 An argon2 check costs some 0.1 s of CPU and 64 MiB by design, and anyone can ask for one (an
 unknown username costs the same as a wrong password, so timing tells no names). So one
@@ -48,7 +49,7 @@ from pex.domain.user import (
 )  # fmt: skip
 from pex.projections.login_state import LoginState, login_state_for
 from pex.projections.readmodels import store_for
-from pex.settings import env_number
+from pex.settings import PasswordSettings
 
 T = TypeVar("T")
 
@@ -132,13 +133,11 @@ class Accounts(Core):
     _hasher: PasswordHasher | None = None
     _hasher_lock = threading.Lock()
 
-    def __init__(self, env=None):
+    def __init__(self, env=None, passwords: PasswordSettings | None = None):
         super().__init__(env)
-        env = self.env
+        self.passwords = passwords or PasswordSettings()
         self.password_checks = PasswordChecks(
-            int(env_number(env, "PEX_PASSWORD_CHECKS", 1, int, positive=True)),
-            int(env_number(env, "PEX_PASSWORD_CHECKS_WAITING", 2, int)),
-            env_number(env, "PEX_PASSWORD_CHECK_WAIT_SECONDS", 0.5),
+            self.passwords.checks, self.passwords.checks_waiting, self.passwords.check_wait_seconds
         )
         self.login_state: LoginState = login_state_for(store_for(self))
         if strtobool(self.factory.env.get("CREATE_TABLE") or "yes"):
@@ -149,10 +148,7 @@ class Accounts(Core):
         if self._hasher is None:
             with self._hasher_lock:
                 if self._hasher is None:
-                    name = self.env.get("PEX_PASSWORD_PROFILE") or "default"
-                    if name not in PASSWORD_PROFILES:
-                        raise ValueError(f"PEX_PASSWORD_PROFILE must be one of {', '.join(PASSWORD_PROFILES)}, not {name!r}")
-                    self._hasher = PasswordHasher.from_parameters(PASSWORD_PROFILES[name])
+                    self._hasher = PasswordHasher.from_parameters(PASSWORD_PROFILES[self.passwords.profile])
         return self._hasher
 
     def sign_up(self, username: str, password: str) -> UserView:

@@ -1,6 +1,8 @@
 """The core every command shares: the retry on a lost race, the save (with snapshots of the
-aggregates every negotiation loads), the loaders of aggregates, the in-process read models
-(the capacity timeline and the reservation index) and their start-up checkpoint.
+aggregates every negotiation loads), the loaders of aggregates, and the in-process read models
+(`Decisions`: the capacity timeline and the pending reservation index, with their start-up
+checkpoint; `Listing`: the listings' index), which the process's one follower
+(pex.projections.follower) feeds.
 
 A command loads the aggregates it needs, calls them (they check their invariants and raise
 before recording anything), and saves them together in one atomic `save(...)`. Two processes
@@ -13,13 +15,15 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
+from copy import deepcopy
 from dataclasses import replace
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
@@ -37,6 +41,7 @@ from pex.domain.values import State
 from pex.projections import capacity, reservations
 from pex.projections.capacity import CapacityTimeline
 from pex.projections.checkpoints import Checkpoints
+from pex.projections.follower import Follower, Recorded, after
 from pex.projections.readmodels import store_for
 from pex.projections.reservations import ReservationIndex
 from pex.transcodings import register_pex_transcodings
@@ -45,8 +50,81 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+
+class ConsistentCopies(Repository):
+    """The repository with its aggregate cache, handing each caller a consistent copy.
+
+    A cached aggregate is brought up to date in place (fast-forward: one query for the events
+    after its version, since other processes write too) and copied for the caller, who may
+    change it. The library copies after it lets go of the aggregate, so a thread could copy one
+    half-way through another's fast-forward; here the fast-forward and the copy are one step
+    under a lock per aggregate (striped: a fixed number, whatever the number of aggregates)."""
+
+    STRIPES = 64
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._stripes = tuple(threading.Lock() for _ in range(self.STRIPES))
+
+    def get(self, aggregate_id: Any, *, version: int | None = None, deepcopy_from_cache: bool = True, **kwargs: Any) -> Any:
+        if not self.cache or version is not None:
+            return super().get(aggregate_id, version=version, deepcopy_from_cache=deepcopy_from_cache, **kwargs)
+        with self._stripes[zlib.crc32(str(aggregate_id).encode()) % self.STRIPES]:
+            aggregate = super().get(aggregate_id, deepcopy_from_cache=False, **kwargs)
+            return deepcopy(aggregate) if deepcopy_from_cache and self.deepcopy_from_cache else aggregate
+
+
+
 # The shape of the application's checkpoint: both projections' own schemas.
 CHECKPOINT_SCHEMA = capacity.STATE_SCHEMA * 1000 + reservations.STATE_SCHEMA
+
+
+class Decisions:
+    """What the commands decide on, as one read model of the follower: the capacity timeline
+    and the pending reservation index, at one position (the timeline's), saved together in the
+    application's start-up checkpoint, which the first `position()` loads."""
+
+    name = "pex.application"
+
+    def __init__(self, app: Core):
+        self.app = app
+
+    def position(self) -> int:
+        with self.app._follow_lock:
+            if not self.app._resumed:
+                self.app._resume()
+            return self.app.timeline.position
+
+    def fold(self, batch: Sequence[Recorded]) -> bool:
+        with self.app._follow_lock:
+            timeline, index = self.app.timeline, self.app.index
+            for recorded in after(batch, timeline.position):
+                timeline.apply(recorded.event)
+                index.apply(recorded.event)
+                timeline.position = recorded.id
+            return True
+
+
+class Listing:
+    """The listings' read model: an index of every reservation and instance ever made (it
+    grows with the history, so only the list queries fold it, and no checkpoint keeps it)."""
+
+    name = "pex.application.listing"
+
+    def __init__(self) -> None:
+        self.index = ReservationIndex()
+        self.at = 0
+        self.lock = threading.RLock()
+
+    def position(self) -> int:
+        return self.at
+
+    def fold(self, batch: Sequence[Recorded]) -> bool:
+        with self.lock:
+            for recorded in after(batch, self.at):
+                self.index.apply(recorded.event)
+                self.at = recorded.id
+            return True
 
 
 class Core(Application):
@@ -57,6 +135,10 @@ class Core(Application):
     shared state through a declared interface."""
 
     is_snapshotting_enabled = True
+    # The aggregate cache: a command loads a node, an account, the catalogue and a reservation
+    # with one query for what is newer than the cached version, instead of a snapshot and up to
+    # `node_snapshot_interval` events (fast-forward, since several processes write).
+    env: ClassVar[dict[str, str]] = {"AGGREGATE_CACHE_MAXSIZE": "5000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
     node_snapshot_interval = 50
     # A lost race is run again this many times before Contention (503). Best fit sends racers to
     # the same node, so they queue on its version: with 12, a race of 24 clients on 3 workers
@@ -74,50 +156,46 @@ class Core(Application):
     negotiator: Negotiator
     timeline: CapacityTimeline
     index: ReservationIndex
-    _listing: ReservationIndex
-    _listing_position: int
+    follower: Follower
+    decisions: Decisions
+    _listing: Listing
     _checkpoints: Checkpoints | None
     _resumed: bool
     _saved_position: int
     _follow_lock: threading.RLock
-    _command_lock: threading.RLock
+    # Held by the command attempt that loaded a node, until its end (see `_retrying`).
+    _placement_lock: threading.Lock
+    _attempt: threading.local  # this thread's attempt: whether it holds the lock, waited for it
+
+    def construct_repository(self) -> Repository:
+        plain = super().construct_repository()
+        maxsize = self.env.get(self.AGGREGATE_CACHE_MAXSIZE)
+        return ConsistentCopies(
+            event_store=plain.event_store, snapshot_store=plain.snapshot_store,
+            cache_maxsize=int(maxsize) if maxsize else None,
+            fastforward=plain.fastforward, fastforward_skipping=plain.fastforward_skipping,
+            deepcopy_from_cache=plain.deepcopy_from_cache,
+        )
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         register_pex_transcodings(transcoder)
 
     def follow(self) -> None:
-        """Bring the in-process read models up to the head of the log.
+        """Bring the in-process read models the commands decide on (the capacity timeline and
+        the pending index) up to the head of the log, through the process's one follower.
 
         The first call in a process starts from the checkpoint, if one can be trusted, and
         folds only what came after it; a process that folded `checkpoint_every` events since
         the last checkpoint it knows saves one."""
         with self._follow_lock:
-            if not self._resumed:
-                self._resume()
-            while True:
-                batch = self.recorder.select_notifications(
-                    start=self.timeline.position, limit=1000, inclusive_of_start=False
-                )
-                for notification in batch:
-                    event = self.mapper.to_domain_event(notification)
-                    self.timeline.apply(event)
-                    self.index.apply(event)
-                    self.timeline.position = notification.id
-                if len(batch) < 1000:
-                    break
+            self.follower.follow(self.decisions)
             self.timeline.forget_before(self.clock())
             if self.timeline.position - self._saved_position >= self.checkpoint_every:
                 self.save_checkpoint()
 
     def _follow_listing(self) -> None:
-        while True:
-            batch = self.recorder.select_notifications(start=self._listing_position, limit=1000, inclusive_of_start=False)
-            for notification in batch:
-                self._listing.apply(self.mapper.to_domain_event(notification))
-                self._listing_position = notification.id
-            if len(batch) < 1000:
-                return
+        self.follower.follow(self._listing)
 
     @property
     def checkpoints(self) -> Checkpoints:
@@ -198,17 +276,47 @@ class Core(Application):
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Run a command; on a lost race (IntegrityError) or a node refusing a stale placement,
-        run it again on fresh state, with jittered exponential backoff."""
-        for n in range(1, self.max_attempts + 1):
+        run it again on fresh state, with jittered exponential backoff.
+
+        The store's optimistic concurrency (every save names the versions it decided on) is
+        what keeps the promises, across threads and processes alike. In a process, threads
+        would also race each other for the same best-fit node and mostly lose; so an attempt
+        takes the process's placement lock when it loads its first node (`_node`) and keeps it
+        to its end. Everything before (loading the reservation, the catalogue and the account,
+        following the log, the decision itself) and every step that touches no node (an
+        ACCEPT of a counter-offer, a read, a password check) runs side by side with it.
+
+        An attempt that waited for the lock decided before a thread of its own process
+        changed a node; if it then loses, it runs again at once, keeping the lock, so that
+        this time it decides on what that thread did (not a loss to another process: it does
+        not count against `max_attempts`)."""
+        if getattr(self._attempt, "holding", None) is not None:
+            return attempt()  # a command inside a command's attempt: the outer one holds the lock
+        losses, keep = 0, False
+        while losses < self.max_attempts:
+            self._attempt.holding, self._attempt.waited = keep, False
+            keep = False
             try:
-                # One attempt at a time per process: threads of one worker would otherwise race
-                # each other for the same (best-fit) node; across processes the store decides.
-                with self._command_lock:
-                    return attempt()
+                return attempt()
             except (IntegrityError, CapacityExceeded, NodeUnavailable):
-                pass
-            time.sleep(random.uniform(0, 0.002 * 2 ** min(n, 7)))
+                keep = self._attempt.holding and self._attempt.waited
+            finally:
+                if self._attempt.holding and not keep:
+                    self._placement_lock.release()
+                self._attempt.holding = None
+            if not keep:
+                losses += 1
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(losses, 7)))
         raise Contention("too many concurrent changes; retry later")
+
+    def _hold_nodes(self) -> None:
+        """In a command's attempt, take the placement lock for the rest of it (see `_retrying`)."""
+        if getattr(self._attempt, "holding", None) is not False:
+            return  # outside an attempt, or held already
+        if not self._placement_lock.acquire(blocking=False):
+            self._placement_lock.acquire()
+            self._attempt.waited = True
+        self._attempt.holding = True
 
     def _view(self, r: Reservation) -> ReservationView:
         return ReservationView(
@@ -241,9 +349,12 @@ class Core(Application):
             status=i.status,
             ip_address=getattr(i, "ip_address", None),
             version=i.version,
+            index=i.index,
+            note=getattr(i, "ended_reason", None),
         )
 
     def _node(self, name: str) -> Node:
+        self._hold_nodes()
         try:
             return self.repository.get(node_id(name))
         except AggregateNotFoundError:

@@ -34,7 +34,7 @@ from eventsourcing.application import AggregateNotFoundError
 from pex.application.core import Core
 from pex.application.errors import NotFound
 from pex.application.ports import DispatchJob, Enacted
-from pex.application.views import InstanceView
+from pex.application.views import InstanceView, ReservationView
 from pex.domain.instance import (
     IllegalInstanceAction,
     Instance,
@@ -43,9 +43,10 @@ from pex.domain.instance import (
     reservation_over,
     reservation_runs,
 )
+from pex.domain.lifecycle import Phase, phase_of
 from pex.domain.placement import re_place
 from pex.domain.reservation import Reservation
-from pex.domain.values import Allocation, State
+from pex.domain.values import Allocation, State, time_text
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +115,24 @@ class Instances(Core):
             raise NotFound("no such instance")
         return self._instance_view(instance)
 
+    def reservation_phase(self, view: ReservationView, at: datetime | None = None) -> Phase:
+        """What the reservation means to its user at `at` (now): booked, running, ended...
+        (pex.domain.lifecycle), from its instances as they stand."""
+        statuses: list[str] = [self.repository.get(i).status.value for i in view.instance_ids]
+        terms = view.terms
+        return phase_of(
+            view.state, bool(terms and terms.auto_start), terms.start if terms else None, terms.end if terms else None,
+            at or self.clock(), statuses,
+        )
+
     def list_instances(self, user_id: str | None = None) -> list[InstanceView]:
         """Every instance (of `user_id`); like list_reservations, folds the log once."""
-        with self._follow_lock:
+        with self._listing.lock:
             self._follow_listing()
             if user_id is None:
-                ids = [i for ids in self._listing.instances_by_user.values() for i in ids]
+                ids = [i for ids in self._listing.index.instances_by_user.values() for i in ids]
             else:
-                ids = list(self._listing.instances_by_user.get(user_id, []))
+                ids = list(self._listing.index.instances_by_user.get(user_id, []))
         return [self._instance_view(self.repository.get(i)) for i in ids]
 
     # --- dispatch: the worker claims, carries out through its enactment, and records -----
@@ -282,7 +293,7 @@ class Instances(Core):
         for instance, target in zip(movers, targets, strict=True):
             if target is None:
                 if instance.status != Status.STRANDED:
-                    instance.strand(f"no node has room for it until {terms.end.isoformat()}", at)
+                    instance.strand(f"no node has room for it until {time_text(terms.end)}", at)
                     changed.append(instance)
                     stranded += 1
                 continue

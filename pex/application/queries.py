@@ -28,9 +28,9 @@ class Queries(Core):
     def list_reservations(self, user_id: str | None = None, state: State | None = None) -> list[ReservationView]:
         """Every reservation (of `user_id`), oldest first. Folds the whole log the first time in a
         process: the API's lists are served from the read models instead."""
-        with self._follow_lock:
+        with self._listing.lock:
             self._follow_listing()
-            entries = [e for e in self._listing.of_user(user_id) if state is None or e.state == state]
+            entries = [e for e in self._listing.index.of_user(user_id) if state is None or e.state == state]
         return [self._view(self._reservation(e.id)) for e in entries]
 
     def reservation_events(self, reservation_id: UUID) -> list[Any]:

@@ -11,7 +11,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TypeVar
 
+from eventsourcing.utils import Environment
+
 from pex.application.accounts import Accounts
+from pex.application.core import Decisions, Listing
 from pex.application.instances import Instances
 from pex.application.negotiation import Negotiation
 from pex.application.pool import Pool
@@ -19,10 +22,12 @@ from pex.application.queries import Queries
 from pex.application.quotas import QuotaCommands
 from pex.clock import system_clock
 from pex.domain.negotiation import NegotiationPolicy, Negotiator, evaluate
-from pex.domain.pricing import FlatRatePricing, PricingPolicy
+from pex.domain.pricing import DEFAULT_CURRENCY, FlatRatePricing, PricingPolicy
 from pex.projections.capacity import CapacityTimeline
 from pex.projections.checkpoints import Checkpoints
+from pex.projections.follower import Follower
 from pex.projections.reservations import ReservationIndex
+from pex.settings import PasswordSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +48,36 @@ class PexApplication(Negotiation, Pool, QuotaCommands, Instances, Accounts, Quer
         pricing: PricingPolicy | None = None,
         policy: NegotiationPolicy | None = None,
         negotiator: Negotiator = evaluate,
+        currency: str = DEFAULT_CURRENCY,
+        passwords: PasswordSettings | None = None,
     ):
-        super().__init__(env)
+        super().__init__(env, passwords)
         self.clock = clock
         self.pricing = pricing or FlatRatePricing()
+        self.currency = currency  # every price's: the edges show it beside each (PEX_CURRENCY)
         self.policy = policy or NegotiationPolicy()
         self.negotiator = negotiator  # the provider's strategy; pex.simulation compares others
         self.timeline = CapacityTimeline()
         self.index = ReservationIndex(pending_only=True)
-        self._listing = ReservationIndex()  # every reservation ever: only the listings fold it
-        self._listing_position = 0
+        # The process's one log follower: the commands' models, the listings', and whatever
+        # else the process keeps (the workers' dispatch index, the persisted views) follow it.
+        self.follower = Follower(self.recorder, self.mapper)
+        self.decisions = Decisions(self)
+        self._listing = Listing()
+        self.follower.register(self.decisions)
         self._checkpoints: Checkpoints | None = None
         self._resumed = False
         self._saved_position = 0
         self._follow_lock = threading.RLock()
-        self._command_lock = threading.RLock()
+        self._placement_lock = threading.Lock()
+        self._attempt = threading.local()
+
+    def construct_env(self, name: str, env=None) -> Environment:
+        """The store's settings as pex.bootstrap gives them, and nothing else: eventsourcing
+        would lay the whole process environment beneath them, so that a stray variable could
+        change the store without ever passing through pex.settings."""
+        given = dict(type(self).env)
+        if type(self).is_snapshotting_enabled or type(self).snapshotting_intervals:
+            given["IS_SNAPSHOTTING_ENABLED"] = "y"
+        given.update(env or {})
+        return Environment(name, given)

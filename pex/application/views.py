@@ -1,39 +1,17 @@
-"""What queries and commands return: plain values, never aggregates. One type per read shape."""
+"""What queries and commands return: plain values, never aggregates. One type per read shape:
+a reservation and an instance are pex.projections.shapes' (the list queries of the persisted
+views return the same types), the rest are here."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from uuid import UUID
 
 from pex.domain.catalogue import check_template, size_named
-from pex.domain.reservation import Step
-from pex.domain.values import Offer, Reply, Resources, Size, State, Terms
+from pex.domain.values import Reply, Resources, Size
+from pex.projections.shapes import InstanceView, ReservationView
 
-
-@dataclass(frozen=True)
-class ReservationView:
-    """A reservation as a query returns it: plain values, never the aggregate."""
-
-    id: UUID
-    user_id: str
-    state: State
-    round: int
-    proposal: Terms | None
-    offer: Offer | None
-    alternatives: tuple[Offer, ...]
-    valid_until: datetime | None
-    instance_ids: tuple[UUID, ...]
-    history: tuple[Step, ...]
-    version: int
-    created_on: datetime
-    modified_on: datetime
-
-    @property
-    def terms(self) -> Terms | None:
-        """The terms that stand: the offer once the provider answered, else the proposal."""
-        return self.offer.terms if self.offer else self.proposal
+__all__ = ["CatalogueView", "InstanceView", "NodeView", "Outcome", "Proposed", "ReservationView"]
 
 
 @dataclass(frozen=True)
@@ -43,22 +21,6 @@ class Outcome:
     reply: Reply
     reservation: ReservationView
     reason: str = ""
-
-
-@dataclass(frozen=True)
-class InstanceView:
-    id: UUID
-    reservation_id: UUID
-    user_id: str
-    name: str
-    size: str
-    template: str
-    node: str
-    start: datetime
-    end: datetime
-    status: str
-    ip_address: str | None
-    version: int
 
 
 @dataclass(frozen=True)

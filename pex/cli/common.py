@@ -10,14 +10,21 @@ from uuid import UUID
 import click
 
 
-def build(**overrides):
-    from pex.bootstrap import build_application
+def read_settings():
+    """The settings of this command, read once from the environment (pex.settings)."""
     from pex.settings import Settings, SettingsError
 
     try:
-        settings = Settings.from_env()
+        return Settings.from_env()
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
+
+
+def build(**overrides):
+    from pex.bootstrap import build_application
+    from pex.settings import SettingsError
+
+    settings = read_settings()
     if overrides:
         from dataclasses import replace
 
@@ -69,30 +76,55 @@ class DurationParam(click.ParamType):
         return value if isinstance(value, timedelta) else parse_duration(value)
 
 
-def print_outcome(outcome, as_json: bool) -> None:
+def price_text(price, currency: str) -> str:
+    """A price as the CLI writes every one: `0.20 USD`; `-` for none."""
+    return "-" if price is None else f"{price} {currency}"
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    """Columns aligned under a header row, as a person reads them; `--json` is for programs."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    for line in (headers, *rows):
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+def print_json(value) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def print_outcome(app, outcome, as_json: bool) -> None:
+    """One provider answer: its reply, the offer, what changed and why, in the texts' UTC form."""
+    from pex.domain.lifecycle import PHASE_WORDS
+    from pex.domain.values import time_text
+
     r = outcome.reservation
+    phase = app.reservation_phase(r)
     if as_json:
         from pex.wire import outcome_json
 
-        click.echo(json.dumps(outcome_json(outcome), indent=2))
+        print_json(outcome_json(outcome, phase, app.currency))
         return
-    click.echo(f"reservation {str(r.id).upper()}: {outcome.reply.value} ({r.state.value})")
+    click.echo(f"reservation {str(r.id).upper()}: {outcome.reply.value} ({r.state.value}: {PHASE_WORDS[phase]})")
     if outcome.reason:
         click.echo(f"  reason: {outcome.reason}")
     if r.offer is not None:
         t = r.offer.terms
         click.echo(
             f"  offer: {t.instances_fixed}+{t.instances_option} {t.size} '{t.template}' "
-            f"from {t.start.isoformat()} to {t.end.isoformat()} for {t.price}"
+            f"from {time_text(t.start)} to {time_text(t.end)} for {price_text(t.price, app.currency)}"
+            f"{'' if t.auto_start else ', started only once activated'}"
         )
-        click.echo("  on: " + ", ".join(f"{a.node}×{a.instances}" for a in r.offer.placement))
+        click.echo("  on: " + ", ".join(f"{a.node} ({a.instances})" for a in r.offer.placement))
         for change in r.offer.changes:
-            click.echo(f"  changed: {change}")
+            click.echo(f"  {'' if change.startswith('why: ') else 'changed: '}{change}")
         if r.valid_until:
-            click.echo(f"  valid until: {r.valid_until.isoformat()}")
+            click.echo(f"  valid until: {time_text(r.valid_until)}")
     for i, alt in enumerate(r.alternatives, 1):
         t = alt.terms
-        click.echo(f"  alternative {i}: {t.instances} from {t.start.isoformat()} for {t.price} ({'; '.join(alt.changes)})")
+        click.echo(
+            f"  alternative {i}: {t.instances} from {time_text(t.start)} for {price_text(t.price, app.currency)}"
+            f" ({'; '.join(alt.changes)})"
+        )
 
 
 def parse_id(value: str) -> UUID:

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 
 import click
 
-from pex.cli.common import build
+from pex.cli.common import build, read_settings
 from pex.domain.errors import DomainError
-
-
-def _settings():
-    from pex.settings import Settings, SettingsError
-
-    try:
-        return Settings.from_env()
-    except SettingsError as error:
-        raise click.ClickException(str(error)) from None
 
 
 @click.command()
@@ -32,14 +22,13 @@ def serve(bind, workers, threads) -> None:
     workers start; every worker then builds its own application."""
     from dataclasses import replace
 
-    store = _settings()
+    store = read_settings()
     http = replace(store.http, **{k: v for k, v in {"bind": bind, "workers": workers, "threads": threads}.items() if v})
-    store = replace(store, http=http)
     if store.database_url.startswith("memory:") and http.workers > 1:
         raise click.ClickException("PEX_DATABASE_URL=memory: lives in one process; use --workers 1 or a real store")
-    # prometheus_client decides at its first import whether it runs in multiprocess mode.
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="pex-metrics-")
+    if not http.metrics_dir:  # the workers' metrics are merged in one directory (pex.http.observability)
+        http = replace(http, metrics_dir=tempfile.mkdtemp(prefix="pex-metrics-"))
+    store = replace(store, http=http)
     url = f"http://{http.bind}"
     click.echo(
         f"PEX serving {url}/OpenPEX/ on {store.database_url} ({http.workers} workers × {http.threads} threads)\n"

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from pex.cli.common import build, parse_duration, parse_id, parse_time
+from pex.cli.common import build, parse_duration, parse_id, parse_time, read_settings
 from pex.projections.views import VIEW_NAMES
 
 REPLAYABLE = [*VIEW_NAMES, "ledger"]
@@ -18,9 +18,7 @@ def _build(**overrides):
 
 
 def _source() -> str:
-    from pex.settings import Settings
-
-    url = Settings.from_env().database_url
+    url = read_settings().database_url
     return url.split("@")[-1] if "@" in url else url  # no password in a report
 
 

@@ -7,9 +7,10 @@ from decimal import Decimal, InvalidOperation
 
 import click
 
-from pex.cli.common import DurationParam, TimeParam, build, parse_id, print_outcome
+from pex.cli.common import DurationParam, TimeParam, build, parse_id, price_text, print_json, print_outcome, print_table
 from pex.domain.errors import DomainError
-from pex.domain.values import Reply, Resources, Size, Terms
+from pex.domain.lifecycle import PHASE_WORDS
+from pex.domain.values import Reply, Resources, Size, Terms, time_text
 
 
 @click.group()
@@ -18,7 +19,8 @@ def main() -> None:
     """PEX: reserve virtual machines ahead of time, and negotiate the terms.
 
     Settings come from the environment: PEX_DATABASE_URL (default sqlite:///var/pex.sqlite3),
-    PEX_OFFER_TTL_SECONDS, PEX_MAX_ROUNDS, PEX_HORIZON_DAYS, PEX_PRICING, PEX_DEMO_POOL."""
+    PEX_OFFER_TTL_SECONDS, PEX_MAX_ROUNDS, PEX_HORIZON_DAYS, PEX_PRICING, PEX_CURRENCY (default
+    USD), PEX_DEMO_POOL."""
 
 
 @main.command()
@@ -39,32 +41,38 @@ def init() -> None:
 
 
 @main.command()
-@click.option("--user", default="cli", show_default=True, help="Whose reservation this is.")
+@click.option("--user", required=True, help="Whose reservation this is: a registered user (pex users add).")
 @click.option("--type", "size", default="SMALL", show_default=True, help="VM size (Table 1).")
 @click.option("--template", default="PEX Debian Etch 4.0 Template", show_default=True)
 @click.option("--instances", "fixed", type=click.IntRange(0), default=1, show_default=True, help="Instances needed.")
 @click.option("--optional", "option", type=click.IntRange(0), default=0, show_default=True, help="Further instances welcome.")
 @click.option("--start", type=TimeParam(), default="now+1h", show_default=True)
 @click.option("--duration", type=DurationParam(), default="1h", show_default=True)
-@click.option("--price", help="The most you will pay.")
+@click.option("--price", help="The most you will pay (in PEX_CURRENCY).")
+@click.option("--manual-start", is_flag=True, help="Start the VMs only once the reservation is activated (default: by themselves).")
 @click.option("--confirm", is_flag=True, help="Accept whatever the provider offers and confirm it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the wire JSON of each reply.")
-def negotiate(user, size, template, fixed, option, start, duration, price, confirm, as_json) -> None:
-    """Propose a reservation and print the provider's answer (and confirm it with --confirm)."""
+def negotiate(user, size, template, fixed, option, start, duration, price, manual_start, confirm, as_json) -> None:
+    """Propose a reservation for a registered user and print the provider's answer (and confirm
+    it with --confirm). Once confirmed, its VMs start by themselves at the start, unless
+    --manual-start."""
     try:
         max_price = Decimal(price) if price is not None else None
     except InvalidOperation:
         raise click.BadParameter(f"{price!r} is not a price", param_hint="--price") from None
     app = build()
-    terms = Terms(size, template, fixed, option, start, start + duration, max_price)
+    account = app.get_user(user)
+    if account is None:  # capacity is booked for someone who can log in and see it, or nobody
+        raise click.BadParameter(f"no user {user!r}: create it first (pex users add {user})", param_hint="--user")
+    terms = Terms(size, template, fixed, option, start, start + duration, max_price, auto_start=not manual_start)
     try:
-        rid = app.initiate_reservation(user)
+        rid = app.initiate_reservation(account.username)
         outcome = app.submit_proposal(rid, terms)
-        print_outcome(outcome, as_json)
+        print_outcome(app, outcome, as_json)
         if confirm and outcome.reply in (Reply.ACCEPT, Reply.COUNTER):
             if outcome.reply == Reply.COUNTER:
-                print_outcome(app.respond(rid, Reply.ACCEPT), as_json)
-            print_outcome(app.respond(rid, Reply.CONFIRM), as_json)
+                print_outcome(app, app.respond(rid, Reply.ACCEPT), as_json)
+            print_outcome(app, app.respond(rid, Reply.CONFIRM), as_json)
     except DomainError as error:
         raise click.ClickException(str(error)) from None
 
@@ -76,23 +84,33 @@ def respond(reservation_id, reply) -> None:
     """Answer the provider's offer: CONFIRM an ACCEPT, ACCEPT or REJECT a COUNTER."""
     app = build()
     try:
-        print_outcome(app.respond(parse_id(reservation_id), Reply(reply.upper())), False)
+        print_outcome(app, app.respond(parse_id(reservation_id), Reply(reply.upper())), False)
     except DomainError as error:
         raise click.ClickException(str(error)) from None
 
 
 @main.group("reservations", invoke_without_command=True)
 @click.option("--user", help="Only this user's.")
+@click.option("--json", "as_json", is_flag=True, help="Print them as the API's PEX form does.")
 @click.pass_context
-def list_reservations(ctx, user) -> None:
-    """List reservations with their state and terms (or, with `end`, end one)."""
+def list_reservations(ctx, user, as_json) -> None:
+    """List reservations with where each stands and its terms (or, with `end`, end one)."""
     if ctx.invoked_subcommand is not None:
         return
+    from pex.wire import reservation_json
+
     app = build()
-    for r in app.list_reservations(user):
+    now = app.clock()
+    views = [(r, app.reservation_phase(r, now)) for r in app.list_reservations(user)]
+    if as_json:
+        print_json({"reservations": [reservation_json(r, phase, app.currency) for r, phase in views]})
+        return
+    rows = []
+    for r, phase in views:
         t = r.terms
-        terms = f"{t.instances} {t.size} {t.start.isoformat()} → {t.end.isoformat()} {t.price or ''}" if t else ""
-        click.echo(f"{str(r.id).upper()}  {r.user_id:<10} {r.state.value:<10} {terms}")
+        terms = [f"{t.instances} × {t.size}", time_text(t.start), time_text(t.end), price_text(t.price, app.currency)] if t else ["-"] * 4
+        rows.append([str(r.id).upper(), r.user_id, r.state.value, PHASE_WORDS[phase], *terms])
+    print_table(["RESERVATION", "USER", "STATE", "WHERE IT STANDS", "MACHINES", "START", "END", "PRICE"], rows)
 
 
 @list_reservations.command("end")
@@ -182,17 +200,35 @@ def quotas_set(max_duration, horizon, max_cpu_hours, max_live_offers, defaults, 
     print_quotas(app, user)
 
 
+def resources_text(r: Resources) -> str:
+    return f"{r.cpus} CPU{'s' * (r.cpus != 1)} · {r.memory_mb} MB · {r.disk_gb} GB"
+
+
 @main.command()
-def nodes() -> None:
-    """List the pool's nodes and what is booked or held on them."""
+@click.option("--json", "as_json", is_flag=True, help="Print them as the API's GET /OpenPEX/nodes/{name} does.")
+def nodes(as_json) -> None:
+    """List the pool's nodes, then what is booked or held on them from now on."""
+    from pex.http.pool import allocation_json, node_json
+
     app = build()
-    for node in app.nodes():
-        c = node.capacity
-        state = "up" if node.available else "LOST"
-        click.echo(f"{node.name:<12} {state:<5} {c.cpus} CPUs {c.memory_mb} MB {c.disk_gb} GB")
-        for a in app.node_allocations(node.name):
-            kind = f"hold until {a.hold_until.isoformat()}" if a.is_hold else "booked"
-            click.echo(f"    {a.start.isoformat()} → {a.end.isoformat()}  {a.instances}× {a.per_instance}  {kind}")
+    pool = [(node, app.node_allocations(node.name)) for node in app.nodes()]
+    if as_json:
+        print_json({"nodes": [{**node_json(n), "allocations": [allocation_json(a) for a in allocs]} for n, allocs in pool]})
+        return
+    print_table(
+        ["NODE", "STATE", "CAPACITY"],
+        [[n.name, "up" if n.available else "LOST", resources_text(n.capacity)] for n, _ in pool],
+    )
+    taken = [
+        [n.name, str(a.reservation_id).upper()[:8], f"{a.instances} × {resources_text(a.per_instance)}",
+         time_text(a.start), time_text(a.end), f"held until {time_text(a.hold_until)}" if a.is_hold else "booked"]
+        for n, allocs in pool for a in allocs
+    ]  # fmt: skip
+    click.echo("")
+    if taken:
+        print_table(["NODE", "RESERVATION", "INSTANCES", "FROM", "TO", "KIND"], taken)
+    else:
+        click.echo("Nothing is booked or held: every node is free.")
 
 
 @main.group()

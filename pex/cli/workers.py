@@ -9,10 +9,16 @@ import threading
 
 import click
 
+from pex.cli.common import read_settings
 
-def _configure_logging() -> None:
-    level = os.environ.get("PEX_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s")
+log = logging.getLogger("pex.workers")
+
+
+def _configure_logging(level: str) -> None:
+    """JSON lines on stderr, as the servers write them (docs/operations.md): one object a line."""
+    from pex.http.logs import configure_logging
+
+    configure_logging(level, everything=True)
 
 
 @click.command()
@@ -27,12 +33,12 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
     PEX_DISPATCH_LEASE_SECONDS, PEX_NODE_GRACE_SECONDS, PEX_GUEST_TIMEOUT_SECONDS,
     PEX_RESYNC_SECONDS (docs/operations.md)."""
     from pex.bootstrap import build_worker_process
-    from pex.settings import Settings, SettingsError
 
-    _configure_logging()
+    settings = read_settings()
+    _configure_logging(settings.worker.log_level)
     try:
-        process = build_worker_process(Settings.from_env())
-    except (SettingsError, ValueError) as error:
+        process = build_worker_process(settings)
+    except ValueError as error:  # SettingsError too: a pricing policy that does not load
         raise click.ClickException(str(error)) from None
     if once:
         try:
@@ -53,7 +59,7 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
                     stop.set()
 
         threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
-    click.echo(f"PEX worker on {process.dispatcher.url} (Ctrl-C to stop)", err=True)
+    log.info("worker running (Ctrl-C to stop)", extra={"xen_url": process.dispatcher.url})
     process.run_until_signalled(stop)
 
 
@@ -61,18 +67,32 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
 @click.option("--bind", default="127.0.0.1:8090", show_default=True, help="HOST:PORT to serve XAPI on.")
 @click.option("--hosts", type=click.IntRange(1), default=5, show_default=True, help="Hosts of the paper's testbed.")
 @click.option("--guest-ip-delay", type=float, default=2.0, show_default=True, help="Seconds from boot to the guest's IP.")
-def xen_sim(bind: str, hosts: int, guest_ip_delay: float) -> None:
+@click.option("--members", is_flag=True, help="Every host listens on its own 127.0.0.N (same port), as master or member.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this PEM certificate.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="The certificate's PEM private key.")
+def xen_sim(bind: str, hosts: int, guest_ip_delay: float, members: bool, tls_cert: str | None,
+            tls_key: str | None) -> None:
     """Serve a simulated XAPI pool (user root, password xenroot) until SIGTERM or Ctrl-C.
 
     Point PEX at it with PEX_XEN_URL=http://HOST:PORT/ PEX_XEN_USERNAME=root
-    PEX_XEN_PASSWORD=xenroot; inject faults with POST /sim/<action> (e.g. fail_host)."""
-    from pex.adapters.xen.simulator import serve
+    PEX_XEN_PASSWORD=xenroot; inject faults with POST /sim/<action> (e.g. fail_host,
+    switch_master, restart_xapi)."""
+    from pex.adapters.xen.simulator import TlsFiles, serve
+    from pex.settings import SettingsError, WorkerSettings
 
-    _configure_logging()
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    tls = TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
+
+    try:
+        _configure_logging(WorkerSettings.from_env().log_level)
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # A background job (`nohup pex xen-sim &`) inherits SIGINT ignored and keeps it so;
         # SIGTERM, what supervisors and tests send, always stops it cleanly.
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, lambda signum, frame: stop.set())
-    serve(bind, hosts, announce=lambda line: click.echo(line, err=True), stop=stop, guest_ip_delay=guest_ip_delay)
+    serve(bind, hosts, announce=lambda line: click.echo(line, err=True), stop=stop, guest_ip_delay=guest_ip_delay,
+          tls=tls, members=members)

@@ -17,7 +17,7 @@ from eventsourcing.domain import Aggregate
 
 from pex.domain.errors import CatalogueError, InvalidProposal
 from pex.domain.quotas import Quotas
-from pex.domain.values import Resources, Size
+from pex.domain.values import CopiedByContainers, Resources, Size
 
 CATALOGUE_ID = uuid5(NAMESPACE_URL, "/pex/catalogue")
 
@@ -40,7 +40,7 @@ DEMO_TEMPLATES = (
 DEMO_NODES = tuple((f"node{i}", Resources(cpus=4, memory_mb=4096, disk_gb=200)) for i in range(1, 6))
 
 
-class Catalogue(Aggregate):
+class Catalogue(CopiedByContainers, Aggregate):
     """Sizes and templates on offer."""
 
     class Event(Aggregate.Event):

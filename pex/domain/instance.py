@@ -36,7 +36,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from pex.domain.errors import DomainError, IllegalMove
-from pex.domain.values import Resources, State
+from pex.domain.values import Resources, State, time_text
 
 
 class Status(StrEnum):
@@ -429,7 +429,7 @@ class Instance(Aggregate):
             raise ValueError(f"unknown dispatch action {action!r}")
         self.check("claim")
         if self.claim_live(at) and self.claim is not None and self.claim.worker != worker:
-            raise InstanceBusy(f"{self.claim.worker} is {self.claim.action}ing it until {self.claim.lease_until.isoformat()}")
+            raise InstanceBusy(f"{self.claim.worker} is {self.claim.action}ing it until {time_text(self.claim.lease_until)}")
         self.trigger_event(self.DispatchClaimed, worker=worker, action=action, lease_until=lease_until, at=at)
 
     def holds_claim(self, worker: str, action: str) -> bool:
@@ -570,7 +570,7 @@ class Instance(Aggregate):
     def _check_inside_interval(self, move: str, at: datetime) -> None:
         if not self.start <= at < self.end:
             raise IllegalInstanceAction(
-                move, self.status.value, f"its reservation runs from {self.start.isoformat()} to {self.end.isoformat()}"
+                move, self.status.value, f"its reservation runs from {time_text(self.start)} to {time_text(self.end)}"
             )
 
     def _going(self, at: datetime) -> bool:

@@ -17,7 +17,7 @@ from pex.domain.errors import InvalidProposal
 from pex.domain.placement import CapacityView, earlier_starts, ever_placeable, later_starts, most_placeable, place
 from pex.domain.pricing import PricingPolicy
 from pex.domain.quotas import QuotaExceeded
-from pex.domain.values import Allocation, Offer, Reply, Size, Terms
+from pex.domain.values import Allocation, Offer, Reply, Resources, Size, Terms, time_text
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class Decision:
     offer: Offer | None = None
     alternatives: tuple[Offer, ...] = field(default=())
     reason: str = ""
+    # Why the asked terms could not be had as they are (a COUNTER's "why:" notes, from the
+    # capacity timeline); kept so that restating the changes keeps them too.
+    why: tuple[str, ...] = field(default=())
 
 
 class Negotiator(Protocol):
@@ -64,7 +67,7 @@ def check_terms(terms: Terms, at: datetime, policy: NegotiationPolicy) -> None:
     if terms.duration > policy.max_duration:
         raise InvalidProposal("duration", f"at most {policy.max_duration.days} days")
     if terms.start < at:
-        raise InvalidProposal("startTime", f"{terms.start.isoformat()} is in the past")
+        raise InvalidProposal("startTime", f"{time_text(terms.start)} is in the past")
     if terms.start > at + policy.horizon:
         raise QuotaExceeded(
             "horizon", policy.horizon.days, "startTime", f"reservations open at most {policy.horizon.days} days ahead"
@@ -91,12 +94,14 @@ def evaluate(
     if ever_placeable(view, per_instance) < least:
         return Decision(Reply.REJECT, reason=f"{least} {size.name} instances are more than the pool can ever hold")
 
+    why: tuple[str, ...] = ()
+
     def offer_for(start: datetime, instances: int, placement: tuple[Allocation, ...]) -> Offer:
         end = start + terms.duration
         price = pricing.quote(size, instances, start, end)
         granted = instances - terms.instances_fixed
         offered = terms.but(start=start, end=end, instances_option=max(granted, 0), price=price)
-        return Offer(offered, per_instance, placement, describe_changes(terms, offered))
+        return Offer(offered, per_instance, placement, describe_changes(terms, offered) + why)
 
     def within_budget(offer: Offer) -> bool:
         return terms.price is None or offer.terms.price is None or offer.terms.price <= terms.price
@@ -106,6 +111,9 @@ def evaluate(
         offer = offer_for(terms.start, terms.instances, exact)
         if within_budget(offer):
             return Decision(Reply.ACCEPT, offer)
+
+    if exact is None:
+        why = explain_shortage(view, size, terms.instances, terms.start, terms.end, at, reservation_id)
 
     candidates: list[Offer] = []
 
@@ -143,7 +151,7 @@ def evaluate(
             Reply.REJECT,
             reason=f"no {least} {size.name} instances fit for {terms.duration} within {policy.horizon.days} days",
         )
-    return Decision(Reply.COUNTER, ranked[0], tuple(ranked[1 : 1 + policy.max_alternatives]))
+    return Decision(Reply.COUNTER, ranked[0], tuple(ranked[1 : 1 + policy.max_alternatives]), why=why)
 
 
 def answer_within_quotas(asked: Terms, limited: Terms, decision: Decision) -> Decision:
@@ -154,10 +162,11 @@ def answer_within_quotas(asked: Terms, limited: Terms, decision: Decision) -> De
         return decision
 
     def restated(offer: Offer) -> Offer:
-        return replace(offer, changes=describe_changes(asked, offer.terms))
+        return replace(offer, changes=describe_changes(asked, offer.terms) + decision.why)
 
     return Decision(
-        Reply.COUNTER, restated(decision.offer), tuple(restated(o) for o in decision.alternatives), decision.reason
+        Reply.COUNTER, restated(decision.offer), tuple(restated(o) for o in decision.alternatives), decision.reason,
+        decision.why,
     )
 
 
@@ -181,12 +190,57 @@ def describe_changes(asked: Terms, offered: Terms) -> tuple[str, ...]:
     if offered.start != asked.start:
         shift = offered.start - asked.start
         direction = "later" if shift > timedelta(0) else "earlier"
-        changes.append(f"start moved {format_span(abs(shift))} {direction}, to {offered.start.isoformat()}")
+        changes.append(f"start moved {format_span(abs(shift))} {direction}, to {time_text(offered.start)}")
     if offered.instances_option != asked.instances_option:
         changes.append(f"{offered.instances_option} of {asked.instances_option} optional instances granted")
     if asked.price is not None and offered.price is not None and offered.price > asked.price:
         changes.append(f"price {offered.price} is above the {asked.price} you offered")
     return tuple(changes)
+
+
+WHY = "why: "  # how a change note that gives the reason starts (the portal shows it apart)
+MAX_SPANS_TOLD = 3
+
+
+def short_spans(
+    view: CapacityView, per_instance: Resources, instances: int, start: datetime, end: datetime, at: datetime,
+    excluding: UUID | None = None,
+) -> list[tuple[datetime, datetime, int]]:
+    """The stretches of [start, end) in which fewer than `instances` fit in the pool, with how
+    many do fit there: the capacity timeline cut at its change points, adjacent stretches
+    with the same room merged. Empty if they all fit at every instant."""
+    cuts = [start, *(p for p in view.change_points(start, end, at) if p < end), end]
+    spans: list[tuple[datetime, datetime, int]] = []
+    for a, b in zip(cuts, cuts[1:], strict=False):
+        if a >= b:
+            continue
+        room = most_placeable(view, per_instance, a, b, at, excluding)
+        if room >= instances:
+            continue
+        if spans and spans[-1][1] == a and spans[-1][2] == room:
+            spans[-1] = (spans[-1][0], b, room)
+        else:
+            spans.append((a, b, room))
+    return spans
+
+
+def explain_shortage(
+    view: CapacityView, size: Size, instances: int, start: datetime, end: datetime, at: datetime,
+    excluding: UUID | None = None,
+) -> tuple[str, ...]:
+    """Why `instances` × `size` cannot have [start, end) as asked, in words: when the pool is
+    full, or has room for fewer ("why: the pool is full from 2026-08-17 23:00 UTC to
+    2026-08-18 01:00 UTC"). Empty when they would fit (then the price was the obstacle)."""
+    spans = short_spans(view, size.resources, instances, start, end, at, excluding)
+    if not spans:
+        return ()
+    told = []
+    for a, b, room in spans[:MAX_SPANS_TOLD]:
+        what = "the pool is full" if room == 0 else f"the pool has room for only {room} {size.name}"
+        told.append(f"{what} from {time_text(a)} to {time_text(b)}")
+    more = len(spans) - MAX_SPANS_TOLD
+    tail = f", and {more} more time{'s' * (more != 1)}" if more > 0 else ""
+    return (WHY + "; ".join(told) + tail,)
 
 
 def format_span(span: timedelta) -> str:

@@ -20,7 +20,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from pex.domain.errors import CapacityExceeded, CatalogueError, NodeUnavailable
-from pex.domain.values import Resources
+from pex.domain.values import CopiedByContainers, Resources
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def peak_demand(allocations: list[NodeAllocation], start: datetime, end: datetim
     return peak
 
 
-class Node(Aggregate):
+class Node(CopiedByContainers, Aggregate):
     """A physical host of the pool, as the placement sees it."""
 
     class Event(Aggregate.Event):

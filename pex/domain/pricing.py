@@ -9,6 +9,9 @@ from typing import Protocol
 from pex.domain.values import Size
 
 CENT = Decimal("0.01")
+# What prices are in unless PEX_CURRENCY says otherwise: the demo sizes' prices are the 2009
+# EC2 rates they were modelled on. Prices are amounts; the currency is the operator's setting.
+DEFAULT_CURRENCY = "USD"
 
 
 class PricingPolicy(Protocol):

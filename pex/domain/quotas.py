@@ -35,7 +35,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from pex.domain.errors import DomainError, InvalidProposal
-from pex.domain.values import Terms
+from pex.domain.values import CopiedByContainers, Terms
 
 DEFAULT_MAX_DURATION = timedelta(days=14)
 DEFAULT_MAX_LIVE_OFFERS = 5
@@ -198,7 +198,7 @@ def quota_account_id(user_id: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"/pex/quota-accounts/{user_id}")
 
 
-class QuotaAccount(Aggregate):
+class QuotaAccount(CopiedByContainers, Aggregate):
     """One user's quota decisions: each offer the provider made them, with what it took and
     what they had before. Its version is what serializes the decisions on one user's usage;
     what a user holds now is read from the reservations (pex.projections.reservations)."""

@@ -14,7 +14,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from pex.domain.errors import IllegalMove, OfferExpired
-from pex.domain.values import Allocation, Offer, Reply, Resources, State, Terms
+from pex.domain.values import Allocation, CopiedByContainers, Offer, Reply, Resources, State, Terms, time_text
 
 # Which move each state allows. "submit" is the user's opening proposal, "counter" a user's
 # own proposal in answer to a COUNTER; both are evaluated by the provider in the same command.
@@ -47,7 +47,7 @@ class Step:
     note: str = ""
 
 
-class Reservation(Aggregate):
+class Reservation(CopiedByContainers, Aggregate):
     """A user's request for N instances of a size from a start time for a duration."""
 
     class Event(Aggregate.Event):
@@ -246,7 +246,7 @@ class Reservation(Aggregate):
     def expire_offer(self, at: datetime) -> None:
         self.check("expire_offer")
         if self.valid_until is not None and self.valid_until > at:
-            raise IllegalMove("expire_offer", self.state.value, f"the offer is valid until {self.valid_until.isoformat()}")
+            raise IllegalMove("expire_offer", self.state.value, f"the offer is valid until {time_text(self.valid_until)}")
         self.trigger_event(self.OfferExpired, at=at)
 
     def activate(self, at: datetime) -> None:
@@ -272,9 +272,9 @@ class Reservation(Aggregate):
         self.check("expire")
         assert self.offer is not None
         if self.offer.terms.end > at:
-            raise IllegalMove("expire", self.state.value, f"it ends at {self.offer.terms.end.isoformat()}")
+            raise IllegalMove("expire", self.state.value, f"it ends at {time_text(self.offer.terms.end)}")
         self.trigger_event(self.Expired, at=at)
 
     def check_offer_valid(self, at: datetime) -> None:
         if self.valid_until is None or self.valid_until <= at:
-            raise OfferExpired(f"the offer lapsed at {self.valid_until.isoformat() if self.valid_until else 'an earlier time'}")
+            raise OfferExpired(f"the offer lapsed at {time_text(self.valid_until) if self.valid_until else 'an earlier time'}")

@@ -6,10 +6,10 @@ Everything here is immutable and transcodable, because it travels inside stored 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Any, Self
 
 
 # Not StrEnum (UP042): it would change what str() and f-strings make of a member ("Reply.ACCEPT"
@@ -38,6 +38,14 @@ class State(str, Enum):  # noqa: UP042 (as Reply)
     ACTIVATED = "ACTIVATED"
     EXPIRED = "EXPIRED"
     CANCELLED = "CANCELLED"
+
+
+def time_text(when: datetime) -> str:
+    """An instant in the texts PEX writes (offer changes, reasons, errors): `2026-08-17 10:00 UTC`,
+    with seconds only when it has some. One form for every text (docs/api.md, "Times and
+    prices"); the portal finds these in a text and shows them in the reader's zone."""
+    when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC" if when.second else "%Y-%m-%d %H:%M UTC")
 
 
 @dataclass(frozen=True, order=True)
@@ -98,6 +106,8 @@ class Terms:
 
     In a user's proposal `price` is the most the user will pay (or None); in the provider's
     offer it is the price quoted. `instances_option` in an offer is what the provider grants.
+    `auto_start`: the VMs start at the start by themselves once confirmed (the paper's
+    "started automatically"), the default; False waits for the user's activation.
     """
 
     size: str
@@ -107,7 +117,7 @@ class Terms:
     start: datetime
     end: datetime
     price: Decimal | None = None
-    auto_start: bool = False
+    auto_start: bool = True
 
     @property
     def duration(self) -> timedelta:
@@ -141,3 +151,18 @@ class Offer:
     @property
     def nodes(self) -> tuple[str, ...]:
         return tuple(a.node for a in self.placement)
+
+
+class CopiedByContainers:
+    """An aggregate whose every attribute is an immutable value (a frozen dataclass, a tuple,
+    a string, a time) or a list, dict or set of them: its deep copy is new containers of the
+    same values. The aggregate cache hands every command a copy of what it loads
+    (pex.application.core), and on a node with many allocations Python's deepcopy cost more
+    than the command itself."""
+
+    def __deepcopy__(self, memo: dict) -> Self:
+        copied = object.__new__(type(self))
+        copied.__dict__.update(
+            {name: value.copy() if isinstance(value, (list, dict, set)) else value for name, value in self.__dict__.items()}
+        )
+        return copied

@@ -8,14 +8,14 @@ import falcon
 from pex.application import NotFound, PexApplication
 from pex.application.accounts import UserView
 from pex.http.problems import Problem
-from pex.wire import rfc3339
+from pex.wire import rfc1123
 
 
 def user_json(user: UserView) -> dict:
     return {
         "username": user.username,
         "admin": user.is_admin,
-        "registeredAt": rfc3339(user.registered_at),
+        "registeredAt": rfc1123(user.registered_at),
     }
 
 

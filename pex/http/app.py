@@ -13,7 +13,6 @@ from pex.http import accounts, instances, operations, pool, portal, problems, re
 from pex.http.auth import BasicAuth, ClientAddress, LoginThrottle, OpenPexHeaders, VerificationCache
 from pex.http.contract import RequestContract, ResponseContract, openapi
 from pex.http.observability import Metrics, MetricsResource, RequestObserver
-from pex.http.portal.settings import PortalSettings
 from pex.http.problems import Problem
 from pex.projections.readmodels import ReadModels
 from pex.settings import HttpSettings
@@ -104,7 +103,6 @@ def create_app(
     read_models: ReadModels | None = None,
     metrics: Metrics | None = None,
     response_contract: ResponseContract | None = None,
-    portal_settings: PortalSettings | None = None,
 ) -> falcon.App:
     """The API over `application` (which also carries the clock every command reads).
 
@@ -120,7 +118,7 @@ def create_app(
     `response_contract` (or settings.validate_responses) checks every response against the
     OpenAPI document too (tests)."""
     settings = settings or HttpSettings()
-    metrics = metrics or Metrics()
+    metrics = metrics or Metrics(settings.metrics_dir)
     read_models = read_models if read_models is not None else ReadModels(application)
     spec = openapi()
     # One throttle for the API and the portal, counting in the store (shared by every worker).
@@ -162,6 +160,7 @@ def create_app(
         "/OpenPEX/reservations/{reservation_id:uuid}/activate": reservations.Activation(application),
         "/OpenPEX/instances": instances.Instances(read_models),
         "/OpenPEX/instances/{vm_id:uuid}": instances.Instance(application),
+        "/OpenPEX/instances/{vm_id:uuid}/start": instances.InstanceAction(application, "start"),
         "/OpenPEX/instances/{vm_id:uuid}/stop": instances.InstanceAction(application, "stop"),
         "/OpenPEX/instances/{vm_id:uuid}/reboot": instances.InstanceAction(application, "reboot"),
         "/OpenPEX/sizes": pool.Sizes(application),
@@ -177,7 +176,7 @@ def create_app(
         app.add_route(template, resource)
     # The web portal at / (paper §3.4): session cookies, not Basic auth; outside the contract.
     portal.install(
-        app, application, read_models, portal_settings or PortalSettings.from_env(),
+        app, application, read_models, settings.portal,
         registration=settings.registration,
         throttle=throttle,
     )

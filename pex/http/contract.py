@@ -1,8 +1,11 @@
 """The OpenAPI document (pex/http/openapi.yaml) as a contract the server keeps.
 
-Requests to resources that declare `contract = True` are validated by openapi-core before
-the responder runs; a violation is a 400 (415 for a media type) problem listing every error
-with a JSON pointer. With `validate_responses` on (tests), every response is checked against
+Requests to resources that declare `contract = True` are validated before the responder runs;
+a violation is a 400 (415 for a media type) problem listing every error with a JSON pointer.
+openapi-core builds its validators afresh for every request (pure Python: half the cost of a
+negotiation step), so each operation's rules are also compiled once from the same document
+(`CompiledOperation`, with jsonschema_rs): a request they vouch for goes straight through, and
+any other is validated by openapi-core, which decides and says what is wrong. With `validate_responses` on (tests), every response is checked against
 the document too, and violations are collected in `ResponseContract.violations`.
 """
 
@@ -13,10 +16,13 @@ import json
 import logging
 import re
 import threading
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
+from urllib.parse import quote, unquote
 
 import falcon
+import jsonschema_rs
 import yaml
 from openapi_core import Config, OpenAPI
 from openapi_core.contrib.falcon.requests import FalconOpenAPIRequest
@@ -120,6 +126,133 @@ def declared_query_parameters(uri_template: str, method: str) -> frozenset[str] 
     return frozenset(p["name"] for p in parameters if p.get("in") == "query")
 
 
+def _pointer(*parts: str) -> str:
+    """A URI fragment of JSON pointer to `parts` (`{username}` percent-encoded, as a URI needs)."""
+    return "#/" + "/".join(quote(p.replace("~", "~0").replace("/", "~1"), safe="~") for p in parts)
+
+
+@dataclass(frozen=True)
+class _Parameter:
+    name: str
+    location: str  # path or header: the only ones compiled (a query goes to openapi-core)
+    required: bool
+    validator: Any
+    segment: int  # for a path parameter, its index among the path's segments
+
+
+@dataclass(frozen=True)
+class CompiledOperation:
+    """One operation's request rules, compiled once from the OpenAPI document.
+
+    `vouches_for` is one-sided: True only for a request openapi-core accepts too (the same
+    schemas, formats checked, the same reading of the body and the security requirement);
+    False for anything it is unsure of (a query string, an unexpected media type, any schema
+    error), which openapi-core then validates. So the document stays the one contract and
+    the errors keep openapi-core's words."""
+
+    parameters: tuple[_Parameter, ...]
+    security: tuple[tuple[str, ...], ...] | None  # the http schemes of each alternative; None: open
+    bodies: dict[str, Any] | None  # media type → validator; None: the operation takes no body
+    segments: int
+
+    def vouches_for(self, req: falcon.Request) -> bool:
+        if req.params:
+            return False
+        if self.security is not None and not any(self._authorized(req, schemes) for schemes in self.security):
+            return False
+        segments = req.path.split("/")
+        if len(segments) != self.segments:
+            return False
+        for p in self.parameters:
+            value = segments[p.segment] if p.location == "path" else req.get_header(p.name)
+            if value is None:
+                if p.required:
+                    return False
+            elif not p.validator.is_valid(value):
+                return False
+        if self.bodies is None:
+            return True
+        media_type = (req.content_type or req.options.default_media_type).split(";", 1)[0].strip().lower()
+        validator = self.bodies.get(media_type)
+        # openapi-core reads an empty body as {} (its falcon adapter's default), and so does this.
+        return validator is not None and validator.is_valid(req.get_media(default_when_empty={}))
+
+    @staticmethod
+    def _authorized(req: falcon.Request, schemes: tuple[str, ...]) -> bool:
+        header = req.get_header("Authorization")
+        if not schemes:
+            return True
+        if header is None or " " not in header:
+            return False
+        return all(header.split(" ", 1)[0].lower() == scheme for scheme in schemes)
+
+    @classmethod
+    def compile(cls, path: str, method: str) -> CompiledOperation | None:
+        """The rules of `method` on the document's `path`; None if some rule is not one this
+        compiles (then openapi-core validates every such request)."""
+        spec = spec_dict()
+        item = spec["paths"].get(path)
+        if item is None or method not in item:
+            return None
+        operation = item[method]
+
+        def validator(pointer: str) -> Any:
+            # The whole document is the root, so that its $refs resolve as openapi-core resolves them.
+            return jsonschema_rs.validator_for({**spec, "$ref": pointer}, validate_formats=True)
+
+        def resolved(node: dict, pointer: str) -> tuple[dict, str]:
+            while "$ref" in node:
+                pointer = node["$ref"]
+                node = spec
+                for part in pointer.removeprefix("#/").split("/"):
+                    node = node[unquote(part).replace("~1", "/").replace("~0", "~")]
+            return node, pointer
+
+        path_segments = path.split("/")
+        parameters = []
+        declared = [(p, _pointer("paths", path, "parameters", str(i))) for i, p in enumerate(item.get("parameters", []))]
+        declared += [(p, _pointer("paths", path, method, "parameters", str(i))) for i, p in enumerate(operation.get("parameters", []))]
+        for raw, pointer in declared:
+            parameter, pointer = resolved(raw, pointer)
+            schema, schema_pointer = resolved(parameter.get("schema", {}), pointer + "/schema")
+            location = parameter["in"]
+            if location not in ("path", "header") or schema.get("type") != "string":
+                return None  # casting (numbers, arrays, booleans) is openapi-core's to do
+            field = "{" + parameter["name"] + "}"
+            if location == "path" and field not in path_segments:
+                return None
+            segment = path_segments.index(field) if location == "path" else -1
+            parameters.append(_Parameter(parameter["name"], location, parameter.get("required", location == "path"), validator(schema_pointer), segment))
+        requirements = operation.get("security", spec.get("security"))
+        security = None
+        if requirements:
+            schemes_declared = spec.get("components", {}).get("securitySchemes", {})
+            alternatives = []
+            for requirement in requirements:
+                schemes = []
+                for name in requirement:
+                    scheme = schemes_declared.get(name)
+                    if scheme is None or scheme.get("type") != "http":
+                        return None
+                    schemes.append(scheme["scheme"].lower())
+                alternatives.append(tuple(schemes))
+            security = tuple(alternatives)
+        bodies = None
+        if "requestBody" in operation:
+            body, pointer = resolved(operation["requestBody"], _pointer("paths", path, method, "requestBody"))
+            bodies = {}
+            for media_type, content in body.get("content", {}).items():
+                if "*" in media_type or "schema" not in content:
+                    return None
+                bodies[media_type.lower()] = validator(pointer + "/content/" + _pointer(media_type)[2:] + "/schema")
+        return cls(tuple(parameters), security, bodies, len(path_segments))
+
+
+def compiled_operation(uri_template: str, method: str) -> CompiledOperation | None:
+    """The compiled rules for a route (a Falcon URI template) and method."""
+    return CompiledOperation.compile(re.sub(r"\{(\w+):\w+\}", r"{\1}", uri_template), method.lower())
+
+
 class RequestContract:
     """Falcon middleware: validates requests to contract resources against the document.
 
@@ -129,6 +262,7 @@ class RequestContract:
     def __init__(self, spec: OpenAPI):
         self.spec = spec
         self._declared = functools.lru_cache(maxsize=256)(declared_query_parameters)
+        self._compiled = functools.lru_cache(maxsize=256)(compiled_operation)
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params) -> None:
         if resource is None or not getattr(resource, "contract", False):
@@ -143,6 +277,9 @@ class RequestContract:
         if req.method in ("POST", "PUT", "PATCH") and (req.content_length or 0) > 0:
             # Malformed JSON surfaces here as falcon's own 400, before openapi-core sees it.
             req.get_media(default_when_empty=None)
+        compiled = self._compiled(req.uri_template, req.method)
+        if compiled is not None and compiled.vouches_for(req):
+            return
         result = self.spec.unmarshal_request(FalconOpenAPIRequest(req))
         if result.errors:
             raise request_problem(list(result.errors))

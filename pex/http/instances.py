@@ -1,7 +1,10 @@
-"""The instance endpoints of Table 2: list and read a user's VMs; stop, reboot, delete them.
+"""The instance endpoints of Table 2: list and read a user's VMs; start, stop, reboot, delete them.
 
-The actions are relayed to the application's `stop_instance`, `reboot_instance` and
-`delete_instance`, which the Xen dispatcher provides. Until it is there, they answer 409
+The actions are relayed to the application's `start_instance`, `stop_instance`,
+`reboot_instance` and `delete_instance`, which the Xen dispatcher provides. An action is a
+request the worker carries out: PEX's form answers `202 Accepted` with what was requested and
+the instance as it stands; the original's form answers 200 with the instance (VMInstance), as
+Table 2 has it. Until it is there, they answer 409
 `dispatcher-unavailable` (after the usual 401/404 checks), so clients can be written now.
 The list is read from the persisted read model (caught up first); one instance, and its ETag,
 from the aggregate. Replies come in the original's form or PEX's (pex.http.reservations.represent).
@@ -53,7 +56,12 @@ def act(application: PexApplication, req: falcon.Request, resp: falcon.Response,
     command(vm_id)
     view = application.get_instance(vm_id)
     resp.etag = str(view.version)
-    represent(req, resp, lambda: instance_json(view), lambda: original_instance(view))
+
+    def requested() -> dict:
+        resp.status = falcon.HTTP_202
+        return {"requested": action, "instance": instance_json(view)}
+
+    represent(req, resp, requested, lambda: original_instance(view))
 
 
 class Instance:
@@ -75,7 +83,7 @@ class Instance:
 
 
 class InstanceAction:
-    """/OpenPEX/instances/{vm_id}/stop and /reboot"""
+    """/OpenPEX/instances/{vm_id}/start, /stop and /reboot"""
 
     auth = "user"
     contract = True

@@ -29,8 +29,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """JSON lines on stderr for PEX's loggers (called by the servers, not at import)."""
+def configure_logging(level: str = "INFO", *, everything: bool = False) -> None:
+    """JSON lines on stderr for PEX's loggers (called by the servers and the workers, not at
+    import). `everything`: the libraries' loggers too, through the root's (a worker process,
+    where no gunicorn logconfig looks after the root)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     for name in ("pex", "gunicorn.error"):
@@ -38,6 +40,10 @@ def configure_logging(level: str = "INFO") -> None:
         logger.handlers[:] = [handler]
         logger.setLevel(level)
         logger.propagate = False
+    if everything:
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
+        root.setLevel(level)
 
 
 # gunicorn's own log lines (the master's too) in the same format, each once. gunicorn merges

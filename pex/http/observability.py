@@ -5,21 +5,21 @@ rest). They carry the request id, method, route, status, latency and username, a
 request header or body, so credentials cannot leak into them.
 
 Metrics work with several gunicorn workers through prometheus-client's multiprocess mode:
-when PROMETHEUS_MULTIPROC_DIR is set (by `pex serve`, before prometheus_client is imported),
-each worker writes its samples there and /metrics merges them.
+with a metrics directory (HttpSettings.metrics_dir: PROMETHEUS_MULTIPROC_DIR, or one that
+`pex serve` makes), each worker writes its samples there (write_samples_to_the_metrics_dir, after the fork)
+and /metrics merges them.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 import uuid
 from http import HTTPStatus
 
 import falcon
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 access_log = logging.getLogger("pex.http.access")
@@ -45,13 +45,26 @@ def route_label(req: falcon.Request) -> str:
     return req.uri_template or "(unrouted)"
 
 
+def write_samples_to_the_metrics_dir() -> None:
+    """Put this process's metrics in prometheus_client's multiprocess mode, before any is made:
+    their samples go to files in the metrics directory, which every worker's /metrics merges.
+
+    The library takes that directory from one place only, the PROMETHEUS_MULTIPROC_DIR of the
+    process's environment, which gunicorn gives its workers (its `raw_env` setting:
+    pex.http.server.gunicorn_options). And it chooses its kind of value once, when first
+    imported, which the serving process did before gunicorn set the variable: so a worker
+    chooses again, here, right after the fork (the post_fork hook)."""
+    values.ValueClass = values.MultiProcessValue()
+
+
 class Metrics:
     """PEX's metrics. Each instance has its own registry, so several apps can live in one
-    process (tests); in multiprocess mode the samples go to files whatever the registry."""
+    process (tests); in multiprocess mode (a `multiprocess_dir`, where write_samples_to_the_metrics_dir sent
+    this process's samples) /metrics merges the samples of every process that wrote there."""
 
-    def __init__(self):
+    def __init__(self, multiprocess_dir: str | None = None):
         self.registry = CollectorRegistry()
-        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.multiprocess_dir = multiprocess_dir
         self.requests = Counter(
             "pex_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=self.registry
         )
@@ -69,9 +82,9 @@ class Metrics:
         )
 
     def exposition(self) -> bytes:
-        if self.multiprocess:
+        if self.multiprocess_dir:
             registry = CollectorRegistry()
-            MultiProcessCollector(registry)
+            MultiProcessCollector(registry, path=self.multiprocess_dir)
             return generate_latest(registry)
         return generate_latest(self.registry)
 

@@ -2,8 +2,8 @@
 page's URL in a `Link: <…>; rel="next"` header (RFC 8288), whose `cursor` names the last row
 shown. The reply itself stays what the original client parses, a bare array (or PEX's object).
 
-A cursor is the list's sort key of the last row shown (pex.projections.readmodels'
-RESERVATION_ORDER, INSTANCE_ORDER), as base64url JSON tagged with the list it belongs to, so
+A cursor names the last row shown (a reservation's id; an instance's sort key,
+pex.projections.readmodels' INSTANCE_ORDER), as base64url JSON tagged with the list it belongs to, so
 the next page is read by the index after that key (keyset pagination): rows added meanwhile
 never shift a page. It is opaque to clients; one that is malformed, or of another list, is a
 400 `invalid-cursor`. A forged one can only start a page elsewhere in the caller's own list:
@@ -33,7 +33,7 @@ MAX_CURSOR_LENGTH = 200
 # type raises, so a tampered cursor is a 400, not a 500).
 _ENCODE: dict[type, Callable[[Any], Any]] = {int: int, datetime: datetime.isoformat, UUID: str}
 KEYS: dict[str, tuple[type, ...]] = {
-    "reservations": (int,),
+    "reservations": (UUID,),  # the last one's id: the read model finds its place in the order
     "instances": (datetime, UUID, int),
 }
 

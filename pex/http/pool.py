@@ -15,13 +15,14 @@ from pex.domain.values import Resources, Size
 from pex.wire import rfc1123
 
 
-def size_json(size: Size) -> dict:
+def size_json(size: Size, currency: str) -> dict:
     return {
         "name": size.name,
         "cpus": size.cpus,
         "memoryMb": size.memory_mb,
         "diskGb": size.disk_gb,
         "hourlyPrice": str(size.hourly_price),
+        "currency": currency,
     }
 
 
@@ -62,7 +63,7 @@ class Sizes:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         sizes = sorted(self.application.catalogue().sizes.values(), key=lambda s: (s.cpus, s.memory_mb, s.name))
-        resp.media = {"sizes": [size_json(s) for s in sizes]}
+        resp.media = {"sizes": [size_json(s, self.application.currency) for s in sizes]}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = req.get_media()
@@ -72,7 +73,7 @@ class Sizes:
         self.application.define_size(size)
         resp.status = falcon.HTTP_201
         resp.location = f"/OpenPEX/sizes/{size.name}"
-        resp.media = size_json(size)
+        resp.media = size_json(size, self.application.currency)
 
 
 class SizeResource:
@@ -91,12 +92,12 @@ class SizeResource:
         return size
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
-        resp.media = size_json(self._size(name))
+        resp.media = size_json(self._size(name), self.application.currency)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         size = self._size(name)
         self.application.withdraw_size(name)
-        resp.media = size_json(size)
+        resp.media = size_json(size, self.application.currency)
 
 
 class Templates:

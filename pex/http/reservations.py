@@ -57,6 +57,15 @@ def represent(req: falcon.Request, resp: falcon.Response, pex: Callable[[], Any]
         resp.media = original()
 
 
+def rich_reservation(application: PexApplication, view: ReservationView) -> dict[str, Any]:
+    """PEX's form of one reservation: with its phase now and the prices' currency."""
+    return reservation_json(view, application.reservation_phase(view), application.currency)
+
+
+def rich_outcome(application: PexApplication, outcome) -> dict[str, Any]:
+    return outcome_json(outcome, application.reservation_phase(outcome.reservation), application.currency)
+
+
 def owner(req: falcon.Request) -> str | None:
     """Whose things the caller may see: their own, or (an administrator) everyone's."""
     user = req.context.user
@@ -107,14 +116,16 @@ class Reservations:
         limit, after = page_of(req, "reservations")
         rows = self.read_models.reservations(
             owner(req), State(state) if state else None, not_in=() if state else (State.CANCELLED,),
-            limit=limit + 1, after=after,
+            limit=limit + 1, after=after[0] if after else None,
         )
-        rows = link_next(req, resp, "reservations", rows, limit, lambda r: (r.created_seq,))
-        represent(
-            req, resp,
-            lambda: {"reservations": [reservation_json(r) for r in rows]},
-            lambda: [original_reservation(r) for r in rows],
-        )
+        rows = link_next(req, resp, "reservations", rows, limit, lambda r: (r.id,))
+
+        def rich() -> dict[str, Any]:
+            phases = self.read_models.phases(rows, self.application.clock())
+            currency = self.application.currency
+            return {"reservations": [reservation_json(r, phases[r.id], currency) for r in rows]}
+
+        represent(req, resp, rich, lambda: [original_reservation(r) for r in rows])
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         user = req.context.user.username
@@ -131,7 +142,7 @@ class Reservations:
         resp.etag = str(outcome.reservation.version)
         if proposed.replayed:
             resp.set_header("Idempotent-Replayed", "true")
-        represent(req, resp, lambda: outcome_json(outcome), lambda: original_outcome(outcome))
+        represent(req, resp, lambda: rich_outcome(self.application, outcome), lambda: original_outcome(outcome))
 
     @staticmethod
     def _idempotency_key(req: falcon.Request) -> str | None:
@@ -160,7 +171,7 @@ class Reservation:
     def on_get(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
         view = load(self.application, req, reservation_id)
         resp.etag = str(view.version)
-        represent(req, resp, lambda: reservation_json(view), lambda: original_reservation(view))
+        represent(req, resp, lambda: rich_reservation(self.application, view), lambda: original_reservation(view))
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
         reply, terms, proposal_id = step_from_json(req.get_media())
@@ -176,7 +187,7 @@ class Reservation:
         outcome = self.application.respond(reservation_id, Reply(reply), terms, expected_version=expected)
         req.context.metrics.replies.labels(outcome.reply.value).inc()
         resp.etag = str(outcome.reservation.version)
-        represent(req, resp, lambda: outcome_json(outcome), lambda: original_outcome(outcome))
+        represent(req, resp, lambda: rich_outcome(self.application, outcome), lambda: original_outcome(outcome))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
         view = load(self.application, req, reservation_id)
@@ -190,7 +201,7 @@ class Reservation:
         else:
             view = self.application.cancel(reservation_id, expected_version=expected)
         # The original answered a delete with a reply object (its deleteReservation's).
-        represent(req, resp, lambda: reservation_json(view), lambda: original_reply(view, "REQUEST_SUCCESS"))
+        represent(req, resp, lambda: rich_reservation(self.application, view), lambda: original_reply(view, "REQUEST_SUCCESS"))
 
 
 class Activation:
@@ -208,5 +219,5 @@ class Activation:
         if view.state != State.ACTIVATED:  # activating twice is a no-op, as a PUT should be
             view = self.application.activate(reservation_id, expected_version=expected)
         resp.etag = str(view.version)
-        represent(req, resp, lambda: reservation_json(view), lambda: original_reservation(view))
+        represent(req, resp, lambda: rich_reservation(self.application, view), lambda: original_reservation(view))
 

@@ -4,7 +4,13 @@ The master prepares the store once (the event store's tables, the demo pool, the
 tables, caught up to the head of the log) and closes all of it before forking; each worker
 builds its own application and read models after the fork, with CREATE_TABLE=n. Several
 workers, and several hosts, share one PostgreSQL: the event store's optimistic concurrency
-keeps them consistent. Prometheus metrics are merged across workers (multiprocess mode).
+keeps them consistent. Prometheus metrics are merged across workers (multiprocess mode, in
+HttpSettings.metrics_dir, which gunicorn hands its workers as PROMETHEUS_MULTIPROC_DIR).
+
+The workers build from the settings of the process that forked them (pex.http.wsgi.configure,
+or read once by pex.http.wsgi.settings under a bare gunicorn): nothing is passed to them by
+writing the environment, but for the one variable prometheus_client reads, which gunicorn's
+own `raw_env` sets.
 """
 
 from __future__ import annotations
@@ -13,17 +19,18 @@ import logging
 import os
 import shutil
 
+from prometheus_client import multiprocess
+
 from pex import bootstrap
-from pex.http import wsgi
+from pex.http import observability, wsgi
 from pex.http.logs import GUNICORN_LOGCONFIG, configure_logging
 from pex.settings import HttpSettings, Settings
 
 log = logging.getLogger("pex.http")
 
 
-def reset_metrics_dir() -> None:
-    """Empty PROMETHEUS_MULTIPROC_DIR: samples of a previous run must not be merged in."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+def reset_metrics_dir(directory: str | None) -> None:
+    """Empty the metrics directory: samples of a previous run must not be merged in."""
     if directory:
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
@@ -34,7 +41,7 @@ def reset_metrics_dir() -> None:
 
 def on_starting(server) -> None:
     configure_logging()
-    reset_metrics_dir()
+    reset_metrics_dir(wsgi.settings().http.metrics_dir)
     # The workers build without creating tables or the demo pool (bootstrap.build_http_app).
     nodes = bootstrap.prepare_store(wsgi.settings())
     log.info("store ready", extra={"nodes": nodes})
@@ -42,6 +49,8 @@ def on_starting(server) -> None:
 
 def post_fork(server, worker) -> None:
     configure_logging()
+    if wsgi.settings().http.metrics_dir:
+        observability.write_samples_to_the_metrics_dir()
 
 
 def post_worker_init(worker) -> None:
@@ -56,14 +65,15 @@ def worker_exit(server, worker) -> None:
 
 
 def child_exit(server, worker) -> None:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)
+    directory = wsgi.settings().http.metrics_dir
+    if directory:
+        multiprocess.mark_process_dead(worker.pid, directory)
 
 
 def gunicorn_options(http: HttpSettings) -> dict:
     return {
+        # prometheus_client's only way to learn the directory (observability.write_samples_to_the_metrics_dir).
+        "raw_env": [f"PROMETHEUS_MULTIPROC_DIR={http.metrics_dir}"] if http.metrics_dir else [],
         "bind": http.bind,
         "workers": http.workers,
         # gthread whose threads only ever see requests that have fully arrived (pex.http.worker)

@@ -24,7 +24,9 @@ read models  The stored read models equal the same views rebuilt here, each comp
              position it had reached.
 projections  The in-memory projections the application uses agree with the rebuilt views.
 
-The auditor only reads: it runs under a read-only database role.
+The auditor only reads: it runs under a read-only database role. It reads the log with a
+loop and folds of its own, never through the one follower (pex.projections.follower) nor the
+models it feeds: an auditor must not trust the read models it checks.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ loads it and folds only the tail of the log after it, instead of the log from it
     loaded = checkpoints.load("pex.application", SCHEMA, log)   # (position, state) or None
     checkpoints.save("pex.application", SCHEMA, position, state, log)
 
+Each is the recorded position of its read model in the one follower (pex.projections.follower):
+the first time the follower asks the model where it is, the model loads its checkpoint.
+
 A checkpoint is what its writer had folded up to `position`, taken under the writer's lock,
 so it is never ahead of what it reflects. It is replaced only by one of a later position, so
 any number of processes on any number of hosts may save. A state is plain JSON (the

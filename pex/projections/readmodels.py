@@ -1,5 +1,5 @@
-"""ReadModels: the persisted views behind the list endpoints and the portal, and the follower
-that keeps them up to date.
+"""ReadModels: the persisted views behind the list endpoints and the portal (and the ledger),
+kept up to date as one read model of the process's one follower (pex.projections.follower).
 
     read_models = ReadModels(app)                  # creates its tables unless CREATE_TABLE=n
     read_models.reservations(user_id="alice")      # catches up first: read-your-writes
@@ -7,9 +7,11 @@ that keeps them up to date.
     read_models.calendar(node="node1", start=t0, end=t1)
 
 The follower polls the notification log (`select_notifications`, so it works on SQLite,
-which has no subscriptions, as on PostgreSQL) and folds each batch of up to `batch_size`
-events into every view that has not seen them, in one transaction that also moves each
-view's tracking row (pex.projections.store). The same loop rebuilds a view after
+which has no subscriptions, as on PostgreSQL) and hands each batch of up to `batch_size`
+events to `fold`, which applies them to every view that has not seen them, in one
+transaction that also moves each view's tracking row (pex.projections.store). The rows
+queries return are the one type of each read shape (pex.projections.shapes), as the
+aggregate-backed queries return. The same loop rebuilds a view after
 `reset`: one transaction per batch, thousands of events a second.
 
 Queries catch up before they read (pass fresh=False to skip that), so a caller sees its own
@@ -37,12 +39,14 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Notification
 from eventsourcing.utils import strtobool
 
+from pex.domain.lifecycle import Phase, phase_of
 from pex.domain.reservation import Step
 from pex.domain.values import Allocation, Offer, Resources, State, Terms
+from pex.projections.follower import Follower, ReadModel, ReadModelError, Recorded, after
 from pex.projections.ledger import LedgerView
+from pex.projections.shapes import InstanceView, ReservationView
 from pex.projections.store import MemoryStore, PositionsMoved, PostgresStore, Row, SQLiteStore, Store, Where
 from pex.projections.views import ALLOCATIONS, INSTANCES, NODES, RESERVATIONS, View, read_model_views
 
@@ -54,81 +58,39 @@ RESERVATION_ORDER = ("created_seq",)
 INSTANCE_ORDER = ("start", "reservation_id", "index")
 
 
-class ReadModelError(Exception):
-    """A view cannot go on: an event cannot be decoded, or a view was asked for by a wrong name."""
-
-
 # --- what queries return: plain values ---------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ReservationRow:
-    """A reservation as its list shows it: pex.wire.reservation_json renders a row exactly as it
-    renders the aggregate's ReservationView (only the history's steps carry no terms)."""
-
-    id: UUID
-    user_id: str
-    state: State
-    round: int
-    size: str | None
-    template: str | None
-    instances_fixed: int | None
-    instances_option: int | None
-    instances: int | None
-    start: datetime | None
-    end: datetime | None
-    price: Decimal | None
-    auto_start: bool | None
-    valid_until: datetime | None
-    placement: tuple[Allocation, ...]
-    changes: tuple[str, ...]
-    per_instance: Resources | None  # the offer's; None while there is no offer
-    alternatives: tuple[Offer, ...]
-    history: tuple[Step, ...]
-    reason: str | None
-    proposal: Terms | None
-    instance_ids: tuple[UUID, ...]
-    created_seq: int
-    created_at: datetime
-    updated_at: datetime
-    version: int
-
-    @property
-    def terms(self) -> Terms | None:
-        """The standing terms (the offer once the provider answered, else the proposal)."""
-        # A row has all of them or none (before the first proposal).
-        size, template, fixed, option, start, end = (
-            self.size, self.template, self.instances_fixed, self.instances_option, self.start, self.end,
-        )  # fmt: skip
-        if size is None or template is None or fixed is None or option is None or start is None or end is None:
-            return None
-        return Terms(size, template, fixed, option, start, end, self.price, bool(self.auto_start))
-
-    @property
-    def offer(self) -> Offer | None:
-        """The provider's standing offer, as the aggregate keeps it (after a user walked away or
-        it lapsed, too); None before the provider answered and after a rejection."""
-        terms = self.terms
-        if self.per_instance is None or terms is None:
-            return None
-        return Offer(terms, self.per_instance, self.placement, self.changes)
-
-    @classmethod
-    def from_row(cls, row: Row) -> ReservationRow:
-        decoded = ("state", "placement", "changes", "per_instance", "alternatives", "history", "proposal", "instance_ids")
-        return cls(
-            **{k: row[k] for k in RESERVATIONS.column_names if k not in decoded},
-            state=State(row["state"]),
-            placement=tuple(Allocation(node, n) for node, n in row["placement"] or ()),
-            changes=tuple(row["changes"] or ()),
-            per_instance=Resources(*row["per_instance"]) if row["per_instance"] is not None else None,
-            alternatives=tuple(offer_from_json(a) for a in row["alternatives"] or ()),
-            history=tuple(
-                Step(datetime.fromisoformat(s["at"]), s["party"], s["reply"], note=s["note"]) for s in row["history"] or ()
-            ),
-            proposal=terms_from_json(row["proposal"]) if row["proposal"] else None,
-            instance_ids=tuple(UUID(i) for i in row["instance_ids"] or ()),
-        )
+def reservation_from_row(row: Row) -> ReservationView:
+    """A row of the reservations view as the one reservation type: pex.wire renders it exactly
+    as it renders the aggregate's (only the history's steps carry no terms)."""
+    proposal = terms_from_json(row["proposal"]) if row["proposal"] else None
+    # A row has all of the standing terms or none (before the first proposal).
+    parts = (row["size"], row["template"], row["instances_fixed"], row["instances_option"], row["start"], row["end"])
+    offer = None
+    if row["per_instance"] is not None and all(p is not None for p in parts):
+        # The provider's standing offer, as the aggregate keeps it (after a user walked away or
+        # it lapsed, too); none before the provider answered and after a rejection.
+        terms = Terms(*parts, row["price"], bool(row["auto_start"]))
+        placement = tuple(Allocation(node, n) for node, n in row["placement"] or ())
+        offer = Offer(terms, Resources(*row["per_instance"]), placement, tuple(row["changes"] or ()))
+    return ReservationView(
+        id=row["id"],
+        user_id=row["user_id"],
+        state=State(row["state"]),
+        round=row["round"],
+        proposal=proposal,
+        offer=offer,
+        alternatives=tuple(offer_from_json(a) for a in row["alternatives"] or ()),
+        valid_until=row["valid_until"],
+        instance_ids=tuple(UUID(i) for i in row["instance_ids"] or ()),
+        history=tuple(
+            Step(datetime.fromisoformat(s["at"]), s["party"], s["reply"], note=s["note"]) for s in row["history"] or ()
+        ),
+        version=row["version"],
+        created_on=row["created_at"],
+        modified_on=row["updated_at"],
+    )
 
 
 def terms_from_json(t: dict[str, Any]) -> Terms:
@@ -148,28 +110,9 @@ def offer_from_json(o: dict[str, Any]) -> Offer:
     )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class InstanceRow:
-    id: UUID
-    reservation_id: UUID
-    user_id: str
-    index: int
-    name: str
-    size: str
-    template: str
-    node: str
-    start: datetime
-    end: datetime
-    status: str
-    ip_address: str | None
-    note: str | None
-    created_at: datetime
-    updated_at: datetime
-    version: int
-
-    @classmethod
-    def from_row(cls, row: Row) -> InstanceRow:
-        return cls(**row)
+def instance_from_row(row: Row) -> InstanceView:
+    """A row of the instances view as the one instance type."""
+    return InstanceView(**{k: v for k, v in row.items() if k not in ("created_at", "updated_at")})
 
 
 @dataclass(frozen=True)
@@ -257,6 +200,7 @@ def store_for(app: Any) -> Store:
 
 
 class ReadModels:
+    name = "pex.read_models"  # to the follower; each view's position is its own tracking row
     batch_size = 1000
 
     def __init__(
@@ -279,6 +223,10 @@ class ReadModels:
             self._drop_changed_views()
             self.store.create([t for v in self.views for t in v.tables], self.by_name)
         self._lock = threading.RLock()
+        self._positions: dict[str, int] | None = None  # as `position()` last read them
+        self._folded = 0
+        # The process's one follower (the application's); a bare application gets its own.
+        self.follower: Follower = getattr(app, "follower", None) or Follower(app.recorder, app.mapper)
 
     def _drop_changed_views(self) -> None:
         """A view whose tables an earlier PEX made with other columns is dropped, so that it is
@@ -301,43 +249,40 @@ class ReadModels:
         """Fold every event not yet in the views; return the notification id they reached."""
         return self._catch_up().position
 
-    def _catch_up(self) -> Progress:
-        began, folded = time.monotonic(), 0
+    def _catch_up(self, *others: ReadModel) -> Progress:
+        """Catch up, and `others` with the views, from the same reads of the log."""
+        began = time.monotonic()
         with self._lock:
-            while True:
-                positions = self.store.positions(self.by_name)
-                start = min(positions.values())
-                notifications = self.app.recorder.select_notifications(
-                    start=start, limit=self.batch_size, inclusive_of_start=False
-                )
-                if not notifications:
-                    return Progress(start, folded, time.monotonic() - began)
-                events = [(n, self._decode(n)) for n in notifications]
-                last = notifications[-1].id
-                try:
-                    with self.store.batch(positions) as batch:
-                        for view in self.views:
-                            seen = positions[view.name]
-                            if seen >= last:
-                                continue
-                            for notification, event in events:
-                                if notification.id > seen:
-                                    view.apply(batch, event, notification)
-                            batch.track(view.name, last)
-                except PositionsMoved:
-                    continue  # another follower applied it; start again from its positions
-                folded += len(notifications)
-                if len(notifications) < self.batch_size:
-                    return Progress(last, folded, time.monotonic() - began)
+            self._folded = 0
+            position = self.follower.follow(self, *others)
+            return Progress(position, self._folded, time.monotonic() - began)
 
-    def _decode(self, notification: Notification) -> Any:
-        try:
-            return self.app.mapper.to_domain_event(notification)
-        except Exception as error:
-            raise ReadModelError(
-                f"the read models stop at event #{notification.id} ({notification.topic}, "
-                f"{notification.originator_id} v{notification.originator_version}): it cannot be decoded: {error}"
-            ) from error
+    # The follower's read model (pex.projections.follower): the lowest tracking row, and a
+    # batch folded in one transaction that moves every view's row.
+
+    def position(self) -> int:
+        with self._lock:
+            self._positions = self.store.positions(self.by_name)
+            return min(self._positions.values())
+
+    def fold(self, batch: Sequence[Recorded]) -> bool:
+        with self._lock:
+            positions = self._positions if self._positions is not None else self.store.positions(self.by_name)
+            self._positions = None  # what a fold leaves is read again
+            last = batch[-1].id
+            try:
+                with self.store.batch(positions) as writing:
+                    for view in self.views:
+                        seen = positions[view.name]
+                        if seen >= last:
+                            continue
+                        for recorded in after(batch, seen):
+                            view.apply(writing, recorded.event, recorded.notification)
+                        writing.track(view.name, last)
+            except PositionsMoved:
+                return False  # another follower applied it; the follower asks where they are
+            self._folded += len(after(batch, min(positions.values())))
+            return True
 
     def follow(self, interval: float = 0.5, stop: threading.Event | None = None) -> None:
         """Catch up, then poll every `interval` seconds until `stop` is set (a worker loop)."""
@@ -375,22 +320,29 @@ class ReadModels:
 
     def reservations(
         self, user_id: str | None = None, state: State | str | None = None, *, fresh: bool = True,
-        not_in: Iterable[State] = (), limit: int | None = None, after: Sequence[Any] | None = None,
-    ) -> list[ReservationRow]:
+        not_in: Iterable[State] = (), limit: int | None = None, after: UUID | None = None,
+    ) -> list[ReservationView]:
         """Reservations, oldest first; only `user_id`'s and only in `state` if given, none in
-        `not_in`. A page: at most `limit`, those after the key `after` (RESERVATION_ORDER)."""
+        `not_in`. A page: at most `limit`, those made after the reservation `after` (none if
+        there is no such reservation)."""
         where = []
         if user_id is not None:
             where.append(Where("user_id", "=", user_id))
         if state is not None:
             where.append(Where("state", "=", State(state).value))
         where += [Where("state", "!=", State(s).value) for s in not_in]
-        rows = self._select(RESERVATIONS, where, RESERVATION_ORDER, fresh, limit, after)
-        return [ReservationRow.from_row(r) for r in rows]
+        key = None
+        if after is not None:  # the page goes on from where that reservation is in the order
+            found = self._select(RESERVATIONS, [Where("id", "=", after)], (), fresh)
+            if not found:
+                return []
+            key, fresh = tuple(found[0][c] for c in RESERVATION_ORDER), False
+        rows = self._select(RESERVATIONS, where, RESERVATION_ORDER, fresh, limit, key)
+        return [reservation_from_row(r) for r in rows]
 
-    def reservation(self, reservation_id: UUID, *, fresh: bool = True) -> ReservationRow | None:
+    def reservation(self, reservation_id: UUID, *, fresh: bool = True) -> ReservationView | None:
         rows = self._select(RESERVATIONS, [Where("id", "=", reservation_id)], (), fresh)
-        return ReservationRow.from_row(rows[0]) if rows else None
+        return reservation_from_row(rows[0]) if rows else None
 
     def instances(
         self,
@@ -402,7 +354,7 @@ class ReadModels:
         not_in: Iterable[str] = (),
         limit: int | None = None,
         after: Sequence[Any] | None = None,
-    ) -> list[InstanceRow]:
+    ) -> list[InstanceView]:
         """Instances by start time; only `user_id`'s, in `status`, of `reservation_id` if given,
         none in the statuses `not_in`. A page: at most `limit`, those after the key `after`
         (INSTANCE_ORDER)."""
@@ -415,11 +367,29 @@ class ReadModels:
             where.append(Where("reservation_id", "=", reservation_id))
         where += [Where("status", "!=", s) for s in not_in]
         rows = self._select(INSTANCES, where, INSTANCE_ORDER, fresh, limit, after)
-        return [InstanceRow.from_row(r) for r in rows]
+        return [instance_from_row(r) for r in rows]
 
-    def instance(self, instance_id: UUID, *, fresh: bool = True) -> InstanceRow | None:
+    def phases(self, reservations: Iterable[Any], now: datetime, *, fresh: bool = False) -> dict[UUID, Phase]:
+        """Each reservation's phase at `now` (pex.domain.lifecycle), from its instances' rows:
+        one query for one user's (or everyone's) instances, not one per reservation."""
+        reservations = list(reservations)
+        users = {r.user_id for r in reservations if r.instance_ids}
+        statuses: dict[UUID, list[str]] = {}
+        if users:
+            rows = self.instances(next(iter(users)) if len(users) == 1 else None, fresh=fresh)
+            for i in rows:
+                statuses.setdefault(i.reservation_id, []).append(i.status)
+        phases = {}
+        for r in reservations:
+            t = r.terms
+            phases[r.id] = phase_of(
+                r.state, bool(t and t.auto_start), t.start if t else None, t.end if t else None, now, statuses.get(r.id, ()),
+            )
+        return phases
+
+    def instance(self, instance_id: UUID, *, fresh: bool = True) -> InstanceView | None:
         rows = self._select(INSTANCES, [Where("id", "=", instance_id)], (), fresh)
-        return InstanceRow.from_row(rows[0]) if rows else None
+        return instance_from_row(rows[0]) if rows else None
 
     def nodes(self, *, fresh: bool = True) -> list[NodeRow]:
         return [NodeRow.from_row(r) for r in self._select(NODES, [], ("name",), fresh)]
@@ -473,12 +443,13 @@ class ReadModels:
         return rows
 
 
-def prepare_read_models(app: Any) -> Progress:
+def prepare_read_models(app: Any, *others: ReadModel) -> Progress:
     """Make the read models' tables (rebuilding any view whose columns changed), bring them and
-    the ledger up to the head of the log, and close their connections: what one process with
-    DDL rights does before the others start (`pex init`, the gunicorn master before it forks)."""
+    the ledger up to the head of the log (with `others`, the in-memory models the processes
+    start from, from the same reads), and close their connections: what one process with DDL
+    rights does before the others start (`pex init`, the gunicorn master before it forks)."""
     read_models = ReadModels(app, create_tables=True)
     try:
-        return read_models._catch_up()
+        return read_models._catch_up(*others)
     finally:
         read_models.close()

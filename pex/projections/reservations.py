@@ -9,6 +9,9 @@ The timers' questions cost what is pending, not the history: offers still waitin
 reservations still standing are kept apart from the rest; a user's usage costs their
 reservations that hold capacity now, not their history.
 
+Both are fed by the process's one follower (pex.projections.follower) in the application
+(pex.application.core: `Decisions`, `Listing`); the auditor folds its own.
+
 Two flavours. The full index (the default; the auditor's, and the application's listings)
 keeps every reservation and instance ever made. The application's decisions use one with
 `pending_only`: it forgets a reservation once it is over (rejected, expired or cancelled)

@@ -1,6 +1,7 @@
 """The workers' view of the log: what may need dispatching, and when.
 
-`DispatchIndex` follows the event log and keeps a replica of every Instance that is not over,
+`DispatchIndex` follows the event log (through the process's one follower,
+pex.projections.follower: `follow(app)`, or the worker's tick that feeds every model) and keeps a replica of every Instance that is not over,
 plus what the timer needs of reservations (those with an offer or more, until they are over)
 and nodes. It only *selects* candidates: every decision is taken again on the aggregates,
 freshly loaded, by the application's commands (a claim that lost a race records nothing).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,8 +31,8 @@ from pex.domain.instance import Instance, Status, reservation_over, reservation_
 from pex.domain.node import Node
 from pex.domain.reservation import Reservation
 from pex.domain.values import State
+from pex.projections.follower import Recorded, after
 
-BATCH = 1000
 CHECKPOINT = "pex.workers.dispatch"
 STATE_SCHEMA = 1  # of to_state/from_state; change it with the shape, and old checkpoints are ignored
 
@@ -64,22 +66,21 @@ class DispatchIndex:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     resumed: bool = field(default=False, repr=False, compare=False)
     saved_position: int = field(default=0, repr=False, compare=False)
+    model: DispatchModel | None = field(default=None, repr=False, compare=False)
 
     # --- following the log -------------------------------------------------------------
 
     def follow(self, app: Any) -> None:
-        """Apply what was recorded since the last call (the first call starts from the
-        checkpoint, if one can be trusted)."""
+        """Apply what was recorded since the last call, through `app`'s one follower (the first
+        call starts from the checkpoint, if one can be trusted)."""
+        app.follower.follow(self.read_model(app))
+
+    def read_model(self, app: Any) -> DispatchModel:
+        """This index as a read model of `app`'s follower (pex.projections.follower)."""
         with self.lock:
-            if not self.resumed:
-                self.resume(app)
-            while True:
-                batch = app.recorder.select_notifications(start=self.position, limit=BATCH, inclusive_of_start=False)
-                for notification in batch:
-                    self.apply(app.mapper.to_domain_event(notification))
-                    self.position = notification.id
-                if len(batch) < BATCH:
-                    return
+            if self.model is None or self.model.app is not app:
+                self.model = DispatchModel(self, app)
+            return self.model
 
     def resume(self, app: Any) -> None:
         """Start from the workers' checkpoint (`app.checkpoints`), or from the start of the log."""
@@ -277,6 +278,30 @@ class DispatchIndex:
         with self.lock:
             node = self.nodes.get(name)
             return None if node is None else node.available
+
+
+class DispatchModel:
+    """A DispatchIndex as a read model of the follower: its position, loading the workers'
+    checkpoint the first time it is asked; a batch folded under the index's lock."""
+
+    name = CHECKPOINT
+
+    def __init__(self, index: DispatchIndex, app: Any):
+        self.index, self.app = index, app
+
+    def position(self) -> int:
+        with self.index.lock:
+            if not self.index.resumed:
+                self.index.resume(self.app)
+            return self.index.position
+
+    def fold(self, batch: Sequence[Recorded]) -> bool:
+        index = self.index
+        with index.lock:
+            for recorded in after(batch, index.position):
+                index.apply(recorded.event)
+                index.position = recorded.id
+            return True
 
 
 def _time(t: datetime | None) -> str | None:

@@ -8,8 +8,11 @@ dispatcher to the application, wires the timer and the monitors around one share
 of the log, and builds the read models (pex.projections.readmodels). `start()` runs them on
 threads; `stop()` ends them and closes everything.
 
-The read models are caught up every tick interval on a thread of their own, not inside the
-timer's tick: folding a long backlog (the first start after an upgrade) must not delay a due
+Every read model of the process (the application's timeline and pending index, the dispatch
+index, the persisted views and the ledger) is registered with the application's one follower
+(pex.projections.follower), and is caught up every tick interval on a thread of its own from
+one read of the log; the timer and the monitors fold the dispatch index before they select, and
+the commands the timeline, through the same follower. Not inside the timer's tick: folding a long backlog (the first start after an upgrade) must not delay a due
 start or end. The same thread keeps the start-up checkpoints current (the application's
 timeline and index, and the dispatch index; pex.projections.checkpoints), at most every
 CHECKPOINT_INTERVAL, so that a process that starts folds at most that much of the log. Catching up when nothing is new costs two small queries; several processes
@@ -56,6 +59,11 @@ class WorkerProcess:
         self.simulator = simulator
         self.read_models = read_models
         self.index = DispatchIndex()
+        # The one follower of the process feeds every read model it keeps; the read-model
+        # thread's tick folds them all from one read of the log (catch_up_read_models).
+        app.follower.register(self.index.read_model(app))
+        if read_models is not None:
+            app.follower.register(read_models)
         self.timer = TimerWorker(
             app, self.index, dispatch=dispatch, node_grace=settings.node_grace, threads=settings.threads
         )
@@ -88,6 +96,7 @@ class WorkerProcess:
         if self.read_models is None:
             return None
         try:
+            self.app.follower.follow()  # the timeline, the dispatch index and the views, at once
             return self.read_models.catch_up()
         except Exception as error:
             log.warning("read models could not catch up: %s", error, exc_info=log.isEnabledFor(logging.DEBUG))

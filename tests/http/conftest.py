@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.api import make_api
 from tests.support.portal import make_portal
-from tests.support.server import start_server, stop_server
+from tests.support.server import serving
 
 
 @pytest.fixture
@@ -29,7 +29,5 @@ def portal():
 
 @pytest.fixture
 def live_server(postgres_url, tmp_path):
-    server = start_server(postgres_url, tmp_path, workers=2)
-    yield server
-    stop_server(server)
-    assert "Traceback" not in server.log(), server.log()
+    with serving(postgres_url, tmp_path, workers=2) as server:
+        yield server

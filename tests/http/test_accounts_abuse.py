@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from pex.application.accounts import PasswordChecks, PasswordChecksBusy
 from pex.bootstrap import build_application
 from pex.http.auth import LoginThrottle
-from pex.http.portal.settings import SECRET_FILE, stored_secret
+from pex.http.portal.secret import SECRET_FILE, stored_secret
 from pex.projections.login_state import CLIENT_ROWS
-from pex.settings import HttpSettings, Settings, SettingsError, trusted_proxies
-from tests.support.api import CHEAP, PASSWORD, basic, make_api, proposal
+from pex.settings import HttpSettings, SettingsError, trusted_proxies
+from tests.support.api import PASSWORD, basic, cheap_settings, make_api, proposal
 from tests.support.portal import make_portal
 
 RESERVATIONS = "/OpenPEX/reservations"
@@ -293,7 +293,7 @@ def mode(path) -> int:
 
 def test_the_sqlite_store_and_its_journals_are_private(tmp_path):
     var = tmp_path / "var"
-    application = build_application(Settings(database_url=f"sqlite:///{var}/pex.sqlite3", extra_env=CHEAP))
+    application = build_application(cheap_settings(f"sqlite:///{var}/pex.sqlite3"))
     application.register_user("alice", PASSWORD)
     files = sorted(p.name for p in var.iterdir())
     assert files == ["pex.sqlite3", "pex.sqlite3-shm", "pex.sqlite3-wal"]
@@ -304,10 +304,10 @@ def test_the_sqlite_store_and_its_journals_are_private(tmp_path):
 
 def test_an_sqlite_store_others_could_read_is_made_private(tmp_path, caplog):
     path = tmp_path / "pex.sqlite3"
-    application = build_application(Settings(database_url=f"sqlite:///{path}", extra_env=CHEAP))
+    application = build_application(cheap_settings(f"sqlite:///{path}"))
     application.close()
     os.chmod(path, 0o644)
-    application = build_application(Settings(database_url=f"sqlite:///{path}", extra_env=CHEAP))
+    application = build_application(cheap_settings(f"sqlite:///{path}"))
     assert mode(path) == 0o600 and "others could read the password hashes" in caplog.text
     application.close()
 

@@ -12,7 +12,7 @@ import requests
 
 from tests.support.api import PASSWORD
 from tests.support.portal import CSRF
-from tests.support.server import start_server, stop_server
+from tests.support.server import serving
 
 pytestmark = pytest.mark.gunicorn
 
@@ -21,13 +21,11 @@ ATTACKER, OWNER = "127.1.0.66", "127.2.0.7"  # as the proxy says it forwarded fo
 
 @pytest.fixture
 def behind_a_proxy(tmp_path):
-    server = start_server(
+    with serving(
         f"sqlite:///{tmp_path}/var/pex.sqlite3", tmp_path, workers=2,
         extra_env={"PEX_LOGIN_FAILURES_ALLOWED": "3", "PEX_TRUSTED_PROXIES": "127.0.0.1"},
-    )
-    yield server
-    stop_server(server)
-    assert "Traceback" not in server.log(), server.log()
+    ) as server:
+        yield server
 
 
 def test_a_guesser_behind_the_proxy_is_stopped_in_every_worker_and_the_owner_still_gets_in(behind_a_proxy):
@@ -88,13 +86,11 @@ def test_logout_and_a_password_change_end_access_in_every_worker(behind_a_proxy)
 
 @pytest.fixture
 def real_argon2(tmp_path):
-    server = start_server(
+    with serving(
         f"sqlite:///{tmp_path}/var/pex.sqlite3", tmp_path, workers=2,
         extra_env={"PEX_PASSWORD_PROFILE": "default", "PEX_THREADS": "4"},
-    )
-    yield server
-    stop_server(server)
-    assert "Traceback" not in server.log(), server.log()
+    ) as server:
+        yield server
 
 
 CLIENTS = 16

@@ -12,7 +12,7 @@ import requests
 
 from pex.wire import rfc1123
 from tests.support.api import ETCH
-from tests.support.server import start_server, stop_server
+from tests.support.server import serving
 
 pytestmark = pytest.mark.gunicorn
 
@@ -23,13 +23,11 @@ ANSWER_SECONDS = 5  # the clients' timeout: generous for a loaded CI, far below 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("door")
-    server = start_server(
+    with serving(
         f"sqlite:///{tmp_path}/pex.sqlite3", tmp_path, workers=2,
         extra_env={"PEX_REQUEST_TIMEOUT_SECONDS": str(HOLD_SECONDS)},
-    )
-    yield server
-    stop_server(server)
-    assert "Traceback" not in server.log(), server.log()
+    ) as server:
+        yield server
 
 
 def connect(server) -> socket.socket:

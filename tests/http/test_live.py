@@ -13,10 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from pex.wire import PEX_JSON, rfc1123
 from tests.support.api import ETCH, PASSWORD
-from tests.support.server import start_server, stop_server
+from tests.support.server import serving
 
 pytestmark = [pytest.mark.gunicorn, pytest.mark.postgres]
 
@@ -96,6 +97,24 @@ def test_the_reference_flows_and_the_papers_example_over_http(live_server):
     assert 'pex_negotiation_replies_total{reply="COUNTER"} 1.0' in metrics
 
 
+def healthz_answered(metrics: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "pex_http_requests_total" and sample.labels.get("route") == "/healthz"
+    )
+
+
+def test_metrics_count_the_requests_of_every_worker(live_server):
+    # Each request on a connection of its own, so that both workers answer some of them; each
+    # worker's /metrics merges the samples both wrote (the metrics directory `pex serve` made).
+    for _ in range(40):
+        assert requests.get(f"{live_server.url}/healthz", timeout=10).status_code == 200
+    answers = [healthz_answered(requests.get(f"{live_server.url}/metrics", timeout=10).text) for _ in range(6)]
+    assert answers == [40.0] * 6
+
+
 def test_a_retried_post_with_an_idempotency_key_creates_one_reservation_across_workers(live_server):
     alice = Client(live_server, "alice")
     body, key = figure_7("SMALL", 1, tomorrow_at(9), 1), {"Idempotency-Key": "4b7c1f0e-0001"}
@@ -143,10 +162,8 @@ def _server_env(server) -> dict:
 def fuzzed_server(postgres_url, tmp_path):
     # Negative examples can be megabytes (an array past maxItems); the 413 for a body over
     # the limit is tested in process, so here the limit is out of the way.
-    server = start_server(postgres_url, tmp_path, workers=2, extra_env={"PEX_MAX_BODY_BYTES": str(64 * 2**20)})
-    yield server
-    stop_server(server)
-    assert "Traceback" not in server.log(), server.log()
+    with serving(postgres_url, tmp_path, workers=2, extra_env={"PEX_MAX_BODY_BYTES": str(64 * 2**20)}) as server:
+        yield server
 
 
 @pytest.mark.parametrize("accept", [None, PEX_JSON], ids=["the original's form", "PEX's form"])

@@ -18,7 +18,7 @@ from pex.projections.readmodels import ReadModels
 from pex.settings import Settings
 from pex.wire import rfc1123
 from tests.support.api import ETCH
-from tests.support.server import start_server, stop_server
+from tests.support.server import serving
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gunicorn
@@ -36,11 +36,10 @@ def figure_7(size: str, fixed: int, start: datetime, hours: float) -> dict:
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_after_a_pex_serve_session_pex_audit_compares_the_read_models_and_the_ledger(store, tmp_path, request):
     url = "sqlite:///var/pex.sqlite3" if store == "sqlite" else request.getfixturevalue("postgres_url")
-    server = start_server(
+    with serving(
         url, tmp_path, workers=2,
         extra_env={"PEX_XEN_URL": "", "PEX_EMBEDDED_WORKER": "y", "PEX_WORKER_TICK_SECONDS": "0.2"},
-    )  # fmt: skip
-    try:
+    ) as server:  # fmt: skip
         alice, filler = server.session(server.register("alice")), server.session(server.register("filler"))
         base = f"{server.url}/OpenPEX/reservations"
         start = (datetime.now(UTC) + 2 * 24 * H).replace(minute=0, second=0, microsecond=0)
@@ -84,9 +83,6 @@ def test_after_a_pex_serve_session_pex_audit_compares_the_read_models_and_the_le
         finally:
             watcher.close()
             app.close()
-    finally:
-        stop_server(server)
-    assert "Traceback" not in server.log(), server.log()
 
     audit = subprocess.run(
         [sys.executable, "-m", "pex.cli", "audit", "--json"],

@@ -7,17 +7,16 @@ import threading
 
 from pex.bootstrap import build_application
 from pex.projections.login_state import CLIENT_TOTAL, USER_SESSIONS
-from pex.settings import Settings
-from tests.support.api import CHEAP
+from tests.support.api import cheap_settings
 
 NOW = 1_800_000_000.0
 
 
 def two_applications(database_url):
-    first = build_application(Settings(database_url=database_url, extra_env=CHEAP))
+    first = build_application(cheap_settings(database_url))
     if database_url == "memory:":
         return first, first
-    return first, build_application(Settings(database_url=database_url, extra_env=CHEAP, create_tables=False))
+    return first, build_application(cheap_settings(database_url, create_tables=False))
 
 
 def test_failures_count_once_each_whichever_application_records_them(database_url):

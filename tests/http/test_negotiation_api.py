@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 from tests.support import T0
-from tests.support.api import proposal
+from tests.support.api import basic, proposal
 
 DAY, H = timedelta(days=1), timedelta(hours=1)
 
@@ -129,19 +129,27 @@ def test_instance_actions_are_relayed_to_the_application(api, monkeypatch):
     api.step(rid, "CONFIRM")
     vm = api.get("/OpenPEX/instances").json["instances"][0]["id"]
     calls = []
-    for action in ("stop", "reboot", "delete"):
+    for action in ("start", "stop", "reboot", "delete"):
         monkeypatch.setattr(api.application, f"{action}_instance", lambda i, a=action: calls.append((a, str(i))), raising=False)
-    assert api.put(f"/OpenPEX/instances/{vm}/stop").status_code == 200
-    assert api.put(f"/OpenPEX/instances/{vm}/reboot").status_code == 200
+    # PEX's form: 202, what was requested (the worker carries it out), and the instance now
+    for action in ("start", "stop", "reboot"):
+        answer = api.put(f"/OpenPEX/instances/{vm}/{action}")
+        assert answer.status_code == 202 and answer.json["requested"] == action
+        assert answer.json["instance"]["id"] == vm and answer.json["instance"]["status"] == "SCHEDULED"
     deleted = api.delete(f"/OpenPEX/instances/{vm}")
-    assert deleted.status_code == 200 and deleted.json["id"] == vm
-    assert calls == [("stop", vm), ("reboot", vm), ("delete", vm)]
+    assert deleted.status_code == 202 and deleted.json["requested"] == "delete" and deleted.json["instance"]["id"] == vm
+    assert calls == [("start", vm), ("stop", vm), ("reboot", vm), ("delete", vm)]
+    # the original's form: 200 and the VMInstance, as Table 2 has it
+    original = api.client.simulate_put(f"/OpenPEX/instances/{vm}/stop", headers=basic("alice"))
+    assert original.status_code == 200 and original.json["vmID"] == vm and "requested" not in original.json
     assert api.put(f"/OpenPEX/instances/{vm}/stop", user="bob").status_code == 404
-    assert len(calls) == 3
+    assert len(calls) == 5
 
 
 def test_replies_and_reservations_link_to_where_a_client_goes_next(api):
-    created = api.propose().json
+    auto = api.propose().json["proposal"]["id"]
+    assert "activate" not in api.step(auto, "CONFIRM").json["links"]  # it starts by itself: nothing to activate
+    created = api.propose(autoStart=False).json
     rid = created["proposal"]["id"]
     assert created["links"] == {"self": f"/OpenPEX/reservations/{rid}"}
     confirmed = api.step(rid, "CONFIRM").json

@@ -35,7 +35,7 @@ from tests.http.jsonlib import (
     to_json,
 )
 from tests.support.api import ETCH, PASSWORD, basic, make_api, proposal
-from tests.support.server import start_server, stop_server
+from tests.support.server import serving
 
 JAVA_ACCEPT = "text/html, image/gif, image/jpeg, *; q=.2, */*; q=.2"  # HttpURLConnection's own
 JAVA_AGENT = "Java/1.6.0_16"
@@ -222,8 +222,7 @@ def test_the_original_reference_client_takes_a_counter_offer_through_confirm_req
 @pytest.mark.gunicorn
 @pytest.mark.postgres
 def test_the_unchanged_original_client_signs_in_with_its_own_headers_once_they_are_enabled(postgres_url, tmp_path):
-    server = start_server(postgres_url, tmp_path, workers=2, extra_env={"PEX_OPENPEX_HEADERS": "on"})
-    try:
+    with serving(postgres_url, tmp_path, workers=2, extra_env={"PEX_OPENPEX_HEADERS": "on"}) as server:
         server.register("test")
         client = OriginalClient(server.url, "test", basic=False)
         start = java_start()
@@ -232,9 +231,6 @@ def test_the_unchanged_original_client_signs_in_with_its_own_headers_once_they_a
         check_booked(client, steps, whole_second(start))
         with pytest.raises(OSError, match="401"):
             OriginalClient(server.url, "test", "a wrong password", basic=False).list_reservations_call()
-    finally:
-        stop_server(server)
-    assert "Traceback" not in server.log(), server.log()
 
 
 # --- in process: which form, and the original's headers -------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support import accessibility
 from tests.support.portal import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LIBFAKETIME, SECRET, apt_install, make_portal
-from tests.support.server import start_server, stop_server
+from tests.support.server import serving
 from tests.support.world import GUEST_IP_DELAY, build_world
 from tests.support.xen import simulator_fixture
 
@@ -80,17 +80,15 @@ def live_portal(tmp_path):
     """A real gunicorn (pex serve) on loopback over an SQLite file, the portal at its root, and
     the worker `pex serve` embeds, with its simulated Xen pool (pinned here, whatever the
     caller's environment says: no PEX_XEN_URL, a tick a second, guests' IPs 2 s after boot)."""
-    server = start_server(
+    with serving(
         f"sqlite:///{tmp_path}/pex.sqlite3",
         tmp_path,
         workers=2,
         extra_env={"PEX_SECRET_KEY": SECRET, "PEX_COOKIE_SECURE": "auto", "PEX_LOG_REQUESTS": "0",
                    "PEX_XEN_URL": "", "PEX_EMBEDDED_WORKER": "y", "PEX_WORKER_TICK_SECONDS": "1",
                    "PEX_SIM_GUEST_IP_DELAY_SECONDS": "2"},
-    )
-    yield server
-    stop_server(server)
-    assert "Traceback" not in server.log(), server.log()
+    ) as server:
+        yield server
 
 
 @pytest.fixture

@@ -140,11 +140,13 @@ def test_register_negotiate_a_counter_confirm_activate_run_and_stop_an_instance(
     page.get_by_label("Instances you need").fill("1")
     page.get_by_label("More you would also take").fill("3")
     page.get_by_label("Highest total price").fill("1.00")
+    expect(page.get_by_role("radio", name="By itself, when its time comes")).to_be_checked()  # the default
     shots(page, "05-new-reservation")
     assert (start - datetime.now(UTC)).total_seconds() > 3, "too slow to send the form before its start: raise LEAD"
     page.get_by_role("button", name="Ask the provider").click()
     expect(page.get_by_role("heading", name=re.compile("cannot do exactly what you asked"))).to_be_visible()
     expect(page.locator("ul.changes li").first).to_contain_text("1 of 3 optional instances granted")
+    expect(page.locator("ul.changes li.why")).to_contain_text("Why: the pool has room for only 2 SMALL from")
     countdown = page.locator("[data-countdown]")
     first = countdown.inner_text()
     page.wait_for_timeout(1500)
@@ -161,30 +163,33 @@ def test_register_negotiate_a_counter_confirm_activate_run_and_stop_an_instance(
     expect(page.get_by_role("heading", name="You accepted the provider's terms.")).to_be_visible()
     shots(page, "07-confirm-request")
     page.get_by_role("button", name="Confirm").click()
-    expect(page.get_by_text("Confirmed: the reservation is booked.")).to_be_visible()
-    page.get_by_role("button", name="Activate").click()
-    expect(page.get_by_text("Activated.", exact=True).first).to_be_visible()
+    expect(page.get_by_text("Confirmed: the reservation is booked; it starts by itself at its start.")).to_be_visible()
+    expect(page.get_by_role("button", name="Activate")).to_have_count(0)  # it starts by itself
     expect(page.get_by_role("cell", name="The provider booked it (REQUEST_SUCCESS)")).to_be_visible()
     shots(page, "08-reservation-history")
 
-    # A second request that fits as asked: accepted, then confirmed but not activated.
+    # A second request that fits as asked, to be started only once activated: accepted, then
+    # confirmed but not activated.
     page.get_by_role("link", name="New reservation").first.click()
     page.get_by_role("radio", name=re.compile(r"MEDIUM\b")).check()
+    page.get_by_role("radio", name="Only once I activate it").check()
     page.get_by_label("Start").fill(datetime_local((start + timedelta(days=1)).replace(second=0)))
     page.get_by_label("or duration (hours)").fill("3")
     page.get_by_role("button", name="Ask the provider").click()
     expect(page.get_by_role("heading", name="Accepted as you asked.")).to_be_visible()
     shots(page, "08b-accepted")
     page.get_by_role("button", name="Confirm").click()
-    expect(page.get_by_text("Confirmed: the reservation is booked.")).to_be_visible()
+    expect(page.get_by_text("Confirmed: the reservation is booked; activate it, or nothing starts.")).to_be_visible()
+    expect(page.get_by_role("heading", name="Booked, waiting for you to activate it.")).to_be_visible()
 
     page.get_by_role("link", name="Reservations", exact=True).click()
     rows = page.locator("tr[data-reservation]")
     expect(rows).to_have_count(2)
-    activated = rows.filter(has_text="2 × SMALL")
-    expect(activated).to_contain_text("ACTIVATED")
-    expect(activated.get_by_role("button", name="Delete")).to_have_count(0)  # activated: no longer deletable
+    started = rows.filter(has_text="2 × SMALL")  # about to start, or starting
+    expect(started.locator(".state")).to_have_text(re.compile(r"^(Booked: starts by itself|Starting|Running)$"))
+    expect(started.get_by_role("button", name="Activate")).to_have_count(0)
     confirmed = rows.filter(has_text="1 × MEDIUM")
+    expect(confirmed.locator(".state")).to_have_text("Booked: activate it, or nothing starts")
     expect(confirmed.get_by_role("button", name="Activate")).to_be_visible()
     expect(confirmed.get_by_role("button", name="Delete")).to_be_visible()
     shots(page, "09-reservations")
@@ -208,6 +213,11 @@ def test_register_negotiate_a_counter_confirm_activate_run_and_stop_an_instance(
         expect(row.get_by_role("button", name="Stop")).to_be_enabled()
         expect(row.get_by_role("button", name="Reboot")).to_be_enabled()
         expect(row.get_by_role("button", name="Start")).to_be_disabled()
+        expect(row.get_by_role("button", name="Delete")).to_be_enabled()
+    # Its VMs run: the reservation says so (not "Booked"), and offers no Activate.
+    page.goto(f"{url}/reservations")
+    expect(page.locator("tr[data-reservation]").filter(has_text="2 × SMALL").locator(".state")).to_have_text("Running")
+    page.goto(f"{url}/instances")
     medium = page.locator("tr[data-instance]").filter(has_text="MEDIUM ·")
     expect(medium.locator(".status")).to_have_text("SCHEDULED")  # tomorrow's: no VM yet
     expect(medium.get_by_role("button", name="Stop")).to_be_disabled()

@@ -165,13 +165,37 @@ def test_a_request_that_fits_is_accepted_confirmed_and_activated_post_redirect_g
     r = v.post(f"/reservations/{rid}/confirm")
     assert r.status_code == 303 and r.headers["location"] == f"/reservations/{rid}"
     page = v.follow(r)
-    assert "Confirmed: the reservation is booked." in page.text and "CONFIRMED" in page.text
-    v.follow(v.post(f"/reservations/{rid}/activate"))
+    assert "Confirmed: the reservation is booked; it starts by itself at its start." in page.text
+    assert "Booked: it starts by itself." in page.text and "CONFIRMED" in page.text
+    assert f"/reservations/{rid}/activate" not in page.text  # nothing to activate: it starts by itself
+    v.follow(v.post(f"/reservations/{rid}/activate"))  # an old page's button: still harmless
     assert portal.application.get_reservation(rid).state.value == "ACTIVATED"
     listing = v.get("/reservations")
     assert "ACTIVATED" in listing.text and f"/reservations/{rid}/delete" not in listing.text
     instances = v.get("/instances")
     assert instances.text.count(">SCHEDULED</span>") == 2
+
+
+def test_the_form_asks_when_it_starts_and_the_pages_name_each_phase(portal):
+    v = portal.user("alice")
+    form = v.get("/reservations/new").text
+    assert 'name="auto_start" value="on" checked' in form  # by itself, unless asked otherwise
+    manual = reservation_id(ask(v, fixed=1, auto_start="off").headers["location"])
+    page = v.follow(v.post(f"/reservations/{manual}/confirm")).text
+    assert "activate it, or nothing starts" in page and "Booked, waiting for you to activate it." in page
+    assert f"/reservations/{manual}/activate" in page
+    assert portal.application.get_reservation(manual).offer.terms.auto_start is False
+    auto = reservation_id(ask(v, fixed=1, start=START + timedelta(hours=3)).headers["location"])
+    v.post(f"/reservations/{auto}/confirm")
+    assert portal.application.get_reservation(auto).offer.terms.auto_start is True
+    listing = v.get("/reservations").text
+    assert f"/reservations/{manual}/activate" in listing and f"/reservations/{auto}/activate" not in listing
+    assert "Booked: starts by itself" in listing and "Booked: activate it, or nothing starts" in listing
+    portal.clock.advance(START + timedelta(hours=3, minutes=1) - portal.clock())  # inside the auto one
+    page = v.get(f"/reservations/{auto}").text
+    assert "Starting." in page and "Booked" not in page  # no worker here: its VMs wait to be created
+    portal.clock.advance(timedelta(hours=2))
+    assert "Over." in v.get(f"/reservations/{auto}").text
 
 
 def test_a_counter_offer_says_what_changed_and_can_be_accepted_then_confirmed(portal):
@@ -181,7 +205,9 @@ def test_a_counter_offer_says_what_changed_and_can_be_accepted_then_confirmed(po
     page = v.get(f"/reservations/{rid}")
     assert "cannot do exactly what you asked" in page.text
     assert "start moved 2 hours later" in page.text
+    assert re.search(r'<li class="why">Why: the pool is full from <time datetime="[^"]+Z"', page.text)
     assert "Other terms the provider could offer" in page.text  # an earlier start, beside it
+    assert "pick one of the alternatives" in page.text
     assert "Make your own counter-proposal" in page.text
     page = v.follow(v.post(f"/reservations/{rid}/accept"))
     assert "You accepted the provider&#39;s terms." in page.text
@@ -350,7 +376,7 @@ def status(row: str) -> str:
 
 def test_instance_buttons_say_why_a_scheduled_instance_cannot_be_acted_on_yet(portal):
     v = portal.user("alice")
-    rid = reservation_id(ask(v, fixed=1).headers["location"])
+    rid = reservation_id(ask(v, fixed=1, auto_start="off").headers["location"])
     v.post(f"/reservations/{rid}/confirm")
     instance = portal.application.get_reservation(rid).instance_ids[0]
     page = v.get("/instances").text
@@ -358,7 +384,7 @@ def test_instance_buttons_say_why_a_scheduled_instance_cannot_be_acted_on_yet(po
     row = instance_row(page, instance)
     assert status(row) == "SCHEDULED" and f"/instances/{instance}/stop" in row
     assert buttons(row) == {"Start": "only during the reservation", "Stop": "not while SCHEDULED",
-                            "Reboot": "not while SCHEDULED"}
+                            "Reboot": "not while SCHEDULED", "Delete": None}
     # Sent anyway (an old page, no JavaScript), the action is refused by the domain, in words.
     page = v.follow(v.post(f"/instances/{instance}/stop")).text
     assert "cannot stop an instance that is SCHEDULED" in page
@@ -383,7 +409,7 @@ def test_instance_buttons_record_requests_that_the_worker_carries_out(portal_and
     ip = worker.wait_for_ips(rid)[0].ip_address
     row = instance_row(v.get("/instances").text, instance)
     assert status(row) == "RUNNING" and f"<code>{ip}</code>" in row
-    assert buttons(row) == {"Start": "not while RUNNING", "Stop": None, "Reboot": None}
+    assert buttons(row) == {"Start": "not while RUNNING", "Stop": None, "Reboot": None, "Delete": None}
 
     # Stop: the portal records the request (it has no dispatcher); the worker's next tick does it.
     r = v.post(f"/instances/{instance}/stop")
@@ -394,7 +420,7 @@ def test_instance_buttons_record_requests_that_the_worker_carries_out(portal_and
     worker.settle()
     row = instance_row(v.get("/instances").text, instance)
     assert status(row) == "HALTED"
-    assert buttons(row) == {"Start": None, "Stop": "not while HALTED", "Reboot": "not while HALTED"}
+    assert buttons(row) == {"Start": None, "Stop": "not while HALTED", "Reboot": "not while HALTED", "Delete": None}
     assert [vm["power_state"] for vm in worker.vms()] == ["Halted"]
 
     # A halted VM cannot be rebooted; it can be started again within the reservation.
@@ -408,7 +434,7 @@ def test_instance_buttons_record_requests_that_the_worker_carries_out(portal_and
     worker.tick()
     assert "Rebooted" in worker.events(instance)
 
-    # delete (the API's DELETE; the portal route has no button yet): the VM and its disks go.
+    # Delete (the API's DELETE): the VM and its disks go.
     assert "delete requested" in v.follow(v.post(f"/instances/{instance}/delete")).text
     worker.tick()
     assert worker.vms() == []
@@ -529,3 +555,19 @@ def test_pages_forbid_framing_and_load_only_own_files(portal):
     assert "http" not in r.text.split("<body>")[0].replace('name="viewport"', "")  # no CDN
     assert portal.client.simulate_get("/static/pico.min.css").status_code == 200
     assert portal.client.simulate_get("/static/portal.js").status_code == 200
+
+
+def test_a_counter_without_alternatives_does_not_offer_to_pick_one(portal):
+    from dataclasses import replace
+
+    from pex.domain.lifecycle import Phase
+    from pex.http.portal.resources import plain_reply
+
+    fill_pool(portal)
+    v = portal.user("alice")
+    rid = reservation_id(ask(v, size="SMALL", fixed=2).headers["location"])
+    countered = portal.application.get_reservation(rid)
+    assert countered.alternatives  # the demo's counter has some: then they are offered
+    assert "pick one of the alternatives" in plain_reply(countered, Phase.OFFERED)[1]
+    alone = replace(countered, alternatives=())
+    assert plain_reply(alone, Phase.OFFERED)[1] == "Accept them, make your own counter-proposal, or walk away."

@@ -322,12 +322,23 @@ def run(runner, *args, env=None):
     return result.exit_code, result.output
 
 
+def a_user(runner, env=None) -> str:
+    """A registered user to negotiate for (`pex negotiate` refuses anyone else)."""
+    name = f"op-{uuid4().hex[:8]}"
+    added = runner.invoke(main, ["users", "add", name, "--password-stdin"], input="correct horse battery\n",
+                          env={**(env or {}), "PEX_PASSWORD_PROFILE": "cheapest"}, catch_exceptions=False)
+    assert added.exit_code == 0, added.output
+    return name
+
+
 def test_audit_replay_and_history_on_the_sqlite_database_make_run_uses(monkeypatch, tmp_path):
     monkeypatch.delenv("PEX_DATABASE_URL", raising=False)
     monkeypatch.chdir(tmp_path)  # `make run` keeps its store at ./var/pex.sqlite3
     runner = CliRunner()
     assert run(runner, "init")[0] == 0
-    code, out = run(runner, "negotiate", "--type", "XLARGE", "--instances", "2", "--start", "now+1h", "--duration", "2h", "--confirm")
+    user = a_user(runner)
+    code, out = run(runner, "negotiate", "--user", user, "--type", "XLARGE", "--instances", "2", "--start", "now+1h",
+                    "--duration", "2h", "--confirm")
     assert code == 0 and "REQUEST_SUCCESS" in out
     rid = out.split()[1].rstrip(":")
     assert (tmp_path / "var" / "pex.sqlite3").exists()
@@ -359,7 +370,7 @@ def test_audit_and_replay_on_postgresql(postgres_url):
     runner = CliRunner()
     env = {"PEX_DATABASE_URL": postgres_url}
     assert run(runner, "init", env=env)[0] == 0
-    code, out = run(runner, "negotiate", "--type", "SMALL", "--instances", "3", "--confirm", env=env)
+    code, out = run(runner, "negotiate", "--user", a_user(runner, env), "--type", "SMALL", "--instances", "3", "--confirm", env=env)
     assert code == 0 and "REQUEST_SUCCESS" in out
     assert run(runner, "replay", env=env)[0] == 0
     code, out = run(runner, "audit", "--json", env=env)

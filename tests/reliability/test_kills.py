@@ -13,18 +13,16 @@ from __future__ import annotations
 import os
 import random
 import signal
-import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from uuid import UUID
 
 import pytest
 
-from pex.domain.values import State
-from tests.reliability.clients import Negotiator, Tally, check_acknowledged, proposal, seeded, whole_seconds_from_now
+from tests.support.clients import Tally, check_acknowledged, vms_starting_soon
 from tests.support.reliability import (
+    Dispatches,
+    Load,
     VmWatch,
     api_server,
     audit_figures,
@@ -32,6 +30,7 @@ from tests.support.reliability import (
     run_audit,
     store,
     wait_for,
+    wait_until_all_over,
     write_figures,
 )
 
@@ -42,12 +41,6 @@ LOAD_SECONDS = 13.0
 # (seconds into the load, what is killed)
 KILLS = ((3.0, "api"), (5.0, "timer"), (8.0, "api"), (10.0, "timer"))
 SEED = 11
-
-
-def starts_soon(offer: dict, within: float = 10.0) -> bool:
-    """Take a COUNTER only if it starts within `within` seconds: the test must end."""
-    start = parsedate_to_datetime(offer["startTime"])
-    return start <= datetime.now(UTC) + timedelta(seconds=within)
 
 
 def taken_over_claims(events: list, killed_marks: set[str]) -> int:
@@ -65,36 +58,14 @@ def taken_over_claims(events: list, killed_marks: set[str]) -> int:
 def test_killed_api_and_timer_workers_lose_no_acknowledged_event_and_make_no_vm_twice(
         postgres_url, simulator, make_timer_worker, tmp_path):
     tally = Tally()
-    stop = threading.Event()
     rng = random.Random(SEED)
     killed: list[dict] = []
     with api_server(postgres_url, tmp_path, workers=3) as server, VmWatch(simulator) as watch:
         worker = make_timer_worker(postgres_url, simulator.url).start()
         users = [server.register(f"user{n}") for n in range(CLIENTS)]
-        outcomes: Counter = Counter()
-
-        def load(auth) -> None:
-            client_rng = seeded(auth[0], SEED)
-            client = Negotiator(server.url, auth, tally, give_up=stop)
-            try:
-                while not stop.is_set():
-                    start = whole_seconds_from_now(client_rng.uniform(2, 5))
-                    body = proposal(client_rng.choice(("SMALL", "SMALL", "MEDIUM")), client_rng.randint(1, 2), start,
-                                    client_rng.randint(3, 6), auto_start=True)
-                    client.negotiate(body, take_counter=starts_soon)
-                    client.send("GET", "/OpenPEX/instances", "GET instances")
-                    time.sleep(0.1)
-            finally:
-                outcomes.update(client.outcomes)
-                client.close()
-
-        threads = [threading.Thread(target=load, args=(auth,), name=f"load-{auth[0]}") for auth in users]
-        began = time.monotonic()
-        try:
-            for thread in threads:
-                thread.start()
+        with Load(server, users, tally, vms_starting_soon(3, 6), SEED) as load:
             for at, what in KILLS:
-                time.sleep(max(0.0, began + at - time.monotonic()))
+                load.at(at)
                 if what == "api":
                     pid = rng.choice(sorted(children(server.process.pid)))
                     os.kill(pid, signal.SIGKILL)
@@ -105,12 +76,9 @@ def test_killed_api_and_timer_workers_lose_no_acknowledged_event_and_make_no_vm_
                     killed.append({"at": at, "what": "timer worker", "pid": pid})
                     time.sleep(0.5)
                     worker.start()
-            time.sleep(max(0.0, began + LOAD_SECONDS - time.monotonic()))
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(60)
-        last_kill = began + KILLS[-1][0]
+            load.at(LOAD_SECONDS)
+        outcomes = load.outcomes
+        last_kill = load.began + KILLS[-1][0]
 
         # gunicorn replaced the killed workers: three again, none of them a killed one.
         api_pids = {k["pid"] for k in killed if k["what"] == "gunicorn worker"}
@@ -121,13 +89,7 @@ def test_killed_api_and_timer_workers_lose_no_acknowledged_event_and_make_no_vm_
         # Every confirmed reservation runs and ends; then no VM of PEX is left in the pool.
         confirmed = tally.confirmed()
         assert confirmed, "no reservation was confirmed under load"
-
-        with store(postgres_url) as app:
-            def all_over() -> bool:
-                states = {app.get_reservation(UUID(r)).state for r in confirmed}
-                return states == {State.EXPIRED} and watch.pex_vms() == []
-
-            wait_for(all_over, 60, interval=0.5, what="every reservation to run and end")
+        wait_until_all_over(postgres_url, confirmed, watch, 60, what="every reservation to run and end")
         assert worker.running
 
     answers = tally.snapshot()
@@ -137,11 +99,10 @@ def test_killed_api_and_timer_workers_lose_no_acknowledged_event_and_make_no_vm_
     with store(postgres_url) as app:
         acknowledged, unacknowledged = check_acknowledged(app, answers)
         lost = [r for r in confirmed if "Confirmed" not in {type(e).__name__ for e in app.reservation_events(UUID(r))}]
-        instance_ids = [i for r in confirmed for i in app.get_reservation(UUID(r)).instance_ids]
-        events = {i: list(app.events.get(i)) for i in instance_ids}
-        recorded = {i: Counter(type(e).__name__ for e in events[i]) for i in instance_ids}
-        failures = Counter(e.error.split(":")[0][:60] for i in instance_ids for e in events[i]
-                           if type(e).__name__ == "DispatchFailed")
+        dispatches = Dispatches.of(app, confirmed)
+    instance_ids, events, recorded, failures = (
+        dispatches.instance_ids, dispatches.events, dispatches.recorded, dispatches.failures
+    )
     ran = [i for i, names in recorded.items() if names["Provisioned"]]
     taken_over = sum(taken_over_claims(events[i], killed_timers) for i in instance_ids)
     # Why an instance of a confirmed reservation never ran (its reservation lasted 3 to 6 s).
@@ -152,7 +113,7 @@ def test_killed_api_and_timer_workers_lose_no_acknowledged_event_and_make_no_vm_
         else "other"
         for i in instance_ids if not recorded[i]["Provisioned"]
     )
-    twice = [i for i, names in recorded.items() if max(names["Provisioned"], names["Started"], names["Destroyed"]) > 1]
+    twice = dispatches.twice("Provisioned", "Started", "Destroyed")
 
     statuses = tally.statuses()
     write_figures("kills", {

@@ -12,9 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 import time
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -22,15 +20,15 @@ import pytest
 
 from pex.domain.values import State
 from tests.pg import start_postgres
-from tests.reliability.clients import (
+from tests.support.clients import (
     Negotiator,
     Tally,
     check_acknowledged,
     proposal,
-    seeded,
     whole_seconds_from_now,
 )
 from tests.support.reliability import (
+    Load,
     api_server,
     audit_figures,
     children,
@@ -66,42 +64,25 @@ def test_a_postgres_outage_gives_prompt_503s_and_pex_recovers_by_itself(
     database_url = own_postgres.create_database()
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
     tally = Tally()
-    stop = threading.Event()
+
+    def negotiate_tomorrow(client, rng) -> None:
+        client.negotiate(proposal("SMALL", 1, tomorrow + timedelta(hours=rng.randrange(48)), 3600))
+        client.send("GET", "/OpenPEX/reservations?state=CONFIRMED", "GET list")
+
     with api_server(database_url, tmp_path, workers=3) as server:
         worker = make_timer_worker(database_url, simulator.url).start()
         users = [server.register(f"client{n}") for n in range(CLIENTS)]
         workers_before = children(server.process.pid)
-
-        def load(auth) -> Counter:
-            rng = seeded(auth[0], SEED)
-            # Retries every 0.5 s (not the 5 s Retry-After asks) so that recovery is seen promptly.
-            client = Negotiator(server.url, auth, tally, attempts=100, pause=0.5, timeout=30, give_up=stop)
-            try:
-                while not stop.is_set():
-                    start = tomorrow + timedelta(hours=rng.randrange(48))
-                    client.negotiate(proposal("SMALL", 1, start, 3600))
-                    client.send("GET", "/OpenPEX/reservations?state=CONFIRMED", "GET list")
-                return client.outcomes
-            finally:
-                client.close()
-
-        outcomes: Counter = Counter()
-        threads = [threading.Thread(target=lambda auth=auth: outcomes.update(load(auth)), name=f"load-{auth[0]}")
-                   for auth in users]
-        try:
-            for thread in threads:
-                thread.start()
-            time.sleep(BEFORE)
+        # Retries every 0.5 s (not the 5 s Retry-After asks) so that recovery is seen promptly.
+        with Load(server, users, tally, negotiate_tomorrow, SEED, attempts=100, pause=0.5, timeout=30) as load:
+            load.at(BEFORE)
             went = time.monotonic()
             own_postgres.stop_serving()
             time.sleep(OUTAGE_SECONDS)
             own_postgres.start_serving()
             back = time.monotonic()
             time.sleep(AFTER)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(60)
+        outcomes = load.outcomes
 
         # The same processes carry on: nothing was restarted.
         restarted = len(workers_before - children(server.process.pid)) + worker.started - 1

@@ -1,7 +1,8 @@
 """Many clients race for the demo pool's few slots through three gunicorn workers on
 PostgreSQL, each negotiating to the end (POST, then CONFIRM, or ACCEPT and CONFIRM after a
 COUNTER). Afterwards `pex audit` finds no overbooking, every reservation a client was told
-REQUEST_SUCCESS for is CONFIRMED with all its bookings, and no client ever saw a 5xx."""
+REQUEST_SUCCESS for is CONFIRMED with all its bookings, and no client ever saw a 5xx but the
+designed refusal of a login rush."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from uuid import UUID
 import pytest
 
 from pex.domain.values import State
-from tests.reliability.clients import Negotiator, Tally, check_acknowledged, proposal, seeded
+from tests.support.clients import Negotiator, Tally, check_acknowledged, proposal, seeded
 from tests.support.reliability import api_server, audit_figures, run_audit, store, write_figures
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.gunicorn, pytest.mark.timeout(180)]
@@ -89,17 +90,24 @@ def test_racing_clients_never_overbook_and_never_lose_a_confirmation(postgres_ur
             assert booked[rid.upper()] == sum(n for _, n in answer.placement), rid
         assert set(booked) == {rid.upper() for rid in confirmed}  # nothing booked that no one was told of
 
+    # 24 accounts' first requests arrive at once, and each worker checks each password once:
+    # that login rush may meet the bound on password checks running at once (docs/reliability.md),
+    # a designed 503 with Retry-After that the client retries. Any other 5xx is a failure.
+    login_rush = [a for a in tally.server_errors() if a.problem == "/OpenPEX/problems/password-checks-busy"]
+    failures = [a for a in tally.server_errors() if a not in login_rush]
     write_figures("racing_clients", {
         "clients": CLIENTS, "gunicorn_workers": 3, "load_seconds": round(load_seconds, 1),
         "requests": len(answers), "statuses": dict(tally.statuses()), "problems": dict(tally.problems()),
-        "500s": sum(a.status == 500 for a in answers), "503_contention": len(tally.server_errors()),
+        "500s": sum(a.status == 500 for a in answers), "503_contention": len(failures),
+        "503_password_checks_busy": len(login_rush),
         "outcomes": dict(outcomes), "confirmed": len(confirmed),
         "acknowledgements_checked": acknowledged, "acknowledgements_not_in_store": len(unacknowledged),
         "peak_cpus_per_node": {name: peak[0] for name, peak in sorted(peaks.items())},
         "audit_exit_status": status, "audit": audit_figures(report),
     })
     assert unacknowledged == [], unacknowledged[:5]
-    assert tally.server_errors() == [], tally.server_errors()[:5]
+    assert failures == [], failures[:5]
+    assert all(a.retry_after for a in login_rush), login_rush[:5]
     assert all(a.status is not None for a in answers), [a for a in answers if a.status is None][:5]
     assert status == 0 and report["ok"], report.get("violations")
     assert len(confirmed) >= 5 and outcomes["confirmed"] == len(confirmed)

@@ -8,19 +8,23 @@ passes afterwards."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
-from uuid import UUID
 
 import pytest
 
 from pex.domain.node import node_id
-from pex.domain.values import State
-from tests.reliability.clients import Negotiator, Tally, check_acknowledged, proposal, seeded, whole_seconds_from_now
-from tests.support.reliability import VmWatch, api_server, audit_figures, run_audit, store, wait_for, write_figures
+from tests.support.clients import Tally, check_acknowledged, vms_starting_soon
+from tests.support.reliability import (
+    Dispatches,
+    Load,
+    VmWatch,
+    api_server,
+    audit_figures,
+    run_audit,
+    store,
+    wait_until_all_over,
+    write_figures,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.gunicorn, pytest.mark.xen, pytest.mark.timeout(180)]
 
@@ -43,59 +47,27 @@ FAULTS = (
 )
 
 
-def starts_soon(offer: dict, within: float = 10.0) -> bool:
-    return parsedate_to_datetime(offer["startTime"]) <= datetime.now(UTC) + timedelta(seconds=within)
-
-
 def test_the_worker_rides_out_xen_faults_under_load_and_the_audit_passes(
         postgres_url, simulator, make_timer_worker, tmp_path):
     tally = Tally()
-    stop = threading.Event()
     injected: list[str] = []
     with api_server(postgres_url, tmp_path, workers=3) as server, VmWatch(simulator) as watch:
         worker = make_timer_worker(postgres_url, simulator.url).start()
         users = [server.register(f"user{n}") for n in range(CLIENTS)]
-        outcomes: Counter = Counter()
-
-        def load(auth) -> None:
-            rng = seeded(auth[0], SEED)
-            client = Negotiator(server.url, auth, tally, give_up=stop)
-            try:
-                while not stop.is_set():
-                    start = whole_seconds_from_now(rng.uniform(2, 5))
-                    body = proposal(rng.choice(("SMALL", "SMALL", "MEDIUM")), rng.randint(1, 2), start,
-                                    rng.randint(4, 8), auto_start=True)
-                    client.negotiate(body, take_counter=starts_soon)
-                    client.send("GET", "/OpenPEX/instances", "GET instances")
-                    time.sleep(0.1)
-            finally:
-                outcomes.update(client.outcomes)
-                client.close()
-
-        threads = [threading.Thread(target=load, args=(auth,), name=f"load-{auth[0]}") for auth in users]
-        began = time.monotonic()
         try:
-            for thread in threads:
-                thread.start()
-            for at, fault, arguments in FAULTS:
-                time.sleep(max(0.0, began + at - time.monotonic()))
-                getattr(simulator.control, fault)(**arguments)
-                injected.append(f"{at:g} s: {fault} {arguments}")
-            time.sleep(max(0.0, began + LOAD_SECONDS - time.monotonic()))
+            with Load(server, users, tally, vms_starting_soon(4, 8), SEED) as load:
+                for at, fault, arguments in FAULTS:
+                    load.at(at)
+                    getattr(simulator.control, fault)(**arguments)
+                    injected.append(f"{at:g} s: {fault} {arguments}")
+                load.at(LOAD_SECONDS)
         finally:
-            stop.set()
-            for thread in threads:
-                thread.join(60)
             simulator.control.clear_faults()
+        outcomes = load.outcomes
 
         confirmed = tally.confirmed()
         assert confirmed, "no reservation was confirmed under load"
-        with store(postgres_url) as app:
-            def all_over() -> bool:
-                states = {app.get_reservation(UUID(r)).state for r in confirmed}
-                return states == {State.EXPIRED} and watch.pex_vms() == []
-
-            wait_for(all_over, 90, interval=0.5, what="every reservation to run its course and end")
+        wait_until_all_over(postgres_url, confirmed, watch, 90, what="every reservation to run its course and end")
         assert worker.running and worker.started == 1  # rode it out: never restarted
         assert "Traceback" not in server.log()
 
@@ -103,13 +75,10 @@ def test_the_worker_rides_out_xen_faults_under_load_and_the_audit_passes(
     status, report = run_audit(postgres_url, tmp_path)
     with store(postgres_url) as app:
         acknowledged, unacknowledged = check_acknowledged(app, answers)
-        instance_ids = [i for r in confirmed for i in app.get_reservation(UUID(r)).instance_ids]
-        events = {i: list(app.events.get(i)) for i in instance_ids}
+        dispatches = Dispatches.of(app, confirmed)
         node_events = Counter(type(e).__name__ for e in app.events.get(node_id(LOST_HOST)))
-    recorded = {i: Counter(type(e).__name__ for e in events[i]) for i in instance_ids}
-    failures = Counter(e.error.split(":")[0][:60] for i in instance_ids for e in events[i]
-                       if type(e).__name__ == "DispatchFailed")
-    twice = [i for i, names in recorded.items() if max(names["Provisioned"], names["Destroyed"]) > 1]
+    instance_ids, recorded, failures = dispatches.instance_ids, dispatches.recorded, dispatches.failures
+    twice = dispatches.twice("Provisioned", "Destroyed")
 
     write_figures("xen_faults", {
         "clients": CLIENTS, "load_seconds": LOAD_SECONDS, "faults": injected,

@@ -18,13 +18,19 @@ from pex.http.app import create_app
 from pex.http.contract import ResponseContract, openapi
 from pex.http.observability import Metrics
 from pex.projections.readmodels import ReadModels
-from pex.settings import HttpSettings, Settings
+from pex.settings import HttpSettings, PasswordSettings, Settings
 from pex.wire import PEX_JSON, rfc1123
 from tests.support import T0
 
 ETCH = "PEX Debian Etch 4.0 Template"
 PASSWORD = "correct horse battery"
-CHEAP = {"PEX_PASSWORD_PROFILE": "cheapest"}
+CHEAP = {"PEX_PASSWORD_PROFILE": "cheapest"}  # for a server's environment
+CHEAP_PASSWORDS = PasswordSettings(profile="cheapest")
+
+
+def cheap_settings(database_url: str = "memory:", **overrides) -> Settings:
+    """Settings for an application under test: argon2's cheapest profile, never production's."""
+    return Settings(database_url=database_url, passwords=CHEAP_PASSWORDS, **overrides)
 RICH = {"Accept": PEX_JSON}  # PEX's form of a reply, not the original's
 
 
@@ -89,7 +95,7 @@ class Api:
 
 def make_api(http: HttpSettings | None = None, database_url: str = "memory:") -> Api:
     clock = ManualClock(T0)
-    application = build_application(Settings(database_url=database_url, extra_env=CHEAP), clock=clock)
+    application = build_application(cheap_settings(database_url), clock=clock)
     read_models = ReadModels(application)
     contract, metrics = ResponseContract(openapi()), Metrics()
     http = http or HttpSettings(log_requests=True, login_failures_allowed=3, login_lockout_seconds=30)

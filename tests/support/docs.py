@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pex.settings import DEFAULT_DATABASE_URL
 from tests.support.portal import apt_install
-from tests.support.server import start_server, stop_server
+from tests.support.server import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^```(\w*)([^\n]*)\n(.*?)^```", re.M | re.S)
@@ -220,16 +220,12 @@ def docs_server(directory: Path):
     The examples need Debian's curl, installed here when it is missing (as root)."""
     apt_install("curl", "/usr/bin/curl")
     (directory / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    server = start_server(
+    with serving(
         DEFAULT_DATABASE_URL, directory, workers=2,
         extra_env={"PEX_XEN_URL": "", "PEX_EMBEDDED_WORKER": "auto", "PEX_WORKER_TICK_SECONDS": "0.2",
                    "PEX_SIM_GUEST_IP_DELAY_SECONDS": "0.2", "PEX_LOG_REQUESTS": "0"},
-    )
-    try:
+    ) as server:
         yield server
-    finally:
-        stop_server(server)
-    assert "Traceback" not in server.log(), server.log()
 
 
 def run_document(blocks: list[str], server, prelude: str = "") -> tuple[list[Expectation], Run]:

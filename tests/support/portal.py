@@ -20,10 +20,10 @@ from pex.bootstrap import build_application
 from pex.clock import ManualClock
 from pex.domain.values import Terms
 from pex.http.app import create_app
-from pex.http.portal.settings import PortalSettings
 from pex.projections.readmodels import ReadModels
-from pex.settings import HttpSettings, Settings
+from pex.settings import HttpSettings, PortalSettings
 from tests.support import T0
+from tests.support.api import cheap_settings
 
 ETCH = "PEX Debian Etch 4.0 Template"
 PASSWORD = "correct horse battery"
@@ -112,12 +112,13 @@ class PortalTest:
 
 def make_portal(database_url: str = "memory:", clock: ManualClock | None = None, **http) -> PortalTest:
     clock = clock or ManualClock(T0)
-    application = build_application(
-        Settings(database_url=database_url, extra_env={"PEX_PASSWORD_PROFILE": "cheapest"}), clock=clock
+    application = build_application(cheap_settings(database_url), clock=clock)
+    settings = HttpSettings(
+        log_requests=False, login_failures_allowed=3, login_lockout_seconds=30, portal=PortalSettings(secret_key=SECRET),
+        **http,
     )
-    settings = HttpSettings(log_requests=False, login_failures_allowed=3, login_lockout_seconds=30, **http)
     read_models = ReadModels(application)
-    app = create_app(application, settings, read_models=read_models, portal_settings=PortalSettings(secret_key=SECRET))
+    app = create_app(application, settings, read_models=read_models)
     return PortalTest(falcon.testing.TestClient(app), application, read_models, clock)
 
 

@@ -1,7 +1,8 @@
 """The reliability tests' parts: a real gunicorn (3 workers) on PostgreSQL, a real timer
-worker process dispatching to a XAPI simulator served from the test process, `pex audit` run
-as a subprocess, a watch on the simulator for duplicate VMs, and the figures each test writes
-to test-artifacts/reliability/ (docs/reliability.md quotes them).
+worker process dispatching to a XAPI simulator served from the test process, clients under
+load in threads (`Load`, with tests.support.clients), `pex audit` run as a subprocess, a
+watch on the simulator for duplicate VMs, what the store recorded of the dispatches, and the
+figures each test writes to test-artifacts/reliability/ (docs/reliability.md quotes them).
 
 Everything listens on loopback; every process started here is stopped in a `finally`, by its
 own process group."""
@@ -15,15 +16,22 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from random import Random
+from uuid import UUID
 
 from pex.bootstrap import build_application
+from pex.domain.values import State
 from pex.settings import Settings
-from tests.support.server import start_server, stop_server
+from tests.support.clients import Negotiator, Tally, seeded
+from tests.support.server import LiveServer, start_server, stop_server
 from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,6 +96,49 @@ def api_server(database_url: str, tmp_path: Path, workers: int = 3, **extra_env:
         stop_server(server)
 
 
+class Load:
+    """Every user negotiating with the server, each in a thread of its own, until the load ends.
+    `step(client, rng)` is one round of one client (its rng seeded by its name and `seed`, so
+    every run asks the same); `client_options` go to each Negotiator. In a `with`: the
+    threads start on entry and are stopped and joined on exit; `at(seconds)` waits until that
+    long into the load, and `outcomes` counts how the negotiations ended."""
+
+    def __init__(self, server: LiveServer, users: list[tuple[str, str]], tally: Tally,
+                 step: Callable[[Negotiator, Random], object], seed: int, **client_options):
+        self.server, self.users, self.tally, self.step, self.seed = server, users, tally, step, seed
+        self.client_options = client_options
+        self.outcomes: Counter = Counter()
+        self.stop = threading.Event()
+        self.began = 0.0
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(auth,), name=f"load-{auth[0]}") for auth in users]
+
+    def _run(self, auth: tuple[str, str]) -> None:
+        rng = seeded(auth[0], self.seed)
+        client = Negotiator(self.server.url, auth, self.tally, give_up=self.stop, **self.client_options)
+        try:
+            while not self.stop.is_set():
+                self.step(client, rng)
+        finally:
+            with self._lock:
+                self.outcomes.update(client.outcomes)
+            client.close()
+
+    def at(self, seconds: float) -> None:
+        time.sleep(max(0.0, self.began + seconds - time.monotonic()))
+
+    def __enter__(self) -> Load:
+        self.began = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+
 class TimerWorker:
     """`python -m pex.workers` (what `pex worker` runs) as a process of its own, pointed at
     the test's simulator; the test may SIGKILL it and start another, as a supervisor would."""
@@ -126,7 +177,7 @@ class TimerWorker:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         path = self.log_path(self.started)
-        wait_for(lambda: b"PEX worker on" in path.read_bytes() or self.process.poll() is not None, 30, what="the worker")
+        wait_for(lambda: b"worker running" in path.read_bytes() or self.process.poll() is not None, 30, what="the worker")
         assert self.process.poll() is None, path.read_text()
         return self
 
@@ -204,6 +255,43 @@ def store(database_url: str):
         yield app
     finally:
         app.close()
+
+
+def wait_until_all_over(database_url: str, reservations: list[str], watch: VmWatch, seconds: float, what: str) -> None:
+    """Until every one of `reservations` has run its course (EXPIRED) and no VM of PEX is left."""
+    with store(database_url) as app:
+        def all_over() -> bool:
+            states = {app.get_reservation(UUID(r)).state for r in reservations}
+            return states == {State.EXPIRED} and watch.pex_vms() == []
+
+        wait_for(all_over, seconds, interval=0.5, what=what)
+
+
+@dataclass
+class Dispatches:
+    """What the store recorded of the instances of some reservations: each one's events, their
+    kinds counted, and the failed dispatches by the start of their error."""
+
+    events: dict[UUID, list]
+    recorded: dict[UUID, Counter]
+    failures: Counter
+
+    @classmethod
+    def of(cls, app, reservations: list[str]) -> Dispatches:
+        instance_ids = [i for r in reservations for i in app.get_reservation(UUID(r)).instance_ids]
+        events = {i: list(app.events.get(i)) for i in instance_ids}
+        recorded = {i: Counter(type(e).__name__ for e in events[i]) for i in instance_ids}
+        failures = Counter(e.error.split(":")[0][:60] for i in instance_ids for e in events[i]
+                           if type(e).__name__ == "DispatchFailed")
+        return cls(events, recorded, failures)
+
+    @property
+    def instance_ids(self) -> list[UUID]:
+        return list(self.events)
+
+    def twice(self, *kinds: str) -> list[UUID]:
+        """The instances with any of these events more than once (a VM made or removed twice)."""
+        return [i for i, names in self.recorded.items() if max(names[kind] for kind in kinds) > 1]
 
 
 def run_audit(database_url: str, cwd: Path) -> tuple[int, dict]:

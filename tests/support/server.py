@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import requests
@@ -71,6 +73,17 @@ def start_server(database_url: str, tmp_path, workers: int = 2, extra_env: dict 
             stop_server(server)
             raise RuntimeError(f"gunicorn did not become ready:\n{server.log()}")
         time.sleep(0.2)
+
+
+@contextmanager
+def serving(database_url: str, tmp_path, workers: int = 2, extra_env: dict | None = None) -> Iterator[LiveServer]:
+    """A live server for the `with` block, stopped after it; its log must show no traceback."""
+    server = start_server(database_url, tmp_path, workers, extra_env)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+    assert "Traceback" not in server.log(), server.log()
 
 
 def stop_server(server: LiveServer) -> None:

@@ -1,17 +1,20 @@
-"""A PEX worker process in a test (`World`): application on a manual clock, dispatcher, timer
-and monitors, against a simulated pool driven through the real XenAPI client.
+"""A PEX worker process in a test (`World`): application on a manual clock, timer and dispatch,
+carried out either by the in-memory enactment (`build_memory_world`: the service layer and the
+workers, no Xen) or against a simulated pool driven through the real XenAPI client, with the
+monitors (`build_world`: the protocol, and what Xen reports).
 
 The simulator keeps real time (guests report their IP 20 ms after boot); PEX's clock moves
 only when a test says, so reservations hours long run in milliseconds."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from pex.adapters.inmemory import InMemoryEnactment
 from pex.adapters.xen.dispatcher import XenDispatcher
 from pex.adapters.xen.enactment import XenEnactment
 from pex.bootstrap import build_application
@@ -32,14 +35,17 @@ GUEST_IP_DELAY = 0.02
 
 @dataclass
 class World:
-    """One PEX worker process, in a test: application, dispatcher, timer, monitors."""
+    """One PEX worker process, in a test: application, timer, dispatch and its enactment; on a
+    simulated pool also the dispatcher and the monitors."""
 
     app: Any
     clock: ManualClock
-    simulator: Any
-    dispatcher: XenDispatcher
     timer: TimerWorker
-    monitors: Monitors
+    dispatch: Dispatch
+    enactment: Any  # InMemoryEnactment, or XenEnactment on the simulator
+    simulator: Any = None
+    dispatcher: XenDispatcher | None = None
+    monitors: Monitors | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     @property
@@ -74,7 +80,10 @@ class World:
         return self.timer.tick()
 
     def settle(self, polls: int = 30) -> None:
-        """Let the monitors record everything Xen has to say, until a poll brings nothing."""
+        """Let the monitors record everything Xen has to say, until a poll brings nothing (the
+        in-memory enactment has nothing more to say: it reports all at once)."""
+        if self.monitors is None:
+            return
         for _ in range(polls):
             if not self.monitors.poll():
                 return
@@ -87,7 +96,13 @@ class World:
         return self.instances(rid)[index]
 
     def vms(self) -> list[dict]:
-        """PEX's VMs in the pool (half-made ones, still templates, included)."""
+        """PEX's VMs in the pool (half-made ones, still templates, included), as the simulator's
+        control lists them (name, host, power_state, pex_instance)."""
+        if self.simulator is None:
+            return [
+                {"name": vm.name, "host": vm.node, "power_state": vm.power_state, "pex_instance": str(vm.instance_id)}
+                for vm in self.enactment.vms.values()
+            ]
         return [vm for vm in self.control.state()["vms"] if vm["pex_instance"] or vm["name"].startswith("pex-")]
 
     def events(self, instance_id: UUID) -> list[str]:
@@ -112,6 +127,34 @@ def build_world(simulator, database_url: str = "memory:", worker_id: str = "w1",
     timer = TimerWorker(app, index, dispatch=dispatch, node_grace=node_grace, threads=4)
     watcher = dispatcher.watcher(timeout=0.05, retry_delay=0.01)
     monitors = Monitors(app, watcher, index, guest_timeout=timedelta(minutes=5), resync_interval=0.0, dispatcher=dispatcher)
-    world = World(app, clock, simulator, dispatcher, timer, monitors)
+    world = World(app, clock, timer, dispatch, dispatch.enactment, simulator, dispatcher, monitors)
     world.closers += [timer.close, watcher.close, dispatcher.close, app.close]
     return world
+
+
+def build_memory_world(database_url: str = "memory:", worker_id: str = "w1", clock: ManualClock | None = None,
+                       node_grace: timedelta = timedelta(0), enactment: InMemoryEnactment | None = None) -> World:
+    """A worker whose enactment is in memory (several worlds may share one, as workers share a pool)."""
+    clock = clock or ManualClock(T0)
+    app = build_application(Settings(database_url=database_url), clock=clock)
+    enactment = enactment if enactment is not None else InMemoryEnactment()
+    app.dispatch_now = dispatch = Dispatch(app, enactment, worker_id, timedelta(minutes=2))
+    timer = TimerWorker(app, DispatchIndex(), dispatch=dispatch, node_grace=node_grace, threads=4)
+    world = World(app, clock, timer, dispatch, enactment)
+    world.closers += [timer.close, app.close]
+    return world
+
+
+def closing_worlds(build: Callable[..., World]) -> Iterator[Callable[..., World]]:
+    """The body of a fixture that makes worlds with `build` and closes them all after the test."""
+    made: list[World] = []
+
+    def make(**options) -> World:
+        world = build(**options)
+        made.append(world)
+        return world
+
+    yield make
+    for world in made:
+        for close in world.closers:
+            close()

@@ -7,30 +7,16 @@ from datetime import timedelta
 
 import pytest
 
-from pex.adapters.inmemory import InMemoryEnactment
-from pex.bootstrap import build_application
-from pex.clock import ManualClock
 from pex.domain.values import Reply, Terms
-from pex.settings import Settings
-from pex.workers.dispatch import Dispatch
-from pex.workers.index import DispatchIndex
-from pex.workers.timer import TimerWorker
-from tests.support import T0
-
-HOUR = timedelta(hours=1)
-TEMPLATE = "PEX Debian Etch 4.0 Template"
+from tests.support.world import HOUR
+from tests.support.xen import TEMPLATE
 
 
 @pytest.fixture
-def world():
-    clock = ManualClock(T0)
-    app = build_application(Settings(database_url="memory:"), clock=clock)
-    enactment = InMemoryEnactment()
-    dispatch = Dispatch(app, enactment, "w1", timedelta(minutes=2))
-    timer = TimerWorker(app, DispatchIndex(), dispatch=dispatch, node_grace=timedelta(0), threads=2)
-    yield app, clock, enactment, dispatch, timer
-    timer.close()
-    app.close()
+def world(memory_world):
+    # As the tests of the dispatch itself want it: a user's request waits for the tick.
+    memory_world.app.dispatch_now = None
+    return memory_world.app, memory_world.clock, memory_world.enactment, memory_world.dispatch, memory_world.timer
 
 
 def reserve(app, clock, fixed: int = 1):

@@ -1,5 +1,6 @@
-"""Two workers at once on one store (each its own application, connections and dispatcher):
-every action is claimed by exactly one of them, so each VM is made once and removed once."""
+"""Two workers at once on one store (each its own application, connections and dispatch, on
+one pool: here one in-memory enactment): every action is claimed by exactly one of them, so
+each VM is made once and removed once."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ from collections import Counter
 
 import pytest
 
+from pex.adapters.inmemory import InMemoryEnactment
 from pex.clock import ManualClock
 from pex.domain.instance import Instance
 from pex.domain.values import State
 from tests.support import T0
 from tests.support.world import HOUR
-
-pytestmark = pytest.mark.xen
 
 
 def tick_together(*worlds, rounds: int = 3) -> None:
@@ -49,10 +49,10 @@ def shared_url(request, tmp_path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
-def test_two_workers_make_and_remove_each_vm_exactly_once(make_world, shared_url):
-    clock = ManualClock(T0)
-    one = make_world(database_url=shared_url, worker_id="one", clock=clock)
-    two = make_world(database_url=shared_url, worker_id="two", clock=clock)
+def test_two_workers_make_and_remove_each_vm_exactly_once(make_memory_world, shared_url):
+    clock, pool = ManualClock(T0), InMemoryEnactment()
+    one = make_memory_world(database_url=shared_url, worker_id="one", clock=clock, enactment=pool)
+    two = make_memory_world(database_url=shared_url, worker_id="two", clock=clock, enactment=pool)
     reservations = [one.reserve(fixed=2), two.reserve(size="MEDIUM", fixed=3), one.reserve(size="XLARGE", fixed=1)]
     instances = [v.id for v in one.instances()]
     assert len(instances) == 6
@@ -68,6 +68,7 @@ def test_two_workers_make_and_remove_each_vm_exactly_once(make_world, shared_url
         assert (counts["Provisioned"], counts["Started"], counts["DispatchClaimed"]) == (1, 1, 1), counts
     claimed_by = Counter(e.worker for iid in instances for e in one.app.events.get(iid) if isinstance(e, Instance.DispatchClaimed))
     assert sum(claimed_by.values()) == 6
+    assert sorted(action for action, _ in pool.actions) == ["start"] * 6  # each carried out once
 
     clock.advance(2 * HOUR)
     tick_together(one, two)

@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from xml.etree import ElementTree
@@ -43,6 +43,7 @@ from pex.adapters.xen.records import (
 )
 from pex.adapters.xen.session import ThreadSessions, XenConnection
 from pex.adapters.xen.tasks import wait_for_task
+from pex.adapters.xen.transport import TlsPolicy
 from pex.adapters.xen.watcher import XenEventWatcher
 
 log = logging.getLogger(__name__)
@@ -56,10 +57,14 @@ _NOT_FOUND_CODES = ("HANDLE_INVALID", "UUID_INVALID")
 class XenDispatcher:
     def __init__(self, url: str, username: str, password: str, *, timeout: float = 30.0,
                  task_timeout: float = 600.0, poll_interval: float = 0.5, ignore_ssl: bool = False,
-                 network: str | None = None, sleep: Callable[[float], None] = time.sleep):
+                 network: str | None = None, sleep: Callable[[float], None] = time.sleep,
+                 tls: TlsPolicy | None = None, members: Sequence[str] = ()):
         """`timeout` bounds every HTTP request; `task_timeout` every asynchronous operation.
-        `network` names the network new VMs are plugged into (default: the first one)."""
-        self.connection = XenConnection(url, username, password, timeout=timeout, ignore_ssl=ignore_ssl)
+        `network` names the network new VMs are plugged into (default: the first one).
+        `tls` checks an https pool's certificates (see `TlsPolicy`; `ignore_ssl` is its opt-out).
+        `members`: addresses of the pool's hosts, to find the master by when `url` is down at start."""
+        self.connection = XenConnection(url, username, password, timeout=timeout, ignore_ssl=ignore_ssl, tls=tls,
+                                        members=members)
         self.task_timeout = task_timeout
         self.poll_interval = poll_interval
         self.network = network
@@ -267,12 +272,21 @@ class XenDispatcher:
             else:
                 self._await(api, api.Async.VM.resume_on(vm, self._host_ref(api, host), False, False))
 
-    def migrate(self, instance_id: object, host: str) -> None:
-        """Live-migrate a running VM to `host` (planned moves only; a dead host cannot migrate)."""
+    def migrate(self, instance_id: object, host: str) -> XenVm:
+        """Live-migrate a running VM to `host` (planned moves only; a dead host cannot migrate)
+        and return it as it is then; a VM already on `host` stays. xapi checks the destination
+        as for a start: XenCapacityError (HOST_NOT_ENOUGH_FREE_MEMORY [needed, available],
+        HOST_NOT_ENOUGH_PCPUS [vcpus, pcpus]), XenHostDownError (not live, disabled),
+        XenPowerStateError (not running, or busy); a migration that fails on the way is
+        XenMigrationError (VM_MIGRATE_FAILED [vm, source, destination, message]) and leaves the
+        VM running where it was. A migration slower than `task_timeout` is XenTaskTimeout, and
+        may still complete."""
+        instance_id = str(instance_id)
         with self._operation(instance_id) as (api, vm, record):
             host_ref = self._host_ref(api, host)
             if record["resident_on"] != host_ref:
                 self._await(api, api.Async.VM.pool_migrate(vm, host_ref, {"live": "true"}))
+            return self._describe(api, instance_id, vm)
 
     def power_state_reset(self, instance_id: object) -> None:
         """Tell xapi a VM on a dead host is Halted, so it can be started elsewhere (dangerous if
@@ -313,7 +327,7 @@ class XenDispatcher:
     # -- helpers -------------------------------------------------------------------------------------
 
     def _api(self) -> Any:
-        return self._sessions.session().xenapi
+        return self._sessions.api()
 
     @contextmanager
     def _locked(self, instance_id: str) -> Iterator[None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ssl
 import xmlrpc.client
 from collections.abc import Iterator, Sequence
 from xml.parsers.expat import ExpatError
@@ -67,6 +68,15 @@ class XenTransportError(XenAdapterError):
     """xapi could not be reached, or its answer was lost or unreadable."""
 
 
+class XenTlsError(XenTransportError):
+    """The pool's TLS certificate failed the check PEX was configured with (CA file, pinned
+    fingerprints, or the system's CAs): PEX refuses to talk to it rather than trust it."""
+
+
+class XenMigrationError(XenError):
+    """A live migration was refused or failed; the VM still runs where it ran."""
+
+
 class XenTaskTimeout(XenAdapterError):
     """An asynchronous xapi task did not finish in time; it may still complete later."""
 
@@ -87,7 +97,14 @@ FAILURE_CLASSES: dict[str, type[XenError]] = {
     "HANDLE_INVALID": XenNotFoundError,
     "UUID_INVALID": XenNotFoundError,
     "SESSION_AUTHENTICATION_FAILED": XenAuthError,
+    "VM_MIGRATE_FAILED": XenMigrationError,
+    "VM_REQUIRES_SR": XenMigrationError,
+    "VM_REQUIRES_NETWORK": XenMigrationError,
+    "HOST_CANNOT_ATTACH_NETWORK": XenMigrationError,
 }
+
+TLS_HINT = ("set PEX_XEN_CA_FILE to the pool's CA bundle or PEX_XEN_CERT_SHA256 to its hosts' certificate "
+            "fingerprints")
 
 TRANSPORT_EXCEPTIONS = (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError, xmlrpc.client.Fault,
                         ExpatError)
@@ -104,6 +121,8 @@ def translate(error: BaseException) -> XenAdapterError | None:
         return error
     if isinstance(error, XenAPI.Failure):
         return error_from_details(error.details)
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return XenTlsError(f"{type(error).__name__}: {error} ({TLS_HINT})")
     if isinstance(error, TRANSPORT_EXCEPTIONS):
         return XenTransportError(f"{type(error).__name__}: {error}")
     return None

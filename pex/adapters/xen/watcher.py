@@ -15,8 +15,16 @@ token "" and gets every object; later calls pass the returned token and get only
 changed since, coalesced per object. The watcher keeps the latest snapshot of each object,
 derives a small view (per PEX VM: power state, host, IP; per host: live, enabled), and
 reports the differences between successive views. That makes it indifferent to how xapi
-batches or coalesces events, and makes a resync (token "" again, after
-EVENT_FROM_TOKEN_PARSE_FAILURE or a reconnect) report exactly what changed meanwhile.
+batches or coalesces events, and makes a resync (token "" again) report exactly what
+changed meanwhile.
+
+A token is only good on the xapi that issued it, and xapi does not notice one from
+elsewhere: it reads it as some other moment of its own database and, for a moment still
+to come, blocks and answers nothing. So the watcher resyncs whenever its token may have
+outlived that xapi: on EVENT_FROM_TOKEN_PARSE_FAILURE or EVENTS_LOST, after a transport
+error, when the master moved (HOST_IS_SLAVE: it follows to the new master), and whenever its
+session was replaced, including the `XenAPI` client's silent re-login after SESSION_INVALID
+(sessions die with the xapi that made them: a restart or a new master).
 Only VMs tagged with `other_config["pex_instance"]` (and no longer templates) are reported.
 """
 
@@ -40,7 +48,7 @@ from pex.adapters.xen.changes import (
 )
 from pex.adapters.xen.errors import XenError, XenTransportError, translated_errors
 from pex.adapters.xen.records import INSTANCE_KEY, PowerState, guest_ip
-from pex.adapters.xen.session import XenConnection, close_session
+from pex.adapters.xen.session import XenConnection, close_session, drop_session
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +85,7 @@ class XenEventWatcher:
         self.retry_delay = retry_delay
         self._sleep = sleep
         self._session: Any = None
+        self._session_url = connection.url
         self.token = ""
         self._objects: dict[str, dict[str, dict]] = {cls: {} for cls in SUBSCRIBED_CLASSES}
         self._vms: dict[str, _VmView] | None = None  # None until the first sync
@@ -89,23 +98,33 @@ class XenEventWatcher:
         Raises XenTransportError if the pool cannot be reached (the next poll resyncs) and
         XenError for anything else xapi refuses.
         """
-        full_sync = self.token == ""
         try:
             with translated_errors():
                 session = self._ensure_session()
+                handle = session.handle
                 batch = session.xenapi.event_from(list(SUBSCRIBED_CLASSES), self.token, float(self.timeout))
+                if self.token and session.handle != handle:
+                    # The client logged in again after SESSION_INVALID: xapi restarted or another
+                    # master answers, and our token may count another database's generations
+                    # (a token from the future blocks and reports nothing). Start over at once.
+                    self._start_over("the session was renewed")
+                    batch = session.xenapi.event_from(list(SUBSCRIBED_CLASSES), "", float(self.timeout))
         except XenTransportError:
+            self._drop_session(logout=False)
             self._start_over("reconnected after a transport error")
             raise
         except XenError as error:
-            if error.code == "HOST_IS_SLAVE":  # the master moved: log in again through the connection
-                self._drop_session()
+            if error.code == "HOST_IS_SLAVE":  # the master moved: log in again where it went
+                if error.params:
+                    self.connection.follow(self._session_url, error.params[0])
+                self._drop_session(logout=False)
                 self._start_over("the pool master changed")
                 return []
             if error.code in RESYNC_CODES:
                 self._start_over(f"xapi answered {error.code}")
                 return []
             raise
+        full_sync = self.token == ""
         if full_sync:
             self._objects = {cls: {} for cls in SUBSCRIBED_CLASSES}
         for event in batch["events"]:
@@ -147,12 +166,15 @@ class XenEventWatcher:
     def _ensure_session(self) -> Any:
         if self._session is None:
             self._session = self.connection.open_session(timeout=self.timeout + SOCKET_MARGIN)
+            self._session_url = self.connection.url
+            if self.token:  # a new session may be on another master, whose generations differ
+                self._start_over("logged in again")
         return self._session
 
-    def _drop_session(self) -> None:
+    def _drop_session(self, logout: bool = True) -> None:
         session, self._session = self._session, None
         if session is not None:
-            close_session(session)
+            (close_session if logout else drop_session)(session)
 
     def _start_over(self, reason: str) -> None:
         self.token = ""

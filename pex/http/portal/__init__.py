@@ -25,9 +25,10 @@ from pex.http import problems
 from pex.http.auth import LoginThrottle
 from pex.http.portal import resources as pages
 from pex.http.portal.pages import Renderer
+from pex.http.portal.secret import portal_secret
 from pex.http.portal.sessions import CsrfRefused, PortalSessions
-from pex.http.portal.settings import PortalSettings
 from pex.projections.readmodels import ReadModels
+from pex.settings import PortalSettings
 
 log = logging.getLogger("pex.http.portal")
 
@@ -108,9 +109,9 @@ def install(
 ) -> None:
     """Add the portal to `app` (after the API's routes and middleware are in place); `throttle`
     is the API's, so that failed logins count the same on both."""
-    renderer = Renderer()
+    renderer = Renderer(application.currency)
     shared = pages.Portal(application, read_models, renderer, throttle, registration)
-    app.add_middleware([PortalSessions(settings, application), SecurityHeaders()])
+    app.add_middleware([PortalSessions(settings, portal_secret(settings), application), SecurityHeaders()])
     routes = {
         "/": pages.Welcome(shared),
         "/register": pages.Register(shared),

@@ -85,6 +85,7 @@ class ReservationForm:
     instances_fixed: str = "1"
     instances_option: str = "0"
     price: str = ""  # the highest total price the user will pay; empty for any
+    auto_start: str = "on"  # "on": the VMs start by themselves at the start (the default); "off": once activated
     nonce: str = ""  # one per form shown: a resubmitted form does not make a second reservation
 
     @classmethod
@@ -101,6 +102,7 @@ class ReservationForm:
             instances_fixed=str(terms.instances_fixed),
             instances_option=str(terms.instances_option),
             price="" if terms.price is None else str(terms.price),
+            auto_start="on" if terms.auto_start else "off",
         )
 
     def values(self) -> dict[str, str]:
@@ -150,6 +152,7 @@ class ReservationForm:
                 body[wire] = int(raw)
             except ValueError:
                 errors[name] = "Give a whole number"
+        body["autoStart"] = self.auto_start != "off"
         if self.price:
             body["price"] = self.price  # as typed: the API's pattern decides, as for a client's string
         for invalid in proposal_schema().iter_errors(body):

@@ -20,7 +20,11 @@ from markupsafe import Markup, escape
 from pex.http.portal.sessions import CSRF_FIELD
 
 UTC = UTC
-ISO_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:[+-]\d\d:\d\d|Z)")
+# An instant in a text: PEX's form (pex.domain.values.time_text, "2026-03-02 10:00 UTC"), or
+# the ISO 8601 one that texts recorded before it carry ("2026-03-02T10:00:00+00:00").
+ISO_INSTANT = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d(?::\d\d)? UTC|\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:[+-]\d\d:\d\d|Z)"
+)
 LOCAL_INPUT = "%Y-%m-%dT%H:%M"  # the value of <input type="datetime-local">
 
 
@@ -96,7 +100,7 @@ def change_filter(context, text: str) -> Markup:
     for match in ISO_INSTANT.finditer(text):
         parts.append(escape(text[last : match.start()]))
         try:
-            instant = datetime.fromisoformat(match.group(0).replace("Z", "+00:00"))
+            instant = datetime.fromisoformat(match.group(0).replace("Z", "+00:00").replace(" UTC", "+00:00"))
             parts.append(when_filter(context, instant))
         except ValueError:
             parts.append(escape(match.group(0)))
@@ -120,8 +124,9 @@ def span_text(span: timedelta) -> str:
     return " ".join(parts) or "0 minutes"
 
 
-def money(value: Decimal | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
+def money_text(value: Decimal | None, currency: str) -> str:
+    """A price as the portal writes every one: `0.20 USD` (the amount, then PEX_CURRENCY)."""
+    return "—" if value is None else f"{value:.2f} {currency}"
 
 
 def memory_text(megabytes: int) -> str:
@@ -131,14 +136,15 @@ def memory_text(megabytes: int) -> str:
 class Renderer:
     """Renders a template into a response, with what every page needs."""
 
-    def __init__(self) -> None:
+    def __init__(self, currency: str) -> None:
         self.env = Environment(
             loader=PackageLoader("pex.http", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.env.filters.update(when=when_filter, change=change_filter, span=span_text, money=money, memory=memory_text)
+        self.env.filters.update(when=when_filter, change=change_filter, span=span_text, memory=memory_text,
+                                money=lambda value: money_text(value, currency))
 
     def render(self, req: falcon.Request, resp: falcon.Response, template: str, status: int = 200, **context) -> None:
         session = req.context.get("session")

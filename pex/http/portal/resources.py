@@ -24,6 +24,8 @@ from pex.application.errors import ProposalInProgress, ProposalReused
 from pex.domain.errors import DomainError, IllegalMove, InvalidProposal, OfferExpired
 from pex.domain.instance import TERMINAL as TERMINAL_STATUSES
 from pex.domain.instance import Status as InstanceStatus
+from pex.domain.lifecycle import PHASE_WORDS, Phase
+from pex.domain.negotiation import WHY
 from pex.domain.quotas import QuotaExceeded
 from pex.domain.user import AccountError, UsernameTaken
 from pex.domain.values import Reply, State
@@ -37,7 +39,7 @@ from pex.projections.readmodels import ReadModels
 
 log = logging.getLogger("pex.http.portal")
 
-# What a person reads for each state, and for each step of the history.
+# What a person reads for each step of the history (and, under the phase, the protocol's state).
 STATE_WORDS = {
     State.INITIATED: "Started, no proposal yet",
     State.SUBMITTED: "Being evaluated",
@@ -71,6 +73,7 @@ INSTANCE_ACTIONS = {
     "start": ("start_instance", {"HALTED"}, "Start"),
     "stop": ("stop_instance", {"RUNNING", "PAUSED", "SUSPENDED"}, "Stop"),
     "reboot": ("reboot_instance", {"RUNNING"}, "Reboot"),
+    "delete": ("delete_instance", {"SCHEDULED", "HALTED", "RUNNING", "PAUSED", "SUSPENDED", "LOST"}, "Delete"),
 }
 
 
@@ -248,7 +251,9 @@ class Welcome(Page):
             key=attrgetter("terms.start"),
         )
         waiting = [r for r in mine if r.state in (State.ACCEPTED, State.COUNTERED)]
-        self.render(req, resp, "welcome.html", upcoming=upcoming[:5], waiting=waiting, words=STATE_WORDS, now=now)
+        phases = self.read_models.phases(upcoming[:5], now)
+        self.render(req, resp, "welcome.html", upcoming=upcoming[:5], waiting=waiting, words=STATE_WORDS, now=now,
+                    phases=phases, phase_words=PHASE_WORDS)
 
 
 # --- reservations ----------------------------------------------------------------------
@@ -318,12 +323,13 @@ class Reservations(Page):
         if not show_all:
             rows = [r for r in rows if r.state != State.CANCELLED]
         rows.reverse()  # newest first
+        phases = self.read_models.phases(rows, self.now())
         self.render(req, resp, "reservations.html", reservations=rows, words=STATE_WORDS, deletable=DELETABLE,
-                    show_all=show_all)
+                    show_all=show_all, phases=phases, phase_words=PHASE_WORDS)
 
 
-def plain_reply(view: ReservationView) -> tuple[str, str]:
-    """(headline, explanation) of where the negotiation stands, in plain words."""
+def plain_reply(view: ReservationView, phase: Phase) -> tuple[str, str]:
+    """(headline, explanation) of where the negotiation, then the reservation, stands, in plain words."""
     last_provider = next((s for s in reversed(view.history) if s.party == "provider"), None)
     if view.state == State.ACCEPTED:
         if last_provider and last_provider.reply == Reply.CONFIRM_REQUEST.value:
@@ -331,24 +337,45 @@ def plain_reply(view: ReservationView) -> tuple[str, str]:
                     "Confirm to book them; until you do, the capacity is held for you.")
         return ("Accepted as you asked.", "The provider can do exactly what you asked. Confirm to book it.")
     if view.state == State.COUNTERED:
+        others = "pick one of the alternatives, " if view.alternatives else ""
         return ("The provider cannot do exactly what you asked, and offers other terms.",
-                "Accept them, pick one of the alternatives, make your own counter-proposal, or walk away.")
+                f"Accept them, {others}make your own counter-proposal, or walk away.")
     if view.state == State.REJECTED:
         if view.history and view.history[-1].party == "user":
             return ("You walked away.", "Nothing is held or booked for this reservation.")
         reason = last_provider.note if last_provider else ""
         return ("The provider cannot satisfy this request in any manner.", reason)
-    if view.state == State.CONFIRMED:
-        return ("Booked.", "Activate the reservation, or delete it while it is not activated.")
-    if view.state == State.ACTIVATED:
-        return ("Activated.", "Its instances run from the start to the end of the reservation.")
+    if view.state in (State.CONFIRMED, State.ACTIVATED) or (view.state == State.EXPIRED and view.instance_ids):
+        return LIFE_WORDS[phase]
     if view.state == State.EXPIRED:
-        if view.instance_ids:
-            return ("Over.", "The reservation's time has ended.")
         return ("The offer lapsed.", "You did not confirm in time; propose again if you still need it.")
     if view.state == State.CANCELLED:
         return ("Deleted.", "Nothing is held or booked for this reservation.")
     return (STATE_WORDS.get(view.state, view.state.value), "")
+
+
+# (headline, explanation) of a booked reservation in each phase of its life.
+LIFE_WORDS = {
+    Phase.AWAITING_ACTIVATION: ("Booked, waiting for you to activate it.",
+                                "You asked to start it yourself: nothing runs until you activate it. "
+                                "You may delete it until then."),
+    Phase.BOOKED: ("Booked: it starts by itself.",
+                   "Its instances are created at the start and shut down at the end. You may delete it before it runs."),
+    Phase.STARTING: ("Starting.", "Its instances are being created on the booked nodes."),
+    Phase.RUNNING: ("Running.", "Its instances run until the end of the reservation; see them on the instances page."),
+    Phase.STOPPED: ("Stopped.", "You stopped every instance; start one again on the instances page until the end."),
+    Phase.FAILED: ("Failed: no instance runs.",
+                   "Its node was lost and no other had room; the provider keeps trying until the end."),
+    Phase.ENDING: ("Ending.", "The reservation's time is over; its instances are being shut down."),
+    Phase.ENDED: ("Over.", "The reservation's time has ended; nothing runs any more."),
+}
+
+
+def change_notes(changes) -> tuple[list[str], list[str]]:
+    """A COUNTER's notes, split: (what changed, why)."""
+    what = [c for c in changes if not c.startswith(WHY)]
+    why = [c.removeprefix(WHY) for c in changes if c.startswith(WHY)]
+    return what, why
 
 
 class ReservationPage(Page):
@@ -361,14 +388,17 @@ class ReservationPage(Page):
         catalogue = self.application.catalogue()
         if counter is None and view.proposal is not None:
             counter = ReservationForm.from_terms(view.proposal, tz)
-        headline, explanation = plain_reply(view)
         now = self.now()
+        phase = self.application.reservation_phase(view, now)
+        headline, explanation = plain_reply(view, phase)
+        changed, why = change_notes(view.offer.changes if view.offer else ())
         self.render(
             req, resp, "reservation.html", status=status, r=view, headline=headline, explanation=explanation,
             counter=counter, errors=errors, words=STATE_WORDS, step_words=STEP_WORDS,
             sizes=list(catalogue.sizes.values()), templates=catalogue.templates,
             seconds_left=max(0, int((view.valid_until - now).total_seconds())) if view.valid_until else None,
-            deletable=view.state in DELETABLE, now=now,
+            deletable=view.state in DELETABLE, now=now, phase=phase, phase_words=PHASE_WORDS,
+            changed=changed, why=why, awaiting_activation=phase == Phase.AWAITING_ACTIVATION,
         )
 
 
@@ -387,7 +417,10 @@ class ReservationAction(Page):
             if action == "confirm":
                 outcome = app.confirm(reservation_id)
                 if outcome.reply == Reply.REQUEST_SUCCESS:
-                    session.flash("Confirmed: the reservation is booked.", "success")
+                    terms = outcome.reservation.offer.terms if outcome.reservation.offer else None
+                    starts = ("it starts by itself at its start" if terms and terms.auto_start
+                              else "activate it, or nothing starts")
+                    session.flash(f"Confirmed: the reservation is booked; {starts}.", "success")
                 else:
                     session.flash(f"The provider could not book it: {outcome.reason or 'the capacity is gone'}.", "error")
             elif action == "accept":
@@ -398,7 +431,7 @@ class ReservationAction(Page):
                 session.flash("You walked away from the offer.")
             elif action == "activate":
                 app.activate(reservation_id)
-                session.flash("Activated.", "success")
+                session.flash("Activated: its instances run from its start to its end.", "success")
             elif action == "delete":
                 app.cancel(reservation_id)
                 session.flash("The reservation is deleted.")

@@ -27,7 +27,7 @@ from urllib.parse import quote
 import falcon
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from pex.http.portal.settings import PortalSettings
+from pex.settings import PortalSettings
 
 COOKIE = "pex_session"
 CSRF_FIELD = "csrf_token"
@@ -87,10 +87,10 @@ class CsrfRefused(Exception):
 
 
 class Signer:
-    def __init__(self, settings: PortalSettings):
-        self.max_age = int(settings.session_hours * 3600)
-        self.sessions = URLSafeTimedSerializer(settings.secret_key, salt="pex.portal.session")
-        self.tokens = URLSafeTimedSerializer(settings.secret_key, salt="pex.portal.csrf")
+    def __init__(self, secret: str, session_hours: float):
+        self.max_age = int(session_hours * 3600)
+        self.sessions = URLSafeTimedSerializer(secret, salt="pex.portal.session")
+        self.tokens = URLSafeTimedSerializer(secret, salt="pex.portal.csrf")
 
     def load(self, cookie: str | None) -> Session:
         if cookie:
@@ -140,8 +140,8 @@ class PortalSessions:
     writes the session's record and the cookie back when they changed. `accounts` is the
     application (its session methods)."""
 
-    def __init__(self, settings: PortalSettings, accounts):
-        self.settings, self.signer, self.accounts = settings, Signer(settings), accounts
+    def __init__(self, settings: PortalSettings, secret: str, accounts):
+        self.settings, self.signer, self.accounts = settings, Signer(secret, settings.session_hours), accounts
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params) -> None:
         if resource is None or not getattr(resource, "portal", False):

@@ -8,10 +8,11 @@ a separate control API. See `server.run_simulator` and `server.serve` to start o
 
 from pex.adapters.xen.simulator.clock import ManualClock, SystemClock
 from pex.adapters.xen.simulator.control import SimulatorControl
-from pex.adapters.xen.simulator.server import XapiSimulator, run_simulator, serve
+from pex.adapters.xen.simulator.server import TlsFiles, XapiSimulator, run_simulator, serve
 from pex.adapters.xen.simulator.testbed import HostSpec, SimulatorConfig, TemplateSpec, paper_hosts
 
 __all__ = [
-    "HostSpec", "ManualClock", "SimulatorConfig", "SimulatorControl", "SystemClock", "TemplateSpec", "XapiSimulator",
+    "HostSpec", "ManualClock", "SimulatorConfig", "SimulatorControl", "SystemClock", "TemplateSpec", "TlsFiles",
+    "XapiSimulator",
     "paper_hosts", "run_simulator", "serve",
 ]

@@ -40,8 +40,15 @@ class XapiApi:
                     self._methods[(family.xapi_class, name.rstrip("_"))] = ApiMethod(
                         handler, len(inspect.signature(handler).parameters), getattr(family, "async_calls", True))
 
-    def call(self, wire_name: str, params: tuple) -> object:
-        """Run one API call as xapi would; raises XapiError for every API failure."""
+    def call(self, wire_name: str, params: tuple, host: str | None = None) -> object:
+        """Run one API call as xapi would; raises XapiError for every API failure.
+
+        `host` is the host that received the call (None: the master, whoever it is).
+        """
+        if host is not None:
+            with self.pool.lock:
+                if host != self.pool.master:
+                    self.as_member(wire_name, params)
         if fault_name(wire_name) == LOGIN and not wire_name.startswith("Async"):
             return self.login(*params)
         is_async, name, method = self.resolve(wire_name)
@@ -66,6 +73,16 @@ class XapiApi:
         if method is None or (is_async and not (method.can_be_async and _has_async_variant(msg))):
             raise XapiError("MESSAGE_METHOD_UNKNOWN", wire_name)
         return is_async, f"{cls}.{msg}", method
+
+    def as_member(self, wire_name: str, params: tuple) -> None:
+        """What a pool member answers (xapi_session.ml, session_check.ml): logins and calls
+        with a session of the master are HOST_IS_SLAVE [master address]; an unknown session
+        is SESSION_INVALID, as the master would say."""
+        if fault_name(wire_name) != LOGIN:
+            session = params[0] if params else None
+            if session not in self.pool.sessions:
+                raise XapiError("SESSION_INVALID", session)
+        raise XapiError("HOST_IS_SLAVE", self.pool.master_address())
 
     def login(self, *params: object) -> str:
         if not 2 <= len(params) <= 4:  # version and originator are optional
@@ -97,6 +114,7 @@ class XapiApi:
             pool.settle()
             result = method.handler(*params)
             if isinstance(result, Operation):
+                latency += result.duration
                 if not latency:
                     return result.apply()
                 self._begin(result, marker)

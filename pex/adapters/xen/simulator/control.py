@@ -11,22 +11,30 @@ Hosts are named by name_label, uuid or ref; VMs by ref, uuid, name_label or the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from pex.adapters.xen.simulator.clock import ManualClock
 from pex.adapters.xen.simulator.lifecycle import PAUSED, RUNNING
 from pex.adapters.xen.simulator.pool import SimulatedPool
 
+
+class Listeners(Protocol):
+    """The simulator's network side, as far as the control needs it (server.XapiSimulator)."""
+
+    def silence_host(self, host_ref: str) -> None: ...
+
 ADMIN_ACTIONS = frozenset({
     "fail_host", "recover_host", "fail_next", "set_latency", "drop_connection", "http_error", "crash_vm",
     "shutdown_vm_from_inside", "silence_guest", "unsilence_guest", "redirect_next_login", "expire_sessions",
-    "clear_faults", "advance_clock", "state",
+    "switch_master", "restart_xapi", "set_migration_time", "fail_next_migration", "clear_faults", "advance_clock", "state",
 })
 
 
 class SimulatorControl:
-    def __init__(self, pool: SimulatedPool):
+    def __init__(self, pool: SimulatedPool, simulator: Listeners | None = None):
         self.pool = pool
         self.faults = pool.faults
+        self._simulator = simulator
 
     # -- hosts ------------------------------------------------------------------------------
 
@@ -76,9 +84,43 @@ class SimulatorControl:
         self.faults.redirect_next_login(master_address, times)
 
     def expire_sessions(self) -> None:
-        """Forget every session, as a restarted xapi or its idle-session expiry would."""
+        """Forget every session, as xapi's idle-session expiry would (calls then answer
+        SESSION_INVALID [session]); event tokens stay valid."""
         with self.pool.lock:
             self.pool.sessions.clear()
+
+    def restart_xapi(self) -> None:
+        """The master's toolstack restarts (xe-toolstack-restart): sessions and tasks are
+        forgotten and event tokens issued before no longer mean what they meant."""
+        with self.pool.lock:
+            self.pool.restart_xapi()
+
+    def switch_master(self, host: str, old_master_gone: bool = False) -> None:
+        """`host` becomes the pool master, and the old master a member that answers
+        HOST_IS_SLAVE naming it (pool.designate_new_master). With `old_master_gone`, the old
+        master died instead and a member took over (pool.emergency_transition_to_master): its
+        host is not live and, on a simulator with `members`, its address refuses connections."""
+        with self.pool.lock:
+            new, old = self._host(host), self.pool.master
+            if new == old:
+                raise ValueError(f"{host!r} already is the master")
+            self.pool.switch_master(new)
+        if old_master_gone:
+            self.fail_host(old)
+            if self._simulator is not None:
+                self._simulator.silence_host(old)
+
+    def set_migration_time(self, seconds: float) -> None:
+        """Every VM.pool_migrate takes `seconds` (real time): the VM is busy
+        (OTHER_OPERATION_IN_PROGRESS) and its memory held on the destination meanwhile."""
+        with self.pool.lock:
+            self.pool.migration_seconds = max(0.0, float(seconds))
+
+    def fail_next_migration(self, vm: str = "*", message: str = "the destination stopped answering",
+                            times: int = 1) -> None:
+        """The next `times` migrations of `vm` ("*": any) run their whole time, then fail with
+        VM_MIGRATE_FAILED [vm, source, destination, message]; the VM keeps running at the source."""
+        self.faults.fail_next_migration(vm, message, times)
 
     def clear_faults(self) -> None:
         self.faults.clear()
@@ -121,7 +163,7 @@ class SimulatorControl:
                    for rec in db.tables["VM"].values() if not rec["is_control_domain"] and not
                    (rec["is_a_template"] and "pex_instance" not in rec["other_config"])]
             return {"hosts": hosts, "vms": vms, "vdis": len(db.tables["VDI"]), "sessions": len(self.pool.sessions),
-                    "tasks": len(db.tables["task"])}
+                    "tasks": len(db.tables["task"]), "waiting_event_calls": self.pool.waiting_event_calls}
 
     def vm_ref(self, vm: str) -> str:
         with self.pool.lock:

@@ -27,6 +27,7 @@ class FaultPlan:
         self._http_errors: dict[str, _Countdown] = {}
         self._login_redirects: list[_Countdown] = []
         self._silent_guests: set[str] = set()
+        self._migration_failures: list[tuple[str, _Countdown]] = []  # (VM selector, countdown of a message)
 
     # -- written by the control API ------------------------------------------------------
 
@@ -61,8 +62,13 @@ class FaultPlan:
         with self._lock:
             self._silent_guests.discard(selector)
 
+    def fail_next_migration(self, selector: str, message: str, times: int) -> None:
+        with self._lock:
+            self._migration_failures.append((selector, _Countdown(times, message)))
+
     def clear(self) -> None:
         with self._lock:
+            self._migration_failures.clear()
             self._failures.clear()
             self._latency.clear()
             self._drops.clear()
@@ -103,6 +109,17 @@ class FaultPlan:
             if head.remaining <= 0:
                 self._login_redirects.pop(0)
             return str(head.payload)
+
+    def take_migration_failure(self, *identities: str) -> str | None:
+        """The message a migration of the VM known by `identities` must fail with, if any."""
+        with self._lock:
+            for index, (selector, countdown) in enumerate(self._migration_failures):
+                if selector == "*" or selector in identities:
+                    countdown.remaining -= 1
+                    if countdown.remaining <= 0:
+                        del self._migration_failures[index]
+                    return str(countdown.payload)
+            return None
 
     def guest_silenced(self, *identities: str) -> bool:
         """True if the guest agent of a VM known by any of `identities` must never report."""

@@ -60,6 +60,8 @@ class Operation:
     apply: Callable[[], object]
     # The host whose memory the operation holds meanwhile (VM.scheduled_to_be_resident_on).
     destination: str = NULL_REF
+    # Seconds the operation takes by itself (a migration copying memory), on top of latency.
+    duration: float = 0.0
 
 
 def check_operation(vm: str, record: dict, operation: str) -> None:

@@ -38,6 +38,11 @@ class SimulatedPool:
         self.changed = threading.Condition(self.lock)
         self.db = Database(self._new_ref, on_change=self.changed.notify_all)
         self.sessions: dict[str, dict] = {}
+        # The generation event tokens count from: the database generation when the serving
+        # master's database began (see calls/events.py).
+        self.token_base = 0
+        self.migration_seconds = self.config.migration_seconds
+        self.waiting_event_calls = 0  # event.from calls blocked right now, for inspection
         self.stopping = False
         self._guest_due: dict[str, float] = {}  # VM ref -> clock time its agent reports
         self._guest_ips: dict[str, str] = {}
@@ -114,6 +119,25 @@ class SimulatedPool:
     @property
     def master(self) -> str:
         return next(iter(self.db.tables["pool"].values()))["master"]
+
+    def master_address(self) -> str:
+        return str(self.db.get("host", self.master)["address"])
+
+    def switch_master(self, host: str) -> None:
+        """`host` is the master from now on (pool.designate_new_master, or a member's
+        emergency transition): xapi restarts on it, see `restart_xapi`."""
+        pool = next(iter(self.db.tables["pool"]))
+        self.db.update("pool", pool, master=host)
+        self.restart_xapi()
+
+    def restart_xapi(self) -> None:
+        """The master's xapi starts afresh: sessions and tasks are gone (xapi persists
+        neither), and its event generations no longer continue the tokens it issued."""
+        self.sessions.clear()
+        for task in list(self.db.tables["task"]):
+            self.db.delete("task", task)
+        self.token_base = self.db.generation
+        self.changed.notify_all()
 
     @property
     def default_sr(self) -> str:

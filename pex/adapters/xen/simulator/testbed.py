@@ -71,6 +71,9 @@ class SimulatorConfig:
     network_name: str = "Pool-wide network associated with eth0"
     # Per-VM memory xapi adds on top of memory_dynamic_max at start; 0 keeps PEX's sums exact.
     vm_memory_overhead_mb: int = 0
+    # Real seconds one VM.pool_migrate takes (copying the guest's memory); the VM stays busy
+    # and keeps its memory reserved on the destination meanwhile.
+    migration_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.hosts:

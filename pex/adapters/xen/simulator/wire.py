@@ -31,6 +31,11 @@ class XapiError(Exception):
         return [self.code, *self.params]
 
 
+class ConnectionDropped(Exception):  # noqa: N818 - what happens, not an error xapi names
+    """The call ends without an answer: the xapi serving it went away meanwhile (restarted,
+    or is no longer the master), so the client's connection just closes."""
+
+
 def encode_value(value: object) -> str:
     """One `<value>` element as ocaml-rpc's `Xmlrpc.to_string` would write it."""
     if isinstance(value, bool):

@@ -3,7 +3,14 @@
 Tokens are "<db generation>,<message generation>", both zero-padded to 20 digits as xapi's
 are. The token "" answers at once with every current object as an "add" (the initial sync).
 Otherwise the call blocks until some subscribed object changed after the token, or the
-timeout passes, and returns one event per changed object carrying its latest snapshot.
+timeout passes, and returns one event per changed object carrying its latest snapshot, and
+the generation of the newest of them as the next token (the caller's own token if none).
+
+Generations count from the database the master serves (`pool.token_base`): after the
+master changes or xapi restarts (`SimulatorControl.switch_master`, `restart_xapi`), a token
+issued before is taken at face value as xapi does, so it names some other moment, usually
+one in the future: the call then blocks and answers nothing, and the client that keeps
+that token misses every change. Noticing is the client's job (PEX resyncs from "").
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pex.adapters.xen.simulator.database import CLASSES, Change
-from pex.adapters.xen.simulator.wire import Int32, XapiError, as_float
+from pex.adapters.xen.simulator.wire import ConnectionDropped, Int32, XapiError, as_float
 
 if TYPE_CHECKING:
     from pex.adapters.xen.simulator.pool import SimulatedPool
@@ -35,17 +42,25 @@ class EventCalls:
 
     def from_(self, session: str, classes: list, token: str, timeout: object) -> dict:
         subscription = _Subscription.parse(classes)
-        since = _parse_token(token)
-        deadline = time.monotonic() + as_float(timeout, "timeout")
+        parsed = _parse_token(token)
         pool = self.pool
+        since = None if parsed is None else parsed + pool.token_base
+        deadline = time.monotonic() + as_float(timeout, "timeout")
+        lineage = pool.token_base
         while True:
+            if pool.token_base != lineage:
+                raise ConnectionDropped()
             pool.settle()
             changes = [c for c in pool.db.changes_since(since, subscription.classes) if subscription.matches(c)]
             remaining = deadline - time.monotonic()
             if changes or since is None or pool.stopping or remaining <= 0:
                 break
             next_report = pool.seconds_until_next_report()
-            pool.changed.wait(remaining if next_report is None else min(remaining, max(next_report, 0.01)))
+            pool.waiting_event_calls += 1
+            try:
+                pool.changed.wait(remaining if next_report is None else min(remaining, max(next_report, 0.01)))
+            finally:
+                pool.waiting_event_calls -= 1
         events: list[dict[str, Any]] = []
         counts: dict[str, int] = {}
         for change in changes:
@@ -55,8 +70,12 @@ class EventCalls:
                 event["snapshot"] = pool.db.view(change.cls, change.ref)
                 counts[change.cls.lower()] = counts.get(change.cls.lower(), 0) + 1
             events.append(event)
+        if since is None:
+            last = pool.db.generation
+        else:
+            last = max([since, *(c.generation for c in changes)])
         return {"events": events, "valid_ref_counts": {k: Int32(v) for k, v in counts.items()},
-                "token": format_token(pool.db.generation)}
+                "token": format_token(last - pool.token_base)}
 
     def inject(self, session: str, cls: str, ref: str) -> str:
         name = _CLASS_NAMES.get(str(cls).lower())
@@ -64,7 +83,7 @@ class EventCalls:
             raise XapiError("EVENT_SUBSCRIPTION_PARSE_FAILURE", cls)
         self.pool.db.get(name, ref)
         self.pool.db.touch(ref)
-        return format_token(self.pool.db.generation)
+        return format_token(self.pool.db.generation - self.pool.token_base)
 
 
 class _Subscription:

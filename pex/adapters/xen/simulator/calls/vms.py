@@ -181,11 +181,19 @@ class VmCalls:
         self.pool.assert_can_boot(vm, host, already_there=source == host)
 
         def migrate() -> None:
+            current = self.db.get("VM", vm)
+            identities = (vm, current["uuid"], current["name_label"], current["other_config"].get("pex_instance", ""))
+            message = self.pool.faults.take_migration_failure(*identities)
+            if message is None and not self.pool.host_is_live(host):
+                message = "the destination host went offline"
+            if message is not None:  # it failed while copying: the domain still runs at the source
+                raise XapiError("VM_MIGRATE_FAILED", vm, source, host, message)
             self.db.update("VM", vm, resident_on=host, domid=self.pool.new_domid())
             self.pool.refresh_host_metrics(source)
             self.pool.refresh_host_metrics(host)
 
-        return Operation(vm, "pool_migrate", migrate, destination=host if source != host else NULL_REF)
+        return Operation(vm, "pool_migrate", migrate, destination=host if source != host else NULL_REF,
+                         duration=self.pool.migration_seconds)
 
     def power_state_reset(self, session: str, vm: str) -> None:
         record = self.db.get("VM", vm)

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -112,7 +113,7 @@ def answer_of(client: str, what: str, started: float, response: requests.Respons
 
 
 def proposal(size: str, instances: int, start: datetime, seconds: float, auto_start: bool = False) -> dict:
-    """Figure 7 (with PEX's autoStart)."""
+    """Figure 7 (with PEX's autoStart, said either way: the server's default is true)."""
     body = {
         "duration": int(seconds * 1000),
         "numInstancesFixed": instances,
@@ -120,9 +121,8 @@ def proposal(size: str, instances: int, start: datetime, seconds: float, auto_st
         "startTime": rfc1123(start),
         "template": ETCH,
         "type": size,
+        "autoStart": auto_start,
     }
-    if auto_start:
-        body["autoStart"] = True
     return body
 
 
@@ -130,6 +130,27 @@ def whole_seconds_from_now(seconds: float) -> datetime:
     """A start time on the wire's one-second grid, at least `seconds` ahead."""
     now = datetime.now(UTC)
     return (now + timedelta(seconds=seconds + 1)).replace(microsecond=0)
+
+
+def starts_soon(offer: dict, within: float = 10.0) -> bool:
+    """Take a COUNTER only if it starts within `within` seconds: the test must end."""
+    return parsedate_to_datetime(offer["startTime"]) <= datetime.now(UTC) + timedelta(seconds=within)
+
+
+def vms_starting_soon(shortest: int, longest: int) -> Callable[[Negotiator, random.Random], None]:
+    """One client's round of a load whose VMs run (tests.support.reliability.Load): 1 or 2
+    auto-started VMs starting 2 to 5 s from now for `shortest` to `longest` seconds (a COUNTER
+    taken only if it starts soon too), then a look at the instances."""
+
+    def step(client: Negotiator, rng: random.Random) -> None:
+        start = whole_seconds_from_now(rng.uniform(2, 5))
+        body = proposal(rng.choice(("SMALL", "SMALL", "MEDIUM")), rng.randint(1, 2), start,
+                        rng.randint(shortest, longest), auto_start=True)
+        client.negotiate(body, take_counter=starts_soon)
+        client.send("GET", "/OpenPEX/instances", "GET instances")
+        time.sleep(0.1)
+
+    return step
 
 
 class Negotiator:

@@ -8,13 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from pex.http.portal.settings import SECRET_FILE, PortalSettings, stored_secret
-from pex.settings import SettingsError
+from pex.http.portal.secret import SECRET_FILE, portal_secret, stored_secret
+from pex.settings import PortalSettings, Settings, SettingsError
 
 
 def test_the_secret_comes_from_the_environment_when_set(tmp_path):
-    settings = PortalSettings.from_env({"PEX_SECRET_KEY": "k" * 40, "PEX_VAR_DIR": str(tmp_path)})
-    assert settings.secret_key == "k" * 40 and not (tmp_path / SECRET_FILE).exists()
+    settings = Settings.from_env({"PEX_SECRET_KEY": "k" * 40, "PEX_VAR_DIR": str(tmp_path)}).http.portal
+    assert portal_secret(settings) == "k" * 40 and not (tmp_path / SECRET_FILE).exists()
 
 
 def test_without_one_a_secret_is_made_once_and_kept_private(tmp_path):
@@ -23,10 +23,10 @@ def test_without_one_a_secret_is_made_once_and_kept_private(tmp_path):
     assert len(secrets) == 1 and len(secrets.pop()) >= 32
     assert stat.S_IMODE(os.stat(tmp_path / SECRET_FILE).st_mode) == 0o600
     assert os.listdir(tmp_path) == [SECRET_FILE]
-    assert PortalSettings.from_env({"PEX_VAR_DIR": str(tmp_path)}).secret_key == stored_secret(str(tmp_path))
+    assert portal_secret(PortalSettings.from_env({"PEX_VAR_DIR": str(tmp_path)})) == stored_secret(str(tmp_path))
 
 
 @pytest.mark.parametrize("env", [{"PEX_SECRET_KEY": "short"}, {"PEX_COOKIE_SECURE": "maybe"}, {"PEX_SESSION_HOURS": "0"}])
 def test_bad_settings_are_refused(env, tmp_path):
     with pytest.raises(SettingsError):
-        PortalSettings.from_env({"PEX_VAR_DIR": str(tmp_path), **env})
+        Settings.from_env({"PEX_VAR_DIR": str(tmp_path), **env})

@@ -1,4 +1,4 @@
-"""Settings of the web portal (PEX_SECRET_KEY, PEX_COOKIE_SECURE, PEX_SESSION_HOURS, PEX_VAR_DIR).
+"""The web portal's secret (pex.settings.PortalSettings: PEX_SECRET_KEY, PEX_VAR_DIR).
 
 The session cookie and the CSRF tokens are signed with one secret. Every gunicorn worker, and
 every host behind one load balancer, must sign with the same secret, or a session made by one
@@ -17,45 +17,15 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from collections.abc import Mapping
-from dataclasses import dataclass
 
-from pex.settings import FALSE, TRUE, SettingsError
+from pex.settings import PortalSettings, SettingsError
 
 SECRET_FILE = "portal-secret-key"
 
 
-@dataclass(frozen=True)
-class PortalSettings:
-    secret_key: str
-    # None: Secure when the request came over HTTPS (falcon's req.scheme, which honours
-    # X-Forwarded-Proto only behind gunicorn's forwarded_allow_ips). True/False: always/never.
-    cookie_secure: bool | None = None
-    session_hours: float = 12.0
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> PortalSettings:
-        env = os.environ if environ is None else environ
-        secure_raw = (env.get("PEX_COOKIE_SECURE") or "auto").strip().lower()
-        if secure_raw == "auto":
-            secure = None
-        elif secure_raw in TRUE:
-            secure = True
-        elif secure_raw in FALSE:
-            secure = False
-        else:
-            raise SettingsError(f"PEX_COOKIE_SECURE must be auto, on or off, not {secure_raw!r}")
-        hours_raw = env.get("PEX_SESSION_HOURS") or "12"
-        try:
-            hours = float(hours_raw)
-        except ValueError:
-            raise SettingsError(f"PEX_SESSION_HOURS must be a number, not {hours_raw!r}") from None
-        if hours <= 0:
-            raise SettingsError("PEX_SESSION_HOURS must be positive")
-        key = env.get("PEX_SECRET_KEY") or stored_secret(env.get("PEX_VAR_DIR") or "var")
-        if len(key) < 16:
-            raise SettingsError("PEX_SECRET_KEY must be at least 16 characters")
-        return cls(secret_key=key, cookie_secure=secure, session_hours=hours)
+def portal_secret(settings: PortalSettings) -> str:
+    """The secret the portal signs with: PEX_SECRET_KEY's, or the one kept in the var directory."""
+    return settings.secret_key or stored_secret(settings.var_dir)
 
 
 def private_directory(path: str) -> None:

@@ -1,0 +1,45 @@
+"""The aggregate cache hands every command its own copy of what it loads; the aggregates that
+say so (CopiedByContainers) are copied as new containers of the same values. That is a full
+copy only while every attribute is an immutable value or a container of them: checked here on
+aggregates as a negotiation leaves them."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+
+from pex.domain.catalogue import CATALOGUE_ID
+from pex.domain.node import node_id
+from pex.domain.quotas import quota_account_id
+from pex.domain.values import CopiedByContainers, Terms
+
+H = timedelta(hours=1)
+
+
+def test_a_copy_shares_no_container_with_the_cached_aggregate_and_holds_only_values(memory_app, clock):
+    start = clock() + H
+    proposed = memory_app.propose("alice", Terms("SMALL", "PEX Debian Etch 4.0 Template", 2, 0, start, start + 2 * H))
+    memory_app.respond(proposed.outcome.reservation.id, "CONFIRM")
+    node = proposed.outcome.reservation.offer.placement[0].node
+    ids = [proposed.outcome.reservation.id, node_id(node), quota_account_id("alice"), CATALOGUE_ID]
+    for aggregate_id in ids:
+        cached = memory_app.repository.get(aggregate_id, deepcopy_from_cache=False)
+        assert isinstance(cached, CopiedByContainers)
+        copied = copy.deepcopy(cached)
+        assert copied.__dict__ == cached.__dict__ and type(copied) is type(cached)
+        for name, value in cached.__dict__.items():
+            if isinstance(value, (list, dict, set)):
+                assert copied.__dict__[name] is not value, name
+                for item in (value.values() if isinstance(value, dict) else value):
+                    hash(item)  # an immutable value (a frozen dataclass, a tuple…): shared safely
+            else:
+                hash(value)
+
+
+def test_a_command_changing_its_copy_leaves_the_cache_as_the_store_has_it(memory_app, clock):
+    start = clock() + H
+    proposed = memory_app.propose("alice", Terms("SMALL", "PEX Debian Etch 4.0 Template", 1, 0, start, start + H))
+    node = proposed.outcome.reservation.offer.placement[0].node
+    mine = memory_app.repository.get(node_id(node))
+    mine.release(proposed.outcome.reservation.id, "never saved", clock())
+    assert str(proposed.outcome.reservation.id) in memory_app.repository.get(node_id(node)).allocations

@@ -1,0 +1,74 @@
+"""The CLI as people use it (issue 16): tables with a header row, `--json` on every listing,
+nodes in words, and no reservation for an account that does not exist. On a SQLite store."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from pex.bootstrap import build_application
+from pex.cli import main
+from tests.support.api import PASSWORD, cheap_settings
+
+
+def run(url: str, *args: str, env: dict | None = None):
+    result = CliRunner().invoke(main, list(args), env={"PEX_DATABASE_URL": url, **(env or {})}, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def store_with_alice(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path}/pex.sqlite3"
+    app = build_application(cheap_settings(url))
+    try:
+        app.register_user("alice", PASSWORD)
+    finally:
+        app.close()
+    return url
+
+
+def test_negotiate_refuses_a_user_that_does_not_exist_and_books_nothing(tmp_path):
+    url = store_with_alice(tmp_path)
+    code, output = run(url, "negotiate", "--user", "nobody", "--confirm")
+    assert code == 2 and "no user 'nobody'" in output
+    code, listed = run(url, "reservations", "--json")
+    assert code == 0 and json.loads(listed) == {"reservations": []}
+    code, output = run(url, "negotiate", "--instances", "1")
+    assert code == 2 and "--user" in output  # whose it is must be said
+
+
+def test_a_reservation_from_the_terminal_starts_by_itself_and_is_listed_under_a_header(tmp_path):
+    url = store_with_alice(tmp_path)
+    code, output = run(url, "negotiate", "--user", "alice", "--type", "SMALL", "--instances", "2", "--confirm",
+                       env={"PEX_CURRENCY": "EUR"})
+    assert code == 0, output
+    assert "REQUEST_SUCCESS (CONFIRMED: Booked: starts by itself)" in output
+    assert " EUR" in output and "+00:00" not in output and " UTC" in output
+    code, table = run(url, "reservations", env={"PEX_CURRENCY": "EUR"})
+    header, row = table.splitlines()
+    assert header.split() == ["RESERVATION", "USER", "STATE", "WHERE", "IT", "STANDS", "MACHINES", "START", "END", "PRICE"]
+    assert "alice" in row and "CONFIRMED" in row and "Booked: starts by itself" in row and "2 × SMALL" in row
+    assert row.endswith(" EUR")
+    code, listed = run(url, "reservations", "--json")
+    [item] = json.loads(listed)["reservations"]
+    assert (item["phase"], item["proposal"]["autoStart"], item["proposal"]["currency"]) == ("booked", True, "USD")
+
+    code, output = run(url, "negotiate", "--user", "alice", "--manual-start", "--confirm", "--start", "now+3h")
+    assert code == 0 and "Booked: activate it, or nothing starts" in output
+
+
+def test_nodes_are_a_table_in_words_and_their_bookings_another(tmp_path):
+    url = store_with_alice(tmp_path)
+    run(url, "negotiate", "--user", "alice", "--type", "SMALL", "--instances", "2", "--confirm")
+    code, output = run(url, "nodes")
+    assert code == 0 and "Resources(" not in output and "×" in output
+    lines = output.splitlines()
+    assert lines[0].split() == ["NODE", "STATE", "CAPACITY"]
+    assert lines[1].split()[:3] == ["node1", "up", "4"] and "4 CPUs · 4096 MB · " in lines[1]
+    bookings = lines[lines.index("") + 1:]
+    assert bookings[0].split() == ["NODE", "RESERVATION", "INSTANCES", "FROM", "TO", "KIND"]
+    assert any("2 × 1 CPU · 768 MB · 10 GB" in line and line.endswith("booked") for line in bookings[1:])
+    code, listed = run(url, "nodes", "--json")
+    nodes = json.loads(listed)["nodes"]
+    assert [n["name"] for n in nodes] == ["node1", "node2", "node3", "node4", "node5"]
+    assert sum(a["instances"] for n in nodes for a in n["allocations"]) == 2

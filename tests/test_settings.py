@@ -1,0 +1,53 @@
+"""The settings are one tree read once from the environment (pex.settings), and nothing below
+the entry points reads the environment again."""
+
+from __future__ import annotations
+
+import pytest
+from argon2 import profiles
+
+from pex.bootstrap import build_application
+from pex.domain.pricing import DEFAULT_CURRENCY
+from pex.settings import PasswordSettings, PortalSettings, Settings, SettingsError
+
+
+def test_every_part_of_the_tree_is_read_in_one_call():
+    settings = Settings.from_env({
+        "PEX_PASSWORD_PROFILE": "cheapest", "PEX_PASSWORD_CHECKS": "3", "PEX_PASSWORD_CHECK_WAIT_SECONDS": "2",
+        "PEX_SECRET_KEY": "k" * 20, "PEX_COOKIE_SECURE": "on", "PEX_SESSION_HOURS": "1.5", "PEX_VAR_DIR": "/srv/pex",
+        "PROMETHEUS_MULTIPROC_DIR": "/run/pex-metrics", "PEX_LOG_LEVEL": "debug",
+    })  # fmt: skip
+    assert settings.passwords == PasswordSettings(profile="cheapest", checks=3, checks_waiting=2, check_wait_seconds=2.0)
+    assert settings.http.portal == PortalSettings(
+        secret_key="k" * 20, var_dir="/srv/pex", cookie_secure=True, session_hours=1.5
+    )
+    assert settings.http.metrics_dir == "/run/pex-metrics"
+    assert settings.worker.log_level == "DEBUG"
+    assert Settings.from_env({}) == Settings()
+
+
+@pytest.mark.parametrize(
+    "env", [{"PEX_PASSWORD_PROFILE": "fastest"}, {"PEX_PASSWORD_CHECKS": "0"}, {"PEX_PASSWORD_CHECKS_WAITING": "-1"}]
+)
+def test_password_settings_it_cannot_use_are_refused_when_read(env):
+    with pytest.raises(SettingsError):
+        Settings.from_env(env)
+
+
+def test_the_application_reads_only_the_settings_it_is_given(monkeypatch):
+    # Variables that eventsourcing, or an older PEX, would have read from the environment.
+    monkeypatch.setenv("PERSISTENCE_MODULE", "eventsourcing.sqlite")
+    monkeypatch.setenv("SQLITE_DBNAME", "/nonexistent/pex.sqlite3")
+    monkeypatch.setenv("PEX_PASSWORD_PROFILE", "cheapest")
+    monkeypatch.setenv("PEX_PASSWORD_CHECKS", "7")
+    application = build_application(Settings(database_url="memory:", passwords=PasswordSettings(checks=2)))
+    try:
+        assert type(application.factory).__module__ == "eventsourcing.popo"
+        assert application.password_checks.running == 2
+        assert application.password_hasher.memory_cost == profiles.RFC_9106_LOW_MEMORY.memory_cost  # not the cheapest
+    finally:
+        application.close()
+
+
+def test_the_default_currency_is_the_domains():
+    assert Settings.from_env({}).currency == DEFAULT_CURRENCY
