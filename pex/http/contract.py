@@ -121,6 +121,8 @@ def declared_query_parameters(uri_template: str, method: str) -> frozenset[str] 
     if item is None or method.lower() not in item:
         return None
     parameters = [*item.get("parameters", []), *item[method.lower()].get("parameters", [])]
+    shared = spec_dict()["components"]["parameters"]
+    parameters = [shared[p["$ref"].rsplit("/", 1)[-1]] if "$ref" in p else p for p in parameters]
     return frozenset(p["name"] for p in parameters if p.get("in") == "query")
 
 

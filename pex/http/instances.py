@@ -17,6 +17,7 @@ from uuid import UUID
 import falcon
 
 from pex.application import PexApplication
+from pex.http.paging import link_next, page_of
 from pex.http.problems import Problem
 from pex.http.reservations import check_if_match, owner, represent
 from pex.projections.readmodels import ReadModels
@@ -33,7 +34,9 @@ class Instances:
         self.read_models = read_models
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        rows = self.read_models.instances(owner(req))
+        limit, after = page_of(req, "instances")
+        rows = self.read_models.instances(owner(req), limit=limit + 1, after=after)
+        rows = link_next(req, resp, "instances", rows, limit, lambda i: (i.start, i.reservation_id, i.index))
         represent(
             req, resp,
             lambda: {"instances": [instance_json(i) for i in rows]},

@@ -21,6 +21,7 @@ import falcon
 
 from pex.application import PexApplication, ReservationView
 from pex.domain.values import Reply, State
+from pex.http.paging import link_next, page_of
 from pex.http.problems import Problem
 from pex.projections.readmodels import ReadModels
 from pex.wire import (
@@ -112,9 +113,13 @@ class Reservations:
         if state is not None and state not in State.__members__:
             raise Problem(400, "invalid-request", "Unknown state", f"state must be one of {', '.join(State.__members__)}",
                           [("#query/state", "is not a reservation state")])
-        rows = self.read_models.reservations(owner(req), State(state) if state else None)
-        if state is None:
-            rows = [r for r in rows if r.state != State.CANCELLED]
+        limit, after = page_of(req, "reservations")
+        rows = self.read_models.reservations(
+            owner(req), State(state) if state else None, not_in=() if state else (State.CANCELLED,),
+            limit=limit + 1, after=after[0] if after else None,
+        )
+        rows = link_next(req, resp, "reservations", rows, limit, lambda r: (r.id,))
+
         def rich() -> dict[str, Any]:
             phases = self.read_models.phases(rows, self.application.clock())
             currency = self.application.currency

@@ -53,6 +53,11 @@ from pex.projections.views import ALLOCATIONS, INSTANCES, NODES, RESERVATIONS, V
 log = logging.getLogger(__name__)
 
 
+# The order of each list, a unique key: a page ends at a row's values of these (`after`).
+RESERVATION_ORDER = ("created_seq",)
+INSTANCE_ORDER = ("start", "reservation_id", "index")
+
+
 # --- what queries return: plain values ---------------------------------------------------
 
 
@@ -314,15 +319,26 @@ class ReadModels:
     # --- queries -------------------------------------------------------------------------
 
     def reservations(
-        self, user_id: str | None = None, state: State | str | None = None, *, fresh: bool = True
+        self, user_id: str | None = None, state: State | str | None = None, *, fresh: bool = True,
+        not_in: Iterable[State] = (), limit: int | None = None, after: UUID | None = None,
     ) -> list[ReservationView]:
-        """Reservations, oldest first; only `user_id`'s and only in `state` if given."""
+        """Reservations, oldest first; only `user_id`'s and only in `state` if given, none in
+        `not_in`. A page: at most `limit`, those made after the reservation `after` (none if
+        there is no such reservation)."""
         where = []
         if user_id is not None:
             where.append(Where("user_id", "=", user_id))
         if state is not None:
             where.append(Where("state", "=", State(state).value))
-        return [reservation_from_row(r) for r in self._select(RESERVATIONS, where, ("created_seq",), fresh)]
+        where += [Where("state", "!=", State(s).value) for s in not_in]
+        key = None
+        if after is not None:  # the page goes on from where that reservation is in the order
+            found = self._select(RESERVATIONS, [Where("id", "=", after)], (), fresh)
+            if not found:
+                return []
+            key, fresh = tuple(found[0][c] for c in RESERVATION_ORDER), False
+        rows = self._select(RESERVATIONS, where, RESERVATION_ORDER, fresh, limit, key)
+        return [reservation_from_row(r) for r in rows]
 
     def reservation(self, reservation_id: UUID, *, fresh: bool = True) -> ReservationView | None:
         rows = self._select(RESERVATIONS, [Where("id", "=", reservation_id)], (), fresh)
@@ -335,8 +351,13 @@ class ReadModels:
         reservation_id: UUID | None = None,
         *,
         fresh: bool = True,
+        not_in: Iterable[str] = (),
+        limit: int | None = None,
+        after: Sequence[Any] | None = None,
     ) -> list[InstanceView]:
-        """Instances by start time; only `user_id`'s, in `status`, of `reservation_id` if given."""
+        """Instances by start time; only `user_id`'s, in `status`, of `reservation_id` if given,
+        none in the statuses `not_in`. A page: at most `limit`, those after the key `after`
+        (INSTANCE_ORDER)."""
         where = []
         if user_id is not None:
             where.append(Where("user_id", "=", user_id))
@@ -344,7 +365,9 @@ class ReadModels:
             where.append(Where("status", "=", status))
         if reservation_id is not None:
             where.append(Where("reservation_id", "=", reservation_id))
-        return [instance_from_row(r) for r in self._select(INSTANCES, where, ("start", "reservation_id", "index"), fresh)]
+        where += [Where("status", "!=", s) for s in not_in]
+        rows = self._select(INSTANCES, where, INSTANCE_ORDER, fresh, limit, after)
+        return [instance_from_row(r) for r in rows]
 
     def phases(self, reservations: Iterable[Any], now: datetime, *, fresh: bool = False) -> dict[UUID, Phase]:
         """Each reservation's phase at `now` (pex.domain.lifecycle), from its instances' rows:
@@ -399,10 +422,25 @@ class ReadModels:
             if r["kind"] == "booking" or (holds and r["hold_until"] is not None and r["hold_until"] > at)
         ]
 
-    def _select(self, table, where, order_by, fresh: bool) -> list[Row]:
+    def _select(self, table, where, order_by, fresh: bool, limit: int | None = None,
+                after: Sequence[Any] | None = None) -> list[Row]:
+        """Rows in `order_by` order; with `after` (a value for each column of `order_by`, a
+        unique key) only those that sort after it: keyset pagination, so a page is found by
+        the index and stays right while rows are added before it."""
         if fresh:
             self.catch_up()
-        return self.store.select(table, where, order_by)
+        if after is None:
+            return self.store.select(table, where, order_by, limit)
+        # (a, b, c) > (x, y, z) is a = x ∧ b = y ∧ c > z, or a = x ∧ b > y, or a > x: the
+        # stores take conjunctions only, and in this order the three come out sorted.
+        rows: list[Row] = []
+        for k in reversed(range(len(order_by))):
+            bound = [Where(c, "=", v) for c, v in zip(order_by[:k], after[:k], strict=True)]
+            bound.append(Where(order_by[k], ">", after[k]))
+            rows += self.store.select(table, [*where, *bound], order_by, None if limit is None else limit - len(rows))
+            if limit is not None and len(rows) >= limit:
+                break
+        return rows
 
 
 def prepare_read_models(app: Any, *others: ReadModel) -> Progress:

@@ -119,7 +119,7 @@ def normalize(kind: str, value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Where:
-    """One condition of a query: `column op value`, op one of = < <= > >=."""
+    """One condition of a query: `column op value`, op one of = != < <= > >=."""
 
     column: str
     op: str
@@ -131,6 +131,7 @@ class Where:
             return False
         return {
             "=": v == self.value,
+            "!=": v != self.value,
             "<": v < self.value,
             "<=": v <= self.value,
             ">": v > self.value,
@@ -574,7 +575,7 @@ class SqlStore(Store):
         if where:
             conditions = []
             for w in where:
-                if w.op not in ("=", "<", "<=", ">", ">="):
+                if w.op not in ("=", "!=", "<", "<=", ">", ">="):
                     raise ValueError(f"unknown operator {w.op!r}")
                 conditions.append(f"{quote(w.column)} {w.op} {self.placeholder}")
                 params.append(self.to_db(kinds[w.column], normalize(kinds[w.column], w.value)))

@@ -4,11 +4,13 @@ for the browser tests, a real gunicorn and Debian's chromium driven by Playwrigh
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
 import pytest
 
+from tests.support import accessibility
 from tests.support.portal import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LIBFAKETIME, SECRET, apt_install, make_portal
 from tests.support.server import serving
 from tests.support.world import GUEST_IP_DELAY, build_world
@@ -92,19 +94,30 @@ def live_portal(tmp_path):
 @pytest.fixture
 def shots(request):
     """shots(page, name): a full-page screenshot in test-artifacts/portal/, and a copy in
-    docs/portal/ when PEX_UPDATE_PORTAL_DOCS=1 (to refresh the pictures in docs/portal.md)."""
+    docs/portal/ when PEX_UPDATE_PORTAL_DOCS=1 (to refresh the pictures in docs/portal.md);
+    and an accessibility check of the page by axe-core (tests.support.accessibility), every
+    finding written to test-artifacts/portal/accessibility.json. The test fails at its end if
+    any page had a serious or critical violation (audit=False for a page whose scripts are off:
+    axe runs as a script)."""
     os.makedirs(ARTIFACTS, exist_ok=True)
     docs = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "portal")
     update_docs = os.environ.get("PEX_UPDATE_PORTAL_DOCS") == "1"
     taken = []
+    findings: dict[str, list] = {}
 
-    def shot(page, name: str, full_page: bool = True) -> str:
+    def shot(page, name: str, full_page: bool = True, audit: bool = True) -> str:
         path = os.path.join(ARTIFACTS, f"{name}.png")
         page.screenshot(path=path, full_page=full_page)
         if update_docs:
             os.makedirs(docs, exist_ok=True)
             shutil.copyfile(path, os.path.join(docs, f"{name}.png"))
         taken.append(path)
+        if audit:
+            findings[name] = accessibility.audit(page)
         return path
 
-    return shot
+    yield shot
+    with open(os.path.join(ARTIFACTS, "accessibility.json"), "w") as report:
+        json.dump({name: [str(v) for v in found] for name, found in findings.items()}, report, indent=1)
+    failing = [f"{name}: {v}" for name, found in findings.items() for v in accessibility.serious(found)]
+    assert not failing, "serious accessibility violations (axe-core):\n" + "\n".join(failing)

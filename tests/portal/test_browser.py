@@ -63,6 +63,15 @@ def datetime_local(when: datetime) -> str:
     return local.strftime("%Y-%m-%dT%H:%M:%S" if local.second else "%Y-%m-%dT%H:%M")
 
 
+def fits_a_phone(page) -> None:
+    """Nothing of the page is wider than the phone's screen, and Log out is on it."""
+    width = page.viewport_size["width"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    logout = page.get_by_role("button", name=re.compile("^Log out"))
+    expect_visible = logout.bounding_box()
+    assert expect_visible is not None and 0 <= expect_visible["x"] and expect_visible["x"] + expect_visible["width"] <= width
+
+
 def reload_until(page, row, text: str | re.Pattern, within: float) -> None:
     """Reload `page` until `row` contains `text`, for at most `within` seconds: the status comes
     from the worker, which carries out what is due at its next tick."""
@@ -147,6 +156,7 @@ def test_register_negotiate_a_counter_confirm_activate_run_and_stop_an_instance(
     phone.set_viewport_size({"width": 390, "height": 844})
     phone.goto(page.url)
     shots(phone, "06b-counter-offer-phone")
+    fits_a_phone(phone)
     phone.close()
 
     page.get_by_role("button", name="Accept these terms").click()
@@ -188,6 +198,7 @@ def test_register_negotiate_a_counter_confirm_activate_run_and_stop_an_instance(
     # start the worker creates and starts the SMALL ones on the simulated pool; they report an IP.
     page.get_by_role("link", name="Instances", exact=True).click()
     expect(page.locator("tr[data-instance]")).to_have_count(3)
+    expect(page.locator("tbody[data-reservation]")).to_have_count(2)  # grouped by reservation
     small = page.locator("tr[data-instance]").filter(has_text="SMALL ·")
     expect(small).to_have_count(2)
     ids = [small.nth(i).get_attribute("data-instance") for i in range(2)]
@@ -225,25 +236,56 @@ def test_register_negotiate_a_counter_confirm_activate_run_and_stop_an_instance(
     print(f"\nRUNNING with IPs on the page {(running - start).total_seconds():.1f} s after the start; "
           f"HALTED {time.monotonic() - stopping:.1f} s after Stop was clicked")
 
-    # The calendar: bob's bookings are "busy", alice's are hers; free slots link to the form.
+    # The calendar: bob's bookings are "busy", alice's are hers, named as the reservation;
+    # cells give free CPUs and memory, a last row the pool's; a range of free cells of one node
+    # opens the form for the whole range.
     page.get_by_role("link", name="Calendar").click()
-    expect(page.locator(".gantt-row")).to_have_count(5)
-    expect(page.locator(".bar.mine").first).to_be_visible()
+    expect(page.locator(".gantt-row:not(.totals)")).to_have_count(5)
+    expect(page.locator(".gantt-row.totals .gantt-label")).to_contain_text("Pool")
+    mine = page.locator(".bar.mine").filter(has_text="SMALL").first  # on one node or two
+    expect(mine).to_be_visible()
+    expect(mine).to_contain_text(re.compile(r"yours: [12] × SMALL · [0-9A-F]{8}"))
+    assert re.match(r"Reservation [0-9A-F]{8}, yours: ([12]) × SMALL \(\1 CPU, [\d.]+ (MB|GB)\)", mine.get_attribute("title"))
     expect(page.locator(".bar.busy").first).to_contain_text("busy")
+    expect(page.locator("a.slot.free").first).to_have_attribute("title", re.compile(r"\d+ CPUs, [\d.]+ (GB|MB) free on node\d"))
     assert "bob" not in page.content()
     shots(page, "11-calendar-week")
     page.get_by_role("link", name="Day", exact=True).click()
     shots(page, "12-calendar-day")
-    page.locator("a.slot.free").last.click()
+    page.locator("a.slot.free").last.click()  # the start of a range, or one cell: its own start and end
+    page.get_by_role("link", name="reserve this cell alone").click()
     expect(page.get_by_role("heading", name="New reservation")).to_be_visible()
     assert page.get_by_label("End").input_value() != ""
     page.go_back()
+    row = page.locator(".gantt-row:not(.totals)").last.locator(".slots > *")
+    last = row.count() - 1
+    first_cell, last_cell = row.nth(last - 3), row.nth(last)
+    expect(first_cell).to_have_class(re.compile(r"\bfree\b"))
+    start_value, end_value = first_cell.get_attribute("data-start"), last_cell.get_attribute("data-end")
+    first_cell.click()
+    expect(page.locator("[data-range-hint]")).to_contain_text("pick the last cell")
+    shots(page, "12b-calendar-range")
+    last_cell.click()
+    expect(page.get_by_role("heading", name="New reservation")).to_be_visible()
+    assert (page.get_by_label("Start").input_value(), page.get_by_label("End").input_value()) == (start_value, end_value)
+    page.go_back()
     page.get_by_role("link", name="Month", exact=True).click()
     shots(page, "13-calendar-month")
+    phone = context.new_page()
+    phone.set_viewport_size({"width": 390, "height": 844})
+    phone.goto(page.url)
+    fits_a_phone(phone)
+    shots(phone, "13b-calendar-phone")
+    phone.close()
     page.get_by_role("link", name="PEX", exact=True).click()
     expect(page.get_by_role("heading", name="Your next reservations")).to_be_visible()
     expect(page.locator("main table tbody tr")).to_have_count(2)
     shots(page, "14-welcome-next-reservations")
+    page.goto(f"{url}/preferences")
+    expect(page.get_by_role("heading", name="Time zone")).to_be_visible()
+    shots(page, "15-preferences")
+    page.goto(f"{url}/reservations/00000000-0000-0000-0000-000000000000")
+    shots(page, "16-not-found")
 
     # Without JavaScript the same forms work (PRG), and there is no countdown script.
     plain = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})

@@ -439,7 +439,8 @@ def test_instance_buttons_record_requests_that_the_worker_carries_out(portal_and
     assert "delete requested" in v.follow(v.post(f"/instances/{instance}/delete")).text
     worker.tick()
     assert worker.vms() == []
-    row = instance_row(v.get("/instances").text, instance)
+    assert f'data-instance="{instance}"' not in v.get("/instances").text  # ended: no longer current
+    row = instance_row(v.get("/instances?show=all").text, instance)
     assert status(row) == "DELETED" and all(why for why in buttons(row).values())
 
     # Someone else's instance is not found, to the portal as to the API.

@@ -8,11 +8,13 @@ Monday is on the page); of any other date, Monday to Monday. A month is 30 days 
 Dates are limited to FIRST_DAY..LAST_DAY (`check_date`), far wider than anything bookable and
 narrow enough that no date or time-zone arithmetic overflows.
 
-Rows are nodes; bars are the bookings and held offers on them, from the calendar read model
+Rows are nodes, and a last row the pool's totals; bars are the bookings and held offers on them, from the calendar read model
 (`ReadModels.calendar`, pex.projections.readmodels). The window is cut into columns (hours for a day, quarter
-days for a week, days for a month); each column of each node says how many CPUs stay free
-over all of it (capacity minus the peak of demand, `peak_demand`) and, when any are, links to
-the new-reservation form with that column's start and end filled in.
+days for a week, days for a month); each column of each node says how many CPUs and how much memory stay
+free over all of it (capacity minus the peak of demand, `peak_demand`) and, when any are,
+links to the new-reservation form with that column's start and end filled in (with
+JavaScript, two clicks select a range of free columns of one node). A bar is labelled with
+the reservation it belongs to, as its pages name it, when the viewer may know it.
 
 Privacy: a user sees their own bookings by name; an administrator sees everyone's with the
 owner; anyone else's booking is shown to other users only as "busy". Only what occupies
@@ -30,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 from pex.domain.node import peak_demand
 from pex.domain.values import Resources
+from pex.http.portal.pages import memory_text
 
 UTC = UTC
 FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2999, 12, 31)
@@ -92,6 +95,7 @@ class Calendar:
     end: datetime
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
+    totals: tuple[Slot, ...]  # the pool's: each column's free CPUs and memory, summed over the nodes
     previous: date | None  # None at the ends of FIRST_DAY..LAST_DAY
     next: date | None
     anchor: date  # the day the viewer asked for (the window holds it)
@@ -185,18 +189,29 @@ def build(
                 lane_ends[lane] = a.end
             owner, size = owner_of(a.reservation_id) or (None, None)
             what = f"{a.instances} × {size or f'{a.per_instance.cpus} CPU'}"
+            demand = a.demand
+            uses = f"{demand.cpus} CPU, {memory_text(demand.memory_mb)}"
+            # The reservation is named as its pages name it (the first 8 hex digits of its id).
+            name = short_id(a.reservation_id)
             if owner is None:
-                kind, label, rid = "busy", "busy", None
+                kind, label, rid, title = "busy", "busy", None, f"busy ({uses})"
             elif owner == viewer:
-                kind, label, rid = "mine", f"yours: {what}", str(a.reservation_id)
+                kind, label, rid = "mine", f"yours: {what} · {name}", str(a.reservation_id)
+                title = f"Reservation {name}, yours: {what} ({uses})"
             else:
-                kind, label, rid = "other", f"{owner}: {what}", str(a.reservation_id)
+                kind, label, rid = "other", f"{owner}: {what} · {name}", str(a.reservation_id)
+                title = f"Reservation {name}, {owner}'s: {what} ({uses})"
             if a.is_hold:
-                kind, label = f"{kind} held", f"{label} (offer)"
+                kind, label, title = f"{kind} held", f"{label} (offer)", f"{title}, an offer held"
             span = f"{a.start.astimezone(tz):%a %-d %b %H:%M} – {a.end.astimezone(tz):%a %-d %b %H:%M %Z}"
-            bars.append(Bar(rid, label, f"{label}, {span}", kind, a.start, a.end, percent(a.start),
+            bars.append(Bar(rid, label, f"{title}, {span}", kind, a.start, a.end, percent(a.start),
                             max(percent(a.end) - percent(a.start), 0.4), lane))
         rows.append(Row(node.name, node.capacity, node.available, tuple(slots), tuple(bars), max(1, len(lane_ends))))
+    totals = tuple(
+        Slot(c.start, c.end, sum((r.slots[k].free for r in rows), Resources()),
+             sum((r.capacity for r in rows if r.available), Resources()), c.end <= now)
+        for k, c in enumerate(columns)
+    )
     days = VIEWS[view][0]
     first_day = start.date()
     # From today's day or week, "Earlier" is the calendar day or the Monday week before now:
@@ -208,11 +223,16 @@ def build(
         end=end,
         columns=tuple(columns),
         rows=tuple(rows),
+        totals=totals,
         previous=_within(first_day - back),
         next=_within(first_day + timedelta(days=days)),
         anchor=anchor,  # the day asked for: switching views keeps it in sight
         now_left=percent(now) if start <= now < end else None,
     )
+
+
+def short_id(reservation_id) -> str:
+    return str(reservation_id)[:8].upper()
 
 
 def _within(day: date) -> date | None:

@@ -22,11 +22,14 @@ import falcon
 from pex.application import Contention, NotFound, PexApplication, ReservationView
 from pex.application.errors import InvalidQuery, ProposalInProgress, ProposalReused
 from pex.domain.errors import DomainError, IllegalMove, InvalidProposal, OfferExpired
+from pex.domain.instance import TERMINAL as TERMINAL_STATUSES
+from pex.domain.instance import Status as InstanceStatus
 from pex.domain.lifecycle import PHASE_WORDS, Phase
 from pex.domain.negotiation import WHY
 from pex.domain.quotas import QuotaExceeded
 from pex.domain.user import AccountError, UsernameTaken
 from pex.domain.values import Reply, State
+from pex.http import paging
 from pex.http.auth import LoginThrottle, client_of
 from pex.http.portal import calendar
 from pex.http.portal.forms import AccountForm, FormErrors, ReservationForm
@@ -517,11 +520,54 @@ def instance_command(application: PexApplication, action: str):
     return getattr(application, name)
 
 
+INSTANCES_PER_PAGE = 25
+# What the instances page can show: the current VMs (by default), every one, or one status.
+INSTANCE_FILTERS = {"current": "Current (not ended)", "all": "All, ended ones too",
+                    **{s.value: s.value for s in InstanceStatus}}
+
+
+@dataclass(frozen=True)
+class InstanceGroup:
+    """One reservation's instances on the page (they share its start and end)."""
+
+    reservation_id: UUID
+    instances: list
+
+
 class Instances(Page):
+    """/instances?show=current|all|STATUS&cursor=…: a page of the user's VMs, grouped by their
+    reservation, the current ones by default, so that a long history does not bury them. Pages
+    follow the API's keyset cursor (pex.http.paging)."""
+
     def on_get(self, req, resp):
-        instances = self.read_models.instances(req.context.user.username)
-        instances.sort(key=lambda i: (i.start, i.name))
-        self.render(req, resp, "instances.html", instances=instances, actions=INSTANCE_ACTIONS, now=self.now())
+        show = req.get_param("show") or "current"
+        if show not in INSTANCE_FILTERS:
+            show = "current"
+        cursor = req.get_param("cursor")
+        try:
+            after = paging.decode_cursor("instances", cursor) if cursor else None
+        except falcon.HTTPError:
+            raise falcon.HTTPBadRequest(title="Not a page of this list",
+                                        description="The link is malformed. Go back to the first page.") from None
+        rows = self.read_models.instances(
+            req.context.user.username, status=show if show not in ("current", "all") else None,
+            not_in=[s.value for s in TERMINAL_STATUSES] if show == "current" else (),
+            limit=INSTANCES_PER_PAGE + 1, after=after,
+        )
+        following = None
+        if len(rows) > INSTANCES_PER_PAGE:
+            rows = rows[:INSTANCES_PER_PAGE]
+            last = rows[-1]
+            following = "/instances?" + urlencode(
+                {"show": show, "cursor": paging.encode_cursor("instances", (last.start, last.reservation_id, last.index))})
+        groups: list[InstanceGroup] = []
+        for row in rows:  # by start, then reservation: one reservation's rows are together
+            if not groups or groups[-1].reservation_id != row.reservation_id:
+                groups.append(InstanceGroup(row.reservation_id, []))
+            groups[-1].instances.append(row)
+        self.render(req, resp, "instances.html", groups=groups, actions=INSTANCE_ACTIONS, now=self.now(),
+                    show=show, filters=INSTANCE_FILTERS, following=following, first_page=cursor is not None,
+                    back=req.relative_uri)
 
 
 class InstanceAction(Page):
@@ -538,7 +584,8 @@ class InstanceAction(Page):
             session.flash(f"{view.name}: {error}.", "error")
         except Contention:
             session.flash("The provider is busy; try again in a moment.", "error")
-        raise redirect("/instances")
+        back = form(req).get("back") or "/instances"
+        raise redirect(safe_next(back) if back.startswith("/instances") else "/instances")
 
 
 # --- capacity calendar -----------------------------------------------------------------
@@ -568,14 +615,23 @@ class Calendar(Page):
                                lambda node: in_force.get(node, []), self._owners(user), user.username)
         sizes = list(self.application.catalogue().sizes.values())
 
+        def bounds(slot) -> dict[str, str]:
+            """A free cell's start and end as the form's inputs take them."""
+            return {"start": local_input(max(slot.start, now), tz), "end": local_input(slot.end, tz)}
+
         def new_link(slot) -> str:
             fitting = [s for s in sizes if s.resources.fits_in(slot.free)]
-            query = {"start": local_input(max(slot.start, now), tz), "end": local_input(slot.end, tz)}
+            query = bounds(slot)
             if fitting:
                 query["size"] = max(fitting, key=lambda s: (s.cpus, s.memory_mb)).name
             return "/reservations/new?" + urlencode(query)
 
-        self.render(req, resp, "calendar.html", chart=chart, new_link=new_link, views=list(calendar.VIEWS), now=now)
+        # For the script that selects a range of cells: the sizes, largest first (it picks the
+        # largest that fits in every cell of the range, as new_link does for one).
+        size_list = [{"name": s.name, "cpus": s.resources.cpus, "memory_mb": s.resources.memory_mb, "disk_gb": s.resources.disk_gb}
+                     for s in sorted(sizes, key=lambda s: (s.cpus, s.memory_mb), reverse=True)]
+        self.render(req, resp, "calendar.html", chart=chart, new_link=new_link, bounds=bounds, sizes=size_list,
+                    views=list(calendar.VIEWS), now=now)
 
     def _owners(self, user):
         """reservation id → (owner, size) for the bookings this viewer may name: their own; for an

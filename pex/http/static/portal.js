@@ -6,7 +6,10 @@
 // - keeps a table up to date by fetching its page again ([data-refresh] seconds), e.g. the
 //   instances' status and IP address as the dispatcher reports them;
 // - shows the next free windows for what is typed in the new-reservation form
-//   (form[data-availability] names the section the page renders them in).
+//   (form[data-availability] names the section the page renders them in);
+// - selects a range of free calendar cells of one node: a first click marks the start, a
+//   second on a later free cell of the same node opens the new-reservation form for the whole
+//   range, with the largest size that fits in every cell ([data-sizes], a.slot.free).
 (function () {
   "use strict";
   var zone = "";
@@ -56,9 +59,9 @@
         .then(function (response) { return response.ok ? response.text() : null; })
         .then(function (html) {
           if (!html) { return; }
-          var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("table[data-refresh] tbody");
-          var body = table.querySelector("tbody");
-          if (fresh && body && body.innerHTML !== fresh.innerHTML) { body.innerHTML = fresh.innerHTML; }
+          // The whole table: a page of instances has a tbody per reservation.
+          var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("table[data-refresh]");
+          if (fresh && table.innerHTML !== fresh.innerHTML) { table.innerHTML = fresh.innerHTML; }
         })
         .catch(function () { /* the next round tries again */ });
     }, every);
@@ -87,4 +90,48 @@
       timer = setTimeout(refresh, 400);
     });
   });
+
+  var gantt = document.querySelector(".gantt[data-sizes]");
+  var hint = document.querySelector("[data-range-hint]");
+  if (gantt && hint) {
+    var sizes = JSON.parse(gantt.getAttribute("data-sizes") || "[]");
+    var first = null;
+    var clear = function () {
+      if (first) { first.classList.remove("selected"); }
+      first = null;
+      hint.hidden = true;
+    };
+    gantt.addEventListener("click", function (event) {
+      var cell = event.target.closest ? event.target.closest("a.slot.free") : null;
+      if (!cell) { return; }
+      event.preventDefault();
+      if (!first || first === cell || first.parentElement !== cell.parentElement) {
+        clear();
+        first = cell;
+        cell.classList.add("selected");  // the hint (aria-live) says what was picked
+        hint.textContent = "";
+        hint.append("From " + cell.getAttribute("data-start").replace("T", " ") + ": pick the last cell of the range on the same node, or ");
+        var one = document.createElement("a");
+        one.href = cell.href;
+        one.textContent = "reserve this cell alone";
+        hint.append(one, ".");
+        hint.hidden = false;
+        return;
+      }
+      var cells = Array.prototype.slice.call(first.parentElement.children);
+      var a = cells.indexOf(first), b = cells.indexOf(cell);
+      var range = cells.slice(Math.min(a, b), Math.max(a, b) + 1);
+      if (range.some(function (c) { return !c.classList.contains("free"); })) {
+        hint.textContent = "That range is not free all along: pick a last cell before the first full one.";
+        return;
+      }
+      var least = function (name) { return Math.min.apply(null, range.map(function (c) { return +c.getAttribute(name); })); };
+      var cpus = least("data-cpus"), memory = least("data-memory"), disk = least("data-disk");
+      var size = sizes.filter(function (s) { return s.cpus <= cpus && s.memory_mb <= memory && s.disk_gb <= disk; })[0];
+      var query = new URLSearchParams({ start: range[0].getAttribute("data-start"), end: range[range.length - 1].getAttribute("data-end") });
+      if (size) { query.set("size", size.name); }
+      window.location.href = "/reservations/new?" + query.toString();
+    });
+    document.addEventListener("keydown", function (event) { if (event.key === "Escape") { clear(); } });
+  }
 })();
