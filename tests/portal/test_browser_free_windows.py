@@ -61,11 +61,11 @@ def test_the_form_shows_free_windows_as_the_user_types_and_a_window_is_accepted_
     page.get_by_role("button", name="Ask the provider").click()
     expect(page.get_by_role("heading", name="Accepted as you asked.")).to_be_visible()
     page.get_by_role("button", name="Confirm").click()
-    expect(page.get_by_text("Confirmed: the reservation is booked.")).to_be_visible()
+    expect(page.get_by_text("Confirmed: the reservation is booked; it starts by itself at its start.")).to_be_visible()
 
     page.on("dialog", lambda dialog: dialog.accept())  # "Release this reservation now?"
     page.get_by_role("button", name="Release").click()
     expect(page.get_by_text("Released: its capacity is free from now")).to_be_visible()
-    expect(page.locator(".state").first).to_have_text("EXPIRED")
+    expect(page.locator(".state").first).to_have_text("Ended")  # its phase, in words (EXPIRED on the wire)
     expect(page.get_by_role("button", name="Release")).to_have_count(0)
     context.close()
