@@ -158,7 +158,7 @@ class TimerWorker:
             "PEX_RESYNC_SECONDS": "2",
             "PEX_WATCH_TIMEOUT_SECONDS": "0.5",
             "PEX_NODE_GRACE_SECONDS": "2",
-            "PEX_LOG_LEVEL": "WARNING",
+            "PEX_LOG_LEVEL": "INFO",  # its "worker running" line (INFO) says it is ready
             **settings,
         }
         self.tmp_path = tmp_path
