@@ -14,7 +14,7 @@ from pex.adapters.xen.simulator.testbed import named_hosts
 from pex.domain.errors import CatalogueError
 from pex.domain.pool import PoolReserve
 from pex.domain.values import Resources
-from tests.support.world import GUEST_IP_DELAY, HOUR, build_world
+from tests.support.world import GUEST_IP_DELAY, HOUR, build_world, closing_worlds
 from tests.support.xen import TEMPLATE
 
 pytestmark = pytest.mark.xen
@@ -33,17 +33,7 @@ def sim_pool():
 
 @pytest.fixture
 def make_pool_world(sim_pool):
-    made = []
-
-    def make(**options):
-        world = build_world(sim_pool, pool=True, **options)
-        made.append(world)
-        return world
-
-    yield make
-    for world in made:
-        for close in world.closers:
-            close()
+    yield from closing_worlds(lambda **options: build_world(sim_pool, pool=True, **options))
 
 
 @pytest.fixture
