@@ -51,6 +51,9 @@ from pex.domain.values import Allocation, State, time_text
 
 log = logging.getLogger(__name__)
 
+# The actions that may make the instance's VM, and so hand the guest its owner's SSH keys.
+CREATING_ACTIONS = ("prepare", "start")
+
 REMOVAL_REASONS = {
     "end": "the reservation ended",
     "delete": "deleted by the user",
@@ -187,6 +190,7 @@ class Instances(Core):
             vm_may_exist=instance.vm_may_exist,
             needs_reset=instance.needs_reset,
             reason=reason,
+            ssh_authorized_keys=self.ssh_keys_of(instance.user_id) if action in CREATING_ACTIONS else (),
         )
 
     def _due_action(self, instance: Instance, at: datetime) -> tuple[str | None, str]:

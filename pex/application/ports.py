@@ -39,6 +39,9 @@ class DispatchJob:
     vm_may_exist: bool
     needs_reset: bool
     reason: str = ""  # why a VM is removed (end, delete, cleanup)
+    # The owner's SSH public keys, for the action that makes the VM (prepare, or a start that
+    # finds none): the enactment hands them to the guest (Xen: vm-data/ssh-authorized-keys).
+    ssh_authorized_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,7 @@ def create_app(
         "/OpenPEX/openapi.json": operations.OpenApiDocument(),
         "/OpenPEX/users": accounts.Users(application, settings.registration),
         "/OpenPEX/users/{username}": accounts.User(application),
+        "/OpenPEX/users/{username}/ssh-keys": accounts.SshKeys(application),
         "/OpenPEX/reservations": reservations.Reservations(application, read_models),
         "/OpenPEX/reservations/{reservation_id:uuid}": reservations.Reservation(application),
         "/OpenPEX/reservations/{reservation_id:uuid}/activate": reservations.Activation(application),
