@@ -37,6 +37,7 @@ class VmRecord:
     ip_address: str | None = None
     # What the guest was handed at its last boot by PEX (Xen: vm-data/ssh-authorized-keys/N).
     ssh_authorized_keys: tuple[str, ...] = ()
+    vm_password: str | None = field(default=None, repr=False)  # Xen: vm-data/password
 
 
 @dataclass
@@ -89,7 +90,7 @@ class InMemoryEnactment:
             if job.action == "prepare":
                 vm = vm or VmRecord(str(uuid.uuid4()), job.name, job.instance_id, job.node, "Halted")
                 if vm.power_state != "Running":
-                    vm = replace(vm, ssh_authorized_keys=job.ssh_authorized_keys)
+                    vm = replace(vm, ssh_authorized_keys=job.ssh_authorized_keys, vm_password=job.vm_password)
                 self.vms[job.instance_id] = vm
                 return Enacted(vm_uuid=vm.uuid, node=job.node)
             if vm is None and job.action == "reboot":
@@ -120,7 +121,7 @@ class InMemoryEnactment:
         elif vm.power_state != "Running":
             vm = replace(vm, node=job.node)  # a halted VM starts where it is booked now
         if vm.power_state != "Running":  # the guest data is read at boot, as Xen's xenstore_data is
-            vm = replace(vm, ssh_authorized_keys=job.ssh_authorized_keys)
+            vm = replace(vm, ssh_authorized_keys=job.ssh_authorized_keys, vm_password=job.vm_password)
         ip = vm.ip_address or (f"10.0.{len(self.vms) // 250}.{len(self.vms) % 250 + 2}" if self.guest_ips else None)
         vm = replace(vm, power_state="Running", ip_address=ip)
         self.vms[job.instance_id] = vm

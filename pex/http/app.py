@@ -161,7 +161,7 @@ def create_app(
         "/OpenPEX/reservations/{reservation_id:uuid}/activate": reservations.Activation(application),
         "/OpenPEX/reservations/{reservation_id:uuid}/release": reservations.Release(application),
         "/OpenPEX/availability": availability.Availability(application),
-        "/OpenPEX/instances": instances.Instances(read_models),
+        "/OpenPEX/instances": instances.Instances(read_models, application),
         "/OpenPEX/instances/{vm_id:uuid}": instances.Instance(application),
         "/OpenPEX/instances/{vm_id:uuid}/start": instances.InstanceAction(application, "start"),
         "/OpenPEX/instances/{vm_id:uuid}/stop": instances.InstanceAction(application, "stop"),

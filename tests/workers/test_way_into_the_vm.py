@@ -5,6 +5,7 @@ simulator through the unmodified XenAPI client, and with the in-memory enactment
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import pytest
@@ -79,3 +80,29 @@ def test_the_in_memory_enactment_keeps_the_keys_each_vm_booted_with(memory_world
     assert world.enactment.vms[view.id].ssh_authorized_keys == (ED25519, RSA)
     world.app.start_instance(view.id)  # booted again by PEX: with the keys as they are now
     assert world.enactment.vms[view.id].ssh_authorized_keys == (RSA,)
+
+
+def test_with_vm_passwords_each_vm_gets_its_own_and_no_event_or_log_line_holds_it(memory_world, caplog):
+    world = memory_world
+    world.app.vm_password_key = b"k" * 32
+    caplog.set_level(logging.DEBUG)
+    rid = world.reserve(size="SMALL", fixed=2, start_in=timedelta(seconds=1), hours=1)
+    world.advance(timedelta(seconds=1))
+    assert world.tick().dispatched == ["start", "start"]
+    views = world.instances(rid)
+    given = [world.enactment.vms[v.id].vm_password for v in views]
+    assert given == [world.app.vm_password(v.id) for v in views] and len(set(given)) == 2
+    stored = world.app.recorder.select_notifications(1, 10**6)
+    assert all(p.encode() not in n.state for p in given for n in stored)
+    assert all(p not in caplog.text for p in given)
+    assert all(p not in repr(vm) for p in given for vm in world.enactment.vms.values())
+
+
+@pytest.mark.xen
+def test_with_vm_passwords_the_guest_finds_its_password_in_vm_data(world):
+    world.app.vm_password_key = b"k" * 32
+    rid = world.reserve(size="SMALL", fixed=1, start_in=timedelta(seconds=1), hours=1)
+    world.advance(timedelta(seconds=1))
+    assert world.tick().dispatched == ["start"]
+    [view] = world.wait_for_ips(rid)
+    assert xenstore_data_of_vms(world.simulator) == {str(view.id): {"vm-data/password": world.app.vm_password(view.id)}}

@@ -56,7 +56,7 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _NOT_FOUND_CODES = ("HANDLE_INVALID", "UUID_INVALID")
 # The guest's part of XenStore that xapi fills from VM.xenstore_data, and the subtrees of it PEX writes.
 VM_DATA = "vm-data/"
-VM_DATA_OWNED = ("vm-data/ssh-authorized-keys/",)
+VM_DATA_OWNED = ("vm-data/ssh-authorized-keys/", "vm-data/password")
 
 
 class XenDispatcher:

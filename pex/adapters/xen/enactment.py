@@ -26,9 +26,13 @@ log = logging.getLogger(__name__)
 
 def guest_vm_data(job: DispatchJob) -> dict[str, str]:
     """What the guest finds under `vm-data/` in XenStore: its owner's SSH public keys, one per
-    entry (`ssh-authorized-keys/0`, `/1`, ...), since a XenStore value holds at most 4096 bytes.
+    entry (`ssh-authorized-keys/0`, `/1`, ...), since a XenStore value holds at most 4096 bytes,
+    and its password (`password`) if PEX gives VMs one.
     docs/operations.md ("A way into the VM") shows a guest reading them."""
-    return {f"ssh-authorized-keys/{n}": key for n, key in enumerate(job.ssh_authorized_keys)}
+    data = {f"ssh-authorized-keys/{n}": key for n, key in enumerate(job.ssh_authorized_keys)}
+    if job.vm_password:
+        data["password"] = job.vm_password
+    return data
 
 # A destroy that keeps finding a VM means duplicates (two creates raced): remove them all.
 MAX_DESTROYS = 5
