@@ -1,10 +1,14 @@
 """The portal's side of a way into the VM (issue 13, item 6): the Preferences page sets the
-user's SSH public keys, one a line, behind the portal's CSRF check like every other form."""
+user's SSH public keys, one a line, behind the portal's CSRF check like every other form; the
+instances page shows the owner each VM's password, when PEX gives VMs one."""
 
 from __future__ import annotations
 
 import html
+import re
+from datetime import timedelta
 
+from tests.support import T0
 from tests.test_ssh_keys import REAL_KEYS
 
 ED25519, RSA = REAL_KEYS["ssh-ed25519"], REAL_KEYS["ssh-rsa"]
@@ -42,3 +46,20 @@ def test_the_form_needs_a_login_and_its_csrf_token(portal):
     r = stranger.post("/preferences/ssh-keys", {"ssh_keys": RSA})
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
     assert portal.application.ssh_keys_of("alice") == ()
+
+
+def test_with_vm_passwords_the_instances_page_shows_each_vm_its_own_behind_a_click(portal):
+    v = portal.user("alice")
+    rid = portal.book("alice", "SMALL", 2, T0 + timedelta(hours=1))
+    ids = portal.application.get_reservation(rid).instance_ids
+    assert "vm-password" not in v.get("/instances").text  # off unless the operator sets the key
+    portal.application.vm_password_key = b"k" * 32
+    page = v.get("/instances").text
+    for instance_id in ids:
+        row = re.search(rf'<tr data-instance="{instance_id}">(.*?)</tr>', page, re.S).group(1)
+        assert f"<summary>Password</summary><code>{portal.application.vm_password(instance_id)}</code>" in row
+    bob = portal.user("bob")
+    portal.book("bob", "SMALL", 1, T0 + timedelta(hours=1))
+    bobs = bob.get("/instances").text
+    assert bobs.count("<summary>Password</summary>") == 1  # his own VM's, none of alice's
+    assert not any(portal.application.vm_password(i) in bobs for i in ids)

@@ -600,9 +600,12 @@ class Instances(Page):
             if not groups or groups[-1].reservation_id != row.reservation_id:
                 groups.append(InstanceGroup(row.reservation_id, []))
             groups[-1].instances.append(row)
+        # The page lists the user's own instances only, so each VM's password (if PEX gives VMs
+        # one) is its owner's to see.
+        passwords = {row.id: self.application.vm_password(row.id) for row in rows}
         self.render(req, resp, "instances.html", groups=groups, actions=INSTANCE_ACTIONS, now=self.now(),
                     show=show, filters=INSTANCE_FILTERS, following=following, first_page=cursor is not None,
-                    back=req.relative_uri)
+                    back=req.relative_uri, passwords=passwords)
 
 
 class InstanceAction(Page):
