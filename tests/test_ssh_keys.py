@@ -128,3 +128,23 @@ def test_refused_keys_record_nothing_and_an_unknown_user_has_none(app):
         app.set_ssh_keys("alice", [REAL_KEYS["ssh-rsa"], "ssh-rsa AAAA"])
     assert [type(e).__name__ for e in app.events.get(User.create_id("alice"))] == ["Registered"]
     assert app.ssh_keys_of("nobody") == () and app.ssh_keys_of("not a name!") == ()
+
+
+def test_pex_users_ssh_keys_shows_and_replaces_them(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from pex.cli import main
+
+    monkeypatch.setenv("PEX_DATABASE_URL", f"sqlite:///{tmp_path}/pex.sqlite3")
+    monkeypatch.setenv("PEX_PASSWORD_PROFILE", "cheapest")
+    runner = CliRunner()
+    assert runner.invoke(main, ["users", "add", "alice", "--password-stdin"], input=PASSWORD + "\n").exit_code == 0
+    assert runner.invoke(main, ["users", "ssh-keys", "alice"]).stdout == ""
+    keys = f"{REAL_KEYS['ssh-ed25519']}\n\n{REAL_KEYS['ssh-rsa']}\n"
+    replaced = runner.invoke(main, ["users", "ssh-keys", "alice", "--set", "-"], input=keys)
+    assert replaced.exit_code == 0 and replaced.stdout.splitlines() == [REAL_KEYS["ssh-ed25519"], REAL_KEYS["ssh-rsa"]]
+    assert runner.invoke(main, ["users", "ssh-keys", "Alice"]).stdout == replaced.stdout
+    refused = runner.invoke(main, ["users", "ssh-keys", "alice", "--set", "-"], input="ssh-rsa AAAA\n")
+    assert refused.exit_code == 1 and "sshKeys" in refused.output
+    assert runner.invoke(main, ["users", "ssh-keys", "alice"]).stdout == replaced.stdout
+    assert runner.invoke(main, ["users", "ssh-keys", "nobody"]).exit_code == 1
