@@ -270,4 +270,4 @@ class Accounts(Core):
     @staticmethod
     def _user_view(user: User) -> UserView:
         return UserView(user.username, user.is_admin, user.registered_at, user.version,
-                        getattr(user, "password_version", 0), getattr(user, "ssh_keys", ()))
+                        getattr(user, "password_version", 0), tuple(getattr(user, "ssh_keys", ())))

@@ -273,7 +273,7 @@ class Core(Application):
     def ssh_keys_of(self, username: str) -> tuple[str, ...]:
         """The SSH public keys of the user (none for an unknown one): what their new VMs let in."""
         user = self._user(username)
-        return getattr(user, "ssh_keys", ()) if user is not None else ()
+        return tuple(getattr(user, "ssh_keys", ())) if user is not None else ()
 
     def _quota_account(self, user_id: str, at: datetime) -> QuotaAccount:
         try:

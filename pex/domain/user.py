@@ -209,5 +209,5 @@ class User(Aggregate):
     def set_ssh_keys(self, keys: object, at: datetime) -> None:
         """Replace the user's SSH public keys (checked first: normalized_ssh_keys)."""
         checked = normalized_ssh_keys(keys)
-        if checked != getattr(self, "ssh_keys", ()):  # accounts made before keys existed have none
+        if checked != tuple(getattr(self, "ssh_keys", ())):  # accounts made before keys existed have none
             self.trigger_event(self.SshKeysSet, keys=checked, at=at)
