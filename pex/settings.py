@@ -79,6 +79,10 @@ class Settings:
     passwords: PasswordSettings = field(default_factory=lambda: PasswordSettings())
     http: HttpSettings = field(default_factory=lambda: HttpSettings())
     worker: WorkerSettings = field(default_factory=lambda: WorkerSettings())
+    # PEX_VM_PASSWORD_KEY: with it, every VM gets a password of its own (pex.application.instances.vm_password),
+    # derived from this key and the instance id, so that no password is ever stored. The API's
+    # processes and the workers must share it. Never shown (repr=False).
+    vm_password_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -100,7 +104,20 @@ class Settings:
             passwords=PasswordSettings.from_env(env),
             http=HttpSettings.from_env(env),
             worker=WorkerSettings.from_env(env),
+            vm_password_key=vm_password_key(env.get("PEX_VM_PASSWORD_KEY") or ""),
         )
+
+
+MIN_VM_PASSWORD_KEY = 32
+
+
+def vm_password_key(text: str) -> str | None:
+    """PEX_VM_PASSWORD_KEY: empty (no VM passwords) or a secret of at least 32 characters."""
+    key = text.strip()
+    if key and len(key) < MIN_VM_PASSWORD_KEY:
+        raise SettingsError(f"PEX_VM_PASSWORD_KEY must be at least {MIN_VM_PASSWORD_KEY} characters "
+                            "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return key or None
 
 
 # --- the accounts' part ----------------------------------------------------------------

@@ -35,6 +35,9 @@ class VmRecord:
     node: str
     power_state: str  # Running or Halted, as xapi says
     ip_address: str | None = None
+    # What the guest was handed at its last boot by PEX (Xen: vm-data/ssh-authorized-keys/N).
+    ssh_authorized_keys: tuple[str, ...] = ()
+    vm_password: str | None = field(default=None, repr=False)  # Xen: vm-data/password
 
 
 @dataclass
@@ -86,6 +89,8 @@ class InMemoryEnactment:
                 return self._start(job, vm)
             if job.action == "prepare":
                 vm = vm or VmRecord(str(uuid.uuid4()), job.name, job.instance_id, job.node, "Halted")
+                if vm.power_state != "Running":
+                    vm = replace(vm, ssh_authorized_keys=job.ssh_authorized_keys, vm_password=job.vm_password)
                 self.vms[job.instance_id] = vm
                 return Enacted(vm_uuid=vm.uuid, node=job.node)
             if vm is None and job.action == "reboot":
@@ -115,6 +120,8 @@ class InMemoryEnactment:
             vm = VmRecord(str(uuid.uuid4()), job.name, job.instance_id, job.node, "Halted")
         elif vm.power_state != "Running":
             vm = replace(vm, node=job.node)  # a halted VM starts where it is booked now
+        if vm.power_state != "Running":  # the guest data is read at boot, as Xen's xenstore_data is
+            vm = replace(vm, ssh_authorized_keys=job.ssh_authorized_keys, vm_password=job.vm_password)
         ip = vm.ip_address or (f"10.0.{len(self.vms) // 250}.{len(self.vms) % 250 + 2}" if self.guest_ips else None)
         vm = replace(vm, power_state="Running", ip_address=ip)
         self.vms[job.instance_id] = vm

@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import strtobool
 
@@ -43,9 +42,6 @@ from pex.domain.user import (
     check_not_reserved,
     check_password,
     check_username,
-    is_valid_username,
-    legacy_user_id,
-    user_id,
 )  # fmt: skip
 from pex.projections.login_state import LoginState, login_state_for
 from pex.projections.readmodels import store_for
@@ -66,6 +62,7 @@ class UserView:
     registered_at: datetime
     version: int
     password_version: int = 0
+    ssh_keys: tuple[str, ...] = ()
 
 
 class PasswordChecksBusy(Exception):
@@ -236,6 +233,19 @@ class Accounts(Core):
         user.grant_admin(self.clock())
         self.save(user)
 
+    def set_ssh_keys(self, username: str, keys: object) -> UserView:
+        """The user's SSH public keys from now on (an empty list clears them): handed to every
+        VM of theirs made after this (pex.application.instances), not to those made before."""
+
+        def attempt() -> UserView:
+            user = self._existing_user(username)
+            user.set_ssh_keys(keys, self.clock())
+            if user.pending_events:
+                self.save(user)
+            return self._user_view(user)
+
+        return self._retrying(attempt)
+
     # --- plumbing ----------------------------------------------------------------------
 
     def _existing_user(self, username: str) -> User:
@@ -243,21 +253,6 @@ class Accounts(Core):
         if user is None:
             raise NotFound(f"no user {username!r}")
         return user
-
-    def _user(self, username: str) -> User | None:
-        if not is_valid_username(username):
-            return None
-        ids = [user_id(username)]
-        if username != username.lower():
-            ids.append(legacy_user_id(username))  # registered, with capitals, before names ignored case
-        for id in ids:
-            try:
-                user: User = self.repository.get(id)
-            except AggregateNotFoundError:
-                continue
-            if isinstance(user, User):
-                return user
-        return None
 
     def _verify(self, password_hash: str, password: str) -> bool:
         try:
@@ -274,4 +269,5 @@ class Accounts(Core):
 
     @staticmethod
     def _user_view(user: User) -> UserView:
-        return UserView(user.username, user.is_admin, user.registered_at, user.version, getattr(user, "password_version", 0))
+        return UserView(user.username, user.is_admin, user.registered_at, user.version,
+                        getattr(user, "password_version", 0), tuple(getattr(user, "ssh_keys", ())))

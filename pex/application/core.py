@@ -37,6 +37,7 @@ from pex.domain.node import Node, node_id
 from pex.domain.pricing import PricingPolicy
 from pex.domain.quotas import QuotaAccount, Quotas, quota_account_id
 from pex.domain.reservation import Reservation
+from pex.domain.user import User, is_valid_username, legacy_user_id, user_id
 from pex.domain.values import State
 from pex.projections import capacity, reservations
 from pex.projections.capacity import CapacityTimeline
@@ -253,6 +254,26 @@ class Core(Application):
         if expected_version is not None and reservation.version != expected_version:
             raise VersionConflict(expected_version, reservation.version)
         return reservation
+
+    def _user(self, username: str) -> User | None:
+        if not is_valid_username(username):
+            return None
+        ids = [user_id(username)]
+        if username != username.lower():
+            ids.append(legacy_user_id(username))  # registered, with capitals, before names ignored case
+        for id in ids:
+            try:
+                user: User = self.repository.get(id)
+            except AggregateNotFoundError:
+                continue
+            if isinstance(user, User):
+                return user
+        return None
+
+    def ssh_keys_of(self, username: str) -> tuple[str, ...]:
+        """The SSH public keys of the user (none for an unknown one): what their new VMs let in."""
+        user = self._user(username)
+        return tuple(getattr(user, "ssh_keys", ())) if user is not None else ()
 
     def _quota_account(self, user_id: str, at: datetime) -> QuotaAccount:
         try:

@@ -22,6 +22,9 @@ Three kinds of command live here, all recorded on the Instance aggregate:
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -51,6 +54,17 @@ from pex.domain.values import Allocation, State, time_text
 
 log = logging.getLogger(__name__)
 
+# The actions that may make the instance's VM, and so hand the guest its owner's SSH keys.
+CREATING_ACTIONS = ("prepare", "start")
+
+
+def vm_password(key: bytes, instance_id: UUID) -> str:
+    """The instance's VM password (the original's vmPassword): derived, never stored, so it is
+    in no event, no table and no log; whoever holds PEX_VM_PASSWORD_KEY can derive it again.
+    26 characters of base32 (130 bits)."""
+    digest = hmac.new(key, b"pex-vm-password:" + instance_id.bytes, hashlib.sha256).digest()
+    return base64.b32encode(digest).decode().lower()[:26]
+
 REMOVAL_REASONS = {
     "end": "the reservation ended",
     "delete": "deleted by the user",
@@ -68,6 +82,8 @@ class Instances(Core):
     # How long before its start an instance's VM is made (cloned, sized, provisioned, halted),
     # so that the start only boots it; 0 makes it at the start. Set from PEX_PREPARE_LEAD_SECONDS.
     prepare_lead: timedelta = timedelta(minutes=10)
+    # PEX_VM_PASSWORD_KEY: with it, each VM gets a password of its own (vm_password).
+    vm_password_key: bytes | None = None
 
     # --- the user's commands -------------------------------------------------------------
 
@@ -118,6 +134,11 @@ class Instances(Core):
         if not isinstance(instance, Instance) or (user_id is not None and instance.user_id != user_id):
             raise NotFound("no such instance")
         return self._instance_view(instance)
+
+    def vm_password(self, instance_id: UUID) -> str | None:
+        """The VM's password, if PEX gives VMs one (PEX_VM_PASSWORD_KEY): for its owner's eyes
+        only (the edges show it to the owner alone)."""
+        return vm_password(self.vm_password_key, instance_id) if self.vm_password_key else None
 
     def reservation_phase(self, view: ReservationView, at: datetime | None = None) -> Phase:
         """What the reservation means to its user at `at` (now): booked, running, ended...
@@ -187,6 +208,8 @@ class Instances(Core):
             vm_may_exist=instance.vm_may_exist,
             needs_reset=instance.needs_reset,
             reason=reason,
+            ssh_authorized_keys=self.ssh_keys_of(instance.user_id) if action in CREATING_ACTIONS else (),
+            vm_password=self.vm_password(instance.id) if action in CREATING_ACTIONS else None,
         )
 
     def _due_action(self, instance: Instance, at: datetime) -> tuple[str | None, str]:

@@ -8,7 +8,7 @@ outcome (`record_dispatch`, `fail_dispatch`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 from uuid import UUID
@@ -39,6 +39,12 @@ class DispatchJob:
     vm_may_exist: bool
     needs_reset: bool
     reason: str = ""  # why a VM is removed (end, delete, cleanup)
+    # The owner's SSH public keys, for the action that makes the VM (prepare, or a start that
+    # finds none): the enactment hands them to the guest (Xen: vm-data/ssh-authorized-keys).
+    ssh_authorized_keys: tuple[str, ...] = ()
+    # The VM's own password (with PEX_VM_PASSWORD_KEY), for the same actions: vm-data/password.
+    # Kept out of repr, so that a logged job never shows it.
+    vm_password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

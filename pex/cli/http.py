@@ -103,3 +103,26 @@ def grant_admin(username) -> None:
     except (DomainError, NotFound) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"{username} is an administrator")
+
+
+@users.command("ssh-keys")
+@click.argument("username")
+@click.option("--set", "keys_file", type=click.File("r"),
+              help="Replace the keys with those of this file, one a line, as in ~/.ssh/id_ed25519.pub "
+                   "('-': standard input; an empty file clears them).")
+def ssh_keys(username, keys_file) -> None:
+    """Show (or, with --set, replace) the SSH public keys the user's new VMs let in."""
+    from pex.application import NotFound
+    app = build()
+    try:
+        if keys_file is not None:
+            app.set_ssh_keys(username, [line for line in keys_file.read().splitlines() if line.strip()])
+        user = app.get_user(username)
+        if user is None:
+            raise NotFound(f"no user {username!r}")
+    except (DomainError, NotFound) as error:
+        raise click.ClickException(str(error)) from None
+    for key in user.ssh_keys:
+        click.echo(key)
+    if not user.ssh_keys:
+        click.echo(f"{user.username} has no SSH key", err=True)

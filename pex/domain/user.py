@@ -15,7 +15,10 @@ is ever recorded; hashing belongs to the service layer (pex.application.accounts
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+import struct
 from datetime import datetime
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -82,8 +85,69 @@ def check_password(password: str) -> None:
         raise AccountError("password", f"between {MIN_PASSWORD_LENGTH} and {MAX_PASSWORD_LENGTH} characters")
 
 
+# The OpenSSH public key types a guest's sshd accepts from authorized_keys (DSA is gone from OpenSSH).
+SSH_KEY_TYPES = frozenset({
+    "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+})
+MAX_SSH_KEYS = 5
+MAX_SSH_KEY_BYTES = 4096  # a whole line: an RSA key of 16384 bits (ssh-keygen's largest) is some 2.8 KB
+MAX_SSH_KEY_COMMENT = 256
+SSH_KEY_COMMENT = re.compile(r"[\x21-\x7e][\x20-\x7e]*")  # printable ASCII, no line breaks or NULs
+
+
+def ssh_key_type_in(blob: bytes) -> str | None:
+    """The key type a public key blob names (RFC 4253 §6.6: it starts with a length-prefixed
+    string), or None if the blob is too short to name one."""
+    if len(blob) < 4:
+        return None
+    (length,) = struct.unpack(">I", blob[:4])
+    if length > len(blob) - 4:
+        return None
+    try:
+        return blob[4:4 + length].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def normalized_ssh_key(line: object) -> str:
+    """One OpenSSH public key line (`type base64 [comment]`), checked and with its whitespace
+    normalized; AccountError says what is wrong with it. Options before the type (`from=...`)
+    are refused: the key is the user's, the options would be the guest's policy."""
+    if not isinstance(line, str):
+        raise AccountError("sshKeys", "each key is a string: 'ssh-ed25519 AAAA... comment'")
+    if len(line.encode()) > MAX_SSH_KEY_BYTES:
+        raise AccountError("sshKeys", f"a key is at most {MAX_SSH_KEY_BYTES} bytes")
+    parts = line.strip().split(None, 2)
+    if len(parts) < 2:
+        raise AccountError("sshKeys", "a key is 'TYPE BASE64 [COMMENT]', as in ~/.ssh/id_ed25519.pub")
+    key_type, data = parts[0], parts[1]
+    comment = parts[2].strip() if len(parts) == 3 else ""
+    if key_type not in SSH_KEY_TYPES:
+        raise AccountError("sshKeys", f"the key type is one of {', '.join(sorted(SSH_KEY_TYPES))}")
+    try:
+        blob = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise AccountError("sshKeys", "the key's data is not base64") from None
+    if ssh_key_type_in(blob) != key_type or len(blob) <= 4 + len(key_type):
+        raise AccountError("sshKeys", f"the key's data is not a {key_type} public key")
+    if comment and (len(comment) > MAX_SSH_KEY_COMMENT or not SSH_KEY_COMMENT.fullmatch(comment)):
+        raise AccountError("sshKeys", f"a key's comment is at most {MAX_SSH_KEY_COMMENT} printable ASCII characters")
+    return " ".join(p for p in (key_type, data, comment) if p)
+
+
+def normalized_ssh_keys(lines: object) -> tuple[str, ...]:
+    """The user's keys, each checked (normalized_ssh_key), duplicates dropped, order kept."""
+    if not isinstance(lines, (list, tuple)):
+        raise AccountError("sshKeys", "a list of OpenSSH public keys")
+    if len(lines) > MAX_SSH_KEYS:
+        raise AccountError("sshKeys", f"at most {MAX_SSH_KEYS} keys")
+    keys = [normalized_ssh_key(line) for line in lines]
+    return tuple(dict.fromkeys(keys))
+
+
 class User(Aggregate):
-    """An account: a username, the hash of its password, and whether it administers the pool.
+    """An account: a username, the hash of its password, whether it administers the pool, and
+    the SSH public keys its VMs let in.
 
     `password_version` counts the password's changes: a session or a remembered password
     check made under an older version is worth nothing (pex.application.accounts)."""
@@ -108,12 +172,22 @@ class User(Aggregate):
         def apply(self, user: User) -> None:
             user.is_admin = True
 
+    class SshKeysSet(Event):
+        """The user's SSH public keys are now `keys` (none: cleared). Public keys are not
+        secrets: they are kept in clear, and handed to the user's new VMs (vm-data/)."""
+
+        keys: tuple[str, ...]
+
+        def apply(self, user: User) -> None:
+            user.ssh_keys = tuple(self.keys)
+
     def __init__(self, username: str, password_hash: str, is_admin: bool, at: datetime):
         self.username = username
         self.password_hash = password_hash
         self.is_admin = is_admin
         self.registered_at = at
         self.password_version = 0
+        self.ssh_keys: tuple[str, ...] = ()
 
     @staticmethod
     def create_id(username: str, **_: object) -> UUID:
@@ -131,3 +205,9 @@ class User(Aggregate):
     def grant_admin(self, at: datetime) -> None:
         if not self.is_admin:
             self.trigger_event(self.AdminGranted, at=at)
+
+    def set_ssh_keys(self, keys: object, at: datetime) -> None:
+        """Replace the user's SSH public keys (checked first: normalized_ssh_keys)."""
+        checked = normalized_ssh_keys(keys)
+        if checked != tuple(getattr(self, "ssh_keys", ())):  # accounts made before keys existed have none
+            self.trigger_event(self.SshKeysSet, keys=checked, at=at)

@@ -1,5 +1,6 @@
 """Accounts over the API: anyone may register (unless PEX_REGISTRATION=off); a user reads
-their own account, an administrator any."""
+their own account, an administrator any; the same goes for the account's SSH public keys,
+which a user sets for their own new VMs (an administrator may set anyone's)."""
 
 from __future__ import annotations
 
@@ -48,10 +49,46 @@ class User:
         self.application = application
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
-        me = req.context.user
-        # Usernames ignore case: /users/Alice is alice's own account.
-        user = self.application.get_user(username) if (me.is_admin or me.username.lower() == username.lower()) else None
-        if user is None:
-            raise NotFound(f"no user {username!r}")
+        user = own_or_admin(req, self.application, username)
         resp.etag = str(user.version)
         resp.media = user_json(user)
+
+
+def own_or_admin(req: falcon.Request, application: PexApplication, username: str) -> UserView:
+    """The account `username`, if it is the caller's own or the caller administers; else 404,
+    as for a user that does not exist (nobody learns which names are taken)."""
+    me = req.context.user
+    # Usernames ignore case: /users/Alice is alice's own account.
+    user = application.get_user(username) if (me.is_admin or me.username.lower() == username.lower()) else None
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    return user
+
+
+def ssh_keys_json(user: UserView) -> dict:
+    return {"username": user.username, "sshKeys": list(user.ssh_keys)}
+
+
+class SshKeys:
+    """/OpenPEX/users/{username}/ssh-keys: the OpenSSH public keys the user's new VMs let in
+    (handed to each guest under vm-data/, see docs/operations.md). PUT replaces them all; an
+    empty list clears them."""
+
+    auth = "user"
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
+        user = own_or_admin(req, self.application, username)
+        resp.etag = str(user.version)
+        resp.media = ssh_keys_json(user)
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
+        user = own_or_admin(req, self.application, username)
+        body = req.get_media()
+        keys = body.get("sshKeys") if isinstance(body, dict) else None
+        user = self.application.set_ssh_keys(user.username, keys)
+        resp.etag = str(user.version)
+        resp.media = ssh_keys_json(user)

@@ -24,14 +24,25 @@ from pex.projections.readmodels import ReadModels
 from pex.wire import instance_json, original_instance
 
 
+def with_password(application: PexApplication, req: falcon.Request, view) -> dict:
+    """PEX's form of an instance, with its VM's password (if PEX gives VMs one) for its owner
+    alone: an administrator reading someone else's instance does not see it."""
+    body = instance_json(view)
+    if view.user_id == req.context.user.username:
+        password = application.vm_password(view.id)
+        if password:
+            body["vmPassword"] = password
+    return body
+
+
 class Instances:
     """/OpenPEX/instances"""
 
     auth = "user"
     contract = True
 
-    def __init__(self, read_models: ReadModels):
-        self.read_models = read_models
+    def __init__(self, read_models: ReadModels, application: PexApplication):
+        self.read_models, self.application = read_models, application
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         limit, after = page_of(req, "instances")
@@ -39,7 +50,7 @@ class Instances:
         rows = link_next(req, resp, "instances", rows, limit, lambda i: (i.start, i.reservation_id, i.index))
         represent(
             req, resp,
-            lambda: {"instances": [instance_json(i) for i in rows]},
+            lambda: {"instances": [with_password(self.application, req, i) for i in rows]},
             lambda: [original_instance(i) for i in rows],
         )
 
@@ -76,7 +87,7 @@ class Instance:
     def on_get(self, req: falcon.Request, resp: falcon.Response, vm_id: UUID) -> None:
         view = self.application.get_instance(vm_id, owner(req))
         resp.etag = str(view.version)
-        represent(req, resp, lambda: instance_json(view), lambda: original_instance(view))
+        represent(req, resp, lambda: with_password(self.application, req, view), lambda: original_instance(view))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, vm_id: UUID) -> None:
         act(self.application, req, resp, vm_id, "delete")

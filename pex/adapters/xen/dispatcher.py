@@ -54,6 +54,9 @@ NULL_REF = "OpaqueRef:NULL"
 URL_VARIABLE, USERNAME_VARIABLE, PASSWORD_VARIABLE = "PEX_XEN_URL", "PEX_XEN_USERNAME", "PEX_XEN_PASSWORD"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 _NOT_FOUND_CODES = ("HANDLE_INVALID", "UUID_INVALID")
+# The guest's part of XenStore that xapi fills from VM.xenstore_data, and the subtrees of it PEX writes.
+VM_DATA = "vm-data/"
+VM_DATA_OWNED = ("vm-data/ssh-authorized-keys/", "vm-data/password")
 
 
 class XenDispatcher:
@@ -175,11 +178,16 @@ class XenDispatcher:
     # -- creating ----------------------------------------------------------------------------------
 
     def create_vm(self, instance_id: object, name: str, template: str, host: str, vcpus: int, memory_mb: int,
-                  disk_gb: int, *, start: bool = True) -> XenVm:
+                  disk_gb: int, *, start: bool = True, vm_data: Mapping[str, str] | None = None) -> XenVm:
         """Clone `template` into a VM for the instance, size it, provision its disk and start it on
         `host`; returns it running (or, without `start`, made and halted: a later call boots it). Repeating the call resumes where an earlier one stopped and
         never creates a second VM for the same instance; a VM that already runs (wherever it
-        runs) is returned as it is. `template` and `host` are names or UUIDs."""
+        runs) is returned as it is. `template` and `host` are names or UUIDs.
+
+        `vm_data` is what the guest reads from XenStore under `vm-data/` (keys relative to it):
+        written into the VM's `xenstore_data` while it is halted, since xapi copies that into
+        the domain's XenStore when it boots. Entries under VM_DATA_OWNED that it does not name
+        are removed; the template's other vm-data is left alone."""
         instance_id = str(instance_id)
         with self._locked(instance_id), translated_errors():
             api = self._api()
@@ -200,6 +208,8 @@ class XenDispatcher:
                 self._ensure_vif(api, vm)
                 self._await(api, api.Async.VM.provision(vm))
             self._tag_disks(api, vm, instance_id)
+            if vm_data is not None and record["power_state"] != PowerState.RUNNING:
+                self._put_vm_data(api, vm, vm_data)
             if start:
                 self._bring_up(api, vm, host_ref)
             return self._describe(api, instance_id, vm)
@@ -246,6 +256,18 @@ class XenDispatcher:
             if other_config.get(INSTANCE_KEY) != instance_id:
                 api.VDI.remove_from_other_config(vdi, INSTANCE_KEY)
                 api.VDI.add_to_other_config(vdi, INSTANCE_KEY, instance_id)
+
+    def _put_vm_data(self, api: Any, vm: str, vm_data: Mapping[str, str]) -> None:
+        # add_to_ refuses a key that is there (MAP_DUPLICATE_KEY): a changed value goes out first.
+        current = api.VM.get_xenstore_data(vm)
+        wanted = {f"{VM_DATA}{key}": value for key, value in vm_data.items()}
+        for key in current:
+            if key.startswith(VM_DATA_OWNED) and key not in wanted:
+                api.VM.remove_from_xenstore_data(vm, key)
+        for key, value in wanted.items():
+            if current.get(key) != value:
+                api.VM.remove_from_xenstore_data(vm, key)
+                api.VM.add_to_xenstore_data(vm, key, value)
 
     def _bring_up(self, api: Any, vm: str, host_ref: str) -> None:
         state = api.VM.get_power_state(vm)

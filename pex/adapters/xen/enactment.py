@@ -23,6 +23,17 @@ from pex.application.ports import DispatchJob, Enacted, PoolInventory
 
 log = logging.getLogger(__name__)
 
+
+def guest_vm_data(job: DispatchJob) -> dict[str, str]:
+    """What the guest finds under `vm-data/` in XenStore: its owner's SSH public keys, one per
+    entry (`ssh-authorized-keys/0`, `/1`, ...), since a XenStore value holds at most 4096 bytes,
+    and its password (`password`) if PEX gives VMs one.
+    docs/operations.md ("A way into the VM") shows a guest reading them."""
+    data = {f"ssh-authorized-keys/{n}": key for n, key in enumerate(job.ssh_authorized_keys)}
+    if job.vm_password:
+        data["password"] = job.vm_password
+    return data
+
 # A destroy that keeps finding a VM means duplicates (two creates raced): remove them all.
 MAX_DESTROYS = 5
 
@@ -53,7 +64,7 @@ class XenEnactment:
         """Make the VM ahead of its start (clone, size, provision), halted: the start boots it."""
         r = job.per_instance
         vm = self.dispatcher.create_vm(job.instance_id, job.name, job.template, job.node, r.cpus, r.memory_mb,
-                                       r.disk_gb, start=False)
+                                       r.disk_gb, start=False, vm_data=guest_vm_data(job))
         return Enacted(vm_uuid=vm.uuid, node=job.node)
 
     def start(self, job: DispatchJob) -> Enacted:
@@ -69,7 +80,8 @@ class XenEnactment:
                 # The host is live again and still runs the domain: it is not lost after all.
                 log.warning("instance %s: its VM still runs; not resetting it", job.instance_id)
         r = job.per_instance
-        vm = d.create_vm(job.instance_id, job.name, job.template, job.node, r.cpus, r.memory_mb, r.disk_gb)
+        vm = d.create_vm(job.instance_id, job.name, job.template, job.node, r.cpus, r.memory_mb, r.disk_gb,
+                         vm_data=guest_vm_data(job))
         if vm.host_name and vm.host_name != job.node:
             log.warning("instance %s runs on %s, booked on %s", job.instance_id, vm.host_name, job.node)
         return Enacted(vm_uuid=vm.uuid, node=vm.host_name or job.node, ip_address=vm.ip)

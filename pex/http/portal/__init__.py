@@ -118,6 +118,7 @@ def install(
         "/login": pages.Login(shared),
         "/logout": pages.Logout(shared),
         "/preferences": pages.Preferences(shared),
+        "/preferences/ssh-keys": pages.SshKeys(shared),
         "/reservations": pages.Reservations(shared),
         "/reservations/new": pages.NewReservation(shared),
         "/reservations/{reservation_id:uuid}": pages.ReservationPage(shared),

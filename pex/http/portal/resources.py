@@ -223,7 +223,8 @@ class Preferences(Page):
     login_required = False
 
     def on_get(self, req, resp):
-        self.render(req, resp, "preferences.html", zones=time_zones(), back=safe_next(req.get_param("back")), error=None)
+        self.render(req, resp, "preferences.html", zones=time_zones(), back=safe_next(req.get_param("back")), error=None,
+                    **ssh_keys_context(self.application, req))
 
     def on_post(self, req, resp):
         data = form(req)
@@ -231,12 +232,46 @@ class Preferences(Page):
         back = safe_next(data.get("back"))
         if not is_zone(name):
             self.render(req, resp, "preferences.html", status=422, zones=time_zones(), back=back,
-                        error=f"{name or 'That'} is not a time zone this server knows")
+                        error=f"{name or 'That'} is not a time zone this server knows",
+                        **ssh_keys_context(self.application, req))
             return
         req.context.session.tz = name
         req.context.session.modified = True
         req.context.session.flash(f"Times are now shown in {name}.", "success")
         raise redirect(back)
+
+
+def ssh_keys_context(application: PexApplication, req, typed: str | None = None, error: str | None = None) -> dict:
+    """The SSH keys form of the preferences page, for a logged-in user: their keys one a line
+    (or what they typed, when it was refused)."""
+    user = req.context.user
+    if not user:
+        return {"ssh_keys": None, "ssh_keys_error": None}
+    keys = "\n".join(application.ssh_keys_of(user.username)) if typed is None else typed
+    return {"ssh_keys": keys, "ssh_keys_error": error}
+
+
+class SshKeys(Page):
+    """/preferences/ssh-keys: the user's SSH public keys, one a line (none: cleared), for the
+    VMs made from now on (pex.application.accounts.set_ssh_keys)."""
+
+    def on_get(self, req, resp):
+        raise redirect("/preferences")
+
+    def on_post(self, req, resp):
+        typed = str(form(req).get("ssh_keys", ""))
+        lines = [line for line in typed.splitlines() if line.strip()]
+        try:
+            view = self.application.set_ssh_keys(req.context.user.username, lines)
+        except AccountError as refused:
+            self.render(req, resp, "preferences.html", status=422, zones=time_zones(), back="/", error=None,
+                        **ssh_keys_context(self.application, req, typed, refused.detail))
+            return
+        count = len(view.ssh_keys)
+        req.context.session.flash(
+            f"Your new VMs will let in {count} SSH key{'s' if count != 1 else ''}." if count
+            else "Your new VMs will have no SSH key of yours.", "success")
+        raise redirect("/preferences")
 
 
 # --- welcome ---------------------------------------------------------------------------
@@ -565,9 +600,12 @@ class Instances(Page):
             if not groups or groups[-1].reservation_id != row.reservation_id:
                 groups.append(InstanceGroup(row.reservation_id, []))
             groups[-1].instances.append(row)
+        # The page lists the user's own instances only, so each VM's password (if PEX gives VMs
+        # one) is its owner's to see.
+        passwords = {row.id: self.application.vm_password(row.id) for row in rows}
         self.render(req, resp, "instances.html", groups=groups, actions=INSTANCE_ACTIONS, now=self.now(),
                     show=show, filters=INSTANCE_FILTERS, following=following, first_page=cursor is not None,
-                    back=req.relative_uri)
+                    back=req.relative_uri, passwords=passwords)
 
 
 class InstanceAction(Page):

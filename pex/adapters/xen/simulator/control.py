@@ -172,7 +172,9 @@ class SimulatorControl:
                      for ref, rec in db.tables["host"].items()]
             vms = [{"name": rec["name_label"], "uuid": rec["uuid"], "power_state": rec["power_state"],
                     "host": name.get(rec["resident_on"]), "pex_instance": rec["other_config"].get("pex_instance"),
-                    "is_a_template": rec["is_a_template"]}
+                    "is_a_template": rec["is_a_template"],
+                    # What the guest reads from XenStore (vm-data/...) once it boots.
+                    "xenstore_data": dict(rec["xenstore_data"])}
                    for rec in db.tables["VM"].values() if not rec["is_control_domain"] and not
                    (rec["is_a_template"] and "pex_instance" not in rec["other_config"])]
             return {"hosts": hosts, "vms": vms, "vdis": len(db.tables["VDI"]), "sessions": len(self.pool.sessions),
