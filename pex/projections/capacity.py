@@ -208,11 +208,19 @@ class CapacityTimeline:
                 free = node.free(start, end, at, excluding)
                 fc, fm, fd = free.cpus, free.memory_mb, free.disk_gb
             else:
-                keys, values = node.flat()
+                keys, values = node._flat or node.flat()
                 i = bisect_right(keys, start)
                 pc, pm, pd = values[i - 1] if i else (0, 0, 0)
-                for c, m, d in values[i : bisect_left(keys, end, i)]:
-                    pc, pm, pd = max(pc, c), max(pm, m), max(pd, d)
+                j = bisect_left(keys, end, i)
+                while i < j:  # usually none or one or two keys inside the interval
+                    c, m, d = values[i]
+                    if c > pc:
+                        pc = c
+                    if m > pm:
+                        pm = m
+                    if d > pd:
+                        pd = d
+                    i += 1
                 fc, fm, fd = cap.cpus - pc, cap.memory_mb - pm, cap.disk_gb - pd
             n = _how_many(fc, fm, fd, need)
             if n > 0:
