@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from pex.domain.values import Allocation, Resources
@@ -30,10 +30,29 @@ class CapacityView(Protocol):
         """Sorted instants in (after, until] at which some node's free capacity changes."""
 
 
+@runtime_checkable
+class FastCapacityView(CapacityView, Protocol):
+    """A view that answers `fitting_counts` for the whole pool at once (the capacity timeline
+    does, without a call per node); it must answer exactly what `scan_fitting_counts` does."""
+
+    def fitting_counts(
+        self, per_instance: Resources, start: datetime, end: datetime, at: datetime, excluding: UUID | None = None
+    ) -> list[tuple[str, int, float]]: ...
+
+
 def fitting_counts(
     view: CapacityView, per_instance: Resources, start: datetime, end: datetime, at: datetime, excluding: UUID | None
 ) -> list[tuple[str, int, float]]:
     """For each node with room: (node, how many instances fit, how loaded it is over the interval)."""
+    if isinstance(view, FastCapacityView):
+        return view.fitting_counts(per_instance, start, end, at, excluding)
+    return scan_fitting_counts(view, per_instance, start, end, at, excluding)
+
+
+def scan_fitting_counts(
+    view: CapacityView, per_instance: Resources, start: datetime, end: datetime, at: datetime, excluding: UUID | None
+) -> list[tuple[str, int, float]]:
+    """`fitting_counts` the straightforward way: ask every node for its free capacity."""
     fits = []
     for node in view.node_names():
         free = view.free(node, start, end, at, excluding)

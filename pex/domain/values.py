@@ -70,14 +70,15 @@ class Resources:
 
     def how_many_fit_in(self, available: Resources) -> int:
         """How many copies of self fit in `available` (a zero resource never limits)."""
-        limits = [
-            have // need
-            for have, need in zip(
-                (available.cpus, available.memory_mb, available.disk_gb), (self.cpus, self.memory_mb, self.disk_gb), strict=True
-            )
-            if need > 0
-        ]
-        return max(0, min(limits)) if limits else 0
+        # Written out rather than over a zip: placement asks it for every node of the pool.
+        n = available.cpus // self.cpus if self.cpus > 0 else None
+        if self.memory_mb > 0:
+            m = available.memory_mb // self.memory_mb
+            n = m if n is None or m < n else n
+        if self.disk_gb > 0:
+            d = available.disk_gb // self.disk_gb
+            n = d if n is None or d < n else n
+        return n if n is not None and n > 0 else 0
 
     @staticmethod
     def peak(a: Resources, b: Resources) -> Resources:

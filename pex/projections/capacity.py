@@ -40,6 +40,7 @@ accepts or refuses a hold or booking, whatever a timeline says.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -63,12 +64,21 @@ class NodeTimeline:
     refs: dict[datetime, int] = field(default_factory=dict)
     bookings: dict[UUID, NodeAllocation] = field(default_factory=dict)
     holds: dict[UUID, NodeAllocation] = field(default_factory=dict)
+    # `levels` again as two plain lists (keys; (cpus, memory, disk) from each key on), made
+    # again on the first query after a change: the pool-wide scan bisects them in C.
+    _flat: tuple[list[datetime], list[tuple[int, int, int]]] | None = field(default=None, repr=False, compare=False)
+
+    def flat(self) -> tuple[list[datetime], list[tuple[int, int, int]]]:
+        if self._flat is None:
+            self._flat = (list(self.levels.keys()), [(r.cpus, r.memory_mb, r.disk_gb) for r in self.levels.values()])
+        return self._flat
 
     def level_at(self, t: datetime) -> Resources:
         i = self.levels.bisect_right(t) - 1
         return self.levels.peekitem(i)[1] if i >= 0 else ZERO
 
     def _add_key(self, t: datetime) -> None:
+        self._flat = None
         if t not in self.levels:
             self.levels[t] = self.level_at(t)
         self.refs[t] = self.refs.get(t, 0) + 1
@@ -76,12 +86,14 @@ class NodeTimeline:
     def _drop_key(self, t: datetime) -> None:
         # With no booking starting or ending at t any more, the level at t equals the level
         # just before it, so the key carries no information.
+        self._flat = None
         self.refs[t] -= 1
         if self.refs[t] == 0:
             del self.refs[t]
             del self.levels[t]
 
     def _shift(self, start: datetime, end: datetime, delta: Resources, sign: int) -> None:
+        self._flat = None
         for t in list(self.levels.irange(start, end, inclusive=(True, False))):
             self.levels[t] = self.levels[t] + delta if sign > 0 else self.levels[t] - delta
 
@@ -174,6 +186,47 @@ class CapacityTimeline:
 
     def free(self, node: str, start: datetime, end: datetime, at: datetime, excluding: UUID | None = None) -> Resources:
         return self.nodes[node].free(start, end, at, excluding)
+
+    def fitting_counts(
+        self, per_instance: Resources, start: datetime, end: datetime, at: datetime, excluding: UUID | None = None
+    ) -> list[tuple[str, int, float]]:
+        """What pex.domain.placement.scan_fitting_counts answers (the same list, in the same
+        order, with the same floats), in one pass over the nodes without a call per node.
+
+        A node with live holds, or holding the excluded reservation, is asked as usual
+        (`free`); any other node's peak over [start, end) is read off its flat lists: one
+        bisect for the level at `start`, then the levels of the keys inside the interval."""
+        need = (per_instance.cpus, per_instance.memory_mb, per_instance.disk_gb)
+        if not any(v > 0 for v in need):
+            return []  # a zero size fits nowhere, as how_many_fit_in says
+        fits: list[tuple[str, int, float]] = []
+        for name, node in self.nodes.items():
+            if not node.available:
+                continue
+            cap = node.capacity
+            if node.holds or (excluding is not None and excluding in node.bookings):
+                free = node.free(start, end, at, excluding)
+                fc, fm, fd = free.cpus, free.memory_mb, free.disk_gb
+            else:
+                keys, values = node._flat or node.flat()
+                i = bisect_right(keys, start)
+                pc, pm, pd = values[i - 1] if i else (0, 0, 0)
+                j = bisect_left(keys, end, i)
+                while i < j:  # usually none or one or two keys inside the interval
+                    c, m, d = values[i]
+                    if c > pc:
+                        pc = c
+                    if m > pm:
+                        pm = m
+                    if d > pd:
+                        pd = d
+                    i += 1
+                fc, fm, fd = cap.cpus - pc, cap.memory_mb - pm, cap.disk_gb - pd
+            n = _how_many(fc, fm, fd, need)
+            if n > 0:
+                used = (cap.cpus - fc) / max(cap.cpus, 1) + (cap.memory_mb - fm) / max(cap.memory_mb, 1)
+                fits.append((name, n, used))
+        return fits
 
     def change_points(self, after: datetime, until: datetime, at: datetime) -> list[datetime]:
         points = set(self.boundaries.irange(after, until, inclusive=(False, True)))
@@ -296,6 +349,19 @@ class CapacityTimeline:
         return sorted(
             [*n.bookings.values(), *(h for h in n.holds.values() if h.counts_at(at))], key=lambda a: (a.start, str(a.reservation_id))
         )
+
+
+def _how_many(cpus: int, memory_mb: int, disk_gb: int, need: tuple[int, int, int]) -> int:
+    """Resources.how_many_fit_in on plain numbers (`need` has at least one positive part)."""
+    nc, nm, nd = need
+    n = cpus // nc if nc > 0 else None
+    if nm > 0:
+        m = memory_mb // nm
+        n = m if n is None or m < n else n
+    if nd > 0:
+        d = disk_gb // nd
+        n = d if n is None or d < n else n
+    return n if n is not None and n > 0 else 0
 
 
 def _resources(r: Resources) -> list[int]:

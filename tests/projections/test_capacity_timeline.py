@@ -8,8 +8,12 @@ from uuid import UUID, uuid4
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pex.domain import CapacityExceeded, CatalogueError, Node, Resources
+from pex.domain import CapacityExceeded, CatalogueError, Node, NodeUnavailable, Resources
+from pex.domain.negotiation import NegotiationPolicy, evaluate
 from pex.domain.node import peak_demand
+from pex.domain.placement import fitting_counts, place, re_place, scan_fitting_counts
+from pex.domain.pricing import FlatRatePricing
+from pex.domain.values import Size, Terms
 from pex.projections.capacity import CapacityTimeline
 from tests.support import T0
 
@@ -143,3 +147,87 @@ def test_a_long_history_leaves_only_the_future_in_the_timeline():
     assert len(n1.levels) <= 6 and len(timeline.boundaries) <= 6
     assert len(timeline.ends) <= 6
     assert timeline.free("n1", at, at + 10 * H, at) == Resources(2, 4096 - 2 * 768, 180)
+
+
+class ScanOnly:
+    """The timeline seen through the plain CapacityView: every query asks node by node."""
+
+    def __init__(self, timeline: CapacityTimeline):
+        self.timeline = timeline
+
+    def node_names(self):
+        return self.timeline.node_names()
+
+    def capacity(self, node):
+        return self.timeline.capacity(node)
+
+    def free(self, node, start, end, at, excluding=None):
+        return self.timeline.free(node, start, end, at, excluding)
+
+    def change_points(self, after, until, at):
+        return self.timeline.change_points(after, until, at)
+
+
+# A pool: per node (CPUs, memory in MB), 1 to 4 nodes.
+pools = st.lists(st.tuples(st.integers(1, 6), st.sampled_from([1024, 3072, 4096, 6144])), min_size=1, max_size=4)
+# A history on it: (minutes that pass, command, node, reservation, start hour from now, hours,
+# instances, size, minutes a hold lasts).
+pool_steps = st.lists(
+    st.tuples(
+        st.integers(0, 90), st.sampled_from(["hold", "book", "book", "book", "release", "lose", "return"]),
+        st.integers(0, 3), st.integers(0, len(RIDS) - 1), st.integers(0, 12), st.integers(1, 8),
+        st.integers(1, 4), st.integers(0, 1), st.integers(1, 240),
+    ),
+    max_size=40,
+)  # fmt: skip
+
+
+@given(pools, pool_steps, st.data())
+def test_the_pool_wide_scan_chooses_exactly_what_asking_node_by_node_chooses(pool, history, data):
+    timeline = CapacityTimeline()
+    nodes = [Node(name=f"n{i}", capacity=Resources(cpus, memory, 100), at=T0) for i, (cpus, memory) in enumerate(pool)]
+    for node in nodes:
+        apply_all(timeline, node)
+    at = T0
+    for minutes, command, n, r, start_h, hours, instances, size, hold_minutes in history:
+        at += timedelta(minutes=minutes)
+        node, rid = nodes[n % len(nodes)], RIDS[r]
+        start = at + start_h * H
+        try:
+            if command == "hold":
+                node.hold(rid, start, start + hours * H, instances, (SMALL, MEDIUM)[size], at + timedelta(minutes=hold_minutes), at)
+            elif command == "book":
+                node.book(rid, start, start + hours * H, instances, (SMALL, MEDIUM)[size], at)
+            elif command == "release":
+                node.release(rid, "test", at)
+            elif command == "lose":
+                node.mark_lost(at)
+            else:
+                node.mark_returned(at)
+        except (CapacityExceeded, CatalogueError, NodeUnavailable):
+            pass
+        apply_all(timeline, node)
+    scan = ScanOnly(timeline)
+    now = at + timedelta(minutes=data.draw(st.integers(0, 30)))
+    pricing, policy = FlatRatePricing(), NegotiationPolicy(horizon=timedelta(days=2))
+    for _ in range(data.draw(st.integers(1, 3))):
+        start = now + timedelta(minutes=data.draw(st.integers(0, 14 * 60)))
+        end = start + timedelta(minutes=data.draw(st.integers(1, 10 * 60)))
+        excluded = data.draw(st.integers(0, len(RIDS)))
+        excluding = RIDS[excluded] if excluded < len(RIDS) else None
+        per_instance = data.draw(st.sampled_from([SMALL, MEDIUM, Resources(0, 512, 0), Resources()]))
+        fits = fitting_counts(timeline, per_instance, start, end, now, excluding)
+        assert fits == scan_fitting_counts(timeline, per_instance, start, end, now, excluding)
+        instances = data.draw(st.integers(1, 12))
+        assert place(timeline, per_instance, instances, start, end, now, excluding) == place(
+            scan, per_instance, instances, start, end, now, excluding
+        )
+        assert re_place(timeline, per_instance, instances, start, end, now) == re_place(
+            scan, per_instance, instances, start, end, now
+        )
+        size = Size("S", per_instance.cpus, per_instance.memory_mb, per_instance.disk_gb)
+        terms = Terms("S", "t", data.draw(st.integers(0, 4)), data.draw(st.integers(0, 8)), start, end)
+        if terms.instances >= 1:
+            assert evaluate(terms, size, timeline, now, pricing, policy, reservation_id=excluding) == evaluate(
+                terms, size, scan, now, pricing, policy, reservation_id=excluding
+            )
