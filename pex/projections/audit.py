@@ -328,8 +328,9 @@ class Auditor:
                 break
             for name in [n for n, pos in compare_at.items() if notification.id > pos]:
                 self._compare_view(name, compare_at.pop(name), stored[name][1])
-            chain = chained(chain, event_digest(notification))
-            ledger.see(notification)
+            digest = event_digest(notification)
+            chain = chained(chain, digest)
+            ledger.see(notification, digest)
             if self.expect_chain and self.expect_chain[0] == notification.id:
                 self._check_expected_chain(self.expect_chain, chain)
                 self.expect_chain = None
@@ -963,7 +964,8 @@ class LedgerCheck:
         )
         self._advance(row)
 
-    def see(self, n: Notification) -> None:
+    def see(self, n: Notification, digest: str) -> None:
+        """`digest`: the event_digest of `n`, computed once for the chain and for the seal."""
         if not self.active or n.id > self.limit:
             return
         self.seen_up_to = n.id
@@ -971,7 +973,7 @@ class LedgerCheck:
             self._removed(self.row)
         row = self.row
         if row is not None and row["notification_id"] == n.id:
-            stored = (str(n.originator_id), n.originator_version, n.topic, event_digest(n))
+            stored = (str(n.originator_id), n.originator_version, n.topic, digest)
             sealed = (row["originator_id"], row["originator_version"], row["topic"], row["event_sha256"])
             if stored != sealed:
                 self.auditor.violate(
