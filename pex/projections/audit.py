@@ -96,7 +96,7 @@ STATE_AFTER = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EventRef:
     """Where an event is in the log, to show it as evidence."""
 
@@ -114,7 +114,7 @@ class EventRef:
         return f"#{self.notification_id} {name} v{self.version} of {who}{when}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Violation:
     promise: str
     message: str
@@ -220,7 +220,7 @@ class Report:
 # --- the audit ---------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)  # one per booking, reservation or instance of the log: kept small
 class Booking:
     node: str
     reservation_id: UUID
@@ -231,7 +231,7 @@ class Booking:
     release_ref: EventRef | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ReservationTrack:
     ref: EventRef
     user_id: str
@@ -248,7 +248,7 @@ class ReservationTrack:
     last: EventRef | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class InstanceTrack:
     ref: EventRef
     aggregate: Any  # the Instance, replayed here through its own apply
