@@ -96,7 +96,7 @@ STATE_AFTER = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EventRef:
     """Where an event is in the log, to show it as evidence."""
 
@@ -114,7 +114,7 @@ class EventRef:
         return f"#{self.notification_id} {name} v{self.version} of {who}{when}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Violation:
     promise: str
     message: str
@@ -220,7 +220,7 @@ class Report:
 # --- the audit ---------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)  # one per booking, reservation or instance of the log: kept small
 class Booking:
     node: str
     reservation_id: UUID
@@ -231,7 +231,7 @@ class Booking:
     release_ref: EventRef | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ReservationTrack:
     ref: EventRef
     user_id: str
@@ -248,7 +248,7 @@ class ReservationTrack:
     last: EventRef | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class InstanceTrack:
     ref: EventRef
     aggregate: Any  # the Instance, replayed here through its own apply
@@ -328,8 +328,9 @@ class Auditor:
                 break
             for name in [n for n, pos in compare_at.items() if notification.id > pos]:
                 self._compare_view(name, compare_at.pop(name), stored[name][1])
-            chain = chained(chain, event_digest(notification))
-            ledger.see(notification)
+            digest = event_digest(notification)
+            chain = chained(chain, digest)
+            ledger.see(notification, digest)
             if self.expect_chain and self.expect_chain[0] == notification.id:
                 self._check_expected_chain(self.expect_chain, chain)
                 self.expect_chain = None
@@ -963,7 +964,8 @@ class LedgerCheck:
         )
         self._advance(row)
 
-    def see(self, n: Notification) -> None:
+    def see(self, n: Notification, digest: str) -> None:
+        """`digest`: the event_digest of `n`, computed once for the chain and for the seal."""
         if not self.active or n.id > self.limit:
             return
         self.seen_up_to = n.id
@@ -971,7 +973,7 @@ class LedgerCheck:
             self._removed(self.row)
         row = self.row
         if row is not None and row["notification_id"] == n.id:
-            stored = (str(n.originator_id), n.originator_version, n.topic, event_digest(n))
+            stored = (str(n.originator_id), n.originator_version, n.topic, digest)
             sealed = (row["originator_id"], row["originator_version"], row["topic"], row["event_sha256"])
             if stored != sealed:
                 self.auditor.violate(

@@ -46,6 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -77,11 +78,12 @@ class Table:
     key: tuple[str, ...]
     indexes: tuple[tuple[str, ...], ...] = ()
 
-    @property
+    # Cached: every row written or compared asks for them (a frozen dataclass still has a __dict__).
+    @cached_property
     def column_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.columns)
 
-    @property
+    @cached_property
     def kinds(self) -> dict[str, str]:
         return dict(self.columns)
 
@@ -91,30 +93,60 @@ class Table:
     def normalize(self, row: Row) -> Row:
         """The row as every store gives it back: all columns, canonical values."""
         kinds = self.kinds
-        unknown = set(row) - set(kinds)
+        unknown = row.keys() - kinds.keys()
         if unknown:
             raise ValueError(f"{self.name} has no column {', '.join(sorted(unknown))}")
-        return {name: normalize(kinds[name], row.get(name)) for name in kinds}
+        return {name: None if (value := row.get(name)) is None else fn(value) for name, fn in self.normalizers}
+
+    @cached_property
+    def digest_forms(self) -> tuple[tuple[str, Any], ...]:
+        return tuple((name, DIGEST_FORMS.get(kind)) for name, kind in self.columns)
+
+    @cached_property
+    def normalizers(self) -> tuple[tuple[str, Any], ...]:
+        return tuple((name, NORMALIZERS.get(kind, str)) for name, kind in self.columns)
+
+
+def _time(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r} in a read model")
+    return value.astimezone(UTC)
+
+
+# How each kind's values are made canonical (None stays None).
+NORMALIZERS: dict[str, Any] = {
+    "time": _time,
+    "money": Decimal,
+    "uuid": lambda value: value if isinstance(value, UUID) else UUID(str(value)),
+    "json": lambda value: as_json(value),
+    "bool": bool,
+    "int": int,
+    "text": str,
+    "bytes": str,
+}
 
 
 def normalize(kind: str, value: Any) -> Any:
     if value is None:
         return None
-    if kind == "time":
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r} in a read model")
-        return value.astimezone(UTC)
-    if kind == "money":
-        return Decimal(value)
-    if kind == "uuid":
-        return value if isinstance(value, UUID) else UUID(str(value))
-    if kind == "json":
-        return json.loads(json.dumps(value))  # tuples become lists, as they come back
-    if kind == "bool":
-        return bool(value)
-    if kind == "int":
-        return int(value)
-    return str(value)
+    return NORMALIZERS.get(kind, str)(value)
+
+
+JSON_SCALARS = (str, int, float, bool)
+
+
+def as_json(value: Any) -> Any:
+    """The value as it comes back from JSON: tuples become lists. Built directly for plain
+    lists, dicts with text keys and scalars (a read model's history, say, is written on every
+    event and a round trip through json text would cost more than the rest of the fold);
+    anything else goes through json text, as a store would."""
+    if value is None or type(value) in JSON_SCALARS:
+        return value
+    if type(value) in (list, tuple):
+        return [as_json(v) for v in value]
+    if type(value) is dict and all(type(k) is str for k in value):
+        return {k: as_json(v) for k, v in value.items()}
+    return json.loads(json.dumps(value))
 
 
 @dataclass(frozen=True)
@@ -345,25 +377,22 @@ class MemoryStore(Store):
             return True
 
 
+# How each kind's value enters a row's digest (absent: as it is).
+DIGEST_FORMS: dict[str, Any] = {
+    "time": lambda value: value.astimezone(UTC).isoformat(),
+    "money": lambda value: str(Decimal(value).normalize()),
+    "uuid": str,
+    "text": str,
+}
+DIGEST_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def row_digest(table: Table, row: Row) -> bytes:
     """A short digest of a row's values, equal for equal rows from any store."""
-    kinds = table.kinds
-
-    def canonical(name: str) -> Any:
-        value = row[name]
-        if value is None:
-            return None
-        kind = kinds[name]
-        if kind == "time":
-            return value.astimezone(UTC).isoformat()
-        if kind == "money":
-            return str(Decimal(value).normalize())
-        if kind in ("uuid", "text"):
-            return str(value)
-        return value
-
-    text = json.dumps([canonical(name) for name in table.column_names], sort_keys=True, separators=(",", ":"))
-    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+    values = [
+        None if (value := row[name]) is None else value if form is None else form(value) for name, form in table.digest_forms
+    ]
+    return hashlib.blake2b(DIGEST_ENCODER.encode(values).encode(), digest_size=16).digest()
 
 
 def sort_key(value: Any) -> tuple:
