@@ -142,7 +142,10 @@ def test_a_postgres_outage_gives_prompt_503s_and_pex_recovers_by_itself(
     assert unavailable, "the outage was longer than a request's wait: some request must have got a 503"
     for answer in unavailable:
         assert answer.content_type.startswith("application/problem+json") and answer.retry_after, answer
-        assert answer.problem.endswith(("/store-unavailable", "/contention")), answer
+        # The store's outage, a lost race, or (as in test_racing_clients) a worker's bound on
+        # password checks met by several first sign-ins at once: each a designed, retried 503.
+        assert answer.problem.endswith(("/store-unavailable", "/contention", "/password-checks-busy")), answer
+    assert any(a.problem.endswith("/store-unavailable") for a in unavailable), unavailable
     assert all(a.status is not None for a in answers), [a for a in answers if a.status is None][:5]
     assert max(a.seconds for a in answers) <= LONGEST_WAIT
     assert first_success is not None and first_success - back <= RECOVERY_BOUND
