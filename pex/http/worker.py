@@ -174,6 +174,12 @@ class BufferingThreadWorker(ThreadWorker):
         """True when the request has fully arrived, a refusal (bytes) to send, CONTINUE when the
         client waits for "100 Continue" before sending its body, or None to wait."""
         data = arrival.data
+        # gunicorn's parser would refuse a longer request line with an HTML page: say it here,
+        # as a problem, at the same limit.
+        line_end = data.find(b"\r\n")
+        if (line_end if line_end >= 0 else len(data)) > self.cfg.limit_request_line > 0:
+            return problem_reply(414, "URI Too Long", "uri-too-long",
+                                 f"The request line exceeds {self.cfg.limit_request_line} bytes.")
         end = data.find(END_OF_HEADERS)
         if end < 0:
             if len(data) > HEADER_BYTES_MAX:

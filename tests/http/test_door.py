@@ -118,6 +118,13 @@ def test_an_oversized_body_a_chunked_body_and_oversized_headers_are_refused_befo
     assert headers.startswith(b"HTTP/1.1 431 ")
 
 
+def test_a_request_line_too_long_is_refused_as_a_problem(server):
+    # gunicorn's own parser would answer an HTML page; the door answers at the same limit.
+    long_line = send(server, b"GET /OpenPEX/reservations?cursor=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: pex\r\n\r\n")
+    assert long_line.startswith(b"HTTP/1.1 414 ") and b"application/problem+json" in long_line
+    assert b"uri-too-long" in long_line
+
+
 def test_each_request_is_logged_once_and_gunicorns_own_lines_once(server):
     with requests.Session() as session:  # one kept-alive connection: the second request is served after the first
         session.get(f"{server.url}/nowhere-first-4f1c", timeout=ANSWER_SECONDS)

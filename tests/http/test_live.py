@@ -184,7 +184,7 @@ def test_schemathesis_finds_no_server_error_no_contract_breach_and_no_open_endpo
         # A refusal is a refusal: 412 answers an If-Match that matches nothing, however the
         # fuzzer mangled it (schemathesis's own list of rejections leaves 412 out).
         'negative_data_rejection.expected-statuses = '
-        '["400", "401", "403", "404", "405", "406", "409", "412", "415", "422", "428", "429", "5xx"]\n'
+        '["400", "401", "403", "404", "405", "406", "409", "412", "414", "415", "422", "428", "429", "5xx"]\n'
         # Anyone may register an account that only it (or an administrator) may read: the
         # stateful phase's GET, as the fuzzer, of an account it just registered is 404 by
         # design (docs/api.md), which its ensure_resource_availability check calls a failure.
