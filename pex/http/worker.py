@@ -19,10 +19,13 @@ served here (the bytes are read before any handshake): terminate TLS in front of
 from __future__ import annotations
 
 import errno
+import html
 import json
 import re
 import selectors
+import threading
 import time
+import uuid
 from functools import partial
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -39,16 +42,56 @@ CONTINUE = object()
 EXPECT_CONTINUE = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue[ \t]*(?=\r\n)", re.IGNORECASE)
 
 
-def problem_reply(status: int, reason: str, kind: str, detail: str) -> bytes:
-    """A complete HTTP/1.1 reply with an RFC 9457 body, that closes the connection."""
+INSTANCE_BYTES_MAX = 1024  # a longer path is not echoed back (a 414's path is the problem)
+REQUEST_PATH = re.compile(rb"[A-Z]{1,20} (/[\x21-\x7e]*?)[? ]")
+
+
+def problem_reply(status: int, reason: str, kind: str, detail: str, arrived: bytes | bytearray = b"") -> bytes:
+    """A complete HTTP/1.1 reply with an RFC 9457 body, that closes the connection.
+
+    The body has the same members as the application's problems (pex.http.problems): the
+    request's path as `instance`, when it can be read and is short enough to repeat, else the
+    occurrence's own URN, and a fresh `request_id`, also sent as X-Request-ID."""
+    request_id = uuid.uuid4().hex
+    path = REQUEST_PATH.match(bytes(arrived[:INSTANCE_BYTES_MAX + 22]))
+    instance = path.group(1).decode("ascii") if path and len(path.group(1)) <= INSTANCE_BYTES_MAX else None
     body = json.dumps({
         "type": f"/OpenPEX/problems/{kind}", "title": reason, "status": status, "detail": detail,
+        "instance": instance or f"urn:uuid:{uuid.UUID(request_id)}", "request_id": request_id,
     }).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/problem+json\r\n"
-        f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+        f"X-Request-ID: {request_id}\r\nConnection: close\r\n\r\n"
     )
     return head.encode() + body
+
+
+GUNICORN_ERROR_PAGE = re.compile(rb"HTTP/1\.1 (\d{3}) ([^\r]*)\r\n.*?</h1>\s*(.*?)\s*</body>", re.DOTALL)
+KIND_OF_STATUS = {400: "bad-request", 403: "forbidden", 414: "uri-too-long", 417: "expectation-failed",
+                  431: "headers-too-large", 500: "internal", 501: "not-implemented"}
+
+
+class ProblemSocket:
+    """A client socket that turns gunicorn's own HTML error page, written when its parser refuses
+    a request the door let through (a malformed header, a bad method), into the same reply as a
+    problem (pex.http.problems): one wire for every refusal, whoever makes it."""
+
+    def __init__(self, sock, arrived: bytes):
+        self.sock = sock
+        self.arrived = arrived
+
+    def sendall(self, data: bytes) -> None:
+        page = GUNICORN_ERROR_PAGE.match(data)
+        if page is not None:
+            status = int(page.group(1))
+            detail = html.unescape(page.group(3).decode("latin-1")) or page.group(2).decode("latin-1")
+            data = problem_reply(status, page.group(2).decode("latin-1"),
+                                 KIND_OF_STATUS.get(status, "bad-request"), detail, self.arrived)
+        self.sock.sendall(data)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
 
 
 class Arrival:
@@ -69,6 +112,7 @@ class BufferingThreadWorker(ThreadWorker):
         self.request_timeout = http.request_timeout_seconds
         self.max_body_bytes = http.max_body_bytes
         self.arriving: dict = {}  # TConn → Arrival
+        self.handling = threading.local()  # the request bytes a thread is handling
 
     @classmethod
     def check_config(cls, cfg, log):
@@ -106,12 +150,16 @@ class BufferingThreadWorker(ThreadWorker):
 
     def handle(self, conn):
         arrival = getattr(conn, "request_bytes", b"")
+        self.handling.arrived = arrival  # for handle_error's reply, in this same thread
         if arrival:
             conn.request_bytes = b""
             conn.sock.setblocking(True)
             conn.init()
             conn.parser.unreader.unread(arrival)
         return super().handle(conn)
+
+    def handle_error(self, req, client, addr, exc):
+        super().handle_error(req, ProblemSocket(client, getattr(self.handling, "arrived", b"")), addr, exc)
 
     def murder_pending(self):
         super().murder_pending()
@@ -124,6 +172,7 @@ class BufferingThreadWorker(ThreadWorker):
                     self.refuse(conn, problem_reply(
                         408, "Request Timeout", "request-timeout",
                         f"The request did not arrive within {self.request_timeout:g} seconds.",
+                        arrival.data,
                     ))
                 else:
                     self.drop(conn)
@@ -179,16 +228,16 @@ class BufferingThreadWorker(ThreadWorker):
         line_end = data.find(b"\r\n")
         if (line_end if line_end >= 0 else len(data)) > self.cfg.limit_request_line > 0:
             return problem_reply(414, "URI Too Long", "uri-too-long",
-                                 f"The request line exceeds {self.cfg.limit_request_line} bytes.")
+                                 f"The request line exceeds {self.cfg.limit_request_line} bytes.", data)
         end = data.find(END_OF_HEADERS)
         if end < 0:
             if len(data) > HEADER_BYTES_MAX:
                 return problem_reply(431, "Request Header Fields Too Large", "headers-too-large",
-                                     f"The request line and headers exceed {HEADER_BYTES_MAX} bytes.")
+                                     f"The request line and headers exceed {HEADER_BYTES_MAX} bytes.", data)
             return None
         head = bytes(data[:end + 2])
         if TRANSFER_ENCODING.search(head):
-            return problem_reply(411, "Length Required", "length-required", "Send a Content-Length header.")
+            return problem_reply(411, "Length Required", "length-required", "Send a Content-Length header.", data)
         lengths = CONTENT_LENGTH.findall(head)
         if not lengths:
             return True  # no body
@@ -196,11 +245,11 @@ class BufferingThreadWorker(ThreadWorker):
         if len(lengths) > 1 or digits is None:
             # Refused here rather than left to gunicorn's parser: a length read differently
             # there would make a thread wait for a body.
-            return problem_reply(400, "Bad Request", "bad-request", "Send one Content-Length, a number of bytes.")
+            return problem_reply(400, "Bad Request", "bad-request", "Send one Content-Length, a number of bytes.", data)
         length = int(digits.group(1))
         if length > self.max_body_bytes:
             return problem_reply(413, "Content Too Large", "payload-too-large",
-                                 f"The body has {length} bytes; at most {self.max_body_bytes} are accepted.")
+                                 f"The body has {length} bytes; at most {self.max_body_bytes} are accepted.", data)
         if len(data) >= end + len(END_OF_HEADERS) + length:
             return True
         if not arrival.continued and EXPECT_CONTINUE.search(head):

@@ -3,13 +3,17 @@ embedded default on SQLite) on loopback, spoken to over raw sockets where reques
 
 from __future__ import annotations
 
+import json
 import socket
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
+import jsonschema
 import pytest
 import requests
 
+from pex.http.contract import spec_dict
 from pex.wire import rfc1123
 from tests.support.api import ETCH
 from tests.support.server import serving
@@ -48,6 +52,16 @@ def read_to_close(sock: socket.socket) -> bytes:
     while chunk := sock.recv(65536):
         answer += chunk
     return answer
+
+
+def problem_of(answer: bytes) -> dict:
+    """The problem+json body of a raw answer, checked against the OpenAPI document's Problem."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/problem+json" in head.lower()
+    problem = json.loads(body)
+    jsonschema.validate(problem, spec_dict()["components"]["schemas"]["Problem"])
+    assert f"x-request-id: {problem['request_id']}".encode() in head.lower()
+    return problem
 
 
 def figure_7(start: datetime) -> dict:
@@ -113,16 +127,20 @@ def test_an_oversized_body_a_chunked_body_and_oversized_headers_are_refused_befo
     too_large = send(server, b"POST /OpenPEX/users HTTP/1.1\r\nHost: pex\r\nContent-Length: 100000000\r\n\r\n{")
     chunked = send(server, b"POST /OpenPEX/users HTTP/1.1\r\nHost: pex\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{")
     headers = send(server, b"GET /healthz HTTP/1.1\r\nHost: pex\r\n" + b"X-Pad: " + b"a" * 70_000)
-    assert too_large.startswith(b"HTTP/1.1 413 ") and b"payload-too-large" in too_large
-    assert chunked.startswith(b"HTTP/1.1 411 ") and b"length-required" in chunked
-    assert headers.startswith(b"HTTP/1.1 431 ")
+    assert too_large.startswith(b"HTTP/1.1 413 ") and problem_of(too_large)["type"].endswith("/payload-too-large")
+    assert chunked.startswith(b"HTTP/1.1 411 ") and problem_of(chunked)["type"].endswith("/length-required")
+    assert headers.startswith(b"HTTP/1.1 431 ") and problem_of(headers)["instance"] == "/healthz"
+    assert problem_of(too_large)["instance"] == "/OpenPEX/users"
 
 
 def test_a_request_line_too_long_is_refused_as_a_problem(server):
     # gunicorn's own parser would answer an HTML page; the door answers at the same limit.
     long_line = send(server, b"GET /OpenPEX/reservations?cursor=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: pex\r\n\r\n")
-    assert long_line.startswith(b"HTTP/1.1 414 ") and b"application/problem+json" in long_line
-    assert b"uri-too-long" in long_line
+    assert long_line.startswith(b"HTTP/1.1 414 ")
+    problem = problem_of(long_line)  # the whole Problem the OpenAPI document promises (schemathesis checks it)
+    assert problem["type"].endswith("/uri-too-long") and problem["instance"] == "/OpenPEX/reservations"
+    path_too_long = problem_of(send(server, b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: pex\r\n\r\n"))
+    assert path_too_long["instance"] == f"urn:uuid:{uuid.UUID(path_too_long['request_id'])}"  # not echoed
 
 
 def test_each_request_is_logged_once_and_gunicorns_own_lines_once(server):
@@ -147,3 +165,17 @@ def test_a_content_length_the_door_cannot_read_as_bytes_is_refused_without_waiti
 def test_two_content_lengths_are_refused(server):
     answer = send(server, b"POST /OpenPEX/users HTTP/1.1\r\nHost: pex\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\n{")
     assert answer.startswith(b"HTTP/1.1 400 "), answer
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET /healthz HTTP/1.1\r\nHost: pex\r\nX-Bad: a\x01b\r\n\r\n",  # a control character in a field value
+    b"GET /healthz HTTP/1.1\r\nHost: pex\r\nBad Name: x\r\n\r\n",  # a space in a field name
+    b"G@T /healthz HTTP/1.1\r\nHost: pex\r\n\r\n",  # not a method
+    b"GET /healthz HTTP/9.9\r\nHost: pex\r\n\r\n",  # not a version
+    b"GET /healthz HTTP/1.1\r\nHost: pex\r\nX-Pad: " + b"a" * 9000 + b"\r\n\r\n",  # one field over gunicorn's limit
+], ids=["control-character", "field-name", "method", "version", "field-size"])
+def test_what_gunicorns_parser_refuses_is_answered_as_a_problem_too(server, raw):
+    answer = send(server, raw)
+    assert answer[9:10] == b"4", answer[:200]  # a 4xx, never gunicorn's 500 or its HTML page
+    problem = problem_of(answer)
+    assert problem["status"] == int(answer[9:12]) and problem["detail"]
