@@ -172,7 +172,7 @@ def render(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) 
 
 def problem_body(req: falcon.Request, error: falcon.HTTPError) -> dict[str, Any]:
     status = error.status_code
-    kind = getattr(error, "kind", None) or _default_kind(status)
+    kind = getattr(error, "kind", None) or default_kind(status)
     if isinstance(error, falcon.MediaMalformedError):
         kind = "malformed-body"
     title = error.title or falcon.code_to_http_status(status)
@@ -194,7 +194,9 @@ def problem_body(req: falcon.Request, error: falcon.HTTPError) -> dict[str, Any]
     return body
 
 
-def _default_kind(status: int) -> str:
+def default_kind(status: int) -> str:
+    """The problem type of a status when nothing more precise is known (also for the refusals
+    pex.http.worker makes before a request reaches the application)."""
     return {
         400: "bad-request",
         401: "unauthorized",
@@ -202,11 +204,17 @@ def _default_kind(status: int) -> str:
         404: "not-found",
         405: "method-not-allowed",
         406: "not-acceptable",
+        408: "request-timeout",
         411: "length-required",
         412: "precondition-failed",
         413: "payload-too-large",
+        414: "uri-too-long",
         415: "unsupported-media-type",
+        417: "expectation-failed",
         429: "too-many-requests",
+        431: "headers-too-large",
+        500: "internal",
+        501: "not-implemented",
     }.get(status, "http-error")
 
 

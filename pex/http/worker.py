@@ -31,6 +31,7 @@ from functools import partial
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from pex.http import wsgi
+from pex.http.problems import TYPE_BASE, default_kind
 
 HEADER_BYTES_MAX = 64 * 1024  # request line and header fields together
 READ_SIZE = 64 * 1024
@@ -56,7 +57,7 @@ def problem_reply(status: int, reason: str, kind: str, detail: str, arrived: byt
     path = REQUEST_PATH.match(bytes(arrived[:INSTANCE_BYTES_MAX + 22]))
     instance = path.group(1).decode("ascii") if path and len(path.group(1)) <= INSTANCE_BYTES_MAX else None
     body = json.dumps({
-        "type": f"/OpenPEX/problems/{kind}", "title": reason, "status": status, "detail": detail,
+        "type": TYPE_BASE + kind, "title": reason, "status": status, "detail": detail,
         "instance": instance or f"urn:uuid:{uuid.UUID(request_id)}", "request_id": request_id,
     }).encode()
     head = (
@@ -68,8 +69,6 @@ def problem_reply(status: int, reason: str, kind: str, detail: str, arrived: byt
 
 
 GUNICORN_ERROR_PAGE = re.compile(rb"HTTP/1\.1 (\d{3}) ([^\r]*)\r\n.*?</h1>\s*(.*?)\s*</body>", re.DOTALL)
-KIND_OF_STATUS = {400: "bad-request", 403: "forbidden", 414: "uri-too-long", 417: "expectation-failed",
-                  431: "headers-too-large", 500: "internal", 501: "not-implemented"}
 
 
 class ProblemSocket:
@@ -87,7 +86,7 @@ class ProblemSocket:
             status = int(page.group(1))
             detail = html.unescape(page.group(3).decode("latin-1")) or page.group(2).decode("latin-1")
             data = problem_reply(status, page.group(2).decode("latin-1"),
-                                 KIND_OF_STATUS.get(status, "bad-request"), detail, self.arrived)
+                                 default_kind(status), detail, self.arrived)
         self.sock.sendall(data)
 
     def __getattr__(self, name):
