@@ -117,11 +117,32 @@ def test_the_day_view_shows_the_next_hours_with_a_free_slot_at_any_hour(now, zon
         assert "yours: 1 × XLARGE" in page
         assert re.search(r'class="slot free"', page), "no free slot left to pick"
         assert 'class="now"' in page and page.count('class="slot past"') == 0  # the gone hours are not shown
-        # The same page through its own "Day" link (the date it names is today, in the zone).
-        day_link = re.search(r'href="(/calendar\?view=day&amp;date=[^"]+)"', page).group(1).replace("&amp;", "&")
-        assert "yours: 1 × XLARGE" in v.get(day_link).text
+        # The same page through its own "Day" link, which follows now rather than naming today's date.
+        assert 'href="/calendar?view=day" aria-current="page"' in page
+        assert "yours: 1 × XLARGE" in v.get("/calendar?view=day").text
     finally:
         portal.close()
+
+
+def test_a_page_of_today_opened_before_midnight_and_clicked_after_it_shows_the_new_day():
+    # The browser story at 23:59:30 in Berlin on New Year's Eve read the week before midnight and
+    # clicked "Day" after it: a link naming the date opened 31 December, every hour of it gone.
+    portal, v = portal_at(datetime(2026, 12, 31, 22, 59, 30, tzinfo=UTC), "Europe/Berlin")
+    try:
+        week = v.get("/calendar?view=week").text
+        day_link = re.search(r'href="(/calendar\?view=day[^"]*)"', week).group(1).replace("&amp;", "&")
+        portal.clock.advance(timedelta(minutes=1))  # 00:00:30 on 1 January
+        day = v.get(day_link).text
+        assert re.search(r'class="slot free"', day) and page_count_past(day) == 0
+        # A date asked for by name is still that date, after midnight too: its links keep it.
+        named = v.get("/calendar?view=week&date=2027-01-08").text
+        assert 'href="/calendar?view=day&amp;date=2027-01-08"' in named
+    finally:
+        portal.close()
+
+
+def page_count_past(page: str) -> int:  # the hours already gone, drawn greyed
+    return page.count('class="slot past"')
 
 
 @pytest.mark.parametrize("now, zone", INSTANTS)

@@ -99,6 +99,7 @@ class Calendar:
     previous: date | None  # None at the ends of FIRST_DAY..LAST_DAY
     next: date | None
     anchor: date  # the day the viewer asked for (the window holds it)
+    of_today: bool  # the anchor is the viewer's today: the views it links to follow now, not the date
     now_left: float | None  # where "now" falls, in percent, if inside the window
 
     @property
@@ -227,6 +228,8 @@ def build(
         previous=_within(first_day - back),
         next=_within(first_day + timedelta(days=days)),
         anchor=anchor,  # the day asked for: switching views keeps it in sight
+        # A page of today clicked after midnight would otherwise open yesterday, all past.
+        of_today=now.astimezone(tz).date() == anchor,
         now_left=percent(now) if start <= now < end else None,
     )
 
