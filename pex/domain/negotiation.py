@@ -198,7 +198,8 @@ def evaluate(
 
     if exact is None:
         # Why nothing inside the freedom fits: the stretches short of room over every start allowed.
-        why = explain_shortage(view, size, terms.instances, terms.start, terms.last_start + shortest, at, reservation_id)
+        last = min(terms.last_start, latest)  # a latest start beyond the horizon is tried only up to it
+        why = explain_shortage(view, size, terms.instances, terms.start, max(last, terms.start) + shortest, at, reservation_id)
         if not why and terms.flexible:
             why = explain_shortage(view, size, terms.instances, terms.start, terms.end, at, reservation_id)
 
