@@ -219,6 +219,8 @@ def reservation_json(r, phase: Phase | None = None, currency: str = DEFAULT_CURR
         "state": r.state.value,
         "round": r.round,
         "proposal": standing(),
+        # What the user last proposed, as asked (a flexible proposal's freedom with it).
+        "asked": terms_json(r.proposal, r.id, r.user_id, currency) if r.proposal else None,
         "validUntil": rfc1123_or_none(r.valid_until),
         "alternatives": [offer_json(a, r.id, r.user_id, currency) for a in r.alternatives],
         "instances": [str(i) for i in r.instance_ids],
@@ -244,6 +246,8 @@ def outcome_json(outcome, phase: Phase | None = None, currency: str = DEFAULT_CU
         proposal = {"id": wire_id(r.id), "userid": r.user_id}
     proposal["state"] = r.state.value
     body: dict[str, Any] = {"proposal": proposal, "reply": outcome.reply.value, "state": r.state.value}
+    if r.offer is not None and r.proposal is not None:
+        body["asked"] = terms_json(r.proposal, r.id, r.user_id, currency)
     if phase is not None:
         body["phase"] = phase.value
     if r.valid_until is not None:

@@ -34,6 +34,12 @@ def test_a_flexible_proposal_is_accepted_with_the_terms_the_provider_chose(api):
     assert chosen["duration"] == 4 * HOUR_MS  # and there the longest duration
     assert (chosen["latestStart"], chosen["minDuration"]) == (None, None)  # an offer's terms are firm
     assert any("chosen, within the starts up to" in c for c in chosen["changes"])
+    asked_back = reply["asked"]  # the proposal as asked, beside the chosen terms
+    assert (asked_back["startTime"], asked_back["latestStart"], asked_back["minDuration"]) == (
+        rfc1123(DAY_10), rfc1123(DAY_10 + 3 * H), HOUR_MS,
+    )
+    read = api.get(f"/OpenPEX/reservations/{chosen['id']}").json
+    assert read["asked"]["latestStart"] == rfc1123(DAY_10 + 3 * H) and read["proposal"]["latestStart"] is None
     confirmed = api.step(chosen["id"], "CONFIRM")
     assert confirmed.json["reply"] == "REQUEST_SUCCESS"
     assert confirmed.json["proposal"]["startTime"] == rfc1123(DAY_10 + 2 * H)
