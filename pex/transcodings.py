@@ -19,11 +19,20 @@ from pex.domain.values import Allocation, Offer, Resources, Size, Terms
 
 
 class DataclassAsDict(Transcoding):
-    def __init__(self, cls: type, name: str, tuple_fields: tuple[str, ...] = ()):
-        self.type, self.name, self.tuple_fields = cls, name, tuple_fields
+    """`optional_fields` are left out while None, so that a value without them is stored as
+    before they existed (and an older PEX's dict, without them, reads as None)."""
+
+    def __init__(
+        self, cls: type, name: str, tuple_fields: tuple[str, ...] = (), optional_fields: tuple[str, ...] = ()
+    ):
+        self.type, self.name, self.tuple_fields, self.optional_fields = cls, name, tuple_fields, optional_fields
 
     def encode(self, obj: Any) -> dict[str, Any]:
-        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        return {
+            f.name: value
+            for f in dataclasses.fields(obj)
+            if (value := getattr(obj, f.name)) is not None or f.name not in self.optional_fields
+        }
 
     def decode(self, data: dict[str, Any]) -> Any:
         for name in self.tuple_fields:
@@ -55,15 +64,28 @@ class QuotasAsDict(Transcoding):
         )
 
 
+class TimedeltaAsMicroseconds(Transcoding):
+    """A span (a flexible proposal's shortest duration) as whole microseconds."""
+
+    type, name = timedelta, "pex_timedelta"
+
+    def encode(self, obj: timedelta) -> int:
+        return obj // timedelta(microseconds=1)
+
+    def decode(self, data: int) -> timedelta:
+        return timedelta(microseconds=data)
+
+
 def register_pex_transcodings(transcoder: JSONTranscoder) -> None:
     for transcoding in (
         DataclassAsDict(Resources, "pex_resources"),
         DataclassAsDict(Size, "pex_size"),
-        DataclassAsDict(Terms, "pex_terms"),
+        DataclassAsDict(Terms, "pex_terms", optional_fields=("latest_start", "min_duration")),
         DataclassAsDict(Allocation, "pex_allocation"),
         DataclassAsDict(Offer, "pex_offer", ("placement", "changes")),
         DataclassAsDict(NodeAllocation, "pex_node_allocation"),
         DataclassAsDict(Step, "pex_step"),
         QuotasAsDict(),
+        TimedeltaAsMicroseconds(),
     ):
         transcoder.register(transcoding)

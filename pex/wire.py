@@ -32,6 +32,7 @@ from pex.domain.values import Offer, State, Terms
 PROPOSAL_FIELDS = {
     "duration", "numInstancesFixed", "numInstancesOption", "startTime", "template", "type",
     "id", "userid", "price", "currency", "autoStart", "endTime", "state", "validUntil", "changes", "placement",
+    "latestStart", "minDuration",
 }
 # What a user may answer in a negotiation step (PUT /OpenPEX/reservations/{id}).
 USER_REPLY_VALUES = ("CONFIRM", "ACCEPT", "REJECT", "COUNTER")
@@ -141,6 +142,16 @@ def terms_from_json(body: Any, pointer: str = "") -> Terms:
     auto_start = body.get("autoStart", True)  # the default: it runs once confirmed
     if not isinstance(auto_start, bool):
         errors.append((f"{pointer}/autoStart", "must be true or false"))
+    # A flexible proposal (docs/api.md, "Flexible proposals"): null is as left out.
+    latest_start = None
+    if body.get("latestStart") is not None:
+        try:
+            latest_start = parse_time(body["latestStart"])
+        except ValueError as error:
+            errors.append((f"{pointer}/latestStart", str(error)))
+    min_duration = None
+    if body.get("minDuration") is not None:
+        min_duration = timedelta(milliseconds=integer("minDuration", minimum=1, maximum=10 * 366 * 86400 * 1000))
     if start is not None and not errors:
         try:
             end = start + timedelta(milliseconds=duration_ms)
@@ -149,7 +160,7 @@ def terms_from_json(body: Any, pointer: str = "") -> Terms:
     if errors:
         raise WireError(errors)
     assert start is not None
-    return Terms(size, template, fixed, option, start, end, price, auto_start)
+    return Terms(size, template, fixed, option, start, end, price, auto_start, latest_start, min_duration)
 
 
 def terms_json(terms: Terms, reservation_id: UUID, user_id: str, currency: str = DEFAULT_CURRENCY) -> dict[str, Any]:
@@ -167,6 +178,9 @@ def terms_json(terms: Terms, reservation_id: UUID, user_id: str, currency: str =
         "price": str(terms.price) if terms.price is not None else None,
         "currency": currency,
         "autoStart": terms.auto_start,
+        # The freedom a flexible proposal gave (null in an offer: its terms are the chosen ones).
+        "latestStart": rfc1123_or_none(terms.latest_start),
+        "minDuration": None if terms.min_duration is None else terms.min_duration // timedelta(milliseconds=1),
     }
 
 
@@ -205,6 +219,8 @@ def reservation_json(r, phase: Phase | None = None, currency: str = DEFAULT_CURR
         "state": r.state.value,
         "round": r.round,
         "proposal": standing(),
+        # What the user last proposed, as asked (a flexible proposal's freedom with it).
+        "asked": terms_json(r.proposal, r.id, r.user_id, currency) if r.proposal else None,
         "validUntil": rfc1123_or_none(r.valid_until),
         "alternatives": [offer_json(a, r.id, r.user_id, currency) for a in r.alternatives],
         "instances": [str(i) for i in r.instance_ids],
@@ -230,6 +246,8 @@ def outcome_json(outcome, phase: Phase | None = None, currency: str = DEFAULT_CU
         proposal = {"id": wire_id(r.id), "userid": r.user_id}
     proposal["state"] = r.state.value
     body: dict[str, Any] = {"proposal": proposal, "reply": outcome.reply.value, "state": r.state.value}
+    if r.offer is not None and r.proposal is not None:
+        body["asked"] = terms_json(r.proposal, r.id, r.user_id, currency)
     if phase is not None:
         body["phase"] = phase.value
     if r.valid_until is not None:

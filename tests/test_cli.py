@@ -72,3 +72,34 @@ def test_nodes_are_a_table_in_words_and_their_bookings_another(tmp_path):
     nodes = json.loads(listed)["nodes"]
     assert [n["name"] for n in nodes] == ["node1", "node2", "node3", "node4", "node5"]
     assert sum(a["instances"] for n in nodes for a in n["allocations"]) == 2
+
+
+def test_negotiate_takes_a_flexible_proposal_and_prints_the_chosen_terms(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    url = store_with_alice(tmp_path)
+    app = build_application(cheap_settings(url))
+    try:
+        app.register_user("bob", PASSWORD)
+    finally:
+        app.close()
+    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+    at = lambda hours: (base + timedelta(hours=hours)).isoformat()  # noqa: E731
+    code, output = run(url, "negotiate", "--user", "bob", "--type", "XLARGE", "--instances", "5", "--start", at(1),
+                       "--duration", "2h", "--confirm")  # the whole pool, an hour after base for two
+    assert code == 0 and "REQUEST_SUCCESS" in output, output
+    code, output = run(url, "negotiate", "--user", "alice", "--instances", "5", "--start", at(1), "--duration", "1h",
+                       "--latest-start", at(5), "--min-duration", "30m", "--confirm")
+    assert code == 0, output
+    chosen = (base + timedelta(hours=3)).strftime("%Y-%m-%d %H:%M UTC")
+    assert "reservation " in output and ": ACCEPT (ACCEPTED" in output
+    assert f"asked: a start from {(base + timedelta(hours=1)).strftime('%Y-%m-%d %H:%M UTC')}" in output
+    assert f"changed: start {chosen} chosen, within the starts up to" in output
+    assert f"from {chosen} to " in output and "REQUEST_SUCCESS" in output
+    code, output = run(url, "negotiate", "--user", "alice", "--instances", "5", "--start", at(0), "--duration", "3h",
+                       "--min-duration", "30m")
+    assert code == 0 and "duration 1 hour chosen, within the 30 minutes to 3 hours you allowed" in output, output
+    code, output = run(url, "negotiate", "--user", "alice", "--start", at(0), "--duration", "1h", "--min-duration", "2h")
+    assert code == 1 and "the shortest duration 2 hours is longer than the duration 1 hour" in output
+    code, output = run(url, "negotiate", "--user", "alice", "--min-duration", "soon")
+    assert code == 2 and "not a duration" in output

@@ -51,13 +51,19 @@ MODEL_MOVES = {
 OFFER_MOVES = {"confirm", "accept"}  # moves that need the offer to be still valid
 
 terms_strategy = st.builds(
-    lambda size, fixed, option, start_h, duration_h, price: (size, fixed, option, start_h, duration_h, price),
+    lambda size, fixed, option, start_h, duration_h, price, later_h, shorter_h: (
+        size, fixed, option, start_h, duration_h, price, later_h, shorter_h,
+    ),
     size=st.sampled_from(["SMALL", "MEDIUM", "LARGE", "XLARGE"]),
     fixed=st.integers(0, 6),
     option=st.integers(0, 4),
     start_h=st.integers(0, 48),
     duration_h=st.integers(1, 24),
     price=st.none() | st.integers(0, 20),
+    # A flexible proposal: a latest start so many hours after the start, a shortest
+    # duration so many hours (never below one minute) less than the duration.
+    later_h=st.none() | st.integers(0, 24),
+    shorter_h=st.none() | st.integers(0, 24),
 )
 
 
@@ -77,25 +83,33 @@ class NegotiationHistories(RuleBasedStateMachine):
         self.app.close()
 
     def make_terms(self, spec) -> Terms:
-        size, fixed, option, start_h, duration_h, price = spec
+        size, fixed, option, start_h, duration_h, price, later_h, shorter_h = spec
         start = self.clock() + start_h * H
         from decimal import Decimal
 
         return Terms(
             size, "PEX Debian Etch 4.0 Template", fixed, option, start, start + duration_h * H,
             Decimal(price) if price is not None else None,
+            latest_start=None if later_h is None else start + later_h * H,
+            min_duration=None if shorter_h is None else max(timedelta(minutes=1), (duration_h - shorter_h) * H),
         )
 
     def check_answer(self, outcome, asked: Terms) -> None:
         r = outcome.reservation
         if outcome.reply == Reply.ACCEPT:
+            # Terms the provider chose inside the asked freedom (the asked terms, without one),
+            # within the asked price; the invariants below check that they overbook nothing.
+            chosen = r.offer.terms
             assert r.state == S.ACCEPTED
-            assert r.offer.terms.but(price=None) == asked.but(price=None)
+            assert asked.allows(chosen) and not chosen.flexible
+            assert asked.price is None or chosen.price <= asked.price
+            if not asked.flexible:
+                assert chosen.but(price=None) == asked.but(price=None)
         elif outcome.reply == Reply.COUNTER:
             offered = r.offer.terms
             assert r.state == S.COUNTERED
             assert offered.start >= self.clock()
-            assert offered.duration == asked.duration
+            assert offered.duration <= asked.duration and not offered.flexible
             assert max(asked.instances_fixed, 1) <= offered.instances <= asked.instances
             assert offered.instances_fixed == asked.instances_fixed
         else:

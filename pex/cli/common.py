@@ -107,6 +107,12 @@ def print_outcome(app, outcome, as_json: bool) -> None:
     click.echo(f"reservation {str(r.id).upper()}: {outcome.reply.value} ({r.state.value}: {PHASE_WORDS[phase]})")
     if outcome.reason:
         click.echo(f"  reason: {outcome.reason}")
+    asked = r.proposal
+    if asked is not None and asked.flexible:
+        click.echo(
+            f"  asked: a start from {time_text(asked.start)} to {time_text(asked.last_start)}, "
+            f"for {asked.shortest} to {asked.duration}"
+        )
     if r.offer is not None:
         t = r.offer.terms
         click.echo(
@@ -122,7 +128,8 @@ def print_outcome(app, outcome, as_json: bool) -> None:
     for i, alt in enumerate(r.alternatives, 1):
         t = alt.terms
         click.echo(
-            f"  alternative {i}: {t.instances} from {time_text(t.start)} for {price_text(t.price, app.currency)}"
+            f"  alternative {i}: {t.instances} from {time_text(t.start)} to {time_text(t.end)}"
+            f" for {price_text(t.price, app.currency)}"
             f" ({'; '.join(alt.changes)})"
         )
 

@@ -61,13 +61,24 @@ def init() -> None:
 @click.option("--start", type=TimeParam(), default="now+1h", show_default=True)
 @click.option("--duration", type=DurationParam(), default="1h", show_default=True)
 @click.option("--price", help="The most you will pay (in PEX_CURRENCY).")
+@click.option(
+    "--latest-start", type=TimeParam(),
+    help="Flexible: any start from --start to this one will do; the provider picks the earliest that fits.",
+)
+@click.option(
+    "--min-duration", type=DurationParam(),
+    help="Flexible: the provider may shorten the duration down to this; it picks the longest that fits.",
+)
 @click.option("--manual-start", is_flag=True, help="Start the VMs only once the reservation is activated (default: by themselves).")
 @click.option("--confirm", is_flag=True, help="Accept whatever the provider offers and confirm it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the wire JSON of each reply.")
-def negotiate(user, size, template, fixed, option, start, duration, price, manual_start, confirm, as_json) -> None:
+def negotiate(
+    user, size, template, fixed, option, start, duration, price, latest_start, min_duration, manual_start, confirm, as_json,
+) -> None:
     """Propose a reservation for a registered user and print the provider's answer (and confirm
     it with --confirm). Once confirmed, its VMs start by themselves at the start, unless
-    --manual-start."""
+    --manual-start. With --latest-start or --min-duration the proposal is flexible: the
+    provider ACCEPTs with the terms it chose inside that freedom."""
     try:
         max_price = Decimal(price) if price is not None else None
     except InvalidOperation:
@@ -76,7 +87,10 @@ def negotiate(user, size, template, fixed, option, start, duration, price, manua
     account = app.get_user(user)
     if account is None:  # capacity is booked for someone who can log in and see it, or nobody
         raise click.BadParameter(f"no user {user!r}: create it first (pex users add {user})", param_hint="--user")
-    terms = Terms(size, template, fixed, option, start, start + duration, max_price, auto_start=not manual_start)
+    terms = Terms(
+        size, template, fixed, option, start, start + duration, max_price, auto_start=not manual_start,
+        latest_start=latest_start, min_duration=min_duration,
+    )
     try:
         rid = app.initiate_reservation(account.username)
         outcome = app.submit_proposal(rid, terms)

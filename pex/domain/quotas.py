@@ -6,7 +6,8 @@ Four limits, each named as the API and the problem details name it:
 duration     the longest reservation (default 14 days). A longer proposal is answered with a
              COUNTER whose duration is cut to the limit: the paper lets the provider replace
              any term of the proposal with one acceptable to it (§3.1), start and price being
-             its examples.
+             its examples. A flexible proposal whose shortest duration is within the limit
+             is ACCEPTed for a duration within it instead.
 horizon      how far ahead a reservation may start (default: the negotiation policy's horizon,
              PEX_HORIZON_DAYS, 60 days). A later start is refused, naming the horizon: the
              user asked for a time the provider does not sell yet.
@@ -159,6 +160,10 @@ class Quotas:
         Raises QuotaExceeded when no cut fits (the start beyond the horizon, too many live
         offers, or the fixed instances alone over the CPU-hours left).
 
+        A flexible proposal's shortest duration is cut with the duration; over the CPU-hours,
+        its duration is cut (not below its shortest) before its optional instances are, and
+        whatever the provider then chooses inside the cut terms is within every quota.
+
         `cpus` is what one instance of the size takes; the terms start at or after `at`
         (pex.domain.negotiation.check_terms), so a later start offered in a COUNTER costs the
         same CPU-hours as the start asked for."""
@@ -166,6 +171,8 @@ class Quotas:
         self.check_live_offers(usage)
         if terms.duration > self.max_duration:
             terms = terms.but(end=terms.start + self.max_duration)
+            if terms.min_duration is not None and terms.min_duration > self.max_duration:
+                terms = terms.but(min_duration=self.max_duration)
         each = cpu_seconds(cpus, 1, terms.start, terms.end, at)
         if each == 0 or (self.max_cpu_hours is None and pool_cpus == 0):
             return terms  # no CPU asked for; or no node takes reservations, which the negotiation says
@@ -173,6 +180,13 @@ class Quotas:
         left = max(0, allowed * 3600 - usage.cpu_seconds)
         fitting = left // each
         least = max(terms.instances_fixed, 1)
+        if fitting < terms.instances and terms.min_duration is not None:
+            # A flexible proposal keeps its instances for a shorter duration, if it allows one:
+            # all of them, or else only those it needs.
+            for instances in (terms.instances, least):
+                enough = timedelta(seconds=left // (cpus * instances))
+                if terms.min_duration <= enough < terms.duration:
+                    return terms.but(end=terms.start + enough, instances_option=instances - terms.instances_fixed)
         if fitting < least:
             raise QuotaExceeded(
                 "cpu-hours", allowed, "numInstancesFixed",

@@ -109,6 +109,11 @@ class Terms:
     offer it is the price quoted. `instances_option` in an offer is what the provider grants.
     `auto_start`: the VMs start at the start by themselves once confirmed (the paper's
     "started automatically"), the default; False waits for the user's activation.
+
+    A proposal may leave the provider some freedom (issue 14, "flexible proposals"):
+    `latest_start`, any start from `start` to it will do; `min_duration`, the duration
+    (`end - start`) may be cut down to it. None: the start, or the duration, exactly as
+    asked. An offer's terms carry no freedom: they are what the provider chose.
     """
 
     size: str
@@ -119,10 +124,41 @@ class Terms:
     end: datetime
     price: Decimal | None = None
     auto_start: bool = True
+    latest_start: datetime | None = None
+    min_duration: timedelta | None = None
 
     @property
     def duration(self) -> timedelta:
         return self.end - self.start
+
+    @property
+    def flexible(self) -> bool:
+        return self.latest_start is not None or self.min_duration is not None
+
+    @property
+    def last_start(self) -> datetime:
+        """The latest start the terms allow (`start` itself unless `latest_start` says later)."""
+        return self.latest_start if self.latest_start is not None else self.start
+
+    @property
+    def shortest(self) -> timedelta:
+        """The shortest duration the terms allow (the duration itself unless `min_duration`)."""
+        return self.min_duration if self.min_duration is not None else self.duration
+
+    def allows(self, chosen: Terms) -> bool:
+        """Whether `chosen` lies inside the freedom of these terms: the same size, template,
+        instances and start mode, a start in [start, last_start], a duration in [shortest,
+        duration]. The price is not compared (a quote is judged against the asked price apart)."""
+        return (
+            (chosen.size, chosen.template, chosen.instances_fixed, chosen.instances_option, chosen.auto_start)
+            == (self.size, self.template, self.instances_fixed, self.instances_option, self.auto_start)
+            and self.start <= chosen.start <= self.last_start
+            and self.shortest <= chosen.duration <= self.duration
+        )
+
+    def firm(self) -> Terms:
+        """These terms without their freedom: as an offer states them."""
+        return replace(self, latest_start=None, min_duration=None) if self.flexible else self
 
     @property
     def instances(self) -> int:

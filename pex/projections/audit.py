@@ -597,8 +597,12 @@ class Auditor:
             self.violate("protocol", f"reservation {short(rid)}: released after its end {track.offer.terms.end.isoformat()}", ref)
         if name == "Accepted" and track.proposal is not None:
             asked, offered = track.proposal, e.offer.terms
-            if offered.but(price=None) != asked.but(price=None):
-                self.violate("protocol", f"reservation {short(rid)}: ACCEPT changed the proposed terms (a COUNTER should have)", ref)
+            if not asked.allows(offered):
+                self.violate(
+                    "protocol",
+                    f"reservation {short(rid)}: ACCEPT changed the proposed terms beyond the freedom they gave (a COUNTER should have)",
+                    track.last, ref,
+                )
         # the state and what stands after the event, as the aggregate keeps them
         if name == "ProposalSubmitted":
             track.proposal = e.terms

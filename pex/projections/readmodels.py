@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -99,6 +99,8 @@ def terms_from_json(t: dict[str, Any]) -> Terms:
         t["size"], t["template"], t["instances_fixed"], t["instances_option"],
         datetime.fromisoformat(t["start"]), datetime.fromisoformat(t["end"]),
         Decimal(t["price"]) if t["price"] is not None else None, t["auto_start"],
+        datetime.fromisoformat(t["latest_start"]) if t.get("latest_start") else None,
+        timedelta(microseconds=t["min_duration_us"]) if t.get("min_duration_us") is not None else None,
     )  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import astuple
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from eventsourcing.persistence import Notification
@@ -30,6 +30,8 @@ from pex.domain.node import Node
 from pex.domain.reservation import Reservation
 from pex.domain.values import Offer, Reply, State, Terms
 from pex.projections.store import Batch, Row, Table
+
+MICROSECOND = timedelta(microseconds=1)
 
 
 def event_time(event: Any) -> datetime:
@@ -94,6 +96,9 @@ def terms_json(terms: Terms) -> dict[str, Any]:
         "end": terms.end.isoformat(),
         "price": str(terms.price) if terms.price is not None else None,
         "auto_start": terms.auto_start,
+        # A flexible proposal's freedom, only when it has some (rows written before lack it).
+        **({"latest_start": terms.latest_start.isoformat()} if terms.latest_start is not None else {}),
+        **({"min_duration_us": terms.min_duration // MICROSECOND} if terms.min_duration is not None else {}),
     }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
@@ -34,6 +34,8 @@ FIELD_OF = {
     "numInstancesFixed": "instances_fixed",
     "numInstancesOption": "instances_option",
     "price": "price",
+    "latestStart": "latest_start",
+    "minDuration": "min_duration",
 }
 
 
@@ -48,6 +50,8 @@ SCHEMA_MESSAGES = {
     "instances_fixed": "Between 0 and 100000",
     "instances_option": "Between 0 and 100000",
     "price": "Give the price as a number with at most 12 digits and 6 decimals, like 2.50",
+    "latest_start": OUT_OF_RANGE,
+    "min_duration": f"Give a positive number of hours, at most {MAX_HOURS} (ten years)",
 }
 
 
@@ -73,6 +77,12 @@ def form_field(wire_field: str, duration_given: bool = False) -> str:
     return mapped
 
 
+def hours_text(span: timedelta) -> str:
+    """A span as the form's hours are typed: `1.5`, `2`."""
+    hours = Decimal(span // timedelta(milliseconds=1)) / 3_600_000
+    return format(hours.normalize(), "f")
+
+
 @dataclass
 class ReservationForm:
     """The new-reservation form (and a user's own counter-proposal) as typed: strings."""
@@ -86,6 +96,8 @@ class ReservationForm:
     instances_option: str = "0"
     price: str = ""  # the highest total price the user will pay; empty for any
     auto_start: str = "on"  # "on": the VMs start by themselves at the start (the default); "off": once activated
+    latest_start: str = ""  # flexible: any start up to this one will do; empty for the start exactly
+    min_duration: str = ""  # flexible: hours the provider may shorten it to; empty for the duration exactly
     nonce: str = ""  # one per form shown: a resubmitted form does not make a second reservation
 
     @classmethod
@@ -103,6 +115,8 @@ class ReservationForm:
             instances_option=str(terms.instances_option),
             price="" if terms.price is None else str(terms.price),
             auto_start="on" if terms.auto_start else "off",
+            latest_start="" if terms.latest_start is None else local_input(terms.latest_start, tz),
+            min_duration="" if terms.min_duration is None else hours_text(terms.min_duration),
         )
 
     def values(self) -> dict[str, str]:
@@ -153,6 +167,19 @@ class ReservationForm:
             except ValueError:
                 errors[name] = "Give a whole number"
         body["autoStart"] = self.auto_start != "off"
+        if self.latest_start:
+            try:
+                body["latestStart"] = rfc3339(parse_local(self.latest_start, tz, not_before=start or now))
+            except (ValueError, OverflowError) as error:
+                errors["latest_start"] = str(error).capitalize() if isinstance(error, ValueError) else OUT_OF_RANGE
+        if self.min_duration:
+            try:
+                hours = Decimal(self.min_duration)
+                if not hours.is_finite() or hours <= 0 or hours > MAX_HOURS:
+                    raise InvalidOperation
+                body["minDuration"] = max(1, int(hours * 3_600_000))
+            except InvalidOperation:
+                errors["min_duration"] = SCHEMA_MESSAGES["min_duration"]
         if self.price:
             body["price"] = self.price  # as typed: the API's pattern decides, as for a client's string
         for invalid in proposal_schema().iter_errors(body):

@@ -307,6 +307,8 @@ class NewReservation(Page):
             instances_fixed=req.get_param("instances_fixed") or "1",
             instances_option=req.get_param("instances_option") or "0",
             price=req.get_param("price") or "",
+            latest_start=req.get_param("latest_start") or "",
+            min_duration=req.get_param("min_duration") or "",
         )
         if not typed.size and catalogue.sizes:
             typed.size = next(iter(catalogue.sizes))
@@ -401,6 +403,11 @@ def plain_reply(view: ReservationView, phase: Phase) -> tuple[str, str]:
         if last_provider and last_provider.reply == Reply.CONFIRM_REQUEST.value:
             return ("You accepted the provider's terms.",
                     "Confirm to book them; until you do, the capacity is held for you.")
+        if view.proposal is not None and view.offer is not None and view.proposal.flexible and (
+            view.offer.terms.but(price=None) != view.proposal.firm().but(price=None)
+        ):
+            return ("Accepted, with terms the provider chose within what you allowed.",
+                    "It took the earliest start and the longest duration that fit. Confirm to book them.")
         return ("Accepted as you asked.", "The provider can do exactly what you asked. Confirm to book it.")
     if view.state == State.COUNTERED:
         others = "pick one of the alternatives, " if view.alternatives else ""
