@@ -191,6 +191,42 @@ def offer_json(offer: Offer, reservation_id: UUID, user_id: str, currency: str =
     return data
 
 
+def extension_json(r, currency: str = DEFAULT_CURRENCY) -> dict[str, Any] | None:
+    """The extension offered to a confirmed or activated reservation (PEX's form), or None:
+    the end offered and asked, its price (the extension's alone), until when it is held."""
+    e = getattr(r, "extension", None)
+    if e is None:
+        return None
+    return {
+        "reply": e.reply.value,
+        "endTime": rfc1123(e.end),
+        "askedEndTime": rfc1123(e.asked_end),
+        "price": str(e.price) if e.price is not None else None,
+        "currency": currency,
+        "validUntil": rfc1123(e.valid_until),
+        "changes": list(e.changes),
+        "placement": [{"node": a.node, "instances": a.instances} for a in e.placement],
+    }
+
+
+def extension_end_from_json(body: Any) -> datetime:
+    """An extension request `{"endTime": …}` → the end asked."""
+    if not isinstance(body, dict):
+        raise WireError([("/", 'a JSON object {"endTime": ...} is expected')])
+    errors = [(f"/{name}", "is not a field of an extension request") for name in sorted(set(body) - {"endTime"})]
+    end = None
+    if "endTime" not in body:
+        errors.append(("/endTime", "is required"))
+    else:
+        try:
+            end = parse_time(body["endTime"])
+        except ValueError as error:
+            errors.append(("/endTime", str(error)))
+    if errors or end is None:
+        raise WireError(errors)
+    return end
+
+
 def reservation_links(r) -> dict[str, str]:
     """Where a client goes next from a reservation (PEX's extra `links`)."""
     url = f"/OpenPEX/reservations/{wire_id(r.id)}"
@@ -198,6 +234,9 @@ def reservation_links(r) -> dict[str, str]:
     terms = r.offer.terms if r.offer is not None else None
     if r.state == State.CONFIRMED and terms is not None and not runs_by_itself(r.state, terms.auto_start):
         links["activate"] = f"{url}/activate"  # only where nothing starts without it
+    if r.state in (State.CONFIRMED, State.ACTIVATED):
+        links["extend"] = f"{url}/extend"
+        links["release"] = f"{url}/release"
     if r.instance_ids:
         links["instances"] = "/OpenPEX/instances"
     return links
@@ -229,6 +268,7 @@ def reservation_json(r, phase: Phase | None = None, currency: str = DEFAULT_CURR
         ],
         "version": r.version,
         "links": reservation_links(r),
+        "extension": extension_json(r, currency),
     }
     if phase is not None:
         body["phase"] = phase.value
@@ -257,6 +297,8 @@ def outcome_json(outcome, phase: Phase | None = None, currency: str = DEFAULT_CU
         body["alternatives"] = [offer_json(a, r.id, r.user_id, currency) for a in r.alternatives]
     if outcome.reason:
         body["reason"] = outcome.reason
+    if getattr(r, "extension", None) is not None:
+        body["extension"] = extension_json(r, currency)
     body["links"] = reservation_links(r)
     return body
 

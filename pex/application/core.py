@@ -354,6 +354,7 @@ class Core(Application):
             version=r.version,
             created_on=r.created_on,
             modified_on=r.modified_on,
+            extension=r.extension,
         )
 
     def _instance_view(self, i: Instance) -> InstanceView:

@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 from eventsourcing.persistence import IntegrityError
 
 from pex.application.errors import NotFound, ProposalInProgress, ProposalReused
+from pex.application.extension import Extensions
 from pex.application.quotas import QuotaCommands
 from pex.application.views import Outcome, Proposed, ReservationView
 from pex.domain.errors import CapacityExceeded, DomainError, IllegalMove, InvalidProposal, NodeUnavailable
@@ -18,14 +19,14 @@ from pex.domain.instance import Instance, instance_name
 from pex.domain.negotiation import answer_within_quotas, check_terms
 from pex.domain.node import Node
 from pex.domain.quotas import cpu_seconds
-from pex.domain.reservation import USER_REPLIES, Reservation
+from pex.domain.reservation import USER_REPLIES, Reservation, extension_hold_id
 from pex.domain.values import Reply, State, Terms
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-class Negotiation(QuotaCommands):
+class Negotiation(Extensions, QuotaCommands):
     """The negotiation (paper §3, Table 2): proposals, the provider's answers, the user's replies,"""
 
     def propose(
@@ -169,6 +170,11 @@ class Negotiation(QuotaCommands):
         move = USER_REPLIES.get(reply)
         if move is None:
             raise InvalidProposal("reply", f"a user replies CONFIRM, ACCEPT, REJECT or COUNTER, not {reply.value}")
+        if reply in (Reply.CONFIRM, Reply.REJECT) and self.has_extension_offer(reservation_id):
+            # A confirmed or activated reservation negotiates only its extension.
+            if reply == Reply.CONFIRM:
+                return self.confirm_extension(reservation_id, expected_version)
+            return self.decline_extension(reservation_id, expected_version)
         if reply == Reply.CONFIRM:
             return self.confirm(reservation_id, expected_version)
         if reply == Reply.ACCEPT:
@@ -259,8 +265,9 @@ class Negotiation(QuotaCommands):
         def attempt() -> ReservationView:
             at = self.clock()
             reservation = self._reservation(reservation_id, expected_version)
+            reservation.check("cancel", "an activated reservation cannot be deleted" if reservation.state == State.ACTIVATED else "")
+            nodes = self._release_all(reservation, reason, at)  # before: the cancel forgets the extension offered
             reservation.cancel(reason, at)
-            nodes = self._release_all(reservation, reason, at)
             instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
             for instance in instances:
                 instance.cancel(at)
@@ -277,8 +284,9 @@ class Negotiation(QuotaCommands):
         def attempt() -> ReservationView:
             at = self.clock()
             reservation = self._reservation(reservation_id, expected_version)
+            reservation.check("terminate")
+            nodes = self._release_all(reservation, f"ended by {by}: {reason}", at)  # before, as for a cancel
             reservation.terminate(by, reason, at)
-            nodes = self._release_all(reservation, f"ended by {by}: {reason}", at)
             instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
             for instance in instances:
                 instance.cancel(at)
@@ -293,6 +301,8 @@ class Negotiation(QuotaCommands):
         def attempt() -> bool:
             at = self.clock()
             reservation = self._reservation(reservation_id)
+            if reservation.extension is not None and reservation.state in (State.CONFIRMED, State.ACTIVATED):
+                return self.lapse_extension(reservation_id)  # an offer for an extension lapses like any other
             if not reservation.can("expire_offer") or (reservation.valid_until and reservation.valid_until > at):
                 return False
             reservation.expire_offer(at)
@@ -318,17 +328,22 @@ class Negotiation(QuotaCommands):
             offer = reservation.offer
             if not reservation.can("expire") or offer is None or offer.terms.end > at:
                 return False
+            nodes = self._release_extension(reservation, "the reservation is over", at)
             reservation.expire(at)
-            self._save(reservation)
+            self._save(reservation, *nodes)
             return True
 
         return self._retrying(attempt)
 
     def _release_all(self, reservation: Reservation, reason: str, at: datetime) -> list[Node]:
-        nodes = []
+        """Give back what the reservation holds or booked, and what its extension offer holds."""
+        nodes: dict[str, Node] = {}
         if reservation.offer is not None:
             for name in reservation.offer.nodes:
-                node = self._node(name)
-                node.release(reservation.id, reason, at)
-                nodes.append(node)
-        return nodes
+                nodes[name] = nodes.get(name) or self._node(name)
+                nodes[name].release(reservation.id, reason, at)
+        if reservation.extension is not None:
+            for name in (a.node for a in reservation.extension.placement):
+                nodes[name] = nodes.get(name) or self._node(name)
+                nodes[name].release(extension_hold_id(reservation.id), reason, at)
+        return list(nodes.values())

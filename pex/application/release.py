@@ -15,6 +15,7 @@ from pex.application.errors import NotFound
 from pex.application.views import ReservationView
 from pex.domain.instance import Instance
 from pex.domain.node import Node
+from pex.domain.reservation import extension_hold_id
 
 
 class EarlyRelease(Core):
@@ -30,17 +31,21 @@ class EarlyRelease(Core):
             reservation = self._reservation(reservation_id, expected_version)
             if user_id is not None and reservation.user_id != user_id:
                 raise NotFound("no such reservation")
+            extension = reservation.extension
             reservation.release(by, at)
-            nodes: list[Node] = []
+            nodes: dict[str, Node] = {}
             assert reservation.offer is not None
             for name in reservation.offer.nodes:
-                node = self._node(name)
-                node.release(reservation.id, f"released by {by}", at)
-                nodes.append(node)
+                nodes[name] = nodes.get(name) or self._node(name)
+                nodes[name].release(reservation.id, f"released by {by}", at)
+            for name in (a.node for a in extension.placement) if extension is not None else ():
+                # An extension offered and not confirmed goes with it.
+                nodes[name] = nodes.get(name) or self._node(name)
+                nodes[name].release(extension_hold_id(reservation.id), f"released by {by}", at)
             instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
             for instance in instances:
                 instance.cancel(at)  # only one that never started; the worker ends the others
-            self._save(reservation, *nodes, *instances)
+            self._save(reservation, *nodes.values(), *instances)
             return self._view(reservation)
 
         return self._retrying(attempt)

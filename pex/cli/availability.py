@@ -1,5 +1,5 @@
-"""`pex availability` and `pex release`: ask when something is free without holding it, and
-end a reservation early."""
+"""`pex availability`, `pex release` and `pex extend`: ask when something is free without
+holding it, end a reservation early, or ask for it to end later."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import click
 
-from pex.cli.common import DurationParam, TimeParam, build, parse_id
+from pex.cli.common import DurationParam, TimeParam, build, parse_id, print_outcome
 from pex.domain.errors import DomainError
 
 
@@ -63,3 +63,23 @@ def release_command(reservation_id, user, by) -> None:
     terms = view.offer.terms if view.offer else None
     ended = f" at {terms.end.isoformat()}, for {terms.price}" if terms else ""
     click.echo(f"reservation {str(view.id).upper()} released ({view.state.value}){ended}")
+
+
+@click.command("extend")
+@click.argument("reservation_id")
+@click.option("--end", type=TimeParam(), required=True, help="The end asked instead of the agreed one (a time, or now+2h).")
+@click.option("--user", help="Extend only if it is this user's reservation [default: any, as an operator].")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's reply object (PUT .../extend).")
+def extend_command(reservation_id, end, user, as_json) -> None:
+    """Ask a confirmed or activated reservation to end at END instead: the provider answers
+    ACCEPT, COUNTER (the longest extension its nodes can take, with its price) or REJECT, and
+    holds the offer for a while; `pex respond ID CONFIRM` books it (REJECT walks away)."""
+    from pex.application import NotFound
+
+    app = build()
+    try:
+        print_outcome(app, app.extend(parse_id(reservation_id), end, user), as_json)
+    except (DomainError, NotFound) as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        app.close()

@@ -125,6 +125,15 @@ def print_outcome(app, outcome, as_json: bool) -> None:
             click.echo(f"  {'' if change.startswith('why: ') else 'changed: '}{change}")
         if r.valid_until:
             click.echo(f"  valid until: {time_text(r.valid_until)}")
+    e = getattr(r, "extension", None)
+    if e is not None:
+        click.echo(
+            f"  extension: {e.reply.value} to {time_text(e.end)} (asked {time_text(e.asked_end)}) for "
+            f"{price_text(e.price, app.currency)} more; valid until {time_text(e.valid_until)}"
+        )
+        for change in e.changes:
+            click.echo(f"  changed: {change}")
+        click.echo(f"  confirm it: pex respond {str(r.id).upper()} CONFIRM")
     for i, alt in enumerate(r.alternatives, 1):
         t = alt.terms
         click.echo(

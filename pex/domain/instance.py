@@ -369,6 +369,15 @@ class Instance(Aggregate):
             if i.power_state is not None:
                 i.power_state = None
 
+    class Extended(Event):
+        """Its reservation's extension was confirmed: the instance's interval now ends at `end`
+        (a running VM keeps running; it is ended at the new end)."""
+
+        end: datetime
+
+        def apply(self, i: Instance) -> None:
+            i.end = self.end
+
     def __init__(
         self,
         reservation_id: UUID,
@@ -616,6 +625,12 @@ class Instance(Aggregate):
         self.check("request_delete")
         if not self.delete_requested:
             self.trigger_event(self.DeleteRequested, user_id=user_id, at=at)
+
+    def extend(self, end: datetime, at: datetime) -> None:
+        """Move the end later (its reservation's extension was confirmed); an instance that is
+        over stays over."""
+        if not self.is_over and end > self.end:
+            self.trigger_event(self.Extended, end=end, at=at)
 
     def cancel(self, at: datetime) -> None:
         if self.can("cancel"):

@@ -199,6 +199,43 @@ class Quotas:
         return terms
 
 
+    def limit_extension(
+        self, terms: Terms, asked_end: datetime, cpus: int, usage: Usage, pool_cpus: int, at: datetime
+    ) -> tuple[datetime, tuple[str, ...]]:
+        """The end asked for an extension of the agreed `terms`, cut to fit every quota (the
+        longest reservation, then the CPU-hours left beside the user's other reservations,
+        `usage`), with what was cut, in words. Raises QuotaExceeded when no later end fits
+        (or the user holds as many live offers as they may)."""
+        self.check_live_offers(usage)
+        cut: list[str] = []
+        end = asked_end
+        if end - terms.start > self.max_duration:
+            end = terms.start + self.max_duration
+            cut.append(f"extended to {_span(self.max_duration)} in all, the longest reservation one user may have")
+        if end <= terms.end:
+            raise QuotaExceeded(
+                "duration", int(self.max_duration // HOUR), "endTime",
+                f"a reservation lasts at most {_span(self.max_duration)}; this one already does",
+            )
+        each = cpu_seconds(cpus, terms.instances, terms.end, terms.end + SECOND, at)  # a second of all of them
+        if each == 0 or (self.max_cpu_hours is None and pool_cpus == 0):
+            return end, tuple(cut)
+        allowed = self.cpu_hours_in_force(pool_cpus)
+        own = cpu_seconds(cpus, terms.instances, terms.start, terms.end, at)
+        left = max(0, allowed * 3600 - usage.cpu_seconds - own)
+        most = terms.end + SECOND * (left // each)
+        if most <= terms.end:
+            raise QuotaExceeded(
+                "cpu-hours", allowed, "endTime",
+                f"this reservation and your others take {(usage.cpu_seconds + own) / 3600:g} CPU-hours of the "
+                f"{allowed} one user may; none are left to extend it",
+            )
+        if most < end:
+            end = most
+            cut.append(f"extended as far as your {allowed} CPU-hours allow")
+        return end, tuple(cut)
+
+
 def _span(span: timedelta) -> str:
     days, rest = divmod(span, timedelta(days=1))
     hours = rest // HOUR

@@ -10,13 +10,24 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from uuid import UUID
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from pex.domain.errors import IllegalMove, OfferExpired
+from pex.domain.errors import IllegalMove, InvalidProposal, OfferExpired
 from pex.domain.pricing import used_part
 from pex.domain.values import Allocation, CopiedByContainers, Offer, Reply, Resources, State, Terms, time_text
+
+
+def extension_hold_id(reservation_id: UUID) -> UUID:
+    """Under which id the nodes hold an extension's capacity [end, new end): apart from the
+    reservation's own booking, which stays as agreed until the user confirms the extension."""
+    return uuid5(NAMESPACE_URL, f"/pex/reservations/{reservation_id}/extension")
+
+# The moves of an extension's own negotiation (`extend`), which a confirmed or activated
+# reservation allows: the provider's answer to the user's request for a later end ("extend":
+# an offer or a refusal), and the offer's end: the user's CONFIRM or REJECT, or its lapse.
+EXTENSION_MOVES = ("extend", "confirm_extension", "decline_extension", "expire_extension")
 
 # Which move each state allows. "submit" is the user's opening proposal, "counter" a user's
 # own proposal in answer to a COUNTER; both are evaluated by the provider in the same command.
@@ -25,10 +36,10 @@ LEGAL_MOVES: dict[State, frozenset[str]] = {
     State.ACCEPTED: frozenset({"confirm", "decline", "cancel", "expire_offer", "terminate"}),
     State.COUNTERED: frozenset({"accept_counter", "counter", "decline", "cancel", "expire_offer", "terminate"}),
     State.REJECTED: frozenset({"cancel", "terminate"}),
-    State.CONFIRMED: frozenset({"activate", "cancel", "expire", "release", "replace", "terminate"}),
+    State.CONFIRMED: frozenset({"activate", "cancel", "expire", "release", "replace", "terminate", *EXTENSION_MOVES}),
     # Its user ends an activated reservation early by releasing it ("release", paying for the
     # used part); an administrator may also end it ("terminate").
-    State.ACTIVATED: frozenset({"expire", "release", "replace", "terminate"}),
+    State.ACTIVATED: frozenset({"expire", "release", "replace", "terminate", *EXTENSION_MOVES}),
     State.EXPIRED: frozenset(),
     State.CANCELLED: frozenset(),
     # SUBMITTED exists only between a proposal and the provider's answer, inside one command.
@@ -48,6 +59,21 @@ class Step:
     reply: str
     terms: Terms | None = None
     note: str = ""
+
+
+@dataclass(frozen=True)
+class Extension:
+    """The provider's offer to move a confirmed or activated reservation's end from its
+    agreed end to `end` (ACCEPT: the end asked, `asked_end`; COUNTER: the longest it can
+    give) for `price` more, held on the nodes of `placement` until `valid_until`."""
+
+    asked_end: datetime
+    end: datetime
+    price: Decimal | None
+    placement: tuple[Allocation, ...]
+    valid_until: datetime
+    reply: Reply
+    changes: tuple[str, ...] = ()
 
 
 class Reservation(CopiedByContainers, Aggregate):
@@ -144,7 +170,7 @@ class Reservation(CopiedByContainers, Aggregate):
         reason: str
 
         def apply(self, r: Reservation) -> None:
-            r.state, r.valid_until = State.CANCELLED, None
+            r.state, r.valid_until, r.extension = State.CANCELLED, None, None
             r.history.append(Step(self.at, "user", "DELETE", note=self.reason))
 
     class Terminated(Cancelled):
@@ -155,7 +181,7 @@ class Reservation(CopiedByContainers, Aggregate):
         by: str
 
         def apply(self, r: Reservation) -> None:
-            r.state, r.valid_until = State.CANCELLED, None
+            r.state, r.valid_until, r.extension = State.CANCELLED, None, None
             r.history.append(Step(self.at, "provider", "TERMINATE", note=f"ended by {self.by}: {self.reason}"))
 
     class PlacementChanged(Event):
@@ -173,7 +199,7 @@ class Reservation(CopiedByContainers, Aggregate):
         """The reservation's interval is over."""
 
         def apply(self, r: Reservation) -> None:
-            r.state = State.EXPIRED
+            r.state, r.extension = State.EXPIRED, None
             r.history.append(Step(self.at, "provider", "EXPIRED"))
 
     class Released(Expired):
@@ -190,9 +216,81 @@ class Reservation(CopiedByContainers, Aggregate):
         def apply(self, r: Reservation) -> None:
             assert r.offer is not None
             terms = r.offer.terms
-            r.state = State.EXPIRED
+            r.state, r.extension = State.EXPIRED, None
             r.offer = replace(r.offer, terms=terms.but(end=max(terms.start, min(self.at, terms.end)), price=self.price))
             r.history.append(Step(self.at, "user", "RELEASE", r.offer.terms, f"released by {self.by}"))
+
+    # --- an extension's negotiation: the reservation stays as agreed until CONFIRM ----------
+
+    class ExtensionOffered(Event):
+        """The user asked to move the end to `asked_end`; the provider offers `end` (the one
+        asked: ACCEPT; the longest it can give: COUNTER, with the `changes` in words) for
+        `price` more, the capacity of [agreed end, `end`) held on `placement`'s nodes until
+        `valid_until`. The standing terms do not change until the user confirms."""
+
+        asked_end: datetime
+        end: datetime
+        price: Decimal | None
+        placement: tuple[Allocation, ...]
+        valid_until: datetime
+        reply: str
+        changes: tuple[str, ...]
+
+        def apply(self, r: Reservation) -> None:
+            r.extension = Extension(
+                self.asked_end, self.end, self.price, tuple(self.placement), self.valid_until, Reply(self.reply),
+                tuple(self.changes),
+            )
+            r.history.append(Step(self.at, "user", "EXTEND", note=f"to {time_text(self.asked_end)}"))
+            note = "; ".join([f"to {time_text(self.end)} for {self.price}", *self.changes])
+            r.history.append(Step(self.at, "provider", self.reply, note=note))
+
+    class ExtensionRejected(Event):
+        """The user asked to move the end to `asked_end`; the provider cannot give any later end."""
+
+        asked_end: datetime
+        reason: str
+
+        def apply(self, r: Reservation) -> None:
+            r.extension = None
+            r.history.append(Step(self.at, "user", "EXTEND", note=f"to {time_text(self.asked_end)}"))
+            r.history.append(Step(self.at, "provider", Reply.REJECT.value, note=self.reason))
+
+    class ExtensionConfirmed(Event):
+        """The user confirmed the extension and the provider booked it: the reservation now
+        ends at `end` and costs `price` in all (`agreed_end` and `agreed_price` were agreed
+        before; `extension_price` is what the extension added)."""
+
+        end: datetime
+        price: Decimal | None
+        agreed_end: datetime
+        agreed_price: Decimal | None
+        extension_price: Decimal | None
+
+        def apply(self, r: Reservation) -> None:
+            assert r.offer is not None
+            r.offer = replace(r.offer, terms=r.offer.terms.but(end=self.end, price=self.price))
+            r.extension = None
+            r.history.append(Step(self.at, "user", Reply.CONFIRM.value, note="the extension"))
+            r.history.append(Step(self.at, "provider", Reply.REQUEST_SUCCESS.value, r.offer.terms, f"extended to {time_text(self.end)}"))
+
+    class ExtensionDeclined(Event):
+        """The user walked away from the extension offer: the reservation stays as it was."""
+
+        def apply(self, r: Reservation) -> None:
+            r.extension = None
+            r.history.append(Step(self.at, "user", Reply.REJECT.value, note="the extension"))
+
+    class ExtensionLapsed(Event):
+        """The extension offer lapsed unconfirmed; its holds are released, the reservation
+        stays as it was."""
+
+        def apply(self, r: Reservation) -> None:
+            r.extension = None
+            r.history.append(Step(self.at, "provider", "OFFER_EXPIRED", note="the extension offer lapsed"))
+
+    # Read by reservations rebuilt before extensions existed.
+    extension: Extension | None = None
 
     def __init__(self, user_id: str, at: datetime):
         self.user_id = user_id
@@ -206,6 +304,7 @@ class Reservation(CopiedByContainers, Aggregate):
         self.valid_until: datetime | None = None
         self.instance_ids: tuple[UUID, ...] = ()
         self.history: list[Step] = []
+        self.extension: Extension | None = None  # an extension offered, until confirmed, declined or lapsed
 
     @classmethod
     def initiate(cls, user_id: str, at: datetime, reservation_id: UUID) -> Reservation:
@@ -305,6 +404,72 @@ class Reservation(CopiedByContainers, Aggregate):
             raise IllegalMove("release", self.state.value, f"it ended at {time_text(terms.end)}")
         price = None if terms.price is None else used_part(terms.price, terms.start, terms.end, at)
         self.trigger_event(self.Released, by=by, agreed_end=terms.end, agreed_price=terms.price, price=price, at=at)
+
+    # --- commands: an extension ------------------------------------------------------------
+
+    def check_extendable(self, asked_end: datetime, at: datetime) -> None:
+        """Refuse a request to end later that no answer can take: not CONFIRMED or ACTIVATED
+        (IllegalMove), over already, or an end not after the agreed one (InvalidProposal)."""
+        self.check("extend", "only a confirmed or activated reservation is extended")
+        assert self.offer is not None
+        terms = self.offer.terms
+        if terms.end <= at:
+            raise IllegalMove("extend", self.state.value, f"it ended at {time_text(terms.end)}")
+        if asked_end.tzinfo is None:
+            raise InvalidProposal("endTime", "times must carry a time zone")
+        if asked_end <= terms.end:
+            raise InvalidProposal("endTime", f"an extension ends after the agreed end, {time_text(terms.end)}")
+
+    def offer_extension(
+        self, asked_end: datetime, end: datetime, price: Decimal | None, placement: tuple[Allocation, ...],
+        valid_until: datetime, changes: tuple[str, ...], at: datetime,
+    ) -> None:
+        """The provider's offer of `end` (ACCEPT if it is `asked_end`, else COUNTER)."""
+        self.check_extendable(asked_end, at)
+        assert self.offer is not None
+        if not self.offer.terms.end < end <= asked_end:
+            raise ValueError("an extension offer ends after the agreed end, at most at the end asked")
+        reply = Reply.ACCEPT if end == asked_end else Reply.COUNTER
+        self.trigger_event(
+            self.ExtensionOffered, asked_end=asked_end, end=end, price=price, placement=tuple(placement),
+            valid_until=valid_until, reply=reply.value, changes=tuple(changes), at=at,
+        )
+
+    def reject_extension(self, asked_end: datetime, reason: str, at: datetime) -> None:
+        self.check_extendable(asked_end, at)
+        self.trigger_event(self.ExtensionRejected, asked_end=asked_end, reason=reason, at=at)
+
+    def confirm_extension(self, at: datetime) -> None:
+        """The user's CONFIRM of the extension offered: the end moves, the price grows by the
+        extension's. An offer that lapsed is OfferExpired."""
+        self.check("confirm_extension")
+        extension, offer = self.extension, self.offer
+        if extension is None or offer is None:
+            raise IllegalMove("confirm", self.state.value, "no extension is offered")
+        if extension.valid_until <= at:
+            raise OfferExpired(f"the extension offer lapsed at {time_text(extension.valid_until)}")
+        terms = offer.terms
+        price = None if terms.price is None or extension.price is None else terms.price + extension.price
+        self.trigger_event(
+            self.ExtensionConfirmed, end=extension.end, price=price, agreed_end=terms.end, agreed_price=terms.price,
+            extension_price=extension.price, at=at,
+        )
+
+    def decline_extension(self, at: datetime) -> None:
+        self.check("decline_extension")
+        if self.extension is None:
+            raise IllegalMove("reject", self.state.value, "no extension is offered")
+        self.trigger_event(self.ExtensionDeclined, at=at)
+
+    def expire_extension(self, at: datetime) -> None:
+        self.check("expire_extension")
+        if self.extension is None:
+            raise IllegalMove("expire_extension", self.state.value, "no extension is offered")
+        if self.extension.valid_until > at:
+            raise IllegalMove(
+                "expire_extension", self.state.value, f"the offer is valid until {time_text(self.extension.valid_until)}"
+            )
+        self.trigger_event(self.ExtensionLapsed, at=at)
 
     def check_offer_valid(self, at: datetime) -> None:
         if self.valid_until is None or self.valid_until <= at:

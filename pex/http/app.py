@@ -160,6 +160,7 @@ def create_app(
         "/OpenPEX/reservations/{reservation_id:uuid}": reservations.Reservation(application),
         "/OpenPEX/reservations/{reservation_id:uuid}/activate": reservations.Activation(application),
         "/OpenPEX/reservations/{reservation_id:uuid}/release": reservations.Release(application),
+        "/OpenPEX/reservations/{reservation_id:uuid}/extend": reservations.Extension(application),
         "/OpenPEX/availability": availability.Availability(application),
         "/OpenPEX/instances": instances.Instances(read_models, application),
         "/OpenPEX/instances/{vm_id:uuid}": instances.Instance(application),

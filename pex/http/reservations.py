@@ -26,6 +26,7 @@ from pex.http.problems import Problem
 from pex.projections.readmodels import ReadModels
 from pex.wire import (
     PEX_JSON,
+    extension_end_from_json,
     original_outcome,
     original_reply,
     original_reservation,
@@ -241,3 +242,26 @@ class Release:
         )
         resp.etag = str(view.version)
         represent(req, resp, lambda: reservation_json(view), lambda: original_reservation(view))
+
+
+class Extension:
+    """/OpenPEX/reservations/{reservation_id}/extend: its user (or an administrator) asks a
+    confirmed or activated reservation to end later; the provider answers ACCEPT, COUNTER or
+    REJECT with the extension offered, which the user's CONFIRM (PUT on the reservation)
+    books. PEX's own endpoint: it answers PEX's reply object, whatever the Accept header."""
+
+    auth = "user"
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
+        end = extension_end_from_json(req.get_media())
+        view = load(self.application, req, reservation_id)
+        expected = check_if_match(req, view.version)
+        outcome = self.application.extend(reservation_id, end, owner(req), expected_version=expected)
+        req.context.metrics.replies.labels(outcome.reply.value).inc()
+        resp.etag = str(outcome.reservation.version)
+        body = rich_outcome(self.application, outcome)
+        represent(req, resp, lambda: body, lambda: body)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -77,6 +77,12 @@ EVENT_MOVES = {
     "Expired": lambda state: "expire",
     "Released": lambda state: "release",  # its user ended it early
     "PlacementChanged": lambda state: "replace",  # the Scheduler's answer to a lost node
+    # An extension's own negotiation, while the reservation stands (its state does not change).
+    "ExtensionOffered": lambda state: "extend",
+    "ExtensionRejected": lambda state: "extend",
+    "ExtensionConfirmed": lambda state: "confirm_extension",
+    "ExtensionDeclined": lambda state: "decline_extension",
+    "ExtensionLapsed": lambda state: "expire_extension",
 }
 # The state each event leaves the reservation in (absent: the state does not change).
 STATE_AFTER = {
@@ -246,6 +252,8 @@ class ReservationTrack:
     released_at: datetime | None = None
     activated_at: datetime | None = None
     last: EventRef | None = None
+    extension: tuple[datetime, datetime] | None = None  # an extension offered: (its end, valid until)
+    extended: list[tuple[EventRef, datetime]] = field(default_factory=list)  # each confirmed: (event, new end)
 
 
 @dataclass(slots=True)
@@ -255,8 +263,9 @@ class InstanceTrack:
     reservation_id: UUID
     name: str
     start: datetime
-    end: datetime
+    end: datetime  # as it stands: an extension of its reservation moves it (Instance.Extended)
     scheduled_node: str
+    scheduled_end: datetime
     running_since: tuple[datetime, str, EventRef] | None = None  # (since, node, event)
     ran: bool = False
     stranded: bool = False  # no node had room for it at some point
@@ -595,6 +604,18 @@ class Auditor:
             self.violate("protocol", f"reservation {short(rid)}: expired before its end {track.offer.terms.end.isoformat()}", ref)
         if name == "Released" and track.offer is not None and track.offer.terms.end <= at:
             self.violate("protocol", f"reservation {short(rid)}: released after its end {track.offer.terms.end.isoformat()}", ref)
+        if name in ("ExtensionConfirmed", "ExtensionDeclined", "ExtensionLapsed") and track.extension is None:
+            self.violate("protocol", f"reservation {short(rid)}: {name} with no extension offered", track.last, ref)
+        elif name == "ExtensionConfirmed" and track.extension is not None:
+            offered, valid_until = track.extension
+            if valid_until <= at:
+                self.violate("protocol", f"reservation {short(rid)}: extension confirmed after its offer lapsed at {valid_until.isoformat()}", ref)
+            if e.end != offered:
+                self.violate("protocol", f"reservation {short(rid)}: extension confirmed to {e.end.isoformat()}, offered to {offered.isoformat()}", ref)
+        elif name == "ExtensionLapsed" and track.extension is not None and track.extension[1] > at:
+            self.violate("protocol", f"reservation {short(rid)}: extension offer lapsed while valid until {track.extension[1].isoformat()}", ref)
+        if name == "ExtensionOffered" and track.offer is not None and not track.offer.terms.end < e.end <= e.asked_end:
+            self.violate("protocol", f"reservation {short(rid)}: an extension offered to {e.end.isoformat()}, not after its end and up to the end asked", ref)
         if name == "Accepted" and track.proposal is not None:
             asked, offered = track.proposal, e.offer.terms
             if not asked.allows(offered):
@@ -621,6 +642,13 @@ class Auditor:
             track.instance_ids = tuple(e.instance_ids)
         elif name == "Activated":
             track.activated_at = at
+        elif name == "ExtensionOffered":
+            track.extension = (e.end, e.valid_until)
+        elif name == "ExtensionConfirmed" and track.offer is not None:
+            track.offer = replace(track.offer, terms=track.offer.terms.but(end=e.end, price=e.price))
+            track.extended.append((ref, e.end))
+        if name in ("ExtensionRejected", "ExtensionConfirmed", "ExtensionDeclined", "ExtensionLapsed") or name in STATE_AFTER:
+            track.extension = None
         track.state, track.last = STATE_AFTER.get(name, state), ref
 
     def _check_confirmed_bookings(self) -> None:
@@ -656,12 +684,16 @@ class Auditor:
                         track.confirmed,
                         *[b.ref for b in self.bookings.get((a.node, rid), ())][:4],
                     )
+        self._check_extension_bookings()
         for (node, rid), bookings in self.bookings.items():
             track = self.reservations.get(rid)
             confirmed = track.confirmed if track is not None else None
+            extended_at = {ref.at for ref, _ in track.extended} if track is not None else set()
             for b in bookings:
                 if (rid, node, b.booked_at) in self.instance_moves:
                     continue  # an instance of it was moved here at that moment
+                if b.booked_at in extended_at:
+                    continue  # its extension was confirmed then (checked by _check_extension_bookings)
                 if track is None or confirmed is None or b.booked_at != confirmed.at:
                     state = track.state.value if track else "unknown"
                     self.violate("bookings", f"{node} booked capacity for reservation {short(rid)} ({state}) without a confirmation at that time", b.ref)
@@ -683,6 +715,32 @@ class Auditor:
                 state = track.state.value if track else "unknown"
                 self.violate("bookings", f"{node} released the booking of reservation {short(rid)} ({state}) without its deletion at that time", ref)
 
+    def _check_extension_bookings(self) -> None:
+        """Every confirmed extension booked all the reservation's instances from its start to
+        exactly the new end, at the moment of its confirmation, and nothing else then."""
+        by_reservation: dict[UUID, list[Booking]] = defaultdict(list)
+        for (_, rid), bookings in self.bookings.items():
+            by_reservation[rid].extend(bookings)
+        for rid, track in self.reservations.items():
+            if not track.extended or track.confirmed_offer is None:
+                continue
+            terms = track.confirmed_offer.terms
+            for ref, end in track.extended:
+                # Booked in the extension's save: recorded after it (the reservation is saved first).
+                booked = [
+                    b for b in by_reservation.get(rid, ())
+                    if b.booked_at == ref.at and b.ref.notification_id > ref.notification_id
+                ]
+                wrong = [b for b in booked if (b.allocation.start, b.allocation.end) != (terms.start, end)]
+                instances = sum(b.allocation.instances for b in booked)
+                if wrong or instances != terms.instances:
+                    self.violate(
+                        "bookings",
+                        f"reservation {short(rid)} was extended to {end.isoformat()} with {instances} of its "
+                        f"{terms.instances} instances booked over {span(terms.start, end)}",
+                        ref, *[b.ref for b in (wrong or booked)][:4],
+                    )
+
     # --- instances -----------------------------------------------------------------------
 
     def _instance_event(self, n: Notification, e: Any) -> None:
@@ -694,7 +752,7 @@ class Auditor:
         ref = self.ref(n, e)
         if isinstance(e, Instance.Scheduled):
             self.instances[e.originator_id] = InstanceTrack(
-                ref, e.mutate(None), e.reservation_id, e.name, e.start, e.end, scheduled_node=e.node
+                ref, e.mutate(None), e.reservation_id, e.name, e.start, e.end, scheduled_node=e.node, scheduled_end=e.end
             )
             return
         instance = self.instances.get(e.originator_id)
@@ -709,6 +767,11 @@ class Auditor:
             return
         status, node = status_of(aggregate), aggregate.node
         at = event_time(e)
+        if isinstance(e, Instance.Extended):
+            track = self.reservations.get(instance.reservation_id)
+            if track is None or not any(end == e.end and r.at == at for r, end in track.extended):
+                self.violate("instances", f"instance {instance.name} was extended to {e.end.isoformat()} without its reservation's extension", ref)
+            instance.end = aggregate.end
         if isinstance(e, Instance.DispatchClaimed):
             instance.claimed = True
             if self.first_dispatch_at is None:
@@ -737,7 +800,7 @@ class Auditor:
                 self.violate("instances", f"instance {instance.name} was scheduled without a confirmed reservation listing it", instance.ref)
             elif track.confirmed_offer is not None:
                 terms = track.confirmed_offer.terms
-                node, interval = instance.scheduled_node, (instance.start, instance.end)
+                node, interval = instance.scheduled_node, (instance.start, instance.scheduled_end)
                 if node not in track.confirmed_offer.nodes or interval != (terms.start, terms.end):
                     self.violate(
                         "instances",

@@ -75,6 +75,18 @@ def reservation_lines(e: Any) -> list[tuple[str, str, str]]:
         return [("user", "RELEASE", f"released by {e.by} at {e.at:%Y-%m-%d %H:%M}; {e.price if e.price is not None else 'no'} charged")]
     if name == "Expired":
         return [("provider", "EXPIRED", "the interval is over")]
+    if name == "ExtensionOffered":
+        changes = f" ({'; '.join(e.changes)})" if e.changes else ""
+        return [("user", "EXTEND", f"to {e.asked_end:%Y-%m-%d %H:%M}"),
+                ("provider", e.reply, f"to {e.end:%Y-%m-%d %H:%M} for {e.price}{changes}; valid until {e.valid_until:%H:%M:%S}")]
+    if name == "ExtensionRejected":
+        return [("user", "EXTEND", f"to {e.asked_end:%Y-%m-%d %H:%M}"), ("provider", "REJECT", e.reason)]
+    if name == "ExtensionConfirmed":
+        return [("user", "CONFIRM", "the extension"), ("provider", "REQUEST_SUCCESS", f"extended to {e.end:%Y-%m-%d %H:%M}; {e.price} in all")]
+    if name == "ExtensionDeclined":
+        return [("user", "REJECT", "the extension")]
+    if name == "ExtensionLapsed":
+        return [("provider", "OFFER_EXPIRED", "the extension offer lapsed")]
     if name == "PlacementChanged":
         on = ", ".join(f"{a.node}×{a.instances}" for a in e.placement) or "nowhere"
         return [("provider", "RE-PLACED", f"now on {on}: {e.reason}")]

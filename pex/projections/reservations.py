@@ -44,11 +44,14 @@ class ReservationEntry:
     instance_ids: tuple[UUID, ...] = ()
     cpus: int = 0  # of one instance
     instances: int = 0
+    # A confirmed or activated reservation's extension offer: the end offered (held until
+    # valid_until, which then is the extension offer's).
+    extension_end: datetime | None = None
 
 
 HOLDING = (State.ACCEPTED, State.COUNTERED, State.CONFIRMED, State.ACTIVATED)
 OVER = frozenset({State.REJECTED, State.EXPIRED, State.CANCELLED})
-STATE_SCHEMA = 2  # of to_state/from_state; change it with the shape, and old checkpoints are ignored
+STATE_SCHEMA = 3  # of to_state/from_state; change it with the shape, and old checkpoints are ignored
 
 
 @dataclass
@@ -107,6 +110,14 @@ class ReservationIndex:
             entry.state, entry.valid_until = State.EXPIRED, None
         elif isinstance(event, Reservation.Cancelled):
             entry.state, entry.valid_until = State.CANCELLED, None
+        elif isinstance(event, Reservation.ExtensionOffered):
+            entry.valid_until, entry.extension_end = event.valid_until, event.end
+        elif isinstance(event, Reservation.ExtensionConfirmed):
+            entry.end, entry.valid_until, entry.extension_end = event.end, None, None
+        elif isinstance(event, (Reservation.ExtensionRejected, Reservation.ExtensionDeclined, Reservation.ExtensionLapsed)):
+            entry.valid_until, entry.extension_end = None, None
+        if entry.state in OVER:
+            entry.extension_end = None
 
     def _hold(self, entry: ReservationEntry) -> None:
         holding = self.holding_by_user.setdefault(entry.user_id, set())
@@ -136,7 +147,7 @@ class ReservationIndex:
         return {
             "reservations": [
                 [str(e.id), e.user_id, e.state.value, _time(e.start), _time(e.end), _time(e.valid_until),
-                 [str(i) for i in e.instance_ids], e.cpus, e.instances]
+                 [str(i) for i in e.instance_ids], e.cpus, e.instances, _time(e.extension_end)]
                 for e in self.reservations.values()
             ],
         }  # fmt: skip
@@ -144,10 +155,10 @@ class ReservationIndex:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ReservationIndex:
         index = cls(pending_only=True)
-        for rid, user_id, value, start, end, valid_until, instance_ids, cpus, instances in state["reservations"]:
+        for rid, user_id, value, start, end, valid_until, instance_ids, cpus, instances, extension_end in state["reservations"]:
             entry = ReservationEntry(
                 UUID(rid), user_id, State(value), _from_time(start), _from_time(end), _from_time(valid_until),
-                tuple(UUID(i) for i in instance_ids), cpus, instances,
+                tuple(UUID(i) for i in instance_ids), cpus, instances, _from_time(extension_end),
             )  # fmt: skip
             index.reservations[entry.id] = entry
             index.by_user.setdefault(user_id, []).append(entry.id)
@@ -184,6 +195,9 @@ class ReservationIndex:
                     continue  # lapsed: its hold no longer counts anywhere
                 offers += 1
             seconds += cpu_seconds(entry.cpus, entry.instances, entry.start, entry.end, now)
+            if entry.extension_end is not None and entry.valid_until is not None and entry.valid_until > now:
+                offers += 1  # an extension offer, live: it holds [end, extension end)
+                seconds += cpu_seconds(entry.cpus, entry.instances, entry.end, entry.extension_end, now)
         return Usage(seconds, offers)
 
 

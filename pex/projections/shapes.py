@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from pex.domain.reservation import Step
+from pex.domain.reservation import Extension, Step
 from pex.domain.values import Allocation, Offer, State, Terms
 
 
@@ -34,6 +34,9 @@ class ReservationView:
     version: int
     created_on: datetime
     modified_on: datetime
+    # An extension the provider offered and the user has not confirmed, declined or let lapse
+    # (only from the aggregate; a list shows none).
+    extension: Extension | None = None
 
     @property
     def terms(self) -> Terms | None:

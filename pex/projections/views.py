@@ -28,7 +28,7 @@ from eventsourcing.persistence import Notification
 from pex.domain.instance import Instance
 from pex.domain.node import Node
 from pex.domain.reservation import Reservation
-from pex.domain.values import Offer, Reply, State, Terms
+from pex.domain.values import Offer, Reply, State, Terms, time_text
 from pex.projections.store import Batch, Row, Table
 
 MICROSECOND = timedelta(microseconds=1)
@@ -249,6 +249,23 @@ def _released(row: Row, e: Reservation.Released) -> None:
     _step(row, e, "user", "RELEASE", f"released by {e.by}")
 
 
+def _extension_offered(row: Row, e: Reservation.ExtensionOffered) -> None:
+    # As the aggregate: the standing terms do not change until the extension is confirmed.
+    _step(row, e, "user", "EXTEND", f"to {time_text(e.asked_end)}")
+    _step(row, e, "provider", e.reply, "; ".join([f"to {time_text(e.end)} for {e.price}", *e.changes]))
+
+
+def _extension_rejected(row: Row, e: Reservation.ExtensionRejected) -> None:
+    _step(row, e, "user", "EXTEND", f"to {time_text(e.asked_end)}")
+    _step(row, e, "provider", Reply.REJECT.value, e.reason)
+
+
+def _extension_confirmed(row: Row, e: Reservation.ExtensionConfirmed) -> None:
+    row.update(end=e.end, price=str(e.price) if e.price is not None else None)
+    _step(row, e, "user", Reply.CONFIRM.value, "the extension")
+    _step(row, e, "provider", Reply.REQUEST_SUCCESS.value, f"extended to {time_text(e.end)}")
+
+
 def _placement_changed(row: Row, e: Any) -> None:
     row["placement"] = [[a.node, a.instances] for a in e.placement]
 
@@ -268,6 +285,11 @@ RESERVATION_CHANGES: dict[str, Callable[[Row, Any], None]] = {
     "Expired": _becomes(State.EXPIRED, (("provider", "EXPIRED"),)),
     "Released": _released,
     "PlacementChanged": _placement_changed,
+    "ExtensionOffered": _extension_offered,
+    "ExtensionRejected": _extension_rejected,
+    "ExtensionConfirmed": _extension_confirmed,
+    "ExtensionDeclined": lambda row, e: _step(row, e, "user", Reply.REJECT.value, "the extension"),
+    "ExtensionLapsed": lambda row, e: _step(row, e, "provider", "OFFER_EXPIRED", "the extension offer lapsed"),
 }
 
 

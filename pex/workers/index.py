@@ -217,6 +217,8 @@ class DispatchIndex:
             facts.state, facts.instance_ids = State.CONFIRMED, tuple(event.instance_ids)
         elif isinstance(event, Reservation.Activated):
             facts.state = State.ACTIVATED
+        elif isinstance(event, Reservation.ExtensionConfirmed):
+            facts.end = event.end  # its instances' ends move in the same save (Instance.Extended)
         elif isinstance(event, (Reservation.Expired, Reservation.Cancelled, Reservation.Rejected,
                                 Reservation.Declined, Reservation.OfferExpired)):
             # Over, or never agreed: an instance whose reservation is unknown is over (see _runs_over).

@@ -54,6 +54,9 @@ pex.domain.reservation:Reservation.Confirmed pex.domain.reservation:Reservation.
 pex.domain.reservation:Reservation.Activated pex.domain.reservation:Reservation.Cancelled
 pex.domain.reservation:Reservation.PlacementChanged pex.domain.reservation:Reservation.Expired
 pex.domain.reservation:Reservation.Terminated pex.domain.reservation:Reservation.Released
+pex.domain.reservation:Reservation.ExtensionOffered pex.domain.reservation:Reservation.ExtensionRejected
+pex.domain.reservation:Reservation.ExtensionConfirmed pex.domain.reservation:Reservation.ExtensionDeclined
+pex.domain.reservation:Reservation.ExtensionLapsed pex.domain.instance:Instance.Extended
 pex.domain.quotas:QuotaAccount pex.domain.quotas:QuotaAccount.Opened pex.domain.quotas:QuotaAccount.OfferCharged
 pex.domain.user:User pex.domain.user:User.Registered pex.domain.user:User.PasswordChanged
 pex.domain.user:User.AdminGranted

@@ -28,12 +28,12 @@ from pex.domain.lifecycle import PHASE_WORDS, Phase
 from pex.domain.negotiation import WHY
 from pex.domain.quotas import QuotaExceeded
 from pex.domain.user import AccountError, UsernameTaken
-from pex.domain.values import Reply, State
+from pex.domain.values import Reply, State, time_text
 from pex.http import paging
 from pex.http.auth import LoginThrottle, client_of
 from pex.http.portal import calendar
 from pex.http.portal.forms import AccountForm, FormErrors, ReservationForm
-from pex.http.portal.pages import Renderer, is_zone, local_input, time_zones, zone
+from pex.http.portal.pages import Renderer, is_zone, local_input, parse_local, time_zones, zone
 from pex.http.portal.sessions import form
 from pex.projections.readmodels import ReadModels
 
@@ -59,6 +59,7 @@ STEP_WORDS = {
     ("user", "CONFIRM"): "You confirmed",
     ("user", "ACTIVATE"): "You activated the reservation",
     ("user", "DELETE"): "Deleted",
+    ("user", "EXTEND"): "You asked to extend it",
     ("provider", "ACCEPT"): "The provider accepted",
     ("provider", "COUNTER"): "The provider made a counter-offer",
     ("provider", "REJECT"): "The provider refused",
@@ -472,13 +473,18 @@ class ReservationPage(Page):
             seconds_left=max(0, int((view.valid_until - now).total_seconds())) if view.valid_until else None,
             deletable=view.state in DELETABLE, now=now, phase=phase, phase_words=PHASE_WORDS,
             changed=changed, why=why, awaiting_activation=phase == Phase.AWAITING_ACTIVATION,
+            extension_seconds_left=(
+                max(0, int((view.extension.valid_until - now).total_seconds())) if view.extension else None
+            ),
+            extend_to=local_input(view.offer.terms.end + timedelta(hours=1), tz) if view.offer else "",
         )
 
 
 class ReservationAction(Page):
     """POST /reservations/{id}/{action}: one move of the negotiation or of the reservation's life."""
 
-    MOVES = ("confirm", "accept", "decline", "counter", "alternative", "activate", "release", "delete")
+    MOVES = ("confirm", "accept", "decline", "counter", "alternative", "activate", "release", "delete",
+             "extend", "extension-confirm", "extension-decline")
 
     def on_post(self, req, resp, reservation_id: UUID, action: str):
         if action not in self.MOVES:
@@ -513,6 +519,21 @@ class ReservationAction(Page):
                     + (f"; you pay {price} {app.currency} for the time used." if price is not None else "."),
                     "success",
                 )
+            elif action == "extend":
+                self._extend(req, reservation_id)
+            elif action == "extension-confirm":
+                outcome = app.confirm_extension(reservation_id)
+                if outcome.reply == Reply.REQUEST_SUCCESS and outcome.reservation.offer is not None:
+                    terms = outcome.reservation.offer.terms
+                    session.flash(
+                        f"Extended: it now ends at {time_text(terms.end)} and costs {terms.price} {app.currency} in all.",
+                        "success",
+                    )
+                else:
+                    session.flash(f"The provider could not book the extension: {outcome.reason}.", "error")
+            elif action == "extension-decline":
+                app.decline_extension(reservation_id)
+                session.flash("You walked away from the extension: the reservation stays as it was.")
             elif action == "delete":
                 app.cancel(reservation_id)
                 session.flash("The reservation is deleted.")
@@ -544,6 +565,25 @@ class ReservationAction(Page):
         except Contention:
             session.flash("The provider is busy; try again in a moment.", "error")
         raise redirect(reservation_url(reservation_id))
+
+    def _extend(self, req, reservation_id: UUID) -> None:
+        """Ask for the end typed in the Extend form (in the user's zone); the answer is shown
+        on the reservation's page, with Confirm."""
+        session = req.context.session
+        try:
+            end = parse_local(form(req).get("end", ""), zone(session.tz), not_before=self.now())
+        except (ValueError, OverflowError) as bad:
+            session.flash(f"The new end is not a time: {str(bad).capitalize()}.", "error")
+            return
+        try:
+            outcome = self.application.extend(reservation_id, end, owner_of(req))
+        except InvalidProposal as refused:
+            session.flash(f"That extension cannot be asked: {refused.detail}.", "error")
+            return
+        said = {Reply.ACCEPT: "The provider can extend it as you asked: confirm to book it.",
+                Reply.COUNTER: "The provider cannot extend it that far, and offers less: confirm to book it.",
+                Reply.REJECT: f"The provider cannot extend it: {outcome.reason}."}
+        session.flash(said[outcome.reply], "success" if outcome.reply == Reply.ACCEPT else "info")
 
     def _counter(self, req, reservation_id: UUID, terms) -> None:
         outcome = self.application.counter(reservation_id, terms)
