@@ -5,8 +5,10 @@ the moved reservations and instances, never over capacity, never a VM that was m
 from __future__ import annotations
 
 from datetime import timedelta
+from uuid import uuid4
 
 from pex.application.ports import Enacted
+from pex.bootstrap import build_application
 from pex.domain import Reply, State, Terms
 from pex.domain.instance import Instance, Status
 from pex.domain.node import Node, node_id, peak_demand
@@ -15,6 +17,7 @@ from pex.domain.values import Resources
 from pex.projections.audit import Auditor
 from pex.projections.capacity import CapacityTimeline
 from pex.projections.readmodels import ReadModels
+from pex.settings import Settings
 from tests.support import T0
 
 ETCH = "PEX Debian Etch 4.0 Template"
@@ -171,3 +174,59 @@ def test_the_pure_search_moves_a_booking_to_the_node_that_fills_up():
     view.move(move)
     assert view.free(move.to_node, START, START + 4 * H, T0) == Resources(0, 4096 - 2 * 1536, 160)
     assert repack(timeline, xlarge, 2, START, START + 4 * H, T0, movable) is None  # only one node can be emptied
+
+
+def test_the_audit_tells_a_re_pack_of_an_instance_whose_vm_was_made(app, clock):
+    bob, _ = fragment(app)
+    clock.set(START - app.prepare_lead + timedelta(minutes=1))
+    (iid,) = app.get_reservation(bob).instance_ids
+    job = app.claim_dispatch(iid, "worker-1", timedelta(minutes=5))
+    app.record_dispatch(job, Enacted(f"vm-{iid}", job.node), "worker-1")
+    assert audit(app).ok
+    instance = app.repository.get(iid)  # written past Instance.repack, which refuses it
+    instance.trigger_event(Instance.Repacked, from_node=instance.node, to_node="node1", for_reservation=uuid4(), at=clock())
+    app.save(instance)
+
+    report = audit(app)
+
+    assert any(
+        v.promise == "instances" and "was re-packed" in v.message and "a VM had been made for it" in v.message
+        for v in report.violations
+    ), report.render()
+
+
+def test_a_re_pack_that_races_a_change_to_the_instance_it_moves_loses_and_decides_again(tmp_path, clock, monkeypatch):
+    """Another process changes the instance a re-pack is about to move (its user deletes it)
+    between the decision and the save: the save loses on the instance's version, the decision
+    runs again on what is stored now, and moves nothing that is not movable any more."""
+    url = f"sqlite:///{tmp_path}/pex.sqlite3"
+    app = build_application(Settings(database_url=url), clock=clock)
+    other = build_application(Settings(database_url=url, create_tables=False, install_demo_pool=False), clock=clock)
+    bob, dave = fragment(app)
+    plan = type(app)._plan_moves
+    raced: list = []
+
+    def plan_then_race(self, moves, after, at):
+        plans = plan(self, moves, after, at)
+        if not raced and isinstance(plans, dict):
+            for reservation, instances in plans.values():
+                for instance in instances:  # the user deletes it, through another process
+                    other.delete_instance(instance.id, reservation.user_id)
+                    raced.append(instance.id)
+        return plans
+
+    monkeypatch.setattr(type(app), "_plan_moves", plan_then_race)
+
+    rid = app.initiate_reservation("alice")
+    outcome = app.submit_proposal(rid, terms("XLARGE", 1))
+
+    assert raced
+    (deleted,) = raced
+    instance = app.repository.get(deleted)
+    assert "Repacked" not in events(app, deleted) and instance.delete_requested
+    if outcome.reply == Reply.ACCEPT:  # the other MEDIUM moved instead
+        assert events(app, instance.reservation_id)[-1] != "PlacementChanged"
+    report = audit(app)
+    assert report.ok, report.render()
+    other.close()
+    app.close()
