@@ -148,6 +148,7 @@ def build_application(settings: Settings, clock: Callable[[], datetime] = system
     # With a pool, its hosts are the nodes and its templates the ones offered (pex pool sync).
     app.pool_configured = not settings.worker.simulated
     app.prepare_lead = settings.worker.prepare_lead
+    app.repack, app.repack_margin = settings.repack, settings.repack_margin
     app.vm_password_key = settings.vm_password_key.encode() if settings.vm_password_key else None
     if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
         bound_waits_for_postgres(app)

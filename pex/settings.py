@@ -72,6 +72,10 @@ class Settings:
     horizon: timedelta = timedelta(days=60)
     max_rounds: int = 5
     max_alternatives: int = 3
+    # Re-packing: a request that does not fit as asked may move other reservations' bookings
+    # that start later than the prepare lead plus this margin (pex.application.negotiation).
+    repack: bool = True
+    repack_margin: timedelta = timedelta(minutes=10)
     pricing: str = "flat"  # "flat", "peak", or "module:Class"
     currency: str = DEFAULT_CURRENCY  # what every price is in: shown beside each one
     install_demo_pool: bool = True  # when the store has no catalogue yet
@@ -97,6 +101,8 @@ class Settings:
             horizon=timedelta(days=number("PEX_HORIZON_DAYS", 60)),
             max_rounds=int(number("PEX_MAX_ROUNDS", 5)),
             max_alternatives=int(number("PEX_MAX_ALTERNATIVES", 3)),
+            repack=env_flag(env, "PEX_REPACK", True),
+            repack_margin=timedelta(seconds=env_number(env, "PEX_REPACK_MARGIN_SECONDS", 600, positive=False)),
             pricing=env.get("PEX_PRICING", "flat"),
             currency=currency_code(env.get("PEX_CURRENCY", DEFAULT_CURRENCY)),
             install_demo_pool=env_flag(env, "PEX_DEMO_POOL", True),

@@ -3,6 +3,8 @@ the entry points reads the environment again."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from argon2 import profiles
 
@@ -46,3 +48,16 @@ def test_the_application_reads_only_the_settings_it_is_given(monkeypatch):
         assert application.password_hasher.memory_cost == profiles.RFC_9106_LOW_MEMORY.memory_cost  # not the cheapest
     finally:
         application.close()
+
+
+def test_re_packing_is_on_unless_turned_off_and_its_margin_is_read():
+    assert Settings.from_env({}).repack is True
+    settings = Settings.from_env({"PEX_REPACK": "off", "PEX_REPACK_MARGIN_SECONDS": "0"})
+    assert (settings.repack, settings.repack_margin) == (False, timedelta(0))
+    app = build_application(Settings(database_url="memory:", repack=False, repack_margin=timedelta(minutes=3)))
+    assert (app.repack, app.repack_margin) == (False, timedelta(minutes=3))
+    app.close()
+    with pytest.raises(SettingsError):
+        Settings.from_env({"PEX_REPACK": "sometimes"})
+    with pytest.raises(SettingsError):
+        Settings.from_env({"PEX_REPACK_MARGIN_SECONDS": "-1"})

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from copy import deepcopy
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
@@ -150,6 +150,10 @@ class Core(Application):
     checkpoint_name = "pex.application"
     checkpoint_every = 5000
 
+
+    # How long before its start an instance's VM is made (cloned, sized, provisioned, halted),
+    # so that the start only boots it; 0 makes it at the start. Set from PEX_PREPARE_LEAD_SECONDS.
+    prepare_lead: timedelta = timedelta(minutes=10)
 
     clock: Callable[[], datetime]
     pricing: PricingPolicy

@@ -79,9 +79,6 @@ class Instances(Core):
     # Set by a worker process (pex.bootstrap): carries out what a user's request made due at
     # once, through the worker's dispatch (claim → enactment → record), instead of at the next tick.
     dispatch_now: Callable[[UUID], str | None] | None = None
-    # How long before its start an instance's VM is made (cloned, sized, provisioned, halted),
-    # so that the start only boots it; 0 makes it at the start. Set from PEX_PREPARE_LEAD_SECONDS.
-    prepare_lead: timedelta = timedelta(minutes=10)
     # PEX_VM_PASSWORD_KEY: with it, each VM gets a password of its own (vm_password).
     vm_password_key: bytes | None = None
 

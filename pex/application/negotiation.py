@@ -4,10 +4,11 @@ confirmation and activation, cancellation and expiry."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 from uuid import UUID, uuid4
 
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from pex.application.errors import NotFound, ProposalInProgress, ProposalReused
@@ -16,11 +17,12 @@ from pex.application.quotas import QuotaCommands
 from pex.application.views import Outcome, Proposed, ReservationView
 from pex.domain.errors import CapacityExceeded, DomainError, IllegalMove, InvalidProposal, NodeUnavailable
 from pex.domain.instance import Instance, instance_name
-from pex.domain.negotiation import answer_within_quotas, check_terms
+from pex.domain.negotiation import Decision, NegotiationPolicy, answer_within_quotas, check_terms
 from pex.domain.node import Node
+from pex.domain.placement import Movable, Move, Rearranged, place, repack
 from pex.domain.quotas import cpu_seconds
 from pex.domain.reservation import USER_REPLIES, Reservation, extension_hold_id
-from pex.domain.values import Reply, State, Terms
+from pex.domain.values import Allocation, Reply, Size, State, Terms
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,12 @@ T = TypeVar("T")
 
 class Negotiation(Extensions, QuotaCommands):
     """The negotiation (paper §3, Table 2): proposals, the provider's answers, the user's replies,"""
+
+    # Re-packing (PEX_REPACK): a request that does not fit as asked may move bookings of other
+    # reservations to other nodes, if they start more than the prepare lead and this margin
+    # (PEX_REPACK_MARGIN_SECONDS) after the decision (see `_repack`).
+    repack: bool = True
+    repack_margin: timedelta = timedelta(minutes=10)
 
     def propose(
         self, user_id: str, terms: Terms, reservation_id: UUID | None = None, *, keep_on_failure: bool = False
@@ -131,15 +139,24 @@ class Negotiation(Extensions, QuotaCommands):
             decision = self.negotiator(
                 limited, size, self.timeline, at, self.pricing, policy, reservation.round + 1, reservation.id
             )
+        moved: list[Aggregate] = []
+        nodes: dict[str, Node] = {}
+        if self.repack and decision.reply != Reply.ACCEPT:
+            repacked = self._repack(reservation.id, limited, size, at, policy, reservation.round + 1, nodes, moved)
+            if repacked is not None:
+                decision = repacked
         decision = answer_within_quotas(terms, limited, decision)
         previous = reservation.offer if reservation.state in (State.ACCEPTED, State.COUNTERED) else None
         reservation.submit(terms, size.resources, at)
-        nodes: dict[str, Node] = {}
+        held: set[str] = set()
         if decision.offer is not None:
             valid_until = at + self.policy.offer_ttl
             offered = decision.offer.terms
             for allocation in decision.offer.placement:
-                node = nodes.setdefault(allocation.node, self._node(allocation.node))
+                if allocation.node not in nodes:
+                    nodes[allocation.node] = self._node(allocation.node)
+                node = nodes[allocation.node]
+                held.add(allocation.node)
                 node.hold(
                     reservation.id, offered.start, offered.end, allocation.instances, size.resources, valid_until, at
                 )
@@ -153,12 +170,129 @@ class Negotiation(Extensions, QuotaCommands):
             reservation.reject(decision.reason, at)
         if previous is not None:
             for name in previous.nodes:
-                if name not in nodes:
-                    nodes[name] = self._node(name)
+                if name not in held:
+                    if name not in nodes:
+                        nodes[name] = self._node(name)
                     nodes[name].release(reservation.id, "superseded by a new offer", at)
         charged = [account] if decision.offer is not None else []
-        self._save(reservation, *nodes.values(), *charged)
+        self._save(reservation, *nodes.values(), *charged, *moved)
         return Outcome(decision.reply, self._view(reservation), decision.reason)
+
+    def _repack(
+        self, reservation_id: UUID, terms: Terms, size: Size, at: datetime, policy: NegotiationPolicy, round: int,
+        nodes: dict[str, Node], moved: list[Aggregate],
+    ) -> Decision | None:
+        """Re-packing: when `terms` do not fit as asked, move bookings of other reservations
+        that have not started (none starting before `at` + prepare lead + `repack_margin`, no
+        VM made for any of their instances) to other nodes, over the same interval with the
+        same resources, if that makes room for all the instances asked for (or else the fixed
+        ones) at the asked start; and answer on the pool so re-packed. The moves
+        are made on `nodes` (loaded into it) and on the moved reservations and instances
+        (appended to `moved`), saved by the caller with the new hold, in one atomic save: a
+        race with another process loses on some version and runs again. None (nothing
+        changed) if re-packing makes no room, or the answer on it does not use the room at the
+        asked start."""
+        after = at + self.prepare_lead + self.repack_margin
+        refused: set[UUID] = set()
+        per_instance, counts = size.resources, sorted({terms.instances, max(terms.instances_fixed, 1)}, reverse=True)
+        for _ in range(3):  # a chosen booking found not movable after all is left out, and the search runs again
+            with self._follow_lock:
+                if place(self.timeline, per_instance, terms.instances, terms.start, terms.end, at, reservation_id):
+                    return None  # it fits as asked: not a matter of room
+                movable = [
+                    Movable(a.reservation_id, name, a.start, a.end, a.instances, a.per_instance)
+                    for name, a in self.timeline.bookings_overlapping(terms.start, terms.end)
+                    if a.start > after and a.reservation_id != reservation_id and a.reservation_id not in refused
+                ]
+                # All the instances asked for, or else the fixed ones, at the asked start.
+                for count in counts:
+                    found = repack(self.timeline, per_instance, count, terms.start, terms.end, at, movable, reservation_id)
+                    if found is not None:
+                        break
+                if found is None or not found.moves:
+                    return None
+                view = Rearranged(self.timeline)
+                for move in found.moves:
+                    view.move(move)
+                decision = self.negotiator(terms, size, view, at, self.pricing, policy, round, reservation_id)
+            offer = decision.offer
+            if offer is None or offer.terms.start != terms.start or offer.terms.instances < count:
+                return None  # the room made is not what the answer uses
+            plans = self._plan_moves(found.moves, after, at)
+            if isinstance(plans, UUID):
+                refused.add(plans)
+                continue
+            self._make_moves(reservation_id, found.moves, plans, nodes, at)
+            moved.extend(a for reservation, instances in plans.values() for a in (reservation, *instances))
+            return decision
+        return None
+
+    def _plan_moves(
+        self, moves: tuple[Move, ...], after: datetime, at: datetime
+    ) -> dict[UUID, tuple[Reservation, list[Instance]]] | UUID:
+        """The moved reservations, and the instances of each that move (as many as the moves
+        take off each node, lowest index first); or the id of a reservation that cannot move
+        as planned (not confirmed any more, an extension offered, or its instances on that node
+        started or have a VM)."""
+        plans: dict[UUID, tuple[Reservation, list[Instance]]] = {}
+        taken: set[UUID] = set()
+        for move in moves:
+            rid = move.reservation_id
+            if rid not in plans:
+                reservation = self._reservation(rid)
+                offer = reservation.offer
+                # Nor one with an extension offered: its hold was placed on the nodes it is on now,
+                # and confirming it books [start, new end) there.
+                if (offer is None or not reservation.can("replace") or offer.terms.start <= after
+                        or reservation.extension is not None):
+                    return rid
+                plans[rid] = (reservation, [])
+            reservation, instances = plans[rid]
+            loaded: list[Instance] = [self.repository.get(iid) for iid in reservation.instance_ids]
+            here = sorted((i for i in loaded if i.node == move.from_node and i.id not in taken), key=lambda i: i.index)
+            chosen = here[: move.instances]
+            if len(chosen) < move.instances or not all(i.can_repack(at) for i in chosen):
+                return rid
+            for instance in chosen:
+                instance.repack(move.to_node, move.reservation_id, at)
+                taken.add(instance.id)
+            instances.extend(chosen)
+        return plans
+
+    def _make_moves(
+        self, for_reservation: UUID, moves: tuple[Move, ...], plans: dict[UUID, tuple[Reservation, list[Instance]]],
+        nodes: dict[str, Node], at: datetime,
+    ) -> None:
+        """Book the moves on the nodes (every node's shrinking first, so that a node that one
+        booking leaves and another enters never holds both) and record the new placements."""
+        reason = f"re-packed to make room for reservation {str(for_reservation)[:8]}"
+        for rid, (reservation, _) in plans.items():
+            offer = reservation.offer
+            assert offer is not None  # checked by _plan_moves
+            counts = {a.node: a.instances for a in offer.placement}
+            for move in moves:
+                if move.reservation_id == rid:
+                    counts[move.from_node] = counts.get(move.from_node, 0) - move.instances
+                    counts[move.to_node] = counts.get(move.to_node, 0) + move.instances
+            placement = tuple(Allocation(name, n) for name, n in sorted(counts.items()) if n > 0)
+            reservation.replace_placement(placement, reason, at)
+        for growing in (False, True):
+            for rid, (reservation, _) in plans.items():
+                offer = reservation.offer
+                assert offer is not None
+                now = {a.node: a.instances for a in offer.placement}
+                touched = {m.from_node for m in moves if m.reservation_id == rid} | {m.to_node for m in moves if m.reservation_id == rid}
+                for name in sorted(touched):
+                    node = nodes.setdefault(name, self._node(name))
+                    booked = node.allocation_of(rid)
+                    before = booked.instances if booked is not None and not booked.is_hold else 0
+                    after = now.get(name, 0)
+                    if (after > before) != growing or after == before:
+                        continue
+                    if after == 0:
+                        node.release(rid, reason, at)
+                    else:
+                        node.book(rid, offer.terms.start, offer.terms.end, after, offer.per_instance, at)
 
     def respond(
         self, reservation_id: UUID, reply: Reply | str, terms: Terms | None = None, expected_version: int | None = None

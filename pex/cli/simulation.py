@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from pex.simulation.report import plot_results, results_table
-from pex.simulation.simulate import PROVIDERS, simulate
-from pex.simulation.workload import WorkloadError, generate, read_lwf, write_lwf
+from pex.simulation.simulate import PROVIDERS, pool_capacity, simulate
+from pex.simulation.workload import WorkloadError, generate, offered_load, rate_for_load, read_lwf, write_lwf
 
 
 @click.command("simulate")
@@ -44,9 +44,18 @@ def workload_command() -> None:
 @workload_command.command("generate")
 @click.option("--requests", type=click.IntRange(1, 1_000_000), default=1000, show_default=True)
 @click.option("--rate", type=click.FloatRange(0.001), default=2.0, show_default=True, help="Requests an hour.")
+@click.option(
+    "--load", type=click.FloatRange(0.01, 100), default=None,
+    help="Offered CPU load of the paper's testbed (0.8 = 80 %): sets the rate, instead of --rate.",
+)
+@click.option("--bursty", is_flag=True, help="Arrivals in bursts (same mean rate; see pex/simulation/workload.py).")
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
-def generate_command(requests, rate, seed, output) -> None:
+def generate_command(requests, rate, load, bursty, seed, output) -> None:
     """Write a trace drawn from the documented distributions (see pex/simulation/workload.py)."""
-    write_lwf(generate(requests, rate, seed), output)
-    click.echo(f"{requests} requests written to {output}")
+    if load is not None:
+        rate = rate_for_load(load, pool_capacity().cpus, requests, seed, bursty)
+    trace = generate(requests, rate, seed, bursty)
+    write_lwf(trace, output)
+    click.echo(f"{requests} requests written to {output} ({rate:.3f} an hour, "
+               f"{offered_load(trace, pool_capacity().cpus):.0%} offered CPU load of the paper's testbed)")

@@ -5,7 +5,8 @@ instance, each on the node its booking is on. What then happens to the VM is rec
 the workers' claims on dispatch work, what the dispatcher did (Provisioned, Started, Stopped,
 Rebooted, Destroyed), what the monitors saw (PowerStateObserved, IpAddressReported,
 Unresponsive, Vanished, Lost), the user's requests (StartRequested, StopRequested,
-RebootRequested, DeleteRequested) and the Scheduler's answer to a lost node (Moved, Stranded).
+RebootRequested, DeleteRequested), the Scheduler's answer to a lost node (Moved, Stranded)
+and a re-pack that made room for another reservation before the VM was made (Repacked).
 
 Two ideas carry the design:
 
@@ -359,6 +360,18 @@ class Instance(Aggregate):
                 i.status = Status.HALTED if i.vm_may_exist else Status.SCHEDULED
                 i.power_state = "Halted" if i.vm_may_exist else None
 
+    class Repacked(Event):
+        """Moved from `from_node` to `to_node` before it ever ran (no VM made yet), to make
+        room for reservation `for_reservation`; booked there in the same save, over the same
+        interval with the same resources."""
+
+        from_node: str
+        to_node: str
+        for_reservation: UUID
+
+        def apply(self, i: Instance) -> None:
+            i.node = self.to_node
+
     class Stranded(Event):
         """The node was lost and no other node had room: the instance has no booking now."""
 
@@ -641,6 +654,20 @@ class Instance(Aggregate):
     def move(self, to_node: str, at: datetime) -> None:
         self.check("move")
         self.trigger_event(self.Moved, from_node=self.node, to_node=to_node, at=at)
+
+    def can_repack(self, at: datetime) -> bool:
+        """Whether the instance may still move to another node to make room: scheduled, its
+        start still ahead, no VM made for it (none prepared) and no worker at it."""
+        return (
+            self.status == Status.SCHEDULED and self.start > at and self.vm_uuid is None and not self.vm_may_exist
+            and self.claim is None and self.failures == 0 and not self.delete_requested
+        )
+
+    def repack(self, to_node: str, for_reservation: UUID, at: datetime) -> None:
+        """Move to `to_node` to make room for `for_reservation` (see can_repack)."""
+        if not self.can_repack(at) or to_node == self.node:
+            raise IllegalInstanceAction("repack", self.status.value, "only a scheduled instance with no VM yet moves")
+        self.trigger_event(self.Repacked, from_node=self.node, to_node=to_node, for_reservation=for_reservation, at=at)
 
     def strand(self, reason: str, at: datetime) -> None:
         self.check("strand")

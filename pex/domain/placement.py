@@ -9,6 +9,7 @@ refuse.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 from uuid import UUID
@@ -136,3 +137,234 @@ def earlier_starts(
     points = set(view.change_points(earliest, start + duration, at))
     candidates = {p - duration for p in points} | {p for p in points if p < start} | {earliest}
     yield from sorted((c for c in candidates if earliest <= c < start), reverse=True)
+
+
+# --- re-packing: moving bookings that have not started, to make room --------------------
+
+
+@dataclass(frozen=True)
+class Movable:
+    """A booking that may move to another node: `instances` instances of reservation
+    `reservation_id` on `node` over [start, end), each taking `per_instance`."""
+
+    reservation_id: UUID
+    node: str
+    start: datetime
+    end: datetime
+    instances: int
+    per_instance: Resources
+
+
+@dataclass(frozen=True)
+class Move:
+    """`instances` instances of a booking leave `from_node` for `to_node`, over the same
+    interval with the same resources."""
+
+    reservation_id: UUID
+    from_node: str
+    to_node: str
+    instances: int
+    start: datetime
+    end: datetime
+    per_instance: Resources
+
+    @property
+    def demand(self) -> Resources:
+        return self.per_instance * self.instances
+
+
+@dataclass(frozen=True)
+class Repack:
+    """The moves that make room, and where the new request's instances then go."""
+
+    moves: tuple[Move, ...]
+    placement: tuple[Allocation, ...]
+
+
+Change = tuple[datetime, datetime, Resources, int]  # over [start, end), demand added (+1) or taken away (-1)
+
+
+class Rearranged:
+    """A CapacityView: `view` with demand moved between nodes, or added, and not yet recorded.
+
+    Exact: `free` cuts the interval where the view's capacity changes and where a change
+    begins or ends; inside each piece both are constant."""
+
+    def __init__(self, view: CapacityView, changes: dict[str, list[Change]] | None = None):
+        self.view = view
+        self.changes: dict[str, list[Change]] = {k: list(v) for k, v in (changes or {}).items()}
+
+    def copy(self) -> Rearranged:
+        return Rearranged(self.view, self.changes)
+
+    def add(self, node: str, start: datetime, end: datetime, demand: Resources, sign: int = 1) -> None:
+        self.changes.setdefault(node, []).append((start, end, demand, sign))
+
+    def move(self, move: Move) -> None:
+        self.add(move.from_node, move.start, move.end, move.demand, -1)
+        self.add(move.to_node, move.start, move.end, move.demand, +1)
+
+    def node_names(self) -> Iterable[str]:
+        return self.view.node_names()
+
+    def capacity(self, node: str) -> Resources:
+        return self.view.capacity(node)
+
+    def free(
+        self, node: str, start: datetime, end: datetime, at: datetime, excluding: UUID | None = None,
+        extra: tuple[Change, ...] = (),
+    ) -> Resources:
+        changes = [c for c in (*self.changes.get(node, ()), *extra) if c[0] < end and c[1] > start]
+        if not changes:
+            return self.view.free(node, start, end, at, excluding)
+        cuts = {start, end, *(p for p in self.view.change_points(start, end, at) if p < end)}
+        cuts.update(t for c in changes for t in c[:2] if start < t < end)
+        points = sorted(cuts)
+        least: Resources | None = None
+        for a, b in zip(points, points[1:], strict=False):
+            free = self.view.free(node, a, b, at, excluding)
+            for s, e, demand, sign in changes:
+                if s < b and e > a:
+                    free = free - demand if sign > 0 else free + demand
+            least = free if least is None else Resources(
+                min(least.cpus, free.cpus), min(least.memory_mb, free.memory_mb), min(least.disk_gb, free.disk_gb)
+            )
+        assert least is not None  # start < end: at least one piece
+        return least
+
+    def change_points(self, after: datetime, until: datetime, at: datetime) -> Iterable[datetime]:
+        points = set(self.view.change_points(after, until, at))
+        points.update(t for changes in self.changes.values() for c in changes for t in c[:2] if after < t <= until)
+        return sorted(points)
+
+
+def _shortfall(per_instance: Resources, free: Resources) -> float:
+    """How far `free` is from holding one more instance, resource by resource (0: it fits)."""
+    short = 0.0
+    for need, have in ((per_instance.cpus, free.cpus), (per_instance.memory_mb, free.memory_mb), (per_instance.disk_gb, free.disk_gb)):
+        if need > 0 and have < need:
+            short += (need - have) / need
+    return short
+
+
+def repack(
+    view: CapacityView,
+    per_instance: Resources,
+    instances: int,
+    start: datetime,
+    end: datetime,
+    at: datetime,
+    movable: Iterable[Movable],
+    excluding: UUID | None = None,
+    max_moves: int = 8,
+) -> Repack | None:
+    """Make room for `instances` instances over [start, end) by moving `movable` bookings
+    (those that have not started: the caller's choice) to other nodes, over the same interval
+    with the same resources, never putting a node over capacity. None if no such moves make
+    room (at most `max_moves` of them).
+
+    Greedy and cheap: first place what fits as it is (best fit, as `place`); then, node by
+    node (the one that would hold most if its movable bookings left first), move the booking
+    whose leaving brings the node nearest to holding one more instance, to the most loaded
+    other node where it fits, and place there as many instances as then fit. The new
+    instances already placed count where bookings may go, so a move never takes the room
+    made for them; moves that made no room on a node are undone. A booking moves at most
+    once (what moved is not moved again)."""
+    available = set(view.node_names())
+    scratch = Rearranged(view)
+    left: dict[tuple[UUID, str], Movable] = {}
+    for m in movable:
+        if m.node in available and m.reservation_id != excluding and m.start < end and m.end > start and m.instances > 0:
+            left[(m.reservation_id, m.node)] = m
+    placed: dict[str, int] = {}
+    remaining = instances
+
+    def take(node: str) -> int:
+        nonlocal remaining
+        n = min(remaining, per_instance.how_many_fit_in(scratch.free(node, start, end, at, excluding)))
+        if n > 0:
+            scratch.add(node, start, end, per_instance * n)
+            placed[node] = placed.get(node, 0) + n
+            remaining -= n
+        return n
+
+    fits = fitting_counts(view, per_instance, start, end, at, excluding)
+    fits.sort(key=lambda f: (-f[2], f[1], f[0]))
+    for node, _, _ in fits:
+        if remaining == 0:
+            break
+        take(node)
+    if remaining == 0:
+        return Repack((), tuple(Allocation(n, c) for n, c in placed.items()))
+
+    def potential(node: str) -> int:
+        freed = Resources()
+        for (_, where), m in left.items():
+            if where == node:
+                freed = freed + m.per_instance * m.instances
+        return per_instance.how_many_fit_in(scratch.free(node, start, end, at, excluding) + freed)
+
+    potentials = {node: potential(node) for node in available}
+    if sum(potentials.values()) < remaining:
+        return None  # even if every movable booking left, the room is not there
+    moves: list[Move] = []
+    for node in sorted(available, key=lambda n: (-potentials[n], n)):
+        if remaining == 0:
+            break
+        if potentials[node] == 0:
+            continue
+        kept = (scratch.copy(), list(moves), dict(placed), remaining, dict(left))
+        while remaining > 0 and len(moves) < max_moves:
+            if take(node) > 0:
+                kept = (scratch.copy(), list(moves), dict(placed), remaining, dict(left))
+                continue
+            move = _best_eviction(scratch, node, left, per_instance, start, end, at, excluding)
+            if move is None:
+                break
+            scratch.move(move)
+            moves.append(move)
+            m = left.pop((move.reservation_id, node))
+            if m.instances > move.instances:
+                left[(move.reservation_id, node)] = Movable(
+                    m.reservation_id, node, m.start, m.end, m.instances - move.instances, m.per_instance
+                )
+        if remaining > 0:
+            take(node)
+        if remaining > 0:  # undo the moves that made no room here
+            scratch, moves, placed, remaining, left = kept[0], kept[1], kept[2], kept[3], kept[4]
+    if remaining > 0:
+        return None
+    return Repack(tuple(moves), tuple(Allocation(n, c) for n, c in placed.items() if c > 0))
+
+
+def _best_eviction(
+    scratch: Rearranged, node: str, left: dict[tuple[UUID, str], Movable], per_instance: Resources,
+    start: datetime, end: datetime, at: datetime, excluding: UUID | None,
+) -> Move | None:
+    """The move off `node` that brings it nearest to one more instance over [start, end),
+    to a node where it fits (the most loaded first); None if no move brings it nearer."""
+    short = _shortfall(per_instance, scratch.free(node, start, end, at, excluding))
+    options: list[tuple[float, int, str, Movable]] = []
+    for (rid, where), m in left.items():
+        if where != node:
+            continue
+        for k in range(1, m.instances + 1):
+            after = scratch.free(node, start, end, at, excluding, extra=((m.start, m.end, m.per_instance * k, -1),))
+            gain = short - _shortfall(per_instance, after)
+            if gain > 1e-9:
+                options.append((gain, k, str(rid), m))
+    options.sort(key=lambda o: (-o[0], o[1], o[2]))
+    for _, k, _, m in options:
+        demand = m.per_instance * k
+        targets = []
+        for other in scratch.node_names():
+            if other == node:
+                continue
+            free = scratch.free(other, m.start, m.end, at)
+            if demand.fits_in(free):
+                cap = scratch.capacity(other)
+                used = (cap.cpus - free.cpus) / max(cap.cpus, 1) + (cap.memory_mb - free.memory_mb) / max(cap.memory_mb, 1)
+                targets.append((-used, other))
+        if targets:
+            return Move(m.reservation_id, node, min(targets)[1], k, m.start, m.end, m.per_instance)
+    return None

@@ -10,9 +10,12 @@ capacity     No node is above capacity at any instant: bookings in force (from t
 bookings     Every confirmed reservation had, from its confirmation, bookings for all its
              instances over exactly its interval on the nodes its offer named; nothing is
              booked without a confirmation, and a booking is released only by a deletion;
-             a reservation released early keeps no booking past its release.
+             a reservation released early keeps no booking past its release; a booking
+             made when an instance moved (re-placed or re-packed) is over the agreed
+             interval with the agreed resources.
 instances    Every instance was scheduled on a node booked for its reservation, over its
-             interval; every instance that ran, ran inside that interval (up to `grace` late;
+             interval; one re-packed to another node was scheduled, before its start, with
+             no VM made; every instance that ran, ran inside that interval (up to `grace` late;
              the interval of a reservation released early ends at its release)
              on a node booked for it, or an event of the instance gives a `reason`; and every
              instance that should have run (its reservation activated, or confirmed to start
@@ -691,6 +694,16 @@ class Auditor:
             extended_at = {ref.at for ref, _ in track.extended} if track is not None else set()
             for b in bookings:
                 if (rid, node, b.booked_at) in self.instance_moves:
+                    agreed = track.confirmed_offer if track is not None else None
+                    if agreed is not None and (b.allocation.start, b.allocation.end, b.allocation.per_instance) != (
+                        agreed.terms.start, agreed.terms.end, agreed.per_instance
+                    ):
+                        self.violate(
+                            "bookings",
+                            f"reservation {short(rid)} was booked again on {node} when an instance moved, over "
+                            f"{span(b.allocation.start, b.allocation.end)} × {fmt(b.allocation.per_instance)}, not as agreed",
+                            b.ref,
+                        )
                     continue  # an instance of it was moved here at that moment
                 if b.booked_at in extended_at:
                     continue  # its extension was confirmed then (checked by _check_extension_bookings)
@@ -760,6 +773,8 @@ class Auditor:
             return
         aggregate = instance.aggregate
         before = (status_of(aggregate), aggregate.node)
+        if isinstance(e, Instance.Repacked):
+            self._judge_repack(instance, e, ref)
         try:
             e.mutate(aggregate)
         except Exception as error:  # out of order (versions are judged elsewhere): skip it
@@ -778,8 +793,9 @@ class Auditor:
                 self.first_dispatch_at = at
         if isinstance(getattr(e, "reason", None), str) and e.reason:
             instance.reasons.append(ref)
-        # A Moved back onto the node it was stranded from (returned) changes no node, but books.
-        moved = node != before[1] or isinstance(e, Instance.Moved)
+        # A Moved back onto the node it was stranded from (returned) changes no node, but books;
+        # so does a Repacked (a re-pack that made room for another reservation).
+        moved = node != before[1] or isinstance(e, (Instance.Moved, Instance.Repacked))
         if moved or (status == "STRANDED" and before[0] != "STRANDED"):
             self.instance_moves.add((instance.reservation_id, before[1], at))
             self.instance_moves.add((instance.reservation_id, node, at))
@@ -792,6 +808,23 @@ class Auditor:
             if not instance.ran:
                 instance.ran = True
                 self.report.instances_ran += 1
+
+    def _judge_repack(self, instance: InstanceTrack, e: Any, ref: EventRef) -> None:
+        """A re-pack moves only an instance that is scheduled, not started, with no VM made."""
+        aggregate = instance.aggregate
+        problems = []
+        if status_of(aggregate) != "SCHEDULED":
+            problems.append(f"it was {status_of(aggregate)}")
+        if getattr(aggregate, "vm_uuid", None) or getattr(aggregate, "vm_may_exist", False):
+            problems.append("a VM had been made for it")
+        if e.at >= instance.start:
+            problems.append(f"its start {instance.start.isoformat()} had come")
+        if problems:
+            self.violate(
+                "instances",
+                f"instance {instance.name} was re-packed from {e.from_node} to {e.to_node}, but " + " and ".join(problems),
+                ref,
+            )
 
     def _check_scheduled_instances(self) -> None:
         for iid, instance in self.instances.items():

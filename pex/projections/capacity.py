@@ -342,6 +342,16 @@ class CapacityTimeline:
         heapq.heapify(timeline.lapses)
         return timeline
 
+    def bookings_overlapping(self, start: datetime, end: datetime) -> list[tuple[str, NodeAllocation]]:
+        """The bookings (not holds) on available nodes that overlap [start, end), with their node."""
+        return [
+            (name, a)
+            for name, n in self.nodes.items()
+            if n.available
+            for a in n.bookings.values()
+            if a.start < end and a.end > start
+        ]
+
     # --- queries for people ------------------------------------------------------------
 
     def allocations(self, node: str, at: datetime) -> list[NodeAllocation]:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from pex.simulation.simulate import Result
+from pex.simulation.result import Result
 
 
 def results_table(results: list[Result]) -> list[str]:
     lines = [
-        "| provider | requests | booked | acceptance | utilization | mean start delay | proposals per request | revenue |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| provider | requests | booked | acceptance | utilization | mean start delay | proposals per request "
+        "| instances re-packed | revenue |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.provider} | {r.requests} | {r.booked} | {r.acceptance_rate:.1%} | {r.utilization:.1%} "
-            f"| {r.mean_start_delay_hours:.2f} h | {r.mean_rounds:.2f} | {r.revenue} |"
+            f"| {r.mean_start_delay_hours:.2f} h | {r.mean_rounds:.2f} | {r.moves} | {r.revenue} |"
         )
     return lines
 
@@ -33,7 +34,7 @@ def plot_results(results: list[Result], path: str) -> None:
     ]
     fig, axes = plt.subplots(1, len(metrics), figsize=(14, 3.8))
     for ax, (title, values, unit) in zip(axes, metrics, strict=True):
-        ax.bar(range(len(values)), values, color=["#999", "#c96", "#369"][: len(values)])
+        ax.bar(range(len(values)), values, color=["#999", "#c96", "#69c", "#369", "#6a6"][: len(values)])
         ax.set_xticks(range(len(values)), names, fontsize=7)
         ax.set_title(f"{title}{' (' + unit + ')' if unit else ''}")
         for i, v in enumerate(values):

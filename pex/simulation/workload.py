@@ -5,7 +5,7 @@ Distributions of `generate` (every draw from one seeded random.Random, so a seed
 
 | what | distribution |
 |---|---|
-| arrivals | Poisson process, `rate_per_hour` requests an hour on average (exponential gaps) |
+| arrivals | Poisson process, `rate_per_hour` requests an hour on average (exponential gaps); `bursty`: the rate switches between bursts and calm (see `generate`) |
 | size | SMALL 40 %, MEDIUM 30 %, LARGE 20 %, XLARGE 10 % |
 | instances needed (`numInstancesFixed`) | 1 + geometric(p = 0.5), at most 5 |
 | optional instances | 0 (60 %), 1 (25 %), 2 (15 %) |
@@ -52,11 +52,33 @@ class Request:
     template: str = TEMPLATE
 
 
-def generate(requests: int, rate_per_hour: float = 2.0, seed: int = 1) -> list[Request]:
+BURST_SHARE, BURST_FACTOR, CALM_FACTOR, BURST_MEAN_HOURS = 0.2, 4.0, 0.25, 4.0
+
+
+def generate(requests: int, rate_per_hour: float = 2.0, seed: int = 1, bursty: bool = False) -> list[Request]:
+    """`requests` requests drawn from the distributions above. `bursty`: arrivals come from
+    a Poisson process whose rate switches between bursts (BURST_FACTOR = 4 × the rate, a fifth
+    of the time) and calm (CALM_FACTOR = ¼ × the rate), each phase lasting an exponential
+    time (bursts 4 h on average, calm 16 h): the same mean rate, in bursts."""
     rng = random.Random(seed)
+    phases = random.Random(seed + 1_000_003)  # its own stream: every other draw stays as without bursts
     out, clock = [], 0.0
+    burst, phase_end = False, phases.expovariate(1 / (BURST_MEAN_HOURS * (1 - BURST_SHARE) / BURST_SHARE)) * 3600
     for i in range(1, requests + 1):
-        clock += rng.expovariate(rate_per_hour) * 3600
+        gap = rng.expovariate(1.0)  # in units of mean gaps at the phase's rate
+        if not bursty:
+            clock += gap / rate_per_hour * 3600
+        else:
+            while True:
+                rate = rate_per_hour * (BURST_FACTOR if burst else CALM_FACTOR)
+                step = gap / rate * 3600
+                if clock + step <= phase_end:
+                    clock += step
+                    break
+                gap -= (phase_end - clock) / 3600 * rate  # the rest of the gap, in the next phase
+                clock, burst = phase_end, not burst
+                mean = BURST_MEAN_HOURS if burst else BURST_MEAN_HOURS * (1 - BURST_SHARE) / BURST_SHARE
+                phase_end = clock + phases.expovariate(1 / mean) * 3600
         size = rng.choices(list(SIZES), weights=[40, 30, 20, 10])[0]
         fixed = 1
         while fixed < 5 and rng.random() < 0.5:
@@ -73,6 +95,27 @@ def generate(requests: int, rate_per_hour: float = 2.0, seed: int = 1) -> list[R
         arrival = timedelta(seconds=round(clock))
         out.append(Request(i, arrival, size, fixed, optional, arrival + lead, duration, flexibility, max_price))
     return out
+
+
+def offered_load(requests: list[Request], pool_cpus: int) -> float:
+    """The CPU load the requests offer: CPU time asked (fixed and optional instances) over the
+    pool's CPU time from the first arrival to the last."""
+    if len(requests) < 2:
+        return 0.0
+    asked = sum(SIZES[r.size].cpus * (r.fixed + r.optional) * r.duration.total_seconds() for r in requests)
+    span = (max(r.arrival for r in requests) - min(r.arrival for r in requests)).total_seconds()
+    return asked / (pool_cpus * max(span, 1))
+
+
+def rate_for_load(load: float, pool_cpus: int, requests: int, seed: int, bursty: bool = False) -> float:
+    """The arrival rate (requests an hour) at which `generate` offers `load` of the pool's CPUs."""
+    rate = 1.0
+    for _ in range(6):  # bursts last hours whatever the rate, so the load is not quite proportional to it
+        offered = offered_load(generate(requests, rate, seed, bursty), pool_cpus)
+        if not offered:
+            break
+        rate *= load / offered
+    return rate
 
 
 def _hms(span: timedelta) -> str:

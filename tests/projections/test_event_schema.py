@@ -42,7 +42,7 @@ pex.domain.instance:Instance.RebootRequested pex.domain.instance:Instance.Reboot
 pex.domain.instance:Instance.StartRequested pex.domain.instance:Instance.Started
 pex.domain.instance:Instance.StopRequested pex.domain.instance:Instance.Stopped pex.domain.instance:Instance.Stranded
 pex.domain.instance:Instance.Unresponsive pex.domain.instance:Instance.Vanished
-pex.domain.instance:Instance.Failed pex.domain.instance:Instance.Relocated
+pex.domain.instance:Instance.Failed pex.domain.instance:Instance.Relocated pex.domain.instance:Instance.Repacked
 pex.domain.node:Node pex.domain.node:Node.Registered pex.domain.node:Node.Resized pex.domain.node:Node.CapacityHeld
 pex.domain.node:Node.HoldReleased pex.domain.node:Node.CapacityBooked pex.domain.node:Node.BookingReleased
 pex.domain.node:Node.Lost pex.domain.node:Node.Returned

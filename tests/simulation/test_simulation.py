@@ -9,7 +9,15 @@ from click.testing import CliRunner
 from pex.bootstrap import build_simulated_application as build
 from pex.cli import main
 from pex.simulation.simulate import simulate
-from pex.simulation.workload import Request, WorkloadError, generate, read_lwf, write_lwf
+from pex.simulation.workload import (
+    Request,
+    WorkloadError,
+    generate,
+    offered_load,
+    rate_for_load,
+    read_lwf,
+    write_lwf,
+)
 
 
 def test_a_generated_trace_survives_the_lwf_round_trip(tmp_path):
@@ -88,3 +96,58 @@ def test_pex_simulate_reports_every_provider(tmp_path):
 def test_budgets_are_kept():
     r = Request(1, timedelta(0), "XLARGE", 1, 0, timedelta(hours=1), timedelta(hours=10), timedelta(0), Decimal("1.00"))
     assert simulate([r], "pex", build).booked == 0  # 10 hours of XLARGE cost 2.00
+
+
+def test_a_trace_can_be_drawn_at_an_offered_load_and_in_bursts():
+    rate = rate_for_load(0.8, 20, 400, seed=3, bursty=True)
+    bursty, plain = generate(400, rate, seed=3, bursty=True), generate(400, rate, seed=3)
+    assert offered_load(bursty, 20) == pytest.approx(0.8, abs=0.01)
+    # the same requests, arriving otherwise: gaps vary far more in bursts
+    assert [(r.size, r.fixed, r.duration) for r in bursty] == [(r.size, r.fixed, r.duration) for r in plain]
+
+    def spread(trace):
+        gaps = [(b.arrival - a.arrival).total_seconds() for a, b in zip(trace, trace[1:], strict=False)]
+        mean = sum(gaps) / len(gaps)
+        return (sum((g - mean) ** 2 for g in gaps) / len(gaps)) ** 0.5 / mean
+
+    assert spread(bursty) > 1.3 * spread(plain)
+
+
+def test_the_fluid_reference_packs_across_node_boundaries():
+    # Five LARGE (3 CPUs each), one a node, leave a CPU on each: no node holds two MEDIUM
+    # more, the one bin of 20 CPUs does.
+    asks = [("LARGE", 1)] * 5 + [("MEDIUM", 2)]
+    trace = [
+        Request(i, timedelta(minutes=i), size, n, 0, timedelta(hours=2), timedelta(hours=4), timedelta(0))
+        for i, (size, n) in enumerate(asks, start=1)
+    ]
+    assert simulate(trace, "fluid", build).booked == 6
+    assert simulate(trace, "pex", build).booked == 5
+
+
+def test_users_counter_propose_over_several_rounds():
+    # The pool is full at the asked start for 6 hours; this user accepts 2 hours of shift
+    # only, so no offer of the provider's (6 hours later) will do: they propose their own
+    # terms, within their flexibility, then walk away.
+    full = Request(1, timedelta(0), "XLARGE", 5, 0, timedelta(hours=1), timedelta(hours=6), timedelta(0))
+    late = Request(2, timedelta(minutes=1), "XLARGE", 1, 0, timedelta(hours=1), timedelta(hours=1), timedelta(hours=2))
+    result = simulate([full, late], "pex", build)
+    assert result.booked == 1
+    assert result.mean_rounds > 1.0  # the second user made more than one proposal
+
+
+def test_re_packing_makes_room_that_pex_without_it_counters():
+    day, h = timedelta(days=1), timedelta(hours=1)
+
+    def ask(i, size, n, start, duration):
+        return Request(i, timedelta(minutes=i), size, n, 0, day + start, duration, timedelta(0))
+
+    trace = [
+        ask(1, "XLARGE", 3, -4 * h, 10 * h),  # node1-3 full throughout
+        ask(2, "XLARGE", 1, -4 * h, 5 * h),  # node4 full until day + 1 h
+        ask(3, "MEDIUM", 1, 1 * h, 4 * h),  # on node4 from day + 1 h
+        ask(4, "MEDIUM", 1, 0 * h, 4 * h),  # on node5: node4 is full at day
+        ask(5, "XLARGE", 1, 1 * h, 3 * h),  # fits if the MEDIUM on node4 joins the other on node5
+    ]
+    without, with_ = simulate(trace, "pex-no-repack", build), simulate(trace, "pex", build)
+    assert (without.booked, with_.booked, with_.moves) == (4, 5, 1)
