@@ -14,8 +14,9 @@ from typing import Protocol
 from uuid import UUID
 
 from pex.domain.errors import InvalidProposal
-from pex.domain.placement import CapacityView, earlier_starts, ever_placeable, later_starts, most_placeable, place
-from pex.domain.pricing import PricingPolicy
+from pex.domain.placement import CapacityView, earlier_starts, ever_placeable, later_starts, most_placeable
+from pex.domain.placement_policies import BestFit, PlacementPolicy
+from pex.domain.pricing import PricingPolicy, quote_in
 from pex.domain.quotas import QuotaExceeded
 from pex.domain.values import Allocation, Offer, Reply, Resources, Size, Terms, time_text
 
@@ -30,6 +31,8 @@ class NegotiationPolicy:
     max_alternatives: int = 3
     max_duration: timedelta = timedelta(days=366)
     max_instances: int = 1000
+    # Which nodes an offer's instances go to (PEX_PLACEMENT; pex.domain.placement_policies).
+    placement: PlacementPolicy = field(default_factory=BestFit, compare=False)
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ def evaluate(
 
     def offer_for(start: datetime, instances: int, placement: tuple[Allocation, ...]) -> Offer:
         end = start + terms.duration
-        price = pricing.quote(size, instances, start, end)
+        price = quote_in(pricing, view, size, instances, start, end, at, reservation_id)
         granted = instances - terms.instances_fixed
         offered = terms.but(start=start, end=end, instances_option=max(granted, 0), price=price)
         return Offer(offered, per_instance, placement, describe_changes(terms, offered) + why)
@@ -106,6 +109,7 @@ def evaluate(
     def within_budget(offer: Offer) -> bool:
         return terms.price is None or offer.terms.price is None or offer.terms.price <= terms.price
 
+    place = policy.placement.choose
     exact = place(view, per_instance, terms.instances, terms.start, terms.end, at, reservation_id)
     if exact is not None:
         offer = offer_for(terms.start, terms.instances, exact)
