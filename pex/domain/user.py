@@ -151,6 +151,7 @@ def normalized_ssh_keys(lines: object) -> tuple[str, ...]:
 # back, with PEX_CREDIT=on. Amounts are in cents; one grant is at most this much either way.
 MAX_CREDIT_GRANT = Decimal("1000000000")
 CREDIT_CENT = Decimal("0.01")
+CREDIT_AMOUNT = re.compile(r"-?[0-9]{1,10}(\.[0-9]{1,2})?")  # as the API's CreditGrant says
 
 
 class CreditError(DomainError):
@@ -174,10 +175,13 @@ def credit_amount(value: object, field: str = "amount") -> Decimal:
     either way (a negative grant takes credit back)."""
     if isinstance(value, bool) or not isinstance(value, (int, str, Decimal)):
         raise CreditError(field, "an amount such as \"25.00\" (a string or an integer)")
+    text = str(value).strip()
+    if not CREDIT_AMOUNT.fullmatch(text):
+        raise CreditError(field, f"{text[:40]!r} is not an amount such as \"25.00\" (at most two decimals)")
     try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise CreditError(field, f"{str(value)[:40]!r} is not an amount") from None
+        amount = Decimal(text)
+    except InvalidOperation:  # pragma: no cover  (the pattern admits only decimals)
+        raise CreditError(field, f"{text[:40]!r} is not an amount") from None
     if not amount.is_finite() or amount != amount.quantize(CREDIT_CENT, rounding="ROUND_DOWN"):
         raise CreditError(field, "an amount of at most two decimals")
     if amount == 0 or abs(amount) > MAX_CREDIT_GRANT:
