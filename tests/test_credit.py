@@ -167,3 +167,28 @@ def test_the_audit_finds_a_charge_that_is_not_the_confirmed_price_and_a_balance_
     messages = [v.message for v in report.violations if v.promise == "credit"]
     assert any("below zero" in m for m in messages), messages
     assert any("not confirmed with it" in m for m in messages), messages
+
+
+def test_an_operator_grants_and_shows_credit_with_the_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from pex.cli import main
+
+    url = f"sqlite:///{tmp_path}/pex.sqlite3"
+    app = build_application(Settings(database_url=url, passwords=CHEAP_PASSWORDS))
+    app.register_user("alice", PASSWORD)
+    app.close()
+
+    def run(*args: str, credit: str = "off"):
+        result = CliRunner().invoke(main, list(args), env={"PEX_DATABASE_URL": url, "PEX_CREDIT": credit}, catch_exceptions=False)
+        return result.exit_code, result.output
+
+    code, granted = run("admin", "credit", "alice", "--grant", "12.5", "--note", "the course", "--by", "root")
+    assert code == 0 and "alice: 12.50 USD of credit, not charged (PEX_CREDIT=off)" in granted
+    assert "grant         12.50  balance        12.50  by root: the course" in granted
+    code, shown = run("admin", "credit", "alice", credit="on")
+    assert code == 0 and "12.50 USD of credit, charged on every confirmation" in shown
+    code, refused = run("admin", "credit", "alice", "--grant", "-20")
+    assert code != 0 and "at most that much can be taken back" in refused
+    code, unknown = run("admin", "credit", "nobody", "--grant", "1")
+    assert code != 0 and "no user 'nobody'" in unknown

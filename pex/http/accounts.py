@@ -103,7 +103,7 @@ def credit_json(credit: CreditView, currency: str) -> dict:
         "entries": [
             {
                 "at": rfc1123(e.at), "kind": e.kind, "amount": str(e.amount), "balance": str(e.balance),
-                **({"reservationId": str(e.reservation_id)} if e.reservation_id is not None else {}),
+                **({"reservationId": str(e.reservation_id).upper()} if e.reservation_id is not None else {}),
                 **({"by": e.by} if e.by is not None else {}),
                 **({"note": e.note} if e.note else {}),
             }
