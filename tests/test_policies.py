@@ -4,6 +4,7 @@ go under each placement policy (PEX_PLACEMENT), and what the market pricing asks
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -147,3 +148,48 @@ def test_a_market_counter_offer_names_a_cheaper_quieter_start_within_the_budget(
     offer = outcome.reservation.offer.terms
     assert offer.price <= Decimal("0.25")
     assert offer.start != asked.start
+
+
+def test_the_policies_in_force_are_shown_over_the_api_the_cli_and_the_portal(tmp_path):
+    from click.testing import CliRunner
+
+    from pex.cli import main
+    from tests.support.api import make_api
+    from tests.support.portal import make_portal
+
+    api = make_api()
+    try:
+        assert api.get("/OpenPEX/policies").json == {"placement": "best-fit", "pricing": "flat", "credit": False, "currency": "USD"}
+        assert api.client.simulate_get("/OpenPEX/policies").status_code == 401
+    finally:
+        api.read_models.close()
+        api.application.close()
+    env = {"PEX_DATABASE_URL": f"sqlite:///{tmp_path}/pex.sqlite3", "PEX_PRICING": "market", "PEX_PLACEMENT": "least-loaded",
+           "PEX_CREDIT": "on"}
+    shown = CliRunner().invoke(main, ["policies"], env=env, catch_exceptions=False).output
+    assert "placement  least-loaded" in shown and "pricing    market (flat × (0.5 + 1.5 × utilization)), in USD" in shown
+    assert "credit     on" in shown
+    portal = make_portal()
+    try:
+        portal.application.pricing = pricing_policy("market")
+        portal.application.policy = replace(portal.application.policy, placement=placement_of("round-robin"))
+        page = portal.user("alice").get("/reservations/new").text
+        assert "Prices follow demand" in page and "on the nodes in turn" in page
+    finally:
+        portal.close()
+
+
+def test_the_market_policy_is_shown_with_its_formula_over_the_api():
+    from tests.support.api import make_api
+
+    api = make_api()
+    try:
+        api.application.pricing = pricing_policy("market")
+        api.application.credit_enforced = True
+        assert api.get("/OpenPEX/policies").json == {
+            "placement": "best-fit", "pricing": "market", "credit": True, "currency": "USD",
+            "market": {"floor": "0.5", "ceiling": "2.0"},
+        }
+    finally:
+        api.read_models.close()
+        api.application.close()

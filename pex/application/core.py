@@ -154,6 +154,7 @@ class Core(Application):
 
     clock: Callable[[], datetime]
     pricing: PricingPolicy
+    currency: str  # PEX_CURRENCY: what every price and credit is in
     # PEX_CREDIT: whether a CONFIRM is charged to its user's credit (pex.domain.user), and
     # refused beyond it. Refunds of what was charged are made whatever it says now.
     credit_enforced: bool

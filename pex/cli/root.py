@@ -29,7 +29,7 @@ def main() -> None:
     """PEX: reserve virtual machines ahead of time, and negotiate the terms.
 
     Settings come from the environment: PEX_DATABASE_URL (default sqlite:///var/pex.sqlite3),
-    PEX_OFFER_TTL_SECONDS, PEX_MAX_ROUNDS, PEX_HORIZON_DAYS, PEX_PRICING, PEX_CURRENCY (default
+    PEX_OFFER_TTL_SECONDS, PEX_MAX_ROUNDS, PEX_HORIZON_DAYS, PEX_PRICING, PEX_PLACEMENT, PEX_CREDIT, PEX_CURRENCY (default
     USD), PEX_DEMO_POOL."""
 
 
@@ -383,3 +383,19 @@ def admin_credit(username, amount, note, by, entries) -> None:
     for e in credit.entries:
         what = f"reservation {str(e.reservation_id).upper()}" if e.reservation_id else f"by {e.by}" + (f": {e.note}" if e.note else "")
         click.echo(f"  {time_text(e.at)}  {e.kind:<6} {e.amount:>12}  balance {e.balance:>12}  {what}")
+
+
+@main.command("policies")
+def policies_command() -> None:
+    """Print the provider's policies in force: placement (PEX_PLACEMENT), pricing (PEX_PRICING)
+    and whether bookings are charged to credit (PEX_CREDIT)."""
+    app = build()
+    try:
+        p = app.policies()
+    finally:
+        app.close()
+    click.echo(f"placement  {p.placement}")
+    market = f" (flat × ({p.market_floor} + {p.market_ceiling - p.market_floor} × utilization))" if (
+        p.market_floor is not None and p.market_ceiling is not None) else ""
+    click.echo(f"pricing    {p.pricing}{market}, in {p.currency}")
+    click.echo(f"credit     {'on: every confirmation is charged to its user' if p.credit else 'off: nothing is charged'}")

@@ -23,6 +23,8 @@ class PricingPolicy(Protocol):
 class FlatRatePricing:
     """The default: each size's hourly price × instances × hours, rounded to the cent."""
 
+    name = "flat"
+
     def quote(self, size: Size, instances: int, start: datetime, end: datetime) -> Decimal:
         hours = Decimal((end - start).total_seconds()) / Decimal(3600)
         return (size.hourly_price * instances * hours).quantize(CENT, rounding=ROUND_HALF_UP)
@@ -34,6 +36,8 @@ class PeakHourPricing(FlatRatePricing):
     An example of a policy that makes a price counter-offer meaningful: moving the start out
     of peak hours lowers the price.
     """
+
+    name = "peak"
 
     def __init__(self, peak_factor: Decimal = Decimal("1.5")):
         self.peak_factor = peak_factor
@@ -63,6 +67,8 @@ class MarketPricing(FlatRatePricing):
     busiest instant of [start, end), before this request (pool_utilization). With the
     defaults an idle pool sells at half the flat rate and a full one at twice it; a user
     offered a busy interval is countered with cheaper, quieter ones when they exist."""
+
+    name = "market"
 
     def __init__(self, floor: Decimal = Decimal("0.5"), ceiling: Decimal = Decimal("2.0")):
         self.floor, self.ceiling = floor, ceiling
@@ -98,6 +104,12 @@ def quote_in(
     if isinstance(pricing, UtilizationPricing):
         return pricing.quote_at(size, instances, start, end, pool_utilization(view, start, end, at, excluding))
     return pricing.quote(size, instances, start, end)
+
+
+def pricing_name(pricing: PricingPolicy) -> str:
+    """What PEX_PRICING calls the policy: its `name`, or module:Class for one of the operator's."""
+    name = getattr(pricing, "name", None)
+    return name if isinstance(name, str) else f"{type(pricing).__module__}:{type(pricing).__qualname__}"
 
 
 def used_part(price: Decimal, start: datetime, end: datetime, released_at: datetime) -> Decimal:

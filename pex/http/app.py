@@ -175,6 +175,7 @@ def create_app(
         "/OpenPEX/nodes": pool.Nodes(application),
         "/OpenPEX/nodes/{name}": pool.NodeResource(application),
         "/OpenPEX/quotas": pool.QuotasResource(application),
+        "/OpenPEX/policies": pool.PoliciesResource(application),
         "/OpenPEX/quotas/users/{username}": pool.UserQuotas(application),
     }
     for template, resource in routes.items():

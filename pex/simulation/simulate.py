@@ -9,6 +9,7 @@ walk away.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from pex.application import PexApplication
 from pex.clock import ManualClock
 from pex.domain.errors import DomainError
 from pex.domain.negotiation import NegotiationPolicy, Negotiator, evaluate
+from pex.domain.placement_policies import PLACEMENT_POLICIES, placement_policy
+from pex.domain.pricing import FlatRatePricing, MarketPricing, PeakHourPricing, PricingPolicy
 from pex.domain.values import Offer, Reply, Terms
 from pex.simulation.strategies import STRATEGIES
 from pex.simulation.workload import SIZES, Request
@@ -53,13 +56,21 @@ def acceptable(offer: Offer, r: Request, asked: Terms) -> bool:
 
 
 # What a simulation builds its application with (pex.bootstrap.build_simulated_application).
-Build = Callable[[ManualClock, Negotiator, NegotiationPolicy], PexApplication]
+Build = Callable[[ManualClock, Negotiator, NegotiationPolicy, PricingPolicy | None], PexApplication]
+PRICINGS = {"flat": FlatRatePricing, "peak": PeakHourPricing, "market": MarketPricing}
 
 
-def simulate(requests: list[Request], provider: str, build: Build) -> Result:
+def simulate(
+    requests: list[Request], provider: str, build: Build, placement: str = "best-fit", pricing: str = "flat",
+    seed: int = 0, label: str | None = None,
+) -> Result:
+    """One provider's strategy on the trace, with the placement policy `placement` (seeded
+    with `seed` if random) and the pricing policy `pricing` (PEX_PLACEMENT, PEX_PRICING)."""
     negotiator = evaluate if provider == "pex" else STRATEGIES[provider]
     clock = ManualClock(EPOCH)
-    app = build(clock, negotiator, NegotiationPolicy(horizon=timedelta(days=30), max_duration=timedelta(days=30)))
+    chosen = placement_policy(placement, random.Random(seed))
+    policy = NegotiationPolicy(horizon=timedelta(days=30), max_duration=timedelta(days=30), placement=chosen)
+    app = build(clock, negotiator, policy, PRICINGS[pricing]())
     app.install_demo_pool()
     started = time.perf_counter()
     booked, rounds, delays, revenue, cpu_seconds = 0, 0, [], Decimal(0), 0.0
@@ -102,7 +113,7 @@ def simulate(requests: list[Request], provider: str, build: Build) -> Result:
             continue
     capacity_seconds = sum(n.capacity.cpus for n in app.nodes()) * max((window_end - EPOCH).total_seconds(), 1)
     return Result(
-        provider=PROVIDERS[provider],
+        provider=label or PROVIDERS[provider],
         requests=len(ordered),
         booked=booked,
         utilization=cpu_seconds / capacity_seconds,
@@ -111,3 +122,15 @@ def simulate(requests: list[Request], provider: str, build: Build) -> Result:
         revenue=revenue,
         seconds=time.perf_counter() - started,
     )
+
+
+def compare_policies(
+    requests: list[Request], build: Build, placements: tuple[str, ...] = PLACEMENT_POLICIES,
+    pricings: tuple[str, ...] = ("flat", "market"), seed: int = 0,
+) -> list[Result]:
+    """PEX's negotiation on the same trace under every placement × pricing policy."""
+    return [
+        simulate(requests, "pex", build, placement, pricing, seed, label=f"PEX, {placement}, {pricing}")
+        for placement in placements
+        for pricing in pricings
+    ]

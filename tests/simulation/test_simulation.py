@@ -88,3 +88,31 @@ def test_pex_simulate_reports_every_provider(tmp_path):
 def test_budgets_are_kept():
     r = Request(1, timedelta(0), "XLARGE", 1, 0, timedelta(hours=1), timedelta(hours=10), timedelta(0), Decimal("1.00"))
     assert simulate([r], "pex", build).booked == 0  # 10 hours of XLARGE cost 2.00
+
+
+def test_the_policies_are_compared_on_the_same_trace_and_tell_apart():
+    from pex.simulation.simulate import compare_policies
+
+    trace = generate(120, rate_per_hour=3, seed=11)
+    results = compare_policies(trace, build, placements=("best-fit", "size-partitioned"), pricings=("flat", "market"))
+    assert [r.provider for r in results] == [
+        "PEX, best-fit, flat", "PEX, best-fit, market", "PEX, size-partitioned, flat", "PEX, size-partitioned, market",
+    ]
+    best_fit = results[0]
+    assert (best_fit.booked, best_fit.revenue) == (lambda r: (r.booked, r.revenue))(simulate(trace, "pex", build))
+    assert results[1].revenue != best_fit.revenue  # the market prices by utilization
+    assert results[2].booked < best_fit.booked  # a partitioned pool turns large requests away
+    assert all(r.requests == 120 for r in results)
+
+
+def test_pex_simulate_compares_the_policies_and_takes_one(tmp_path):
+    write_lwf(generate(40, seed=3), tmp_path / "t.lwf")
+    compared = CliRunner().invoke(main, ["simulate", str(tmp_path / "t.lwf"), "--compare-policies"])
+    assert compared.exit_code == 0, compared.output
+    for placement in ("best-fit", "least-loaded", "round-robin", "random", "size-partitioned"):
+        assert f"| PEX, {placement}, flat |" in compared.output and f"| PEX, {placement}, market |" in compared.output
+    one = CliRunner().invoke(main, ["simulate", str(tmp_path / "t.lwf"), "--provider", "pex", "--placement", "random",
+                                    "--seed", "4", "--pricing", "market"])
+    assert one.exit_code == 0 and "| PEX |" in one.output
+    wrong = CliRunner().invoke(main, ["simulate", str(tmp_path / "t.lwf"), "--placement", "first-fit"])
+    assert wrong.exit_code == 2 and "first-fit" in wrong.output

@@ -357,7 +357,7 @@ class NewReservation(Page):
         catalogue = self.application.catalogue()
         self.render(req, resp, "new_reservation.html", status=status, form=typed, errors=errors,
                     sizes=list(catalogue.sizes.values()), templates=catalogue.templates,
-                    free=self._free_windows(req, typed))
+                    free=self._free_windows(req, typed), policies=self.application.policies())
 
     def _free_windows(self, req, typed: ReservationForm) -> dict | None:
         """The next free windows for what the form asks (the instances needed, for its
