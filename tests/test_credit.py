@@ -192,3 +192,37 @@ def test_an_operator_grants_and_shows_credit_with_the_cli(tmp_path):
     assert code != 0 and "at most that much can be taken back" in refused
     code, unknown = run("admin", "credit", "nobody", "--grant", "1")
     assert code != 0 and "no user 'nobody'" in unknown
+
+
+def test_two_processes_confirming_on_one_credit_at_once_never_spend_it_twice(tmp_path, clock):
+    """Process B has taken alice's price from the balance it loaded when process A confirms
+    her other reservation (on another node, so no node's version tells them apart): B's save
+    loses on alice's version, and B decides again on the balance A left."""
+    url = f"sqlite:///{tmp_path}/pex.sqlite3"
+    a = build_application(Settings(database_url=url, passwords=CHEAP_PASSWORDS, credit=True), clock=clock)
+    b = build_application(Settings(database_url=url, passwords=CHEAP_PASSWORDS, credit=True), clock=clock)
+    try:
+        a.register_user("alice", PASSWORD)
+        a.grant_credit("alice", "1.00", by="root")
+        first, second = offered(a, fixed=1), offered(a, fixed=1)  # 0.80 each, on node1 and node2
+        assert {n for r in (first, second) for n in a.get_reservation(r).offer.nodes} == {"node1", "node2"}
+        charge, racing = b._charge, {"done": False}
+
+        def b_charges_while_a_confirms(reservation, at):
+            charged = charge(reservation, at)
+            if not racing["done"]:
+                racing["done"] = True
+                assert a.confirm(first).reply == Reply.REQUEST_SUCCESS
+            return charged
+
+        b._charge = b_charges_while_a_confirms
+        with pytest.raises(InsufficientCredit) as refused:
+            b.confirm(second)
+        assert refused.value.balance == Decimal("0.20")
+        assert b.get_reservation(second).state == State.ACCEPTED
+        credit = b.credit("alice")
+        assert credit.balance == Decimal("0.20") and [e.kind for e in credit.entries] == ["grant", "charge"]
+        assert audited(b).ok
+    finally:
+        a.close()
+        b.close()
