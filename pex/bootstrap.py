@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import stat
 import subprocess
 import sys
@@ -25,7 +26,8 @@ from pex.adapters.xen.transport import TlsPolicy
 from pex.application import PexApplication
 from pex.clock import system_clock
 from pex.domain.negotiation import NegotiationPolicy, Negotiator
-from pex.domain.pricing import FlatRatePricing, PeakHourPricing, PricingPolicy
+from pex.domain.placement_policies import PlacementPolicy, placement_policy
+from pex.domain.pricing import FlatRatePricing, MarketPricing, PeakHourPricing, PricingPolicy
 from pex.http.app import create_app
 from pex.projections.readmodels import ReadModels, prepare_read_models
 from pex.settings import Settings, SettingsError, WorkerSettings
@@ -125,11 +127,19 @@ def pricing_policy(name: str) -> PricingPolicy:
         return FlatRatePricing()
     if name == "peak":
         return PeakHourPricing()
+    if name == "market":
+        return MarketPricing()
     module, _, attr = name.partition(":")
     try:
         return getattr(import_module(module), attr)()
     except (ImportError, AttributeError, ValueError) as error:
         raise SettingsError(f"PEX_PRICING: cannot load pricing policy {name!r}: {error}") from None
+
+
+def placement_of(name: str, seed: int = 0) -> PlacementPolicy:
+    """The placement policy PEX_PLACEMENT names; `random` draws from its own source seeded
+    with PEX_PLACEMENT_SEED, never from the process's global one."""
+    return placement_policy(name, random.Random(seed))
 
 
 def build_application(settings: Settings, clock: Callable[[], datetime] = system_clock) -> PexApplication:
@@ -140,10 +150,11 @@ def build_application(settings: Settings, clock: Callable[[], datetime] = system
         horizon=settings.horizon,
         max_rounds=settings.max_rounds,
         max_alternatives=settings.max_alternatives,
+        placement=placement_of(settings.placement, settings.placement_seed),
     )
     app = PexApplication(
         env=env, clock=clock, pricing=pricing_policy(settings.pricing), policy=policy,
-        currency=settings.currency, passwords=settings.passwords,
+        currency=settings.currency, passwords=settings.passwords, credit=settings.credit,
     )
     # With a pool, its hosts are the nodes and its templates the ones offered (pex pool sync).
     app.pool_configured = not settings.worker.simulated
@@ -158,11 +169,13 @@ def build_application(settings: Settings, clock: Callable[[], datetime] = system
 
 
 def build_simulated_application(
-    clock: Callable[[], datetime], negotiator: Negotiator, policy: NegotiationPolicy
+    clock: Callable[[], datetime], negotiator: Negotiator, policy: NegotiationPolicy, pricing: PricingPolicy | None = None
 ) -> PexApplication:
     """An application in memory for `pex simulate` (pex.simulation): one provider's strategy
-    on a clock the simulation moves."""
-    return PexApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=clock, negotiator=negotiator, policy=policy)
+    (with the placement in `policy`, and `pricing`) on a clock the simulation moves."""
+    return PexApplication(
+        env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=clock, negotiator=negotiator, policy=policy, pricing=pricing
+    )
 
 
 def build_pool_enactment(settings: Settings) -> XenEnactment:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from pex.domain.errors import CatalogueError
+from pex.domain.placement_policies import PLACEMENT_POLICIES
 from pex.domain.pool import PoolReserve
 from pex.domain.pricing import DEFAULT_CURRENCY
 
@@ -76,7 +77,10 @@ class Settings:
     # that start later than the prepare lead plus this margin (pex.application.negotiation).
     repack: bool = True
     repack_margin: timedelta = timedelta(minutes=10)
-    pricing: str = "flat"  # "flat", "peak", or "module:Class"
+    pricing: str = "flat"  # "flat", "peak", "market", or "module:Class"
+    placement: str = "best-fit"  # pex.domain.placement_policies.PLACEMENT_POLICIES
+    placement_seed: int = 0  # what the random placement's source is seeded with
+    credit: bool = False  # PEX_CREDIT=on: a CONFIRM is charged to its user's credit, and refused beyond it
     currency: str = DEFAULT_CURRENCY  # what every price is in: shown beside each one
     install_demo_pool: bool = True  # when the store has no catalogue yet
     create_tables: bool = True
@@ -104,6 +108,9 @@ class Settings:
             repack=env_flag(env, "PEX_REPACK", True),
             repack_margin=timedelta(seconds=env_number(env, "PEX_REPACK_MARGIN_SECONDS", 600, positive=False)),
             pricing=env.get("PEX_PRICING", "flat"),
+            placement=placement_name(env.get("PEX_PLACEMENT") or "best-fit"),
+            placement_seed=int(env_number(env, "PEX_PLACEMENT_SEED", 0, int)),
+            credit=env_flag(env, "PEX_CREDIT", False),
             currency=currency_code(env.get("PEX_CURRENCY", DEFAULT_CURRENCY)),
             install_demo_pool=env_flag(env, "PEX_DEMO_POOL", True),
             create_tables=env_flag(env, "PEX_CREATE_TABLES", True),
@@ -112,6 +119,14 @@ class Settings:
             worker=WorkerSettings.from_env(env),
             vm_password_key=vm_password_key(env.get("PEX_VM_PASSWORD_KEY") or ""),
         )
+
+
+def placement_name(text: str) -> str:
+    """PEX_PLACEMENT: one of the placement policies (pex.domain.placement_policies)."""
+    name = text.strip().lower()
+    if name not in PLACEMENT_POLICIES:
+        raise SettingsError(f"PEX_PLACEMENT must be one of {', '.join(PLACEMENT_POLICIES)}, not {text!r}")
+    return name
 
 
 MIN_VM_PASSWORD_KEY = 32

@@ -27,7 +27,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, TypeVar
+from uuid import UUID
 
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -63,6 +65,29 @@ class UserView:
     version: int
     password_version: int = 0
     ssh_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CreditEntry:
+    """One line of a user's credit statement: a grant (`by` an administrator, with a note), a
+    booking's charge or an early end's refund (with its reservation); `amount` is signed."""
+
+    at: datetime
+    kind: str  # "grant", "charge" or "refund"
+    amount: Decimal
+    balance: Decimal
+    reservation_id: UUID | None = None
+    by: str | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class CreditView:
+    username: str
+    balance: Decimal
+    enforced: bool  # PEX_CREDIT: whether bookings are charged
+    entries: tuple[CreditEntry, ...]  # the latest last
+    version: int
 
 
 class PasswordChecksBusy(Exception):
@@ -245,6 +270,35 @@ class Accounts(Core):
             return self._user_view(user)
 
         return self._retrying(attempt)
+
+    # --- credit ------------------------------------------------------------------------
+
+    def credit(self, username: str, entries: int = 50) -> CreditView:
+        """The user's credit: the balance and the last `entries` lines of its statement."""
+        return self._credit_view(self._existing_user(username), entries)
+
+    def grant_credit(self, username: str, amount: object, by: str, note: str = "") -> CreditView:
+        """An administrator (`by`) adds `amount` to the user's credit (negative: takes it back,
+        never below zero); CreditError for a malformed amount."""
+
+        def attempt() -> CreditView:
+            user = self._existing_user(username)
+            user.grant_credit(amount, by, note, self.clock())
+            self._save(user)
+            return self._credit_view(user)
+
+        return self._retrying(attempt)
+
+    def _credit_view(self, user: User, entries: int = 50) -> CreditView:
+        lines: list[CreditEntry] = []
+        for event in self.repository.event_store.get(user.id):
+            if isinstance(event, User.CreditGranted):
+                lines.append(CreditEntry(event.at, "grant", event.amount, event.balance, by=event.by, note=event.note))
+            elif isinstance(event, User.CreditCharged):
+                lines.append(CreditEntry(event.at, "charge", -event.amount, event.balance, event.reservation_id))
+            elif isinstance(event, User.CreditRefunded):
+                lines.append(CreditEntry(event.at, "refund", event.amount, event.balance, event.reservation_id))
+        return CreditView(user.username, user.balance, self.credit_enforced, tuple(lines[-entries:] if entries else ()), user.version)
 
     # --- plumbing ----------------------------------------------------------------------
 

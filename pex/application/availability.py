@@ -13,6 +13,7 @@ from pex.application.errors import InvalidQuery
 from pex.application.views import WindowView
 from pex.domain.availability import free_windows
 from pex.domain.errors import InvalidProposal
+from pex.domain.pricing import quote_in
 
 # The most windows one query answers, and the default; its range defaults to a week ahead.
 MAX_WINDOWS = 50
@@ -63,6 +64,7 @@ class Availability(Core):
         self.follow()
         with self._follow_lock:
             windows = free_windows(self.timeline, chosen.resources, count, duration, start, end, now, limit)
-        return [
-            WindowView(w.start, w.end, w.available, self.pricing.quote(chosen, count, w.start, w.end)) for w in windows
-        ]
+            return [
+                WindowView(w.start, w.end, w.available, quote_in(self.pricing, self.timeline, chosen, count, w.start, w.end, now))
+                for w in windows
+            ]

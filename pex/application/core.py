@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from copy import deepcopy
 from dataclasses import replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
@@ -34,10 +35,10 @@ from pex.domain.errors import CapacityExceeded, NodeUnavailable
 from pex.domain.instance import Instance
 from pex.domain.negotiation import NegotiationPolicy, Negotiator
 from pex.domain.node import Node, node_id
-from pex.domain.pricing import PricingPolicy
+from pex.domain.pricing import PricingPolicy, used_part
 from pex.domain.quotas import QuotaAccount, Quotas, quota_account_id
 from pex.domain.reservation import Reservation
-from pex.domain.user import User, is_valid_username, legacy_user_id, user_id
+from pex.domain.user import InsufficientCredit, User, is_valid_username, legacy_user_id, user_id
 from pex.domain.values import State
 from pex.projections import capacity, reservations
 from pex.projections.capacity import CapacityTimeline
@@ -157,6 +158,10 @@ class Core(Application):
 
     clock: Callable[[], datetime]
     pricing: PricingPolicy
+    currency: str  # PEX_CURRENCY: what every price and credit is in
+    # PEX_CREDIT: whether a CONFIRM is charged to its user's credit (pex.domain.user), and
+    # refused beyond it. Refunds of what was charged are made whatever it says now.
+    credit_enforced: bool
     policy: NegotiationPolicy
     negotiator: Negotiator
     timeline: CapacityTimeline
@@ -279,6 +284,33 @@ class Core(Application):
         user = self._user(username)
         return tuple(getattr(user, "ssh_keys", ())) if user is not None else ()
 
+    def _charge(self, reservation: Reservation, at: datetime) -> list[User]:
+        """With credit enforced, the user charged the price of the offer being confirmed (to
+        be saved with the booking); InsufficientCredit beyond their balance. An unknown user
+        has no credit."""
+        offer = reservation.offer
+        if not self.credit_enforced or offer is None or offer.terms.price is None:
+            return []
+        user = self._user(reservation.user_id)
+        if user is None:
+            raise InsufficientCredit(offer.terms.price, Decimal("0.00"))
+        user.charge(reservation.id, offer.terms.price, at)
+        return [user]
+
+    def _refund(self, reservation: Reservation, at: datetime) -> list[User]:
+        """The user given back the unused part of what the booking of `reservation` took, if
+        it took anything (to be saved with the end); call before the reservation records it."""
+        offer = reservation.offer
+        if offer is None or not reservation.instance_ids or reservation.state not in (State.CONFIRMED, State.ACTIVATED):
+            return []
+        user = self._user(reservation.user_id)
+        charged = user.charged_for(reservation.id) if user is not None else None
+        if user is None or charged is None:
+            return []
+        terms = offer.terms
+        user.refund(reservation.id, charged - used_part(charged, terms.start, terms.end, at), at)
+        return [user]
+
     def _quota_account(self, user_id: str, at: datetime) -> QuotaAccount:
         try:
             return self.repository.get(quota_account_id(user_id))
@@ -290,7 +322,7 @@ class Core(Application):
         # recorded something now reach a new version worth a snapshot; one that was merely
         # loaded may sit at a multiple of the interval, already snapshotted. Loading one then
         # costs at most the interval's events, however long its history.
-        changed = [a for a in aggregates if isinstance(a, (Node, QuotaAccount, Catalogue)) and a.pending_events]
+        changed = [a for a in aggregates if isinstance(a, (Node, QuotaAccount, Catalogue, User)) and a.pending_events]
         self.save(*aggregates)
         for aggregate in changed:
             if aggregate.version % self.node_snapshot_interval == 0:

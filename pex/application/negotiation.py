@@ -176,6 +176,8 @@ class Negotiation(Extensions, QuotaCommands):
                     nodes[name].release(reservation.id, "superseded by a new offer", at)
         charged = [account] if decision.offer is not None else []
         self._save(reservation, *nodes.values(), *charged, *moved)
+        if decision.offer is not None:
+            self.policy.placement.placed(decision.offer.placement)  # a policy with a turn moves it
         return Outcome(decision.reply, self._view(reservation), decision.reason)
 
     def _repack(
@@ -376,8 +378,9 @@ class Negotiation(Extensions, QuotaCommands):
             except (CapacityExceeded, NodeUnavailable) as refused:
                 # Only when a hold was judged lapsed by another process's clock and given away.
                 return Outcome(Reply.REQUEST_FAILED, self._view(reservation), str(refused))
+            charged = self._charge(reservation, at)  # InsufficientCredit: nothing is recorded
             reservation.confirm(tuple(i.id for i in instances), at)
-            self._save(reservation, *nodes, *instances)
+            self._save(reservation, *nodes, *instances, *charged)
             return Outcome(Reply.REQUEST_SUCCESS, self._view(reservation))
 
         return self._retrying(attempt)
@@ -400,12 +403,13 @@ class Negotiation(Extensions, QuotaCommands):
             at = self.clock()
             reservation = self._reservation(reservation_id, expected_version)
             reservation.check("cancel", "an activated reservation cannot be deleted" if reservation.state == State.ACTIVATED else "")
+            refunded = self._refund(reservation, at)
             nodes = self._release_all(reservation, reason, at)  # before: the cancel forgets the extension offered
             reservation.cancel(reason, at)
             instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
             for instance in instances:
                 instance.cancel(at)
-            self._save(reservation, *nodes, *instances)
+            self._save(reservation, *nodes, *instances, *refunded)
             return self._view(reservation)
 
         return self._retrying(attempt)
@@ -419,12 +423,13 @@ class Negotiation(Extensions, QuotaCommands):
             at = self.clock()
             reservation = self._reservation(reservation_id, expected_version)
             reservation.check("terminate")
+            refunded = self._refund(reservation, at)
             nodes = self._release_all(reservation, f"ended by {by}: {reason}", at)  # before, as for a cancel
             reservation.terminate(by, reason, at)
             instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
             for instance in instances:
                 instance.cancel(at)
-            self._save(reservation, *nodes, *instances)
+            self._save(reservation, *nodes, *instances, *refunded)
             return self._view(reservation)
 
         return self._retrying(attempt)

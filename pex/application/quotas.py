@@ -4,17 +4,30 @@ against them before a reservation is made."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import TypeVar
 from uuid import UUID
 
 from pex.application.core import Core
 from pex.domain.negotiation import NegotiationPolicy
+from pex.domain.pricing import MarketPricing, pricing_name
 from pex.domain.quotas import Quotas, Usage
 from pex.domain.values import Terms
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Policies:
+    placement: str
+    pricing: str
+    credit: bool
+    currency: str
+    market_floor: Decimal | None = None  # the market price's factor on an idle pool
+    market_ceiling: Decimal | None = None  # and on a full one
 
 class QuotaCommands(Core):
     """Quotas: what is in force (everyone's, and a user's own), setting them, and checking terms"""
@@ -43,6 +56,14 @@ class QuotaCommands(Core):
         """The negotiation policy with the quotas' horizon (`user_id`'s, if given): what
         proposals are checked against."""
         return self._policy_under(self.quotas(user_id))
+
+    def policies(self) -> Policies:
+        """The provider's policies in force (PEX_PLACEMENT, PEX_PRICING, PEX_CREDIT)."""
+        market = self.pricing if isinstance(self.pricing, MarketPricing) else None
+        return Policies(
+            placement=self.policy.placement.name, pricing=pricing_name(self.pricing), credit=self.credit_enforced,
+            currency=self.currency, market_floor=market.floor if market else None, market_ceiling=market.ceiling if market else None,
+        )
 
     def pool_cpus(self) -> int:
         """The CPUs of the nodes that take reservations now: the default CPU-hour quota's base."""

@@ -2,7 +2,8 @@
 
 One command, one atomic save: the Reservation records Released (the used part of the price,
 pex.domain.pricing.used_part), every node gives its booking back (free from now for others),
-and the instances that never started are cancelled. Running VMs are ended by the timer
+the instances that never started are cancelled, and a user whose booking was charged to their
+credit gets the unused part back (User.CreditRefunded). Running VMs are ended by the timer
 worker at its next tick, exactly as at a natural end: the reservation is over, so each of
 its instances is due the dispatch action "end" (pex.domain.instance)."""
 
@@ -31,6 +32,8 @@ class EarlyRelease(Core):
             reservation = self._reservation(reservation_id, expected_version)
             if user_id is not None and reservation.user_id != user_id:
                 raise NotFound("no such reservation")
+            reservation.check("release")
+            refunded = self._refund(reservation, at) if reservation.offer and reservation.offer.terms.end > at else []
             extension = reservation.extension
             reservation.release(by, at)
             nodes: dict[str, Node] = {}
@@ -45,7 +48,7 @@ class EarlyRelease(Core):
             instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
             for instance in instances:
                 instance.cancel(at)  # only one that never started; the worker ends the others
-            self._save(reservation, *nodes.values(), *instances)
+            self._save(reservation, *nodes.values(), *instances, *refunded)
             return self._view(reservation)
 
         return self._retrying(attempt)

@@ -52,11 +52,13 @@ class PexApplication(Negotiation, Pool, QuotaCommands, Instances, Accounts, Quer
         negotiator: Negotiator = evaluate,
         currency: str = DEFAULT_CURRENCY,
         passwords: PasswordSettings | None = None,
+        credit: bool = False,
     ):
         super().__init__(env, passwords)
         self.clock = clock
         self.pricing = pricing or FlatRatePricing()
         self.currency = currency  # every price's: the edges show it beside each (PEX_CURRENCY)
+        self.credit_enforced = credit  # PEX_CREDIT: confirmations charged to the user's credit
         self.policy = policy or NegotiationPolicy()
         self.negotiator = negotiator  # the provider's strategy; pex.simulation compares others
         self.timeline = CapacityTimeline()

@@ -29,7 +29,7 @@ def main() -> None:
     """PEX: reserve virtual machines ahead of time, and negotiate the terms.
 
     Settings come from the environment: PEX_DATABASE_URL (default sqlite:///var/pex.sqlite3),
-    PEX_OFFER_TTL_SECONDS, PEX_MAX_ROUNDS, PEX_HORIZON_DAYS, PEX_PRICING, PEX_CURRENCY (default
+    PEX_OFFER_TTL_SECONDS, PEX_MAX_ROUNDS, PEX_HORIZON_DAYS, PEX_PRICING, PEX_PLACEMENT, PEX_CREDIT, PEX_CURRENCY (default
     USD), PEX_DEMO_POOL."""
 
 
@@ -370,3 +370,46 @@ def admin_node(name, cpus, memory_mb, disk_gb) -> None:
             click.echo(f"node {name} registered")
     except DomainError as error:
         raise click.ClickException(str(error)) from None
+
+
+@admin.command("credit")
+@click.argument("username")
+@click.option("--grant", "amount", help="Add this much to the user's credit, like 25.00 (negative takes it back).")
+@click.option("--note", default="", help="For the user's statement.")
+@click.option("--by", default="operator", show_default=True, help="Who grants it.")
+@click.option("--entries", type=click.IntRange(0), default=10, show_default=True, help="Statement lines shown.")
+def admin_credit(username, amount, note, by, entries) -> None:
+    """Show a user's credit (simulated money in PEX_CURRENCY) and its latest statement lines;
+    with --grant, grant some first. With PEX_CREDIT=on every confirmation is charged to it."""
+    from pex.application import NotFound
+
+    app = build()
+    try:
+        if amount is not None:
+            app.grant_credit(username, amount, by, note)
+        credit = app.credit(username, entries)
+    except (DomainError, NotFound) as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        app.close()
+    enforced = "charged on every confirmation" if credit.enforced else "not charged (PEX_CREDIT=off)"
+    click.echo(f"{credit.username}: {price_text(credit.balance, app.currency)} of credit, {enforced}")
+    for e in credit.entries:
+        what = f"reservation {str(e.reservation_id).upper()}" if e.reservation_id else f"by {e.by}" + (f": {e.note}" if e.note else "")
+        click.echo(f"  {time_text(e.at)}  {e.kind:<6} {e.amount:>12}  balance {e.balance:>12}  {what}")
+
+
+@main.command("policies")
+def policies_command() -> None:
+    """Print the provider's policies in force: placement (PEX_PLACEMENT), pricing (PEX_PRICING)
+    and whether bookings are charged to credit (PEX_CREDIT)."""
+    app = build()
+    try:
+        p = app.policies()
+    finally:
+        app.close()
+    click.echo(f"placement  {p.placement}")
+    market = f" (flat × ({p.market_floor} + {p.market_ceiling - p.market_floor} × utilization))" if (
+        p.market_floor is not None and p.market_ceiling is not None) else ""
+    click.echo(f"pricing    {p.pricing}{market}, in {p.currency}")
+    click.echo(f"credit     {'on: every confirmation is charged to its user' if p.credit else 'off: nothing is charged'}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
+from pex.domain.placement_policies import PLACEMENT_POLICIES
 from pex.simulation.report import plot_results, results_table
-from pex.simulation.simulate import PROVIDERS, pool_capacity, simulate
+from pex.simulation.simulate import PRICINGS, PROVIDERS, compare_policies, pool_capacity, simulate
 from pex.simulation.workload import WorkloadError, generate, offered_load, rate_for_load, read_lwf, write_lwf
 
 
@@ -14,10 +15,18 @@ from pex.simulation.workload import WorkloadError, generate, offered_load, rate_
 @click.option(
     "--provider", "providers", multiple=True, type=click.Choice([*PROVIDERS, "all"]), default=["all"], show_default=True
 )
+@click.option("--placement", type=click.Choice(PLACEMENT_POLICIES), default="best-fit", show_default=True,
+              help="The placement policy (PEX_PLACEMENT) every provider places with.")
+@click.option("--pricing", type=click.Choice(list(PRICINGS)), default="flat", show_default=True,
+              help="The pricing policy (PEX_PRICING) every provider quotes with.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The random placement's seed (PEX_PLACEMENT_SEED).")
+@click.option("--compare-policies", "compare", is_flag=True,
+              help="Instead: PEX under every placement policy, each with flat and market pricing.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG of the comparison.")
-def simulate_command(trace, providers, plot) -> None:
+def simulate_command(trace, providers, placement, pricing, seed, compare, plot) -> None:
     """Replay a workload (Haizea LWF, with pex: extensions) and report acceptance rate,
-    utilization, start delay, proposals per request and revenue for each provider."""
+    utilization, start delay, proposals per request and revenue for each provider, or (with
+    --compare-policies) for each placement and pricing policy of PEX."""
     try:
         requests = read_lwf(trace)
     except WorkloadError as error:
@@ -29,7 +38,10 @@ def simulate_command(trace, providers, plot) -> None:
     # serve` sets up the metrics' multiprocess mode (prometheus_client decides at its import).
     from pex.bootstrap import build_simulated_application
 
-    results = [simulate(requests, name, build_simulated_application) for name in names]
+    if compare:
+        results = compare_policies(requests, build_simulated_application, seed=seed)
+    else:
+        results = [simulate(requests, name, build_simulated_application, placement, pricing, seed) for name in names]
     click.echo("\n".join(results_table(results)))
     if plot:
         plot_results(results, plot)

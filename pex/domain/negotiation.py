@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Protocol
 from uuid import UUID
 
 from pex.domain.errors import InvalidProposal
-from pex.domain.placement import CapacityView, earlier_starts, ever_placeable, later_starts, most_placeable, place
-from pex.domain.pricing import PricingPolicy
+from pex.domain.placement import CapacityView, earlier_starts, ever_placeable, later_starts, most_placeable
+from pex.domain.placement_policies import BestFit, PlacementPolicy
+from pex.domain.pricing import PricingPolicy, quote_in
 from pex.domain.quotas import QuotaExceeded
 from pex.domain.values import Allocation, Offer, Reply, Resources, Size, Terms, time_text
 
@@ -30,6 +32,8 @@ class NegotiationPolicy:
     max_alternatives: int = 3
     max_duration: timedelta = timedelta(days=366)
     max_instances: int = 1000
+    # Which nodes an offer's instances go to (PEX_PLACEMENT; pex.domain.placement_policies).
+    placement: PlacementPolicy = field(default_factory=BestFit, compare=False)
 
 
 @dataclass(frozen=True)
@@ -124,15 +128,21 @@ def evaluate(
     shortest = terms.shortest
     latest = at + policy.horizon
 
+    def quote(instances: int, start: datetime, end: datetime) -> Decimal:
+        # The pricing policy's price, which a market policy sets by how full `view` is then.
+        return quote_in(pricing, view, size, instances, start, end, at, reservation_id)
+
     def offer_for(start: datetime, instances: int, placement: tuple[Allocation, ...], end: datetime | None = None) -> Offer:
         end = start + terms.duration if end is None else end
-        price = pricing.quote(size, instances, start, end)
+        price = quote(instances, start, end)
         granted = instances - terms.instances_fixed
         offered = firm.but(start=start, end=end, instances_option=max(granted, 0), price=price)
         return Offer(offered, per_instance, placement, describe_changes(terms, offered) + why)
 
     def within_budget(offer: Offer) -> bool:
         return terms.price is None or offer.terms.price is None or offer.terms.price <= terms.price
+
+    place = policy.placement.choose
 
     def fits(instances: int, start: datetime, end: datetime) -> tuple[Allocation, ...] | None:
         return place(view, per_instance, instances, start, end, at, reservation_id)
@@ -159,15 +169,15 @@ def evaluate(
     def affordable(instances: int, start: datetime, lo: datetime, hi: datetime) -> datetime | None:
         """The latest end in [lo, hi] that the asked price pays for, at a whole minute of
         duration (or `lo` itself); None if not even `lo`. Quotes grow with the duration."""
-        if terms.price is None or pricing.quote(size, instances, start, hi) <= terms.price:
+        if terms.price is None or quote(instances, start, hi) <= terms.price:
             return hi
-        if pricing.quote(size, instances, start, lo) > terms.price:
+        if quote(instances, start, lo) > terms.price:
             return None
         first = -(-(lo - start) // MINUTE)  # whole minutes of duration in [lo, hi]
         good, bad = first - 1, (hi - start) // MINUTE + 1  # good: -1 stands for lo
         while bad - good > 1:
             mid = (good + bad) // 2
-            if pricing.quote(size, instances, start, start + mid * MINUTE) <= terms.price:
+            if quote(instances, start, start + mid * MINUTE) <= terms.price:
                 good = mid
             else:
                 bad = mid

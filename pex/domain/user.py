@@ -20,6 +20,7 @@ import binascii
 import re
 import struct
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -145,6 +146,49 @@ def normalized_ssh_keys(lines: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
+# Credit (the paper's §5): a balance in the provider's currency (PEX_CURRENCY, simulated money)
+# that an administrator grants and that every booking takes from and every early end gives
+# back, with PEX_CREDIT=on. Amounts are in cents; one grant is at most this much either way.
+MAX_CREDIT_GRANT = Decimal("1000000000")
+CREDIT_CENT = Decimal("0.01")
+CREDIT_AMOUNT = re.compile(r"-?[0-9]{1,10}(\.[0-9]{1,2})?")  # as the API's CreditGrant says
+
+
+class CreditError(DomainError):
+    """An administrator's grant is malformed or would take the balance below zero."""
+
+    def __init__(self, field: str, detail: str):
+        self.field, self.detail = field, detail
+        super().__init__(f"{field}: {detail}")
+
+
+class InsufficientCredit(DomainError):
+    """A booking costs more than its user's credit: `price` asked, `balance` held."""
+
+    def __init__(self, price: Decimal, balance: Decimal):
+        self.price, self.balance = price, balance
+        super().__init__(f"the reservation costs {price}, and your credit is {balance}; ask an administrator for more")
+
+
+def credit_amount(value: object, field: str = "amount") -> Decimal:
+    """A grant's amount: a number of at most two decimals, not zero, at most MAX_CREDIT_GRANT
+    either way (a negative grant takes credit back)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str, Decimal)):
+        raise CreditError(field, "an amount such as \"25.00\" (a string or an integer)")
+    text = str(value).strip()
+    if not CREDIT_AMOUNT.fullmatch(text):
+        raise CreditError(field, f"{text[:40]!r} is not an amount such as \"25.00\" (at most two decimals)")
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:  # pragma: no cover  (the pattern admits only decimals)
+        raise CreditError(field, f"{text[:40]!r} is not an amount") from None
+    if not amount.is_finite() or amount != amount.quantize(CREDIT_CENT, rounding="ROUND_DOWN"):
+        raise CreditError(field, "an amount of at most two decimals")
+    if amount == 0 or abs(amount) > MAX_CREDIT_GRANT:
+        raise CreditError(field, f"not zero, and at most {MAX_CREDIT_GRANT} either way")
+    return amount.quantize(CREDIT_CENT)
+
+
 class User(Aggregate):
     """An account: a username, the hash of its password, whether it administers the pool, and
     the SSH public keys its VMs let in.
@@ -181,6 +225,45 @@ class User(Aggregate):
         def apply(self, user: User) -> None:
             user.ssh_keys = tuple(self.keys)
 
+    class CreditGranted(Event):
+        """An administrator (`by`) granted `amount` of credit (negative: took it back), with a
+        `note` for the user; the balance is then `balance`."""
+
+        amount: Decimal
+        by: str
+        note: str
+        balance: Decimal
+
+        def apply(self, user: User) -> None:
+            user.credit = self.balance
+
+    class CreditCharged(Event):
+        """Confirming `reservation_id` took its price, `amount`, from the credit (PEX_CREDIT=on),
+        in the same atomic save as the booking; the balance is then `balance`."""
+
+        reservation_id: UUID
+        amount: Decimal
+        balance: Decimal
+
+        def apply(self, user: User) -> None:
+            user.credit = self.balance
+            user.charges = {**getattr(user, "charges", {}), str(self.reservation_id): self.amount}
+
+    class CreditRefunded(Event):
+        """Ending `reservation_id` before its end (released, deleted or terminated) gave back
+        `amount`, the unused part of its charge (pex.domain.pricing.used_part); the balance is
+        then `balance`. A charge is refunded at most once."""
+
+        reservation_id: UUID
+        amount: Decimal
+        balance: Decimal
+
+        def apply(self, user: User) -> None:
+            user.credit = self.balance
+            charges = dict(getattr(user, "charges", {}))
+            charges.pop(str(self.reservation_id), None)
+            user.charges = charges
+
     def __init__(self, username: str, password_hash: str, is_admin: bool, at: datetime):
         self.username = username
         self.password_hash = password_hash
@@ -188,6 +271,8 @@ class User(Aggregate):
         self.registered_at = at
         self.password_version = 0
         self.ssh_keys: tuple[str, ...] = ()
+        self.credit = Decimal("0.00")
+        self.charges: dict[str, Decimal] = {}  # reservation id → what its booking took, until refunded
 
     @staticmethod
     def create_id(username: str, **_: object) -> UUID:
@@ -211,3 +296,41 @@ class User(Aggregate):
         checked = normalized_ssh_keys(keys)
         if checked != tuple(getattr(self, "ssh_keys", ())):  # accounts made before keys existed have none
             self.trigger_event(self.SshKeysSet, keys=checked, at=at)
+
+    # --- credit ------------------------------------------------------------------------
+
+    @property
+    def balance(self) -> Decimal:
+        return getattr(self, "credit", Decimal("0.00"))  # accounts made before credit existed have none
+
+    def grant_credit(self, amount: object, by: str, note: str, at: datetime) -> None:
+        """Add `amount` to the credit (a negative one takes it back, never below zero)."""
+        checked = credit_amount(amount)
+        if not isinstance(note, str) or len(note) > 200:
+            raise CreditError("note", "at most 200 characters")
+        balance = self.balance + checked
+        if balance < 0:
+            raise CreditError("amount", f"the balance is {self.balance}: at most that much can be taken back")
+        self.trigger_event(self.CreditGranted, amount=checked, by=by, note=note, balance=balance, at=at)
+
+    def charge(self, reservation_id: UUID, price: Decimal, at: datetime) -> None:
+        """Take a booking's price from the credit; InsufficientCredit beyond it. A reservation
+        is charged once: charging it again records nothing."""
+        if str(reservation_id) in getattr(self, "charges", {}):
+            return
+        if price > self.balance:
+            raise InsufficientCredit(price, self.balance)
+        self.trigger_event(self.CreditCharged, reservation_id=reservation_id, amount=price, balance=self.balance - price, at=at)
+
+    def charged_for(self, reservation_id: UUID) -> Decimal | None:
+        """What the booking of `reservation_id` took and has not had back, if anything."""
+        return getattr(self, "charges", {}).get(str(reservation_id))
+
+    def refund(self, reservation_id: UUID, amount: Decimal, at: datetime) -> None:
+        """Give back `amount` (at most what was charged) of a reservation's charge, once. A
+        reservation that was never charged (booked while PEX_CREDIT was off) gets nothing."""
+        charged = self.charged_for(reservation_id)
+        if charged is None:
+            return
+        amount = min(max(amount, Decimal("0.00")), charged)
+        self.trigger_event(self.CreditRefunded, reservation_id=reservation_id, amount=amount, balance=self.balance + amount, at=at)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import falcon
 
 from pex.application import NotFound, PexApplication
-from pex.application.accounts import UserView
+from pex.application.accounts import CreditView, UserView
 from pex.http.problems import Problem
 from pex.wire import rfc1123
 
@@ -92,3 +92,57 @@ class SshKeys:
         user = self.application.set_ssh_keys(user.username, keys)
         resp.etag = str(user.version)
         resp.media = ssh_keys_json(user)
+
+
+def credit_json(credit: CreditView, currency: str) -> dict:
+    return {
+        "username": credit.username,
+        "balance": str(credit.balance),
+        "currency": currency,
+        "enforced": credit.enforced,
+        "entries": [
+            {
+                "at": rfc1123(e.at), "kind": e.kind, "amount": str(e.amount), "balance": str(e.balance),
+                **({"reservationId": str(e.reservation_id).upper()} if e.reservation_id is not None else {}),
+                **({"by": e.by} if e.by is not None else {}),
+                **({"note": e.note} if e.note else {}),
+            }
+            for e in credit.entries
+        ],
+    }
+
+
+class Credit:
+    """/OpenPEX/users/{username}/credit: the user's credit in PEX_CURRENCY (simulated money)
+    and its statement, to the user and to administrators. With PEX_CREDIT=on every CONFIRM is
+    charged to it and refused beyond it (402 insufficient-credit)."""
+
+    auth = "user"
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
+        user = own_or_admin(req, self.application, username)
+        credit = self.application.credit(user.username)
+        resp.etag = str(credit.version)
+        resp.media = credit_json(credit, self.application.currency)
+
+
+class CreditGrants:
+    """/OpenPEX/users/{username}/credit/grants: an administrator grants credit (a negative
+    amount takes it back, never below zero); the answer is the credit after it."""
+
+    auth = "admin"
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
+        user = own_or_admin(req, self.application, username)
+        body = req.get_media()
+        credit = self.application.grant_credit(user.username, body.get("amount"), req.context.user.username, body.get("note", ""))
+        resp.etag = str(credit.version)
+        resp.media = credit_json(credit, self.application.currency)

@@ -156,6 +156,8 @@ def create_app(
         "/OpenPEX/users": accounts.Users(application, settings.registration),
         "/OpenPEX/users/{username}": accounts.User(application),
         "/OpenPEX/users/{username}/ssh-keys": accounts.SshKeys(application),
+        "/OpenPEX/users/{username}/credit": accounts.Credit(application),
+        "/OpenPEX/users/{username}/credit/grants": accounts.CreditGrants(application),
         "/OpenPEX/reservations": reservations.Reservations(application, read_models),
         "/OpenPEX/reservations/{reservation_id:uuid}": reservations.Reservation(application),
         "/OpenPEX/reservations/{reservation_id:uuid}/activate": reservations.Activation(application),
@@ -174,6 +176,7 @@ def create_app(
         "/OpenPEX/nodes": pool.Nodes(application),
         "/OpenPEX/nodes/{name}": pool.NodeResource(application),
         "/OpenPEX/quotas": pool.QuotasResource(application),
+        "/OpenPEX/policies": pool.PoliciesResource(application),
         "/OpenPEX/quotas/users/{username}": pool.UserQuotas(application),
     }
     for template, resource in routes.items():

@@ -301,3 +301,21 @@ class UserQuotas:
         user = self._user(username)
         self.application.set_user_quotas(user, None, req.context.user.username)
         self._render(resp, user)
+
+
+class PoliciesResource:
+    """/OpenPEX/policies: the provider's policies in force, read by every user (set by the
+    operator: PEX_PLACEMENT, PEX_PRICING, PEX_CREDIT; docs/operations.md)."""
+
+    auth = "user"
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        p = self.application.policies()
+        body: dict = {"placement": p.placement, "pricing": p.pricing, "credit": p.credit, "currency": p.currency}
+        if p.market_floor is not None and p.market_ceiling is not None:
+            body["market"] = {"floor": str(p.market_floor), "ceiling": str(p.market_ceiling)}
+        resp.media = body

@@ -28,7 +28,7 @@ from pex.domain.errors import (
     OfferExpired,
 )
 from pex.domain.quotas import QuotaError, QuotaExceeded, TooManyLiveOffers
-from pex.domain.user import AccountError, UsernameTaken
+from pex.domain.user import AccountError, CreditError, InsufficientCredit, UsernameTaken
 from pex.wire import WireError
 
 log = logging.getLogger("pex.http")
@@ -87,6 +87,9 @@ ERRORS: dict[type[Exception], Mapping] = {
     TooManyLiveOffers: Mapping(409, "quota-exceeded", "You hold as many live offers as one user may"),
     QuotaError: Mapping(422, "invalid-quotas", "The quotas are not acceptable"),
     AccountError: Mapping(422, "invalid-account", "The account details are not acceptable"),
+    CreditError: Mapping(422, "invalid-credit", "The credit grant is not acceptable"),
+    # `price` and `balance` in the body; the offer stays valid until it lapses (PEX_CREDIT=on).
+    InsufficientCredit: Mapping(402, "insufficient-credit", "The reservation costs more than your credit"),
     IllegalMove: Mapping(409, "illegal-move", "The protocol does not allow that move now"),
     OfferExpired: Mapping(409, "offer-expired", "The offer has lapsed"),
     UsernameTaken: Mapping(409, "username-taken", "That username is taken"),
@@ -116,14 +119,16 @@ def to_problem(req: falcon.Request, error: Exception) -> Problem | None:
     else:
         return None
     errors: list[tuple[str, str]] = []
-    extra = {"limit": error.limit, "allowed": error.allowed} if isinstance(error, QuotaExceeded) else {}
+    extra: dict[str, Any] = {"limit": error.limit, "allowed": error.allowed} if isinstance(error, QuotaExceeded) else {}
+    if isinstance(error, InsufficientCredit):
+        extra = {"price": str(error.price), "balance": str(error.balance)}
     if isinstance(error, WireError):
         errors = list(error.errors)
         detail = "; ".join(f"{p}: {d}" for p, d in errors)
     elif isinstance(error, InvalidQuery):
         errors = [(f"#query/{error.field}", error.detail)]
         detail = str(error)
-    elif isinstance(error, (InvalidProposal, AccountError, QuotaError)):
+    elif isinstance(error, (InvalidProposal, AccountError, QuotaError, CreditError)):
         prefix = getattr(req.context, "proposal_pointer", "")
         errors = [(f"{prefix}/{error.field}", error.detail)] if error.field else []
         detail = str(error) if error.field else error.detail

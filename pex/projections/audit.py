@@ -28,6 +28,11 @@ protocol     Each reservation's events, replayed against the legal-move table LE
              ACCEPT offering the terms as proposed, and no proposal left unanswered.
 versions     Every aggregate's events are numbered 1, 2, 3, … with no gap, the first one
              creating it. (Gaps in notification ids are normal and ignored.)
+credit       Every user's credit follows from its events and is never negative: each grant,
+             charge and refund moves the balance by its amount to the balance it records; a
+             charge is the price of the reservation of the user's confirmed in the same save,
+             once; a refund gives back, once, what an early end left unused of a charge
+             (the charge less pex.domain.pricing.used_part at the end), in the same save.
 ledger       Every stored event is exactly what the ledger sealed: none altered, removed or
              slipped in behind it, and the ledger's chain of digests links up.
 read models  The stored read models equal the same views rebuilt here, each compared at the
@@ -46,6 +51,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -54,7 +60,9 @@ from eventsourcing.persistence import Notification
 
 from pex.domain.instance import Instance
 from pex.domain.node import Node, NodeAllocation
+from pex.domain.pricing import used_part
 from pex.domain.reservation import LEGAL_MOVES, Reservation
+from pex.domain.user import User, legacy_user_id, user_id
 from pex.domain.values import Offer, Resources, State, Terms
 from pex.projections.capacity import CapacityTimeline
 from pex.projections.ledger import GENESIS, LEDGER, LEDGER_HEAD, chained, event_digest
@@ -62,7 +70,7 @@ from pex.projections.reservations import ReservationIndex
 from pex.projections.store import Key, MemoryStore, Row, Where, row_digest
 from pex.projections.views import RESERVATIONS, View, event_time, is_instance_event, read_model_views
 
-PROMISES = ("capacity", "bookings", "instances", "protocol", "versions", "ledger", "read models", "projections", "decoding")
+PROMISES = ("capacity", "bookings", "instances", "protocol", "credit", "versions", "ledger", "read models", "projections", "decoding")
 
 # The move each Reservation event records, by event name and the state it was recorded in.
 EVENT_MOVES = {
@@ -315,6 +323,10 @@ class Auditor:
         self.instances: dict[UUID, InstanceTrack] = {}
         self.instance_moves: set[tuple[UUID, str, datetime]] = set()  # (reservation, node, at)
         self.first_dispatch_at: datetime | None = None  # when a worker first claimed work
+        self.credit: dict[Any, Decimal] = {}  # user id → balance, as the credit events move it
+        self.charges: dict[UUID, tuple[Any, Decimal, EventRef]] = {}  # reservation → (user, charged, event)
+        self.refunded: set[UUID] = set()
+        self.credit_events = 0
 
     # --- driving -------------------------------------------------------------------------
 
@@ -463,7 +475,72 @@ class Auditor:
             self._reservation_event(n, event)
         elif is_instance_event(event):
             self._instance_event(n, event)
+        elif isinstance(event, (User.CreditGranted, User.CreditCharged, User.CreditRefunded)):
+            self._credit_event(n, event)
         self.index.apply(event)
+
+    # --- credit --------------------------------------------------------------------------
+
+    def _credit_event(self, n: Notification, e: Any) -> None:
+        ref = self.ref(n, e)
+        self.credit_events += 1
+        uid = e.originator_id
+        before = self.credit.get(uid, Decimal("0.00"))
+        moved = -e.amount if isinstance(e, User.CreditCharged) else e.amount
+        if before + moved != e.balance:
+            self.violate("credit", f"user {short(uid)}: {before} {'+' if moved >= 0 else '-'} {abs(moved)} is not the balance {e.balance} recorded", ref)
+        if e.balance < 0:
+            self.violate("credit", f"user {short(uid)}: the balance went below zero, to {e.balance}", ref)
+        self.credit[uid] = e.balance
+        if isinstance(e, User.CreditCharged):
+            self._check_charge(uid, e, ref)
+        elif isinstance(e, User.CreditRefunded):
+            self._check_refund(uid, e, ref)
+
+    def _check_charge(self, uid: Any, e: Any, ref: EventRef) -> None:
+        rid = e.reservation_id
+        track = self.reservations.get(rid)
+        if rid in self.charges:
+            self.violate("credit", f"reservation {short(rid)} was charged twice", self.charges[rid][2], ref)
+        elif track is None or track.confirmed is None or track.confirmed_offer is None or track.confirmed.at != e.at:
+            self.violate("credit", f"user {short(uid)} was charged {e.amount} for reservation {short(rid)}, not confirmed with it", ref)
+        elif uid not in (user_id(track.user_id), legacy_user_id(track.user_id)):
+            self.violate("credit", f"reservation {short(rid)} of {track.user_id} was charged to another user", track.confirmed, ref)
+        elif track.confirmed_offer.terms.price != e.amount:
+            self.violate(
+                "credit", f"reservation {short(rid)} was confirmed at {track.confirmed_offer.terms.price} and charged {e.amount}",
+                track.confirmed, ref,
+            )
+        self.charges.setdefault(rid, (uid, e.amount, ref))
+
+    def _check_refund(self, uid: Any, e: Any, ref: EventRef) -> None:
+        rid = e.reservation_id
+        charge = self.charges.get(rid)
+        track = self.reservations.get(rid)
+        if charge is None or charge[0] != uid:
+            self.violate("credit", f"user {short(uid)} was refunded {e.amount} for reservation {short(rid)}, never charged to them", ref)
+            return
+        if rid in self.refunded:
+            self.violate("credit", f"reservation {short(rid)} was refunded twice", ref)
+            return
+        self.refunded.add(rid)
+        ended = track.cancelled_at if track is not None else None
+        if track is None or track.confirmed_offer is None or ended != e.at:
+            self.violate("credit", f"reservation {short(rid)} was refunded without ending early in the same save", charge[2], ref)
+            return
+        terms = track.confirmed_offer.terms
+        due = charge[1] - used_part(charge[1], terms.start, terms.end, ended)
+        if e.amount != due:
+            self.violate("credit", f"reservation {short(rid)} ended at {ended.isoformat()}: {due} was due back, {e.amount} refunded", charge[2], ref)
+
+    def _check_unrefunded(self) -> None:
+        """A charged reservation that ended before its end (released, deleted, terminated) was refunded."""
+        for rid, (_, charged, ref) in self.charges.items():
+            track = self.reservations.get(rid)
+            if rid in self.refunded or track is None or track.cancelled_at is None or track.confirmed_offer is None:
+                continue
+            if track.cancelled_at < track.confirmed_offer.terms.end:
+                self.violate("credit", f"reservation {short(rid)} ended early and its charge of {charged} was never refunded", ref)
 
     # --- capacity ------------------------------------------------------------------------
 
@@ -914,6 +991,7 @@ class Auditor:
         self._check_booked_demand()
         self._check_confirmed_bookings()
         self._check_scheduled_instances()
+        self._check_unrefunded()
         end_of_log = self.until or report.last_at
         for instance in self.instances.values():
             if instance.running_since is not None and end_of_log is not None and end_of_log > self._end_of(instance) + self.grace:
@@ -930,6 +1008,7 @@ class Auditor:
                 "bookings": f"confirmed reservations: {sum(1 for t in self.reservations.values() if t.confirmed)}",
                 "instances": f"instances: {len(self.instances)}, of which ran: {report.instances_ran}",
                 "protocol": f"negotiations replayed against LEGAL_MOVES: {len(self.reservations)}",
+                "credit": f"credit events: {self.credit_events}, charges: {len(self.charges)}, refunds: {len(self.refunded)}",
                 "versions": f"aggregates: {len(self.versions)}",
                 "projections": "capacity timeline and reservation index against the rebuilt views",
             }

@@ -13,8 +13,10 @@ away when every such proposal was made, or when the provider's rounds are spent.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -24,6 +26,8 @@ from pex.clock import ManualClock
 from pex.domain.catalogue import DEMO_NODES
 from pex.domain.errors import DomainError
 from pex.domain.negotiation import NegotiationPolicy, Negotiator, evaluate
+from pex.domain.placement_policies import PLACEMENT_POLICIES, placement_policy
+from pex.domain.pricing import FlatRatePricing, MarketPricing, PeakHourPricing, PricingPolicy
 from pex.domain.values import Offer, Reply, Resources, Terms
 from pex.simulation.fluid import fluid_reference
 from pex.simulation.result import PROVIDERS, Result
@@ -88,7 +92,8 @@ def negotiate(app: PexApplication, r: Request, asked: Terms, now: datetime, roun
 
 
 # What a simulation builds its application with (pex.bootstrap.build_simulated_application).
-Build = Callable[[ManualClock, Negotiator, NegotiationPolicy], PexApplication]
+Build = Callable[[ManualClock, Negotiator, NegotiationPolicy, PricingPolicy | None], PexApplication]
+PRICINGS = {"flat": FlatRatePricing, "peak": PeakHourPricing, "market": MarketPricing}
 
 
 def pool_capacity() -> Resources:
@@ -98,12 +103,19 @@ def pool_capacity() -> Resources:
     return total
 
 
-def simulate(requests: list[Request], provider: str, build: Build) -> Result:
+def simulate(
+    requests: list[Request], provider: str, build: Build, placement: str = "best-fit", pricing: str = "flat",
+    seed: int = 0, label: str | None = None,
+) -> Result:
+    """One provider's strategy on the trace, with the placement policy `placement` (seeded
+    with `seed` if random) and the pricing policy `pricing` (PEX_PLACEMENT, PEX_PRICING).
+    "fluid" is no provider but the reference of a pool with no node boundaries."""
     if provider == "fluid":
         return fluid_reference(requests, Resources(pool_capacity().cpus, pool_capacity().memory_mb), EPOCH, POLICY.horizon)
     negotiator = evaluate if provider in ("pex", "pex-no-repack") else STRATEGIES[provider]
     clock = ManualClock(EPOCH)
-    app = build(clock, negotiator, POLICY)
+    policy = replace(POLICY, placement=placement_policy(placement, random.Random(seed)))
+    app = build(clock, negotiator, policy, PRICINGS[pricing]())
     app.repack = provider == "pex"
     app.install_demo_pool()
     started = time.perf_counter()
@@ -132,7 +144,7 @@ def simulate(requests: list[Request], provider: str, build: Build) -> Result:
         cpu_seconds += max(overlap, 0) * SIZES[t.size].cpus * t.instances
     capacity_seconds = sum(n.capacity.cpus for n in app.nodes()) * max((window_end - EPOCH).total_seconds(), 1)
     return Result(
-        provider=PROVIDERS[provider],
+        provider=label or PROVIDERS[provider],
         requests=len(ordered),
         booked=booked,
         utilization=cpu_seconds / capacity_seconds,
@@ -154,3 +166,15 @@ def repacked_instances(app: PexApplication) -> int:
             return count
         count += len(batch)
         position = batch[-1].id + 1
+
+
+def compare_policies(
+    requests: list[Request], build: Build, placements: tuple[str, ...] = PLACEMENT_POLICIES,
+    pricings: tuple[str, ...] = ("flat", "market"), seed: int = 0,
+) -> list[Result]:
+    """PEX's negotiation on the same trace under every placement × pricing policy."""
+    return [
+        simulate(requests, "pex", build, placement, pricing, seed, label=f"PEX, {placement}, {pricing}")
+        for placement in placements
+        for pricing in pricings
+    ]

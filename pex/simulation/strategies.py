@@ -11,8 +11,8 @@ from datetime import datetime
 from uuid import UUID
 
 from pex.domain.negotiation import Decision, NegotiationPolicy, describe_changes
-from pex.domain.placement import CapacityView, later_starts, place
-from pex.domain.pricing import PricingPolicy
+from pex.domain.placement import CapacityView, later_starts
+from pex.domain.pricing import PricingPolicy, quote_in
 from pex.domain.values import Allocation, Offer, Reply, Size, Terms
 
 
@@ -22,10 +22,10 @@ def exact_only(
 ) -> Decision:
     """What Haizea, Blazar and Slurm do with an advance reservation: grant it exactly as asked
     (every instance, at the asked start, within the budget), or refuse it."""
-    placement = place(view, size.resources, terms.instances, terms.start, terms.end, at, reservation_id)
+    placement = policy.placement.choose(view, size.resources, terms.instances, terms.start, terms.end, at, reservation_id)
     if placement is None:
         return Decision(Reply.REJECT, reason="not available as asked")
-    price = pricing.quote(size, terms.instances, terms.start, terms.end)
+    price = quote_in(pricing, view, size, terms.instances, terms.start, terms.end, at, reservation_id)
     if terms.price is not None and price > terms.price:
         return Decision(Reply.REJECT, reason=f"costs {price}, above {terms.price}")
     return Decision(Reply.ACCEPT, Offer(terms.but(price=price), size.resources, placement))
@@ -50,7 +50,7 @@ def original_openpex(
 
     def offer(start: datetime, host: str) -> Offer:
         end = start + terms.duration
-        offered = terms.but(start=start, end=end, price=pricing.quote(size, n, start, end))
+        offered = terms.but(start=start, end=end, price=quote_in(pricing, view, size, n, start, end, at, reservation_id))
         return Offer(offered, per, (Allocation(host, n),), describe_changes(terms, offered))
 
     host = one_host(terms.start)

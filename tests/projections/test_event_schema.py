@@ -60,6 +60,7 @@ pex.domain.reservation:Reservation.ExtensionLapsed pex.domain.instance:Instance.
 pex.domain.quotas:QuotaAccount pex.domain.quotas:QuotaAccount.Opened pex.domain.quotas:QuotaAccount.OfferCharged
 pex.domain.user:User pex.domain.user:User.Registered pex.domain.user:User.PasswordChanged
 pex.domain.user:User.AdminGranted
+pex.domain.user:User.CreditGranted pex.domain.user:User.CreditCharged pex.domain.user:User.CreditRefunded
 """.split()
 
 GOLDEN = Path(__file__).parent / "golden"

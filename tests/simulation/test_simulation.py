@@ -151,3 +151,31 @@ def test_re_packing_makes_room_that_pex_without_it_counters():
     ]
     without, with_ = simulate(trace, "pex-no-repack", build), simulate(trace, "pex", build)
     assert (without.booked, with_.booked, with_.moves) == (4, 5, 1)
+
+
+def test_the_policies_are_compared_on_the_same_trace_and_tell_apart():
+    from pex.simulation.simulate import compare_policies
+
+    trace = generate(120, rate_per_hour=3, seed=11)
+    results = compare_policies(trace, build, placements=("best-fit", "size-partitioned"), pricings=("flat", "market"))
+    assert [r.provider for r in results] == [
+        "PEX, best-fit, flat", "PEX, best-fit, market", "PEX, size-partitioned, flat", "PEX, size-partitioned, market",
+    ]
+    best_fit = results[0]
+    assert (best_fit.booked, best_fit.revenue) == (lambda r: (r.booked, r.revenue))(simulate(trace, "pex", build))
+    assert results[1].revenue != best_fit.revenue  # the market prices by utilization
+    assert results[2].booked < best_fit.booked  # a partitioned pool turns large requests away
+    assert all(r.requests == 120 for r in results)
+
+
+def test_pex_simulate_compares_the_policies_and_takes_one(tmp_path):
+    write_lwf(generate(40, seed=3), tmp_path / "t.lwf")
+    compared = CliRunner().invoke(main, ["simulate", str(tmp_path / "t.lwf"), "--compare-policies"])
+    assert compared.exit_code == 0, compared.output
+    for placement in ("best-fit", "least-loaded", "round-robin", "random", "size-partitioned"):
+        assert f"| PEX, {placement}, flat |" in compared.output and f"| PEX, {placement}, market |" in compared.output
+    one = CliRunner().invoke(main, ["simulate", str(tmp_path / "t.lwf"), "--provider", "pex", "--placement", "random",
+                                    "--seed", "4", "--pricing", "market"])
+    assert one.exit_code == 0 and "| PEX |" in one.output
+    wrong = CliRunner().invoke(main, ["simulate", str(tmp_path / "t.lwf"), "--placement", "first-fit"])
+    assert wrong.exit_code == 2 and "first-fit" in wrong.output

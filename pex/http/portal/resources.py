@@ -27,7 +27,7 @@ from pex.domain.instance import Status as InstanceStatus
 from pex.domain.lifecycle import PHASE_WORDS, Phase
 from pex.domain.negotiation import WHY
 from pex.domain.quotas import QuotaExceeded
-from pex.domain.user import AccountError, UsernameTaken
+from pex.domain.user import AccountError, CreditError, InsufficientCredit, UsernameTaken
 from pex.domain.values import Reply, State, time_text
 from pex.http import paging
 from pex.http.auth import LoginThrottle, client_of
@@ -225,7 +225,7 @@ class Preferences(Page):
 
     def on_get(self, req, resp):
         self.render(req, resp, "preferences.html", zones=time_zones(), back=safe_next(req.get_param("back")), error=None,
-                    **ssh_keys_context(self.application, req))
+                    **ssh_keys_context(self.application, req), **credit_context(self.application, req))
 
     def on_post(self, req, resp):
         data = form(req)
@@ -234,7 +234,7 @@ class Preferences(Page):
         if not is_zone(name):
             self.render(req, resp, "preferences.html", status=422, zones=time_zones(), back=back,
                         error=f"{name or 'That'} is not a time zone this server knows",
-                        **ssh_keys_context(self.application, req))
+                        **ssh_keys_context(self.application, req), **credit_context(self.application, req))
             return
         req.context.session.tz = name
         req.context.session.modified = True
@@ -266,12 +266,48 @@ class SshKeys(Page):
             view = self.application.set_ssh_keys(req.context.user.username, lines)
         except AccountError as refused:
             self.render(req, resp, "preferences.html", status=422, zones=time_zones(), back="/", error=None,
-                        **ssh_keys_context(self.application, req, typed, refused.detail))
+                        **ssh_keys_context(self.application, req, typed, refused.detail),
+                        **credit_context(self.application, req))
             return
         count = len(view.ssh_keys)
         req.context.session.flash(
             f"Your new VMs will let in {count} SSH key{'s' if count != 1 else ''}." if count
             else "Your new VMs will have no SSH key of yours.", "success")
+        raise redirect("/preferences")
+
+
+def credit_context(application: PexApplication, req, grant: dict | None = None, error: str | None = None) -> dict:
+    """The credit section of the preferences page, for a logged-in user: their balance and
+    latest statement lines; for an administrator, the grant form (with what they typed and
+    why it was refused, when it was)."""
+    user = req.context.user
+    if not user:
+        return {"credit": None, "grant": None, "grant_error": None}
+    credit = application.credit(user.username, entries=10)
+    return {"credit": credit, "grant": (grant or {}) if user.is_admin else None, "grant_error": error}
+
+
+class CreditGrant(Page):
+    """/preferences/credit: an administrator grants a user credit (pex.application.accounts.grant_credit)."""
+
+    def on_get(self, req, resp):
+        raise redirect("/preferences")
+
+    def on_post(self, req, resp):
+        me = req.context.user
+        if not me.is_admin:
+            raise falcon.HTTPForbidden(title="Administrators only", description="Only an administrator grants credit.")
+        data = form(req)
+        typed = {k: str(data.get(k, "")).strip() for k in ("username", "amount", "note")}
+        try:
+            credit = self.application.grant_credit(typed["username"], typed["amount"], me.username, typed["note"])
+        except (CreditError, NotFound) as refused:
+            detail = refused.detail if isinstance(refused, CreditError) else f"there is no user {typed['username']!r}"
+            self.render(req, resp, "preferences.html", status=422, zones=time_zones(), back="/", error=None,
+                        **ssh_keys_context(self.application, req), **credit_context(self.application, req, typed, detail))
+            return
+        req.context.session.flash(
+            f"{credit.username} now has {credit.balance} {self.application.currency} of credit.", "success")
         raise redirect("/preferences")
 
 
@@ -324,7 +360,7 @@ class NewReservation(Page):
         catalogue = self.application.catalogue()
         self.render(req, resp, "new_reservation.html", status=status, form=typed, errors=errors,
                     sizes=list(catalogue.sizes.values()), templates=catalogue.templates,
-                    free=self._free_windows(req, typed))
+                    free=self._free_windows(req, typed), policies=self.application.policies())
 
     def _free_windows(self, req, typed: ReservationForm) -> dict | None:
         """The next free windows for what the form asks (the instances needed, for its
@@ -562,6 +598,10 @@ class ReservationAction(Page):
             session.flash(f"That is not possible now: {error}.", "error")
         except QuotaExceeded as error:
             session.flash(f"Over your quota: {error.detail}.", "error")
+        except InsufficientCredit as error:
+            session.flash(
+                f"Not booked: it costs {error.price} {app.currency} and your credit is {error.balance} {app.currency}. "
+                "Ask an administrator for more; the offer stands until it lapses.", "error")
         except Contention:
             session.flash("The provider is busy; try again in a moment.", "error")
         raise redirect(reservation_url(reservation_id))
