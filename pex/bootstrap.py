@@ -149,6 +149,7 @@ def build_application(settings: Settings, clock: Callable[[], datetime] = system
     app.pool_configured = not settings.worker.simulated
     app.prepare_lead = settings.worker.prepare_lead
     app.vm_password_key = settings.vm_password_key.encode() if settings.vm_password_key else None
+    app.webhook_settings = settings.webhooks
     if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
         bound_waits_for_postgres(app)
     if settings.install_demo_pool:

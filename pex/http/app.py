@@ -156,6 +156,8 @@ def create_app(
         "/OpenPEX/users": accounts.Users(application, settings.registration),
         "/OpenPEX/users/{username}": accounts.User(application),
         "/OpenPEX/users/{username}/ssh-keys": accounts.SshKeys(application),
+        "/OpenPEX/users/{username}/webhook": accounts.Webhook(application),
+        "/OpenPEX/users/{username}/webhook/deliveries": accounts.WebhookDeliveries(application),
         "/OpenPEX/reservations": reservations.Reservations(application, read_models),
         "/OpenPEX/reservations/{reservation_id:uuid}": reservations.Reservation(application),
         "/OpenPEX/reservations/{reservation_id:uuid}/activate": reservations.Activation(application),
