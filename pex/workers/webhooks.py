@@ -333,8 +333,12 @@ class Notifier:
             return view.state in (State.ACCEPTED, State.COUNTERED) and view.valid_until is not None \
                 and iso(view.valid_until) == body["validUntil"]
         terms = view.terms
-        if terms is None or iso(terms.start) != body["start"] or iso(terms.end) != body["end"]:
-            return False  # released early (its end moved), or never confirmed
+        if terms is None or iso(terms.start) != body["start"]:
+            return False
+        if delivery.kind == "reservation.started":  # it began, even if released since
+            return view.state in (State.CONFIRMED, State.ACTIVATED, State.EXPIRED) and terms.end > terms.start
+        if iso(terms.end) != body["end"]:
+            return False  # released early: its end moved (and the release told it ended)
         live = (State.CONFIRMED, State.ACTIVATED) + ((State.EXPIRED,) if delivery.kind == "reservation.ended" else ())
         return view.state in live
 
