@@ -119,6 +119,7 @@ def install(
         "/logout": pages.Logout(shared),
         "/preferences": pages.Preferences(shared),
         "/preferences/ssh-keys": pages.SshKeys(shared),
+        "/preferences/webhook": pages.Webhook(shared),
         "/reservations": pages.Reservations(shared),
         "/reservations/new": pages.NewReservation(shared),
         "/reservations/{reservation_id:uuid}": pages.ReservationPage(shared),
