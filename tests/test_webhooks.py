@@ -60,3 +60,38 @@ def test_the_audit_accepts_the_webhook_events_beside_an_honest_history(app, cloc
     read_models.close()
     assert report.ok, report.render()
     assert report.events == app.recorder.max_notification_id()
+
+
+def test_a_store_from_before_webhooks_tells_nobody_of_its_history(tmp_path, clock):
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from pex.bootstrap import build_application
+    from pex.projections.webhooks import VIEW
+    from pex.workers.webhooks import Notifier
+    from tests.support.api import cheap_settings
+    from tests.support.webhooks import Receiver
+    from tests.workers.test_webhooks import SETTINGS, offer
+
+    url = f"sqlite:///{tmp_path}/pex.sqlite3"
+    with Receiver() as receiver:
+        before = build_application(cheap_settings(url), clock=clock)
+        before.webhook_settings = SETTINGS
+        before.register_user("alice", PASSWORD)
+        receiver.secret = before.set_webhook("alice", receiver.url).secret
+        old = offer(SimpleNamespace(app=before, clock=clock))
+        with before.webhook_state.store.transaction(write=True) as cursor:  # as a PEX without webhooks left it
+            cursor.execute("DELETE FROM pex_view_tracking WHERE view_name = ?", (VIEW,))
+        before.close()
+        after = build_application(cheap_settings(url), clock=clock)
+        after.webhook_settings = SETTINGS
+        notifier = Notifier(after, SETTINGS)
+        try:
+            clock.set(after.get_reservation(old).valid_until)
+            assert notifier.tick().outcomes == {} and receiver.received == []
+            new = offer(SimpleNamespace(app=after, clock=clock))
+            clock.set(after.get_reservation(new).valid_until - timedelta(seconds=60))
+            assert list(notifier.tick().outcomes.values()) == ["delivered"]
+        finally:
+            notifier.close()
+            after.close()

@@ -162,7 +162,7 @@ class Accounts(Core):
         self.webhook_state: WebhookState = webhook_state_for(store)
         if strtobool(self.factory.env.get("CREATE_TABLE") or "yes"):
             self.login_state.create()
-            self.webhook_state.create()
+            self.webhook_state.create(head=self.recorder.max_notification_id() or 0)
 
     @property
     def password_hasher(self) -> PasswordHasher:

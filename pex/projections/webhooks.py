@@ -14,7 +14,9 @@ the read models (pex.projections.store), as the login state is (pex.projections.
                              (a claimed attempt's lease, while one is under way) and the last
                              answer or error.
 
-How far the notifier has read the log is its own row of pex_view_tracking ("pex.webhooks").
+How far the notifier has read the log is its own row of pex_view_tracking ("pex.webhooks"),
+made at the head of the log when the tables are made (`create`): what was recorded before
+webhooks existed is told to nobody.
 A user's log stays bounded: after each finished delivery only the `keep` newest finished ones
 are kept. Times are seconds since the epoch (floats), stored as milliseconds.
 
@@ -29,7 +31,7 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pex.projections.store import MemoryStore, SqlStore, Store, Table
+from pex.projections.store import APPLICATION_NAME, TRACKING_TABLE, MemoryStore, SqlStore, Store, Table
 
 VIEW = "pex.webhooks"  # the notifier's position in the log
 
@@ -89,7 +91,9 @@ def _delivery(row: Any) -> Delivery:
 class WebhookState:
     """The interface; `webhook_state_for(store)` picks the implementation."""
 
-    def create(self) -> None:
+    def create(self, head: int = 0) -> None:
+        """Make the tables; a notifier position made now starts at `head` (the log's last
+        notification id): what was recorded before webhooks existed is told to nobody."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -163,9 +167,12 @@ class MemoryWebhookState(WebhookState):
         self._secrets: dict[str, tuple[str, str]] = {}
         self._deliveries: dict[str, Delivery] = {}
         self._position = 0
+        self._created = False
 
-    def create(self) -> None:
-        pass
+    def create(self, head: int = 0) -> None:
+        with self._lock:
+            if not self._created:
+                self._created, self._position = True, head
 
     def put_secret(self, secret_id: str, username: str, secret: str, now: float) -> None:
         with self._lock:
@@ -255,8 +262,13 @@ class SqlWebhookState(WebhookState):
         self.secrets_table = store.qualified(SECRETS.name)
         self.table = store.qualified(DELIVERIES.name)
 
-    def create(self) -> None:
-        self.store.create(TABLES, (VIEW,))
+    def create(self, head: int = 0) -> None:
+        self.store.create(TABLES, ())
+        self._run(
+            f"INSERT INTO {self.store.qualified(TRACKING_TABLE)} (view_name, application_name, notification_id) "
+            "VALUES (?, ?, ?) ON CONFLICT (view_name) DO NOTHING",
+            (VIEW, APPLICATION_NAME, head),
+        )
 
     def close(self) -> None:
         self.store.close()
@@ -298,7 +310,7 @@ class SqlWebhookState(WebhookState):
 
     def move(self, expected: int, position: int) -> bool:
         return self._change(
-            f"UPDATE {self.store.qualified('pex_view_tracking')} SET notification_id = ? "
+            f"UPDATE {self.store.qualified(TRACKING_TABLE)} SET notification_id = ? "
             "WHERE view_name = ? AND notification_id = ?",
             (position, VIEW, expected),
         ) == 1

@@ -29,8 +29,8 @@ loopback, private, link-local or otherwise non-public one is refused unless the 
 allows it (PEX_WEBHOOK_ALLOW_PRIVATE), and the request goes to the very address checked.
 Redirects are not followed; at most 1 KiB of an answer is read.
 
-A notifier that never ran starts at the head of the log: history is told to nobody. A
-notification due more than PEX_WEBHOOK_MAX_AGE_SECONDS ago (a worker that was down for long)
+The outbox's position starts at the head of the log when its tables are made (pex init, or
+the first start of this PEX on an older store): history is told to nobody. A notification due more than PEX_WEBHOOK_MAX_AGE_SECONDS ago (a worker that was down for long)
 is not sent at all.
 """
 
@@ -170,13 +170,7 @@ class Notifications:
         self._lock = threading.Lock()
 
     def position(self) -> int:
-        position = self.state.position()
-        if position == 0:  # never ran: history is told to nobody
-            head = self.app.recorder.max_notification_id() or 0
-            if head and self.state.move(0, head):
-                log.info("webhook notifications start at event #%s", head)
-            position = self.state.position()
-        return position
+        return self.state.position()
 
     def fold(self, batch: Sequence[Recorded]) -> bool:
         with self._lock:
