@@ -67,6 +67,7 @@ from pex.settings import WebhookSettings
 log = logging.getLogger(__name__)
 
 MAX_ANSWER_BYTES = 1024
+MAX_REASON = 1000  # characters of an error told: a body stays small
 LEASE_MARGIN = timedelta(seconds=30)  # beyond the timeout: an attempt under way is never taken twice
 USER_AGENT = f"PEX-webhooks/{pex.__version__}"
 
@@ -216,7 +217,7 @@ class Notifications:
             instance = self.app.get_instance(event.originator_id)
             return self._for(instance.user_id, "instance.failed", f"{instance.id}:{event.originator_version}", event.at,
                              instanceId=str(instance.id), reservationId=str(instance.reservation_id),
-                             name=instance.name, reason=event.reason)
+                             name=instance.name, reason=event.reason[:MAX_REASON])
         return []
 
     def _for(self, username: str, kind: str, key: str, due: datetime, **fields: Any) -> list[Delivery]:

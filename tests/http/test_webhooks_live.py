@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from tests.http.test_live import H, Client, figure_7, tomorrow_at
+from tests.http.test_live import Client, H, figure_7, tomorrow_at
 from tests.support.server import serving
 from tests.support.waiting import eventually
 from tests.support.webhooks import Receiver
