@@ -75,3 +75,36 @@ def test_a_body_of_the_wrong_shape_is_a_4xx_problem(api, body):
     reply = api.put(PATH.format("alice"), json=body)
     assert 400 <= reply.status_code < 500 and reply.headers["Content-Type"] == "application/problem+json"
     assert api.get(PATH.format("alice")).json["url"] is None
+
+
+def test_the_delivery_log_shows_each_attempt_as_the_contract_says(api):
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from pex.workers.webhooks import Notifier
+    from tests.support.webhooks import Receiver
+
+    app = api.application
+    app.webhook_settings = replace(app.webhook_settings, allow_private=True)
+    notifier = Notifier(app)
+    try:
+        with Receiver() as receiver:
+            receiver.secret = api.put(PATH.format("alice"), json={"url": receiver.url}).json["secret"]
+            receiver.answer = 500
+            created = api.propose()
+            assert created.json["reply"] == "ACCEPT"
+            api.clock.advance(timedelta(minutes=4))
+            notifier.tick()
+            [pending] = api.get(PATH.format("alice") + "/deliveries").json["deliveries"]
+            assert (pending["type"], pending["status"], pending["attempts"], pending["lastStatus"]) == (
+                "offer.lapsing", "PENDING", 1, 500)
+            assert pending["nextAttemptAt"] and pending["finishedAt"] is None
+            assert pending["body"]["reservationId"] == created.json["proposal"]["id"].lower()
+            receiver.answer = 200
+            api.clock.advance(timedelta(seconds=5))
+            notifier.tick()
+            [done] = api.get(PATH.format("alice") + "/deliveries?limit=1").json["deliveries"]
+            assert (done["status"], done["attempts"], done["lastStatus"], done["nextAttemptAt"]) == ("DELIVERED", 2, 200, None)
+            assert [r.signed for r in receiver.received] == [True, True]
+    finally:
+        notifier.close()
