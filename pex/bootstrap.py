@@ -161,6 +161,7 @@ def build_application(settings: Settings, clock: Callable[[], datetime] = system
     app.prepare_lead = settings.worker.prepare_lead
     app.repack, app.repack_margin = settings.repack, settings.repack_margin
     app.vm_password_key = settings.vm_password_key.encode() if settings.vm_password_key else None
+    app.webhook_settings = settings.webhooks
     if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
         bound_waits_for_postgres(app)
     if settings.install_demo_pool:

@@ -91,6 +91,7 @@ class Settings:
     # derived from this key and the instance id, so that no password is ever stored. The API's
     # processes and the workers must share it. Never shown (repr=False).
     vm_password_key: str | None = field(default=None, repr=False)
+    webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -118,6 +119,7 @@ class Settings:
             http=HttpSettings.from_env(env),
             worker=WorkerSettings.from_env(env),
             vm_password_key=vm_password_key(env.get("PEX_VM_PASSWORD_KEY") or ""),
+            webhooks=WebhookSettings.from_env(env),
         )
 
 
@@ -139,6 +141,51 @@ def vm_password_key(text: str) -> str | None:
         raise SettingsError(f"PEX_VM_PASSWORD_KEY must be at least {MIN_VM_PASSWORD_KEY} characters "
                             "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
     return key or None
+
+
+# --- the webhooks' part ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """What users are told, and how (pex.workers.webhooks): the leads of the timed notifications
+    and the delivery's bounds. The API's processes and the workers read the same ones."""
+
+    # A receiver on a loopback, private, link-local or otherwise non-public address is refused
+    # (at registration and at every delivery, whatever the name resolves to then) unless this
+    # is on: an operator's choice for receivers inside their own network, and the tests'.
+    allow_private: bool = False
+    lapse_lead: timedelta = timedelta(seconds=60)  # "your offer lapses soon", this long before
+    ending_lead: timedelta = timedelta(minutes=15)  # "your reservation ends soon", this long before
+    timeout: float = 5.0  # seconds one delivery may take in all (connect, send, answer)
+    attempts: int = 8  # deliveries of one notification before it is given up (FAILED)
+    retry: float = 5.0  # seconds before the second attempt; each next waits twice as long
+    retry_max: float = 3600.0  # at most this long between two attempts
+    log_size: int = 100  # finished deliveries kept per user (the delivery log); older ones go
+    max_age: timedelta = timedelta(hours=1)  # a notification due longer ago than this is not sent
+    threads: int = 4  # deliveries under way at once, on the worker's own threads
+    interval: float = 1.0  # seconds between two looks at the outbox
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookSettings:
+        env = os.environ if environ is None else environ
+
+        def number(name: str, default: float, kind=float, positive: bool = True):
+            return env_number(env, name, default, kind, positive)
+
+        return cls(
+            allow_private=env_flag(env, "PEX_WEBHOOK_ALLOW_PRIVATE", False),
+            lapse_lead=timedelta(seconds=number("PEX_WEBHOOK_LAPSE_LEAD_SECONDS", 60, positive=False)),
+            ending_lead=timedelta(seconds=number("PEX_WEBHOOK_ENDING_LEAD_SECONDS", 900, positive=False)),
+            timeout=number("PEX_WEBHOOK_TIMEOUT_SECONDS", cls.timeout),
+            attempts=number("PEX_WEBHOOK_ATTEMPTS", cls.attempts, int),
+            retry=number("PEX_WEBHOOK_RETRY_SECONDS", cls.retry),
+            retry_max=number("PEX_WEBHOOK_RETRY_MAX_SECONDS", cls.retry_max),
+            log_size=number("PEX_WEBHOOK_LOG_SIZE", cls.log_size, int),
+            max_age=timedelta(seconds=number("PEX_WEBHOOK_MAX_AGE_SECONDS", 3600)),
+            threads=number("PEX_WEBHOOK_THREADS", cls.threads, int),
+            interval=number("PEX_WEBHOOK_INTERVAL_SECONDS", cls.interval),
+        )
 
 
 # --- the accounts' part ----------------------------------------------------------------

@@ -61,3 +61,22 @@ def test_re_packing_is_on_unless_turned_off_and_its_margin_is_read():
         Settings.from_env({"PEX_REPACK": "sometimes"})
     with pytest.raises(SettingsError):
         Settings.from_env({"PEX_REPACK_MARGIN_SECONDS": "-1"})
+
+
+def test_the_webhooks_settings_are_read_with_the_rest_and_bad_ones_refused():
+    from datetime import timedelta
+
+    from pex.settings import WebhookSettings
+
+    settings = Settings.from_env({
+        "PEX_WEBHOOK_ALLOW_PRIVATE": "on", "PEX_WEBHOOK_LAPSE_LEAD_SECONDS": "120", "PEX_WEBHOOK_ENDING_LEAD_SECONDS": "600",
+        "PEX_WEBHOOK_TIMEOUT_SECONDS": "2.5", "PEX_WEBHOOK_ATTEMPTS": "3", "PEX_WEBHOOK_LOG_SIZE": "10",
+    })  # fmt: skip
+    assert settings.webhooks == WebhookSettings(
+        allow_private=True, lapse_lead=timedelta(minutes=2), ending_lead=timedelta(minutes=10), timeout=2.5,
+        attempts=3, log_size=10,
+    )
+    assert Settings.from_env({}).webhooks == WebhookSettings() and not WebhookSettings().allow_private
+    for bad in ({"PEX_WEBHOOK_ALLOW_PRIVATE": "maybe"}, {"PEX_WEBHOOK_ATTEMPTS": "0"}, {"PEX_WEBHOOK_TIMEOUT_SECONDS": "-1"}):
+        with pytest.raises(SettingsError):
+            Settings.from_env(bad)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import sys
 import threading
 from collections.abc import Callable
@@ -47,7 +48,8 @@ from pex.domain.user import (
 )  # fmt: skip
 from pex.projections.login_state import LoginState, login_state_for
 from pex.projections.readmodels import store_for
-from pex.settings import PasswordSettings
+from pex.projections.webhooks import Delivery, WebhookState, webhook_state_for
+from pex.settings import PasswordSettings, WebhookSettings
 
 T = TypeVar("T")
 
@@ -88,6 +90,23 @@ class CreditView:
     enforced: bool  # PEX_CREDIT: whether bookings are charged
     entries: tuple[CreditEntry, ...]  # the latest last
     version: int
+
+
+@dataclass(frozen=True)
+class WebhookView:
+    """Where a user's notifications go (pex.workers.webhooks), and since when. `secret` only in
+    the answer to the command that made it (a registration, a rotation): never again."""
+
+    username: str
+    url: str
+    secret_id: str | None
+    since: datetime | None
+    secret: str | None = None
+
+
+def new_webhook_secret() -> tuple[str, str]:
+    """A secret's id (named in the WebhookSet event) and the secret (256 bits, kept beside the store)."""
+    return secrets.token_hex(8), "whsec_" + secrets.token_urlsafe(32)
 
 
 class PasswordChecksBusy(Exception):
@@ -153,6 +172,8 @@ class Accounts(Core):
     a `clock` (PexApplication)."""
 
     _hasher: PasswordHasher | None = None
+    # Set by pex.bootstrap from PEX_WEBHOOK_*: whether a receiver may be on a private address.
+    webhook_settings: WebhookSettings = WebhookSettings()
     _hasher_lock = threading.Lock()
 
     def __init__(self, env=None, passwords: PasswordSettings | None = None):
@@ -161,9 +182,12 @@ class Accounts(Core):
         self.password_checks = PasswordChecks(
             self.passwords.checks, self.passwords.checks_waiting, self.passwords.check_wait_seconds
         )
-        self.login_state: LoginState = login_state_for(store_for(self))
+        store = store_for(self)
+        self.login_state: LoginState = login_state_for(store)
+        self.webhook_state: WebhookState = webhook_state_for(store)
         if strtobool(self.factory.env.get("CREATE_TABLE") or "yes"):
             self.login_state.create()
+            self.webhook_state.create(head=self.recorder.max_notification_id() or 0)
 
     @property
     def password_hasher(self) -> PasswordHasher:
@@ -299,6 +323,61 @@ class Accounts(Core):
             elif isinstance(event, User.CreditRefunded):
                 lines.append(CreditEntry(event.at, "refund", event.amount, event.balance, event.reservation_id))
         return CreditView(user.username, user.balance, self.credit_enforced, tuple(lines[-entries:] if entries else ()), user.version)
+
+    # --- webhooks ---------------------------------------------------------------------
+
+    def webhook_of(self, username: str) -> WebhookView | None:
+        """Where the user's notifications go, or None (no webhook, or no such user)."""
+        user = self._user(username)
+        url = getattr(user, "webhook_url", None) if user is not None else None
+        if user is None or url is None:
+            return None
+        return WebhookView(user.username, url, user.webhook_secret_id, user.webhook_set_at)
+
+    def set_webhook(self, username: str, url: object, rotate_secret: bool = False) -> WebhookView:
+        """Send the user's notifications to `url` from now on. The first registration (and one
+        with `rotate_secret`) makes a new signing secret, which the answer carries, once: later
+        answers never show it. Changing only the URL keeps the secret."""
+        allow_private = self.webhook_settings.allow_private
+
+        def attempt() -> WebhookView:
+            user = self._existing_user(username)
+            known = getattr(user, "webhook_secret_id", None)
+            secret_id, secret = (known, None) if known and not rotate_secret else new_webhook_secret()
+            user.set_webhook(url, secret_id, self.clock(), allow_private)
+            if secret is not None:
+                # Kept before the event that names it is saved: a worker never finds the event
+                # without its secret. A secret whose event fails to save is forgotten at the next.
+                self.webhook_state.put_secret(secret_id, user.username, secret, self.clock().timestamp())
+            if user.pending_events:
+                self.save(user)
+            self.webhook_state.forget_secrets(user.username, keep=secret_id)
+            return WebhookView(user.username, user.webhook_url or "", secret_id, user.webhook_set_at, secret)
+
+        return self._retrying(attempt)
+
+    def remove_webhook(self, username: str) -> bool:
+        """Tell the user nothing any more (what is pending for them is dropped); whether they had one."""
+
+        def attempt() -> bool:
+            user = self._existing_user(username)
+            had = getattr(user, "webhook_url", None) is not None
+            user.remove_webhook(self.clock())
+            if user.pending_events:
+                self.save(user)
+            self.webhook_state.forget_secrets(user.username)
+            return had
+
+        return self._retrying(attempt)
+
+    def webhook_deliveries(self, username: str, limit: int = 100) -> list[Delivery]:
+        """The user's delivery log, newest first (pending deliveries too)."""
+        user = self._existing_user(username)
+        return self.webhook_state.deliveries(user.username, limit)
+
+    def webhook_secret(self, secret_id: str) -> str | None:
+        """The signing secret `secret_id` names (the notifier's, to sign with)."""
+        return self.webhook_state.secret(secret_id)
 
     # --- plumbing ----------------------------------------------------------------------
 

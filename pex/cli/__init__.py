@@ -3,13 +3,13 @@ the pool, negotiate from a terminal, audit and replay the log. Every click comma
 lives in this package, and every one builds PEX through pex.bootstrap."""
 
 from pex.cli.availability import availability_command, extend_command, release_command
-from pex.cli.http import serve, users
+from pex.cli.http import serve, users, webhook
 from pex.cli.read_side import audit_command, history_command, replay_command
 from pex.cli.root import main
 from pex.cli.simulation import simulate_command, workload_command
 from pex.cli.workers import worker, xen_sim
 
-for command in (serve, users, simulate_command, workload_command, worker, xen_sim):
+for command in (serve, users, webhook, simulate_command, workload_command, worker, xen_sim):
     main.add_command(command)
 for command in (availability_command, release_command, extend_command):
     main.add_command(command)

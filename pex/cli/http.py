@@ -126,3 +126,85 @@ def ssh_keys(username, keys_file) -> None:
         click.echo(key)
     if not user.ssh_keys:
         click.echo(f"{user.username} has no SSH key", err=True)
+
+
+@click.group()
+def webhook() -> None:
+    """A user's webhook: where PEX tells them of their offers, reservations and instances
+    (docs/api.md, "Users are told"), and its delivery log."""
+
+
+def _webhook_app():
+    return build()
+
+
+@webhook.command("show")
+@click.argument("username")
+def webhook_show(username) -> None:
+    """Print where the user's notifications go (never the secret)."""
+    from pex.application import NotFound
+    app = _webhook_app()
+    try:
+        if app.get_user(username) is None:
+            raise NotFound(f"no user {username!r}")
+        view = app.webhook_of(username)
+    except NotFound as error:
+        raise click.ClickException(str(error)) from None
+    if view is None:
+        click.echo(f"{username} has no webhook", err=True)
+        return
+    click.echo(f"{view.url}  (since {view.since:%Y-%m-%d %H:%M} UTC)" if view.since else view.url)
+
+
+@webhook.command("set")
+@click.argument("username")
+@click.argument("url")
+@click.option("--rotate-secret", is_flag=True, help="Make a new signing secret (printed once); the old one stops at once.")
+def webhook_set(username, url, rotate_secret) -> None:
+    """Send the user's notifications to URL. A new signing secret (the first time, or with
+    --rotate-secret) is printed once, on standard output: give it to the user."""
+    from pex.application import NotFound
+    try:
+        view = _webhook_app().set_webhook(username, url, rotate_secret=rotate_secret)
+    except (DomainError, NotFound) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{view.username}'s notifications go to {view.url}", err=True)
+    if view.secret is not None:
+        click.echo(view.secret)
+        click.echo("that is the signing secret: it is shown this once", err=True)
+
+
+@webhook.command("remove")
+@click.argument("username")
+def webhook_remove(username) -> None:
+    """Tell the user nothing any more (what is pending for them is dropped)."""
+    from pex.application import NotFound
+    try:
+        had = _webhook_app().remove_webhook(username)
+    except NotFound as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{username}'s webhook removed" if had else f"{username} had no webhook")
+
+
+@webhook.command("deliveries")
+@click.argument("username")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="The newest this many.")
+def webhook_deliveries(username, limit) -> None:
+    """Print the user's delivery log, newest first: when it was due, what, its status, the
+    attempts, and the receiver's last answer or error."""
+    from datetime import UTC, datetime
+
+    from pex.application import NotFound
+    try:
+        deliveries = _webhook_app().webhook_deliveries(username, limit)
+    except NotFound as error:
+        raise click.ClickException(str(error)) from None
+    if not deliveries:
+        click.echo(f"{username} has no delivery", err=True)
+    for d in deliveries:
+        due = datetime.fromtimestamp(d.due, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        last = f"HTTP {d.last_code}" if d.last_code is not None else ""
+        if d.last_error and d.status != "delivered":
+            last = f"{last} {d.last_error}".strip()
+        click.echo(f"{due}  {d.kind:<20} {d.status.upper():<9} {d.attempts} attempt{'s' if d.attempts != 1 else ''}"
+                   + (f"  {last}" if last else ""))

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 import struct
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from urllib.parse import urlsplit, urlunsplit
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -189,6 +191,62 @@ def credit_amount(value: object, field: str = "amount") -> Decimal:
     return amount.quantize(CREDIT_CENT)
 
 
+MAX_WEBHOOK_URL = 2048
+# Names that are this machine or its local network whatever a resolver says.
+LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether a webhook may be delivered to `address` without the operator's leave: a global
+    unicast address (not loopback, private, link-local, shared, reserved, multicast...); an
+    IPv4-mapped IPv6 address counts as the IPv4 address it maps."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def normalized_webhook_url(url: object, allow_private: bool = False) -> str:
+    """A webhook's URL, checked: http or https, a host, no credentials (they would be kept in
+    the log), no fragment, at most MAX_WEBHOOK_URL characters; unless `allow_private`, no host
+    that is a loopback, private or otherwise non-public address, or a local name (the worker
+    checks again what a name resolves to at every delivery). AccountError says what is wrong."""
+    if not isinstance(url, str) or not url.strip():
+        raise AccountError("url", "a URL: https://example.org/pex-hook")
+    url = url.strip()
+    if len(url) > MAX_WEBHOOK_URL or any(c.isspace() or ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise AccountError("url", f"at most {MAX_WEBHOOK_URL} characters, without spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        host = parts.hostname
+    except ValueError as error:
+        raise AccountError("url", f"not a URL: {error}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise AccountError("url", "the URL is http:// or https://")
+    if not host:
+        raise AccountError("url", "the URL names a host")
+    if parts.username is not None or parts.password is not None:
+        raise AccountError("url", "no credentials in the URL (the receiver checks the signature instead)")
+    if parts.fragment or url.endswith("#"):
+        raise AccountError("url", "no fragment (#...) in the URL")
+    if port == 0:
+        raise AccountError("url", "the port is 1 to 65535")
+    if not allow_private:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            address = None
+        if address is not None and not is_public_address(address):
+            raise AccountError("url", "the host is a loopback, private or otherwise non-public address")
+        if address is None and (host in LOCAL_NAMES or host.endswith(LOCAL_SUFFIXES) or "." not in host):
+            raise AccountError("url", "the host is a local name; give the receiver's public name")
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
+
+
 class User(Aggregate):
     """An account: a username, the hash of its password, whether it administers the pool, and
     the SSH public keys its VMs let in.
@@ -264,6 +322,26 @@ class User(Aggregate):
             charges.pop(str(self.reservation_id), None)
             user.charges = charges
 
+    class WebhookSet(Event):
+        """The user's notifications go to `url` from now on, signed with the secret `secret_id`
+        names. The secret itself is in no event: it is kept beside the store
+        (pex.projections.webhooks), so that removing or rotating it forgets it."""
+
+        username: str
+        url: str
+        secret_id: str
+
+        def apply(self, user: User) -> None:
+            user.webhook_url, user.webhook_secret_id, user.webhook_set_at = self.url, self.secret_id, self.at
+
+    class WebhookRemoved(Event):
+        """The user is told nothing any more; what was pending for them is dropped."""
+
+        username: str
+
+        def apply(self, user: User) -> None:
+            user.webhook_url, user.webhook_secret_id, user.webhook_set_at = None, None, None
+
     def __init__(self, username: str, password_hash: str, is_admin: bool, at: datetime):
         self.username = username
         self.password_hash = password_hash
@@ -273,6 +351,9 @@ class User(Aggregate):
         self.ssh_keys: tuple[str, ...] = ()
         self.credit = Decimal("0.00")
         self.charges: dict[str, Decimal] = {}  # reservation id → what its booking took, until refunded
+        self.webhook_url: str | None = None
+        self.webhook_secret_id: str | None = None
+        self.webhook_set_at: datetime | None = None
 
     @staticmethod
     def create_id(username: str, **_: object) -> UUID:
@@ -334,3 +415,14 @@ class User(Aggregate):
             return
         amount = min(max(amount, Decimal("0.00")), charged)
         self.trigger_event(self.CreditRefunded, reservation_id=reservation_id, amount=amount, balance=self.balance + amount, at=at)
+
+    def set_webhook(self, url: object, secret_id: str, at: datetime, allow_private: bool = False) -> None:
+        """Send the user's notifications to `url` (checked first: normalized_webhook_url),
+        signed with the secret `secret_id` names."""
+        checked = normalized_webhook_url(url, allow_private)
+        if (checked, secret_id) != (getattr(self, "webhook_url", None), getattr(self, "webhook_secret_id", None)):
+            self.trigger_event(self.WebhookSet, username=self.username, url=checked, secret_id=secret_id, at=at)
+
+    def remove_webhook(self, at: datetime) -> None:
+        if getattr(self, "webhook_url", None) is not None:
+            self.trigger_event(self.WebhookRemoved, username=self.username, at=at)

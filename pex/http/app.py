@@ -158,6 +158,8 @@ def create_app(
         "/OpenPEX/users/{username}/ssh-keys": accounts.SshKeys(application),
         "/OpenPEX/users/{username}/credit": accounts.Credit(application),
         "/OpenPEX/users/{username}/credit/grants": accounts.CreditGrants(application),
+        "/OpenPEX/users/{username}/webhook": accounts.Webhook(application),
+        "/OpenPEX/users/{username}/webhook/deliveries": accounts.WebhookDeliveries(application),
         "/OpenPEX/reservations": reservations.Reservations(application, read_models),
         "/OpenPEX/reservations/{reservation_id:uuid}": reservations.Reservation(application),
         "/OpenPEX/reservations/{reservation_id:uuid}/activate": reservations.Activation(application),

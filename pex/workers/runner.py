@@ -33,6 +33,7 @@ from pex.workers.dispatch import Dispatch
 from pex.workers.index import DispatchIndex
 from pex.workers.monitors import Monitors
 from pex.workers.timer import TimerWorker
+from pex.workers.webhooks import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ class WorkerProcess:
             app, self.watcher, self.index, guest_timeout=settings.guest_timeout, resync_interval=settings.resync,
             dispatcher=dispatcher, sync_pool=self.sync_pool if pool_configured else None,
         )
+        # Users are told on threads of their own: a receiver that is down or slow holds only them.
+        self.notifier = Notifier(app)
+        self._notifier_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._checkpointed = float("-inf")
@@ -102,6 +106,9 @@ class WorkerProcess:
             )
         for thread in self._threads:
             thread.start()
+        self._notifier_thread = threading.Thread(target=self.notifier.run, args=(self._stop,), name="pex-webhooks",
+                                                 daemon=True)
+        self._notifier_thread.start()
         log.info("worker %s running (%s)", self.dispatch.worker_id, self.dispatcher.url)
         return self
 
@@ -152,6 +159,10 @@ class WorkerProcess:
             self.watcher.close()  # its session is the monitor thread's while that runs
         for follower in followers:
             follower.join(timeout=30.0)  # a batch in flight commits or rolls back
+        if self._notifier_thread is not None:
+            # An attempt under way takes at most the webhook timeout; one abandoned is tried again.
+            self._notifier_thread.join(timeout=self.notifier.settings.timeout + 5.0)
+        self.notifier.close(wait=self._notifier_thread is None or not self._notifier_thread.is_alive())
         if self.read_models is not None and not any(f.is_alive() for f in followers):
             self.read_models.close()
         self.dispatcher.close()

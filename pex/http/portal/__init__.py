@@ -120,6 +120,7 @@ def install(
         "/preferences": pages.Preferences(shared),
         "/preferences/ssh-keys": pages.SshKeys(shared),
         "/preferences/credit": pages.CreditGrant(shared),
+        "/preferences/webhook": pages.Webhook(shared),
         "/reservations": pages.Reservations(shared),
         "/reservations/new": pages.NewReservation(shared),
         "/reservations/{reservation_id:uuid}": pages.ReservationPage(shared),

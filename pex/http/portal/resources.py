@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from operator import attrgetter
 from urllib.parse import urlencode
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
@@ -225,7 +225,8 @@ class Preferences(Page):
 
     def on_get(self, req, resp):
         self.render(req, resp, "preferences.html", zones=time_zones(), back=safe_next(req.get_param("back")), error=None,
-                    **ssh_keys_context(self.application, req), **credit_context(self.application, req))
+                    **ssh_keys_context(self.application, req), **credit_context(self.application, req),
+                    **webhook_context(self.application, req))
 
     def on_post(self, req, resp):
         data = form(req)
@@ -234,7 +235,8 @@ class Preferences(Page):
         if not is_zone(name):
             self.render(req, resp, "preferences.html", status=422, zones=time_zones(), back=back,
                         error=f"{name or 'That'} is not a time zone this server knows",
-                        **ssh_keys_context(self.application, req), **credit_context(self.application, req))
+                        **ssh_keys_context(self.application, req), **credit_context(self.application, req),
+                        **webhook_context(self.application, req))
             return
         req.context.session.tz = name
         req.context.session.modified = True
@@ -267,7 +269,7 @@ class SshKeys(Page):
         except AccountError as refused:
             self.render(req, resp, "preferences.html", status=422, zones=time_zones(), back="/", error=None,
                         **ssh_keys_context(self.application, req, typed, refused.detail),
-                        **credit_context(self.application, req))
+                        **credit_context(self.application, req), **webhook_context(self.application, req))
             return
         count = len(view.ssh_keys)
         req.context.session.flash(
@@ -304,11 +306,71 @@ class CreditGrant(Page):
         except (CreditError, NotFound) as refused:
             detail = refused.detail if isinstance(refused, CreditError) else f"there is no user {typed['username']!r}"
             self.render(req, resp, "preferences.html", status=422, zones=time_zones(), back="/", error=None,
-                        **ssh_keys_context(self.application, req), **credit_context(self.application, req, typed, detail))
+                        **ssh_keys_context(self.application, req), **credit_context(self.application, req, typed, detail),
+                        **webhook_context(self.application, req))
             return
         req.context.session.flash(
             f"{credit.username} now has {credit.balance} {self.application.currency} of credit.", "success")
         raise redirect("/preferences")
+
+
+WEBHOOK_LOG_SHOWN = 10
+
+
+def webhook_context(application: PexApplication, req, typed: str | None = None, error: str | None = None,
+                    secret: str | None = None) -> dict:
+    """The webhook form of the preferences page, for a logged-in user: where their notifications
+    go (or what they typed, when it was refused), the secret just made (shown this once), and
+    the newest deliveries."""
+    user = req.context.user
+    if not user:
+        return {"webhook": None}
+    view = application.webhook_of(user.username)
+    deliveries = application.webhook_deliveries(user.username, WEBHOOK_LOG_SHOWN)
+    return {"webhook": {
+        "url": typed if typed is not None else (view.url if view else ""),
+        "registered": view is not None,
+        "error": error,
+        "secret": secret,
+        "deliveries": [
+            {"kind": d.kind, "status": d.status.upper(), "attempts": d.attempts,
+             "due": datetime.fromtimestamp(d.due, UTC),
+             "answer": (f"HTTP {d.last_code}" if d.last_code is not None else "") if d.status == "delivered"
+             else " ".join(x for x in (f"HTTP {d.last_code}" if d.last_code is not None else "", d.last_error or "") if x)}
+            for d in deliveries
+        ],
+    }}
+
+
+class Webhook(Page):
+    """/preferences/webhook: where the user's notifications go (docs/api.md, "Users are told").
+    Saving a first URL, or asking for a new secret, shows the secret on the page this once
+    (never in a redirect, a flash or a cookie); "Remove" tells them nothing any more."""
+
+    def on_get(self, req, resp):
+        raise redirect("/preferences")
+
+    def on_post(self, req, resp):
+        data = form(req)
+        username = req.context.user.username
+        if data.get("action") == "remove":
+            self.application.remove_webhook(username)
+            req.context.session.flash("PEX tells you nothing any more.", "success")
+            raise redirect("/preferences")
+        typed = str(data.get("url", ""))
+        try:
+            view = self.application.set_webhook(username, typed, rotate_secret=data.get("rotate") == "on")
+        except AccountError as refused:
+            self.render(req, resp, "preferences.html", status=422, zones=time_zones(), back="/", error=None,
+                        **ssh_keys_context(self.application, req), **credit_context(self.application, req),
+                        **webhook_context(self.application, req, typed, refused.detail))
+            return
+        if view.secret is None:
+            req.context.session.flash(f"Your notifications go to {view.url}.", "success")
+            raise redirect("/preferences")
+        self.render(req, resp, "preferences.html", zones=time_zones(), back="/", error=None,
+                    **ssh_keys_context(self.application, req), **credit_context(self.application, req),
+                    **webhook_context(self.application, req, secret=view.secret))
 
 
 # --- welcome ---------------------------------------------------------------------------
