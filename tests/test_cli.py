@@ -103,3 +103,31 @@ def test_negotiate_takes_a_flexible_proposal_and_prints_the_chosen_terms(tmp_pat
     assert code == 1 and "the shortest duration 2 hours is longer than the duration 1 hour" in output
     code, output = run(url, "negotiate", "--user", "alice", "--min-duration", "soon")
     assert code == 2 and "not a duration" in output
+
+
+def test_an_operator_drains_a_node_from_the_terminal_and_is_told_what_moved(tmp_path):
+    url = store_with_alice(tmp_path)
+    code, output = run(url, "negotiate", "--user", "alice", "--type", "SMALL", "--instances", "1", "--confirm",
+                       "--start", "now+3h")
+    assert code == 0, output
+    app = build_application(cheap_settings(url))
+    try:
+        [booked] = [n.name for n in app.nodes() if app.node_allocations(n.name)]
+    finally:
+        app.close()
+
+    code, output = run(url, "admin", "node", booked, "--drain-from", "now+210m", "--by", "carol")
+    assert code == 0, output
+    assert "drained from " in output and "by carol" in output
+    [moved] = [line for line in output.splitlines() if line.strip().startswith("moved ")]
+    assert "(its booking with it)" in moved and f"to {booked} " not in moved
+    code, shown = run(url, "admin", "node", booked)
+    assert code == 0 and "by carol" in shown and "nothing left on it that lasts until then" in shown
+    code, output = run(url, "admin", "node", booked, "--undrain")
+    assert code == 0 and "takes bookings again" in output
+    code, shown = run(url, "admin", "node", booked)
+    assert "not drained" in shown
+
+    assert run(url, "admin", "node", booked, "--drain-from", "soon")[0] == 2
+    assert run(url, "admin", "node", booked, "--drain-from", "now+1h", "--undrain")[0] == 2
+    assert run(url, "admin", "node", "node9", "--drain-from", "now+1h")[0] == 1

@@ -57,7 +57,7 @@ class InMemoryEnactment:
     # --- failures a test injects ---------------------------------------------------------
 
     def fail(self, action: str, times: int = 1, error: Exception | None = None) -> None:
-        """The next `times` attempts of `action` ("start", "stop", "reboot" or a removal) raise."""
+        """The next `times` attempts of `action` ("start", "stop", "reboot", "migrate" or a removal) raise."""
         with self._lock:
             self._failures.setdefault(action, []).extend(
                 [error or InMemoryEnactmentError(f"injected failure of {action}")] * times
@@ -93,6 +93,13 @@ class InMemoryEnactment:
                     vm = replace(vm, ssh_authorized_keys=job.ssh_authorized_keys, vm_password=job.vm_password)
                 self.vms[job.instance_id] = vm
                 return Enacted(vm_uuid=vm.uuid, node=job.node)
+            if job.action == "migrate":
+                if vm is None or vm.power_state != "Running" or not job.to_node:
+                    raise InMemoryEnactmentError(f"instance {job.instance_id} has no running VM to migrate")
+                if job.to_node in self._down or (self.hosts and job.to_node not in self.hosts):
+                    raise InMemoryEnactmentError(f"host {job.to_node} cannot take a migration")
+                vm = self.vms[job.instance_id] = replace(vm, node=job.to_node)
+                return Enacted(vm_uuid=vm.uuid, node=vm.node, ip_address=vm.ip_address)
             if vm is None and job.action == "reboot":
                 raise InMemoryEnactmentError(f"no VM for instance {job.instance_id}")
             if vm is not None and job.action == "stop":

@@ -6,6 +6,7 @@
     quotas       the quotas in force, and checking terms against them
     instances    the VMs' lifecycle: the user's requests, dispatch claims and records,
                  the monitors' observations, re-placement after a lost node
+    drain        a node's maintenance: its bookings re-placed, its running VMs live-migrated
     accounts     users, passwords, portal sessions
     queries      reservations as plain values
     views        one type per read shape         errors   NotFound, VersionConflict, Contention

@@ -207,6 +207,7 @@ class Instances(Core):
             reason=reason,
             ssh_authorized_keys=self.ssh_keys_of(instance.user_id) if action in CREATING_ACTIONS else (),
             vm_password=self.vm_password(instance.id) if action in CREATING_ACTIONS else None,
+            to_node=instance.migrating_to if action == "migrate" else None,
         )
 
     def _due_action(self, instance: Instance, at: datetime) -> tuple[str | None, str]:

@@ -199,7 +199,7 @@ class Pool(Core):
         views = []
         for name in names:
             node = self._node(name)
-            views.append(NodeView(node.name, node.capacity, node.available, node.version))
+            views.append(NodeView(node.name, node.capacity, node.available, node.version, node.drain_from, node.drain_by))
         return views
 
     def node_allocations(self, name: str) -> list[Any]:

@@ -45,6 +45,8 @@ class DispatchJob:
     # The VM's own password (with PEX_VM_PASSWORD_KEY), for the same actions: vm-data/password.
     # Kept out of repr, so that a logged job never shows it.
     vm_password: str | None = field(default=None, repr=False)
+    # For `migrate`: the node to live-migrate the VM to (booked for it there already).
+    to_node: str | None = None
 
 
 @dataclass(frozen=True)

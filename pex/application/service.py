@@ -16,6 +16,7 @@ from eventsourcing.utils import Environment
 from pex.application.accounts import Accounts
 from pex.application.availability import Availability
 from pex.application.core import Decisions, Listing
+from pex.application.drain import Drains
 from pex.application.instances import Instances
 from pex.application.negotiation import Negotiation
 from pex.application.pool import Pool
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class PexApplication(Negotiation, Pool, QuotaCommands, Instances, Accounts, Queries, Availability, EarlyRelease):
+class PexApplication(Negotiation, Pool, QuotaCommands, Drains, Instances, Accounts, Queries, Availability, EarlyRelease):
     """PEX's commands and queries on one event store (see the modules of pex.application)."""
 
     # Pinned, on this class itself (eventsourcing names every subclass after itself): it

@@ -8,12 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from uuid import UUID
 
 from pex.domain.catalogue import check_template, size_named
 from pex.domain.values import Reply, Resources, Size
 from pex.projections.shapes import InstanceView, ReservationView
 
-__all__ = ["CatalogueView", "InstanceView", "NodeView", "Outcome", "Proposed", "ReservationView"]
+__all__ = ["CatalogueView", "DrainView", "InstanceView", "Leaving", "NodeView", "Outcome", "Proposed", "ReservationView"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,42 @@ class NodeView:
     capacity: Resources
     available: bool
     version: int
+    drain_from: datetime | None = None  # drained from then (maintenance), by `drain_by`
+    drain_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Leaving:
+    """An instance that has to leave a drained node (it would still be there at the drain),
+    and where it stands: `moved_to` it was re-placed on now (its booking moved with it), or
+    it is live-migrating to `migrating_to` (booked there too until it arrives), or it cannot
+    move: `reason`. None of the three: it waits for its turn (a dispatch in flight)."""
+
+    instance_id: UUID
+    reservation_id: UUID
+    name: str
+    status: str
+    end: datetime
+    moved_to: str | None = None
+    migrating_to: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class DrainView:
+    """A node's drain: from when, by whom, and what still has to leave it (`leaving`); the
+    reply to a drain also lists what the drain moved at once (`moved`: bookings re-placed)."""
+
+    node: str
+    drain_from: datetime
+    by: str
+    leaving: tuple[Leaving, ...]
+    moved: tuple[Leaving, ...] = ()
+
+    @property
+    def stuck(self) -> tuple[Leaving, ...]:
+        """What could not move: the operator decides (room elsewhere, the drain later, or not)."""
+        return tuple(item for item in self.leaving if item.reason is not None)
 
 
 @dataclass(frozen=True)

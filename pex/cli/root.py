@@ -12,6 +12,7 @@ from pex.cli.common import (
     TimeParam,
     build,
     parse_id,
+    parse_time,
     price_text,
     print_json,
     print_outcome,
@@ -354,22 +355,73 @@ def admin_template(name, description) -> None:
 
 @admin.command("node")
 @click.argument("name")
-@click.option("--cpus", type=click.IntRange(1), required=True)
-@click.option("--memory-mb", type=click.IntRange(1), required=True)
-@click.option("--disk-gb", type=click.IntRange(0), required=True)
-def admin_node(name, cpus, memory_mb, disk_gb) -> None:
-    """Register a node, or resize one that exists."""
+@click.option("--cpus", type=click.IntRange(1), help="With --memory-mb and --disk-gb: register or resize it.")
+@click.option("--memory-mb", type=click.IntRange(1))
+@click.option("--disk-gb", type=click.IntRange(0))
+@click.option("--drain-from", "drain_from", metavar="TIME",
+              help="Put it into maintenance from TIME (RFC 3339, RFC 1123 or now+2h): re-place its bookings, "
+                   "live-migrate its running VMs; again, retry what could not move.")
+@click.option("--undrain", is_flag=True, help="End its maintenance: it takes bookings again.")
+@click.option("--by", default="operator", show_default=True, help="Who drains it, as recorded.")
+def admin_node(name, cpus, memory_mb, disk_gb, drain_from, undrain, by) -> None:
+    """Register a node, resize it, drain it or end its drain; with no option, show it and its drain."""
+    sizing = (cpus, memory_mb, disk_gb)
+    if any(v is not None for v in sizing) and None in sizing:
+        raise click.UsageError("--cpus, --memory-mb and --disk-gb go together")
+    if sum((cpus is not None, drain_from is not None, undrain)) > 1:
+        raise click.UsageError("size, --drain-from and --undrain are separate changes: one at a time")
+    when = parse_time(drain_from) if drain_from is not None else None
     app = build()
-    capacity = Resources(cpus, memory_mb, disk_gb)
     try:
-        if name in {n.name for n in app.nodes()}:
-            app.resize_node(name, capacity)
-            click.echo(f"node {name} resized")
+        known = name in {n.name for n in app.nodes()}
+        if cpus is not None:
+            capacity = Resources(cpus, memory_mb, disk_gb)
+            if known:
+                app.resize_node(name, capacity)
+                click.echo(f"node {name} resized")
+            else:
+                app.register_node(name, capacity)
+                click.echo(f"node {name} registered")
+            return
+        if not known:
+            raise click.ClickException(f"no node {name!r}")
+        if when is not None:
+            print_drain(app.drain_node(name, when, by))
+        elif undrain:
+            app.undrain_node(name, by)
+            click.echo(f"node {name} takes bookings again")
         else:
-            app.register_node(name, capacity)
-            click.echo(f"node {name} registered")
+            print_node(app, name)
     except DomainError as error:
         raise click.ClickException(str(error)) from None
+    finally:
+        app.close()
+
+
+def print_node(app, name: str) -> None:
+    node = next(n for n in app.nodes() if n.name == name)
+    c = node.capacity
+    state = "available" if node.available else "lost"
+    click.echo(f"node {name}: {c.cpus} CPUs, {c.memory_mb} MB, {c.disk_gb} GB, {state}")
+    drain = app.drain(name)
+    if drain is None:
+        click.echo("not drained")
+    else:
+        print_drain(drain)
+
+
+def print_drain(drain) -> None:
+    click.echo(f"drained from {time_text(drain.drain_from)} by {drain.by}")
+    for item in drain.moved:
+        click.echo(f"  moved {item.name} to {item.moved_to} (its booking with it)")
+    waiting = [i for i in drain.leaving if i.reason is None]
+    for item in waiting:
+        doing = f"live-migrating to {item.migrating_to}" if item.migrating_to else "waiting for its turn"
+        click.echo(f"  leaving {item.name} ({item.status}, until {time_text(item.end)}): {doing}")
+    for item in drain.stuck:
+        click.echo(f"  NOT MOVED {item.name} ({item.status}, until {time_text(item.end)}): {item.reason}")
+    if not drain.leaving:
+        click.echo("  nothing left on it that lasts until then")
 
 
 @admin.command("credit")
@@ -413,3 +465,4 @@ def policies_command() -> None:
         p.market_floor is not None and p.market_ceiling is not None) else ""
     click.echo(f"pricing    {p.pricing}{market}, in {p.currency}")
     click.echo(f"credit     {'on: every confirmation is charged to its user' if p.credit else 'off: nothing is charged'}")
+

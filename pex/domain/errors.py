@@ -38,5 +38,9 @@ class NodeUnavailable(DomainError):
     """The node is lost or retired and takes no new holds or bookings."""
 
 
+class NodeDraining(NodeUnavailable):
+    """The node is drained from a time: it takes nothing that would still be there then."""
+
+
 class CatalogueError(DomainError):
     """An operator's change to sizes, templates or nodes was refused."""

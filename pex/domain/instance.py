@@ -64,7 +64,10 @@ POWER_STATUS = {"Halted": Status.HALTED, "Running": Status.RUNNING, "Paused": St
 # halted on its node: `prepare`, PEX_PREPARE_LEAD_SECONDS before the start), make the VM run on its node, shut it down, reboot it,
 # destroy it because the user deleted it, because the reservation is over, or because an
 # instance that ended while a start was in flight may have left a VM behind.
-ACTIONS = ("prepare", "start", "stop", "reboot", "delete", "end", "cleanup")
+# A running VM whose node is drained is live-migrated to the node booked for it (`migrate`).
+ACTIONS = ("prepare", "start", "stop", "reboot", "delete", "end", "cleanup", "migrate")
+# A planned migration that failed this many times in a row is given up (MigrationAbandoned).
+MIGRATION_ATTEMPTS = 4
 
 # Causes of a PowerStateObserved: the guest halted without anyone asking (it crashed or was
 # shut down from inside; XAPI's power state does not tell which), the instance's host was
@@ -146,6 +149,11 @@ class Instance(Aggregate):
 
     # Read by instances recorded before FAILED existed (their snapshots lack it).
     failed_at: datetime | None = None
+    # Read by instances recorded before drains existed: a planned live migration (from, to),
+    # and why the instance could not leave a drained node.
+    migrating_from: str | None = None
+    migrating_to: str | None = None
+    not_moved: str | None = None
 
     class Cancelled(Event):
         """The reservation was deleted before the instance ran."""
@@ -349,13 +357,14 @@ class Instance(Aggregate):
     # --- the Scheduler's answer to a lost node ---------------------------------------------
 
     class Moved(Event):
-        """Re-placed from `from_node` (lost) to `to_node`, booked there in the same save."""
+        """Re-placed from `from_node` (lost, or drained) to `to_node`, booked there in the same save."""
 
         from_node: str
         to_node: str
 
         def apply(self, i: Instance) -> None:
             i.node, i.retry_at, i.failures = self.to_node, None, 0
+            i.migrating_from = i.migrating_to = i.not_moved = None
             if i.status in (Status.LOST, Status.STRANDED):
                 i.status = Status.HALTED if i.vm_may_exist else Status.SCHEDULED
                 i.power_state = "Halted" if i.vm_may_exist else None
@@ -390,6 +399,54 @@ class Instance(Aggregate):
 
         def apply(self, i: Instance) -> None:
             i.end = self.end
+
+    # --- a drained node: its running VMs live-migrate --------------------------------------
+
+    class MigrationPlanned(Event):
+        """The VM runs on `from_node`, which is drained (`reason`): it is to live-migrate to
+        `to_node`, booked for it there from now in the same save. While it moves it is booked
+        on both nodes, so neither is ever overbooked; the worker's `migrate` does the move."""
+
+        from_node: str
+        to_node: str
+        reason: str
+
+        def apply(self, i: Instance) -> None:
+            i.migrating_from, i.migrating_to, i.not_moved = self.from_node, self.to_node, None
+            i.retry_at, i.failures = None, 0
+
+    class Migrated(Event):
+        """The VM live-migrated from `from_node` to `to_node` and runs there; its booking on
+        `from_node` was given back in the same save. Clears the claim."""
+
+        from_node: str
+        to_node: str
+
+        def apply(self, i: Instance) -> None:
+            i._settled()
+            i.node, i.migrating_from, i.migrating_to = self.to_node, None, None
+
+    class MigrationAbandoned(Event):
+        """The planned migration to `to_node` was given up (`reason`): it kept failing. Its
+        booking there was given back in the same save; the VM stays where it runs."""
+
+        to_node: str
+        reason: str
+
+        def apply(self, i: Instance) -> None:
+            i.claim, i.retry_at, i.failures = None, None, 0
+            i.migrating_from, i.migrating_to, i.not_moved = None, None, self.reason
+
+    class NotMoved(Event):
+        """The instance had to leave `node`, drained, and could not (`reason`: no other node
+        has room for the rest of its reservation): it stays, booked there, and the operator is
+        told (the node's drain lists it)."""
+
+        node: str
+        reason: str
+
+        def apply(self, i: Instance) -> None:
+            i.not_moved = self.reason
 
     def __init__(
         self,
@@ -438,6 +495,9 @@ class Instance(Aggregate):
         self.failures = 0
         self.last_error: str | None = None
         self.retry_at: datetime | None = None
+        self.migrating_from: str | None = None
+        self.migrating_to: str | None = None
+        self.not_moved: str | None = None
 
     @staticmethod
     def create_id(reservation_id: UUID, index: int, **_: object) -> UUID:
@@ -472,6 +532,8 @@ class Instance(Aggregate):
             return "delete"
         if self.status in (Status.LOST, Status.STRANDED):
             return None  # the Scheduler's move, not a dispatch
+        if self.migrating_to is not None and self.status == Status.RUNNING:
+            return "migrate"  # its node is drained; it is booked on the other already
         if not runs:
             if prepares and self.status == Status.SCHEDULED and self.vm_uuid is None and self.wants_running:
                 return "prepare"
@@ -591,6 +653,8 @@ class Instance(Aggregate):
 
     def relocate(self, node: str, at: datetime) -> None:
         """Xen says the running VM is on `node`, not where PEX put it."""
+        if node == self.migrating_to:
+            return  # PEX is moving it there: the migration's outcome says when it arrived
         if self.can("relocate") and self.status in (Status.RUNNING, Status.PAUSED) and node and node != self.node:
             self.trigger_event(self.Relocated, node=node, at=at)
 
@@ -672,6 +736,30 @@ class Instance(Aggregate):
     def strand(self, reason: str, at: datetime) -> None:
         self.check("strand")
         self.trigger_event(self.Stranded, reason=reason, at=at)
+
+    # --- commands: a drained node --------------------------------------------------------------
+
+    def plan_migration(self, to_node: str, reason: str, at: datetime) -> None:
+        """Live-migrate the running VM to `to_node` (booked for it there in the same save)."""
+        self.check("move")
+        if self.status != Status.RUNNING or self.migrating_to is not None or to_node == self.node:
+            raise IllegalInstanceAction("migrate", self.status.value, "only a running VM that is not moving migrates")
+        self.trigger_event(self.MigrationPlanned, from_node=self.node, to_node=to_node, reason=reason, at=at)
+
+    def record_migrated(self, worker: str, at: datetime) -> None:
+        """The claimed migration is done: the VM runs on the node it was to move to."""
+        if self.holds_claim(worker, "migrate") and self.migrating_to is not None:
+            self.trigger_event(self.Migrated, from_node=self.migrating_from or self.node, to_node=self.migrating_to,
+                               at=at)
+
+    def abandon_migration(self, reason: str, at: datetime) -> None:
+        if self.migrating_to is not None:
+            self.trigger_event(self.MigrationAbandoned, to_node=self.migrating_to, reason=reason[:500], at=at)
+
+    def could_not_move(self, reason: str, at: datetime) -> None:
+        """It must leave its drained node and cannot: recorded once per reason."""
+        if reason != self.not_moved:
+            self.trigger_event(self.NotMoved, node=self.node, reason=reason, at=at)
 
     # --- helpers ---------------------------------------------------------------------------
 

@@ -19,8 +19,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from pex.domain.errors import CapacityExceeded, CatalogueError, NodeUnavailable
-from pex.domain.values import CopiedByContainers, Resources
+from pex.domain.errors import CapacityExceeded, CatalogueError, NodeDraining, NodeUnavailable
+from pex.domain.values import CopiedByContainers, Resources, time_text
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,10 @@ def peak_demand(allocations: list[NodeAllocation], start: datetime, end: datetim
 
 class Node(CopiedByContainers, Aggregate):
     """A physical host of the pool, as the placement sees it."""
+
+    # Read by nodes recorded before drains existed (their snapshots lack them).
+    drain_from: datetime | None = None
+    drain_by: str | None = None
 
     class Event(Aggregate.Event):
         at: datetime
@@ -147,12 +151,35 @@ class Node(CopiedByContainers, Aggregate):
             super().apply(node)
             node.available = True
 
+    class DrainScheduled(Event):
+        """An operator (`by`) puts the node into maintenance from `drain_from`: from now on it
+        takes no hold or booking that would still be there at that time (a booking may only
+        shrink), and PEX moves what it holds then to other nodes (pex.application.drain)."""
+
+        drain_from: datetime
+        by: str
+
+        def apply(self, node: Node) -> None:
+            super().apply(node)
+            node.drain_from, node.drain_by = self.drain_from, self.by
+
+    class DrainCancelled(Event):
+        """The operator (`by`) took the node out of maintenance: it takes bookings again."""
+
+        by: str
+
+        def apply(self, node: Node) -> None:
+            super().apply(node)
+            node.drain_from, node.drain_by = None, None
+
     def __init__(self, name: str, capacity: Resources, at: datetime):
         self.name = name
         self.capacity = capacity
         self.available = True
         self.allocations: dict[str, NodeAllocation] = {}
         self.forgotten_before = at
+        self.drain_from: datetime | None = None
+        self.drain_by: str | None = None
 
     @staticmethod
     def create_id(name: str, **_: object) -> UUID:
@@ -235,6 +262,22 @@ class Node(CopiedByContainers, Aggregate):
         if not self.available:
             self.trigger_event(self.Returned, at=at)
 
+    def schedule_drain(self, drain_from: datetime, by: str, at: datetime) -> None:
+        """Drain the node from `drain_from` (now, if earlier). Draining it again from the same
+        time records nothing."""
+        drain_from = max(drain_from, at)
+        if self.drain_from is not None and self.drain_from <= drain_from:
+            return  # drained from then or earlier already
+        self.trigger_event(self.DrainScheduled, drain_from=drain_from, by=by, at=at)
+
+    def cancel_drain(self, by: str, at: datetime) -> None:
+        if self.drain_from is not None:
+            self.trigger_event(self.DrainCancelled, by=by, at=at)
+
+    def drains_during(self, end: datetime) -> bool:
+        """Whether something that lasts until `end` would still be here when the drain begins."""
+        return self.drain_from is not None and end > self.drain_from
+
     # --- invariant ---------------------------------------------------------------------
 
     def check_can_take(
@@ -242,10 +285,20 @@ class Node(CopiedByContainers, Aggregate):
     ) -> None:
         if not self.available:
             raise NodeUnavailable(f"node {self.name} is lost and takes no new reservations")
+        if self.drains_during(end) and not self._shrinks(reservation_id, start, end, demand):
+            assert self.drain_from is not None
+            raise NodeDraining(f"node {self.name} is drained from {time_text(self.drain_from)} and takes nothing "
+                               "that lasts until then")
         others = self.live_allocations(at, excluding=reservation_id)
         peak = peak_demand(others, start, end)
         if not (peak + demand).fits_in(self.capacity):
             raise CapacityExceeded(self.name, f"needs {demand}, {self.capacity - peak} free at worst")
+
+    def _shrinks(self, reservation_id: UUID, start: datetime, end: datetime, demand: Resources) -> bool:
+        """Whether the booking asked for is within the reservation's booking here (a draining
+        node lets a booking shrink, as when one of its VMs migrates away)."""
+        own = self.allocation_of(reservation_id)
+        return own is not None and not own.is_hold and own.start <= start and end <= own.end and demand.fits_in(own.demand)
 
     def forget_before(self, at: datetime) -> None:
         """Drop allocations that can no longer matter to any decision taken at or after `at`."""

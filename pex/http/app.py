@@ -177,6 +177,7 @@ def create_app(
         "/OpenPEX/templates/{name}": pool.Template(application),
         "/OpenPEX/nodes": pool.Nodes(application),
         "/OpenPEX/nodes/{name}": pool.NodeResource(application),
+        "/OpenPEX/nodes/{name}/drain": pool.NodeDrain(application),
         "/OpenPEX/quotas": pool.QuotasResource(application),
         "/OpenPEX/policies": pool.PoliciesResource(application),
         "/OpenPEX/quotas/users/{username}": pool.UserQuotas(application),

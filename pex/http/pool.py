@@ -10,9 +10,11 @@ from decimal import Decimal
 import falcon
 
 from pex.application import NotFound, PexApplication
+from pex.application.views import DrainView, Leaving
 from pex.domain.quotas import DEFAULT_MAX_DURATION, DEFAULT_MAX_LIVE_OFFERS, Quotas
 from pex.domain.values import Resources, Size
-from pex.wire import rfc1123
+from pex.http.problems import Problem
+from pex.wire import parse_time, rfc1123, rfc1123_or_none, wire_id
 
 
 def size_json(size: Size, currency: str) -> dict:
@@ -34,7 +36,34 @@ def node_json(node) -> dict:
         "memoryMb": c.memory_mb,
         "diskGb": c.disk_gb,
         "available": node.available,
+        "drainFrom": rfc1123_or_none(node.drain_from),
         "version": node.version,
+    }
+
+
+def leaving_json(item: Leaving) -> dict:
+    return {
+        "instanceId": wire_id(item.instance_id),
+        "reservationId": wire_id(item.reservation_id),
+        "name": item.name,
+        "status": item.status,
+        "endTime": rfc1123(item.end),
+        "movedTo": item.moved_to,
+        "migratingTo": item.migrating_to,
+        "reason": item.reason,
+    }
+
+
+def drain_json(drain: DrainView) -> dict:
+    """A node's drain: what moved at once (in the reply to a drain), what still has to leave,
+    and, of that, what cannot (`notMoved`, each with its reason)."""
+    return {
+        "node": drain.node,
+        "drainFrom": rfc1123(drain.drain_from),
+        "by": drain.by,
+        "moved": [leaving_json(m) for m in drain.moved],
+        "leaving": [leaving_json(m) for m in drain.leaving],
+        "notMoved": [leaving_json(m) for m in drain.stuck],
     }
 
 
@@ -188,6 +217,8 @@ class NodeResource:
         node = _node(self.application, name)
         body = node_json(node)
         body["allocations"] = [allocation_json(a) for a in self.application.node_allocations(name)]
+        drain = self.application.drain(name)
+        body["drain"] = drain_json(drain) if drain is not None else None
         resp.etag = str(node.version)
         resp.media = body
 
@@ -196,6 +227,46 @@ class NodeResource:
         if not self.application.has_node(name):
             raise NotFound(f"no node {name!r}")
         self.application.resize_node(name, Resources(body["cpus"], body["memoryMb"], body["diskGb"]))
+        resp.media = node_json(_node(self.application, name))
+
+
+class NodeDrain:
+    """/OpenPEX/nodes/{name}/drain: the node's maintenance (administrators).
+
+    PUT drains the node from `drainFrom` (now, if earlier): it takes nothing that lasts until
+    then, its bookings that would are re-placed and its running VMs live-migrated; the reply
+    says what moved, what is still leaving and what cannot move. PUT again retries what could
+    not. DELETE ends the maintenance."""
+
+    auth = "admin"
+    contract = True
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def _known(self, name: str) -> None:
+        if not self.application.has_node(name):
+            raise NotFound(f"no node {name!r}")
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        self._known(name)
+        drain = self.application.drain(name)
+        if drain is None:
+            raise NotFound(f"node {name!r} is not drained")
+        resp.media = drain_json(drain)
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        body = req.get_media()
+        try:
+            drain_from = parse_time(body.get("drainFrom"))
+        except ValueError as error:
+            raise Problem(422, "invalid-drain", "The drain is not acceptable", str(error), [("/drainFrom", str(error))]) from None
+        self._known(name)
+        resp.media = drain_json(self.application.drain_node(name, drain_from, req.context.user.username))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        self._known(name)
+        self.application.undrain_node(name, req.context.user.username)
         resp.media = node_json(_node(self.application, name))
 
 

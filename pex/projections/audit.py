@@ -6,13 +6,15 @@ Promises checked, each against the log alone (never against the aggregates' own 
 capacity     No node is above capacity at any instant: bookings in force (from their decision
              time until their end or release) never sum above the capacity in force; and each
              hold or booking fitted, beside every booking and live hold, when it was decided,
-             judged at that decision's own `at`. A lost node takes nothing new.
+             judged at that decision's own `at`. A lost node takes nothing new; a drained
+             one nothing that lasts until its drain (a booking there may only shrink).
 bookings     Every confirmed reservation had, from its confirmation, bookings for all its
              instances over exactly its interval on the nodes its offer named; nothing is
-             booked without a confirmation, and a booking is released only by a deletion;
-             a reservation released early keeps no booking past its release; a booking
-             made when an instance moved (re-placed or re-packed) is over the agreed
-             interval with the agreed resources.
+             booked without a confirmation, and a booking is released only by a deletion
+             (or moves with an instance: re-placed, re-packed, or live-migrating off a
+             drained node); a reservation released early keeps no booking past its release;
+             a booking made when an instance moved (re-placed or re-packed) is over the
+             agreed interval with the agreed resources.
 instances    Every instance was scheduled on a node booked for its reservation, over its
              interval; one re-packed to another node was scheduled, before its start, with
              no VM made; every instance that ran, ran inside that interval (up to `grace` late;
@@ -315,6 +317,7 @@ class Auditor:
         self.versions: dict[Any, int] = {}
         self.node_names: dict[Any, str] = {}
         self.node_lost: dict[str, bool] = {}
+        self.node_drains: dict[str, datetime | None] = {}  # drained from then
         self.capacities: dict[str, list[tuple[datetime, Resources]]] = defaultdict(list)
         self.bookings: dict[tuple[str, UUID], list[Booking]] = defaultdict(list)
         self.allocation_refs: dict[tuple[str, UUID], EventRef] = {}
@@ -560,6 +563,8 @@ class Auditor:
             self.capacities[name].append((e.at, e.capacity))
         elif isinstance(e, (Node.Lost, Node.Returned)):
             self.node_lost[name] = isinstance(e, Node.Lost)
+        elif isinstance(e, (Node.DrainScheduled, Node.DrainCancelled)):
+            self.node_drains[name] = e.drain_from if isinstance(e, Node.DrainScheduled) else None
         elif isinstance(e, (Node.CapacityHeld, Node.CapacityBooked)):
             self._judge_at_decision(name, e, ref)
             key = (name, e.reservation_id)
@@ -587,11 +592,19 @@ class Auditor:
         """The hold or booking must fit beside the bookings and live holds of its decision time."""
         if self.node_lost.get(name):
             self.violate("capacity", f"{name} took a {kind_of(e)} for reservation {short(e.reservation_id)} while lost", ref)
+        drain = self.node_drains.get(name)
+        if drain is not None and e.end > drain:
+            own = self.timeline.nodes[name].bookings.get(e.reservation_id)
+            shrinks = (isinstance(e, Node.CapacityBooked) and own is not None and own.start <= e.start
+                       and e.end <= own.end and (e.per_instance * e.instances).fits_in(own.demand))
+            if not shrinks:
+                self.violate("capacity", f"{name} took a {kind_of(e)} for reservation {short(e.reservation_id)} until "
+                             f"{e.end.isoformat()} while drained from {drain.isoformat()}", ref)
         start = max(e.start, e.at)
         if start >= e.end:
             return
         demand = e.per_instance * e.instances
-        free = self.timeline.free(name, start, e.end, e.at, excluding=e.reservation_id)
+        free = self.timeline.nodes[name].free(start, e.end, e.at, e.reservation_id)
         if not demand.fits_in(free):
             others = [
                 self.allocation_refs.get((name, a.reservation_id))
@@ -873,6 +886,9 @@ class Auditor:
         # A Moved back onto the node it was stranded from (returned) changes no node, but books;
         # so does a Repacked (a re-pack that made room for another reservation).
         moved = node != before[1] or isinstance(e, (Instance.Moved, Instance.Repacked))
+        if isinstance(e, (Instance.MigrationPlanned, Instance.MigrationAbandoned)):
+            # Booked on the node it is to migrate to, or given back there: legitimate then.
+            self.instance_moves.add((instance.reservation_id, e.to_node, at))
         if moved or (status == "STRANDED" and before[0] != "STRANDED"):
             self.instance_moves.add((instance.reservation_id, before[1], at))
             self.instance_moves.add((instance.reservation_id, node, at))

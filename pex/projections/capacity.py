@@ -60,6 +60,8 @@ class NodeTimeline:
     name: str
     capacity: Resources
     available: bool = True
+    # Drained from then (Node.DrainScheduled): it takes nothing that lasts until then.
+    drain_from: datetime | None = None
     levels: SortedDict = field(default_factory=SortedDict)
     refs: dict[datetime, int] = field(default_factory=dict)
     bookings: dict[UUID, NodeAllocation] = field(default_factory=dict)
@@ -185,7 +187,12 @@ class CapacityTimeline:
         return self.nodes[node].capacity
 
     def free(self, node: str, start: datetime, end: datetime, at: datetime, excluding: UUID | None = None) -> Resources:
-        return self.nodes[node].free(start, end, at, excluding)
+        """As the placement asks: nothing is free on a node drained before `end`. (The free
+        capacity as such is `self.nodes[node].free`.)"""
+        n = self.nodes[node]
+        if n.drain_from is not None and end > n.drain_from:
+            return ZERO
+        return n.free(start, end, at, excluding)
 
     def fitting_counts(
         self, per_instance: Resources, start: datetime, end: datetime, at: datetime, excluding: UUID | None = None
@@ -201,7 +208,7 @@ class CapacityTimeline:
             return []  # a zero size fits nowhere, as how_many_fit_in says
         fits: list[tuple[str, int, float]] = []
         for name, node in self.nodes.items():
-            if not node.available:
+            if not node.available or (node.drain_from is not None and end > node.drain_from):
                 continue
             cap = node.capacity
             if node.holds or (excluding is not None and excluding in node.bookings):
@@ -260,6 +267,10 @@ class CapacityTimeline:
             node.available = False
         elif isinstance(event, Node.Returned):
             node.available = True
+        elif isinstance(event, Node.DrainScheduled):
+            node.drain_from = event.drain_from
+        elif isinstance(event, Node.DrainCancelled):
+            node.drain_from = None
         elif isinstance(event, Node.CapacityHeld):
             self._remove(node, event.reservation_id)
             hold = NodeAllocation(
@@ -312,6 +323,7 @@ class CapacityTimeline:
             "nodes": [
                 {
                     "id": str(node_id), "name": name, "capacity": _resources(n.capacity), "available": n.available,
+                    "drain_from": n.drain_from.isoformat() if n.drain_from else None,
                     "bookings": [_allocation(a) for a in n.bookings.values()],
                     "holds": [_allocation(h) for h in n.holds.values()],
                 }
@@ -328,6 +340,8 @@ class CapacityTimeline:
         timeline.forgotten_before = datetime.fromisoformat(forgotten) if forgotten else None
         for n in state["nodes"]:
             node = NodeTimeline(n["name"], Resources(*n["capacity"]), n["available"])
+            if n.get("drain_from"):  # a checkpoint from before drains has none
+                node.drain_from = datetime.fromisoformat(n["drain_from"])
             timeline.nodes[node.name] = node
             timeline.node_by_id[UUID(n["id"])] = node.name
             for a in map(_from_allocation, n["bookings"]):

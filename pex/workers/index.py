@@ -55,6 +55,7 @@ class NodeFacts:
     name: str
     available: bool = True
     lost_at: datetime | None = None
+    drain_from: datetime | None = None
 
 
 @dataclass
@@ -139,7 +140,8 @@ class DispatchIndex:
                 "instances": [[str(iid), i.version] for iid, i in self.instances.items()],
                 "finished": [str(i) for i in self.finished],
                 "nodes": [
-                    [str(nid), name, self.nodes[name].available, _time(self.nodes[name].lost_at)]
+                    [str(nid), name, self.nodes[name].available, _time(self.nodes[name].lost_at),
+                     _time(self.nodes[name].drain_from)]
                     for nid, name in self.node_names.items()
                     if name in self.nodes
                 ],
@@ -156,8 +158,8 @@ class DispatchIndex:
                 raise ValueError(f"instance {iid} is at version {replica.version}, the checkpoint has {version}")
             self.instances[replica.id] = replica
         self.finished = {UUID(i) for i in state["finished"]}
-        for nid, name, available, lost_at in state["nodes"]:
-            self.nodes[name] = NodeFacts(name, available, _from_time(lost_at))
+        for nid, name, available, lost_at, *drain in state["nodes"]:  # no drain: saved before drains
+            self.nodes[name] = NodeFacts(name, available, _from_time(lost_at), _from_time(drain[0] if drain else None))
             self.node_names[UUID(nid)] = name
 
     def _clear(self) -> None:
@@ -181,6 +183,10 @@ class DispatchIndex:
             node = self.nodes.get(self.node_names.get(event.originator_id, ""))
             if node is not None:
                 node.available, node.lost_at = True, None
+        elif isinstance(event, (Node.DrainScheduled, Node.DrainCancelled)):
+            node = self.nodes.get(self.node_names.get(event.originator_id, ""))
+            if node is not None:
+                node.drain_from = event.drain_from if isinstance(event, Node.DrainScheduled) else None
 
     def _apply_instance(self, event: Any) -> None:
         iid = event.originator_id
@@ -265,6 +271,24 @@ class DispatchIndex:
                 if not i.is_over and i.end > now
                 and (i.status == Status.STRANDED or (i.node in lost and i.status not in (Status.RUNNING, Status.PAUSED)))
             ]
+
+    def undecided_drains(self, now: datetime) -> list[str]:
+        """Drained nodes with an instance that has to leave and has no way out decided yet
+        (none planned, or one planned for a VM that stopped running): the Scheduler's
+        `move_off` decides it. What could not move waits for the operator."""
+        with self.lock:
+            drains = {n.name: n.drain_from for n in self.nodes.values() if n.drain_from is not None}
+            if not drains:
+                return []
+            found = {
+                i.node
+                for i in self.instances.values()
+                if i.node in drains and not i.is_over and i.end > (drains[i.node] or now) and i.end > now
+                and i.reservation_id in self.reservations and not i.claim_live(now)
+                and ((i.migrating_to is not None and i.status != Status.RUNNING)
+                     or (i.migrating_to is None and i.not_moved is None))
+            }
+            return sorted(found)
 
     def running_without_ip(self) -> list[tuple[UUID, Instance]]:
         with self.lock:

@@ -5,7 +5,8 @@ instance that is not over, what should be true now (pex.domain.instance.Instance
 at a confirmed reservation's start (once activated, or at once with auto-start) its VMs are
 created and started on their booked nodes; at its end they are shut down and destroyed, and
 the reservation is marked EXPIRED; lapsed offers are expired; the instances of a node lost
-for longer than the grace period are re-placed by the Scheduler. A start that comes late,
+for longer than the grace period are re-placed by the Scheduler; what has to leave a drained
+node is re-placed, and its running VMs live-migrated (the dispatch action `migrate`). A start that comes late,
 because no worker ran, happens at the first tick while the reservation is still live.
 
 `tick` is safe to run twice, and in several processes at once: every action is claimed on
@@ -71,6 +72,10 @@ class TimerWorker:
         displaced = self.index.displaced(now, self.node_grace)
         if displaced:
             report.moved, report.stranded = self.app.replace_instances(displaced)
+            self.index.follow(self.app)
+        drained = self.index.undecided_drains(now)
+        if drained:  # what must leave a drained node and has no way out yet (pex.application.drain)
+            report.moved += sum(len(self.app.move_off(name)) for name in drained)
             self.index.follow(self.app)
         due = self.index.due(now)
         if due:

@@ -47,6 +47,8 @@ class XenEnactment:
             return self.prepare(job)
         if job.action == "start":
             return self.start(job)
+        if job.action == "migrate":
+            return self.migrate(job)
         if job.action == "stop":
             self.stop(job)
         elif job.action == "reboot":
@@ -85,6 +87,15 @@ class XenEnactment:
         if vm.host_name and vm.host_name != job.node:
             log.warning("instance %s runs on %s, booked on %s", job.instance_id, vm.host_name, job.node)
         return Enacted(vm_uuid=vm.uuid, node=vm.host_name or job.node, ip_address=vm.ip)
+
+    def migrate(self, job: DispatchJob) -> Enacted:
+        """Live-migrate the running VM to the node booked for it (VM.pool_migrate); a VM that
+        is there already stays. A refusal or a failure on the way leaves it running where it
+        was, and is raised: the worker tries again with backoff."""
+        if not job.to_node:
+            raise ValueError(f"instance {job.instance_id}: a migration names no node to move to")
+        vm = self.dispatcher.migrate(job.instance_id, job.to_node)
+        return Enacted(vm_uuid=vm.uuid, node=vm.host_name or job.to_node, ip_address=vm.ip)
 
     def stop(self, job: DispatchJob) -> None:
         """A clean shutdown, or a hard one if the guest cannot cooperate in time."""
