@@ -26,7 +26,7 @@ import base64
 import hashlib
 import hmac
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -183,17 +183,74 @@ class Instances(Core):
         """The enactment failed: recorded, and tried again later with backoff."""
         self._change_instance(job.instance_id, lambda i, at: i.fail_dispatch(worker, job.action, message, at))
 
+    def claim_dispatches(self, instance_ids: Sequence[UUID], worker: str, lease: timedelta) -> list[DispatchJob]:
+        """Claim, for `lease`, the actions the given instances need now, of those no other
+        worker holds, in one atomic save: the jobs claimed, in the order given. A worker ticking
+        at the same time that claims some of the same instances collides on their versions; the
+        loser claims again, on fresh state, what is left."""
+        return self._retrying(lambda: self._claim_many(instance_ids, worker, lease))
+
+    def renew_dispatches(self, claims: Sequence[tuple[UUID, str]], worker: str, lease: timedelta) -> list[UUID]:
+        """Renew `worker`'s claims, (instance, action) pairs, for `lease` from now, in one atomic
+        save; the instances whose claim it no longer holds (another worker took it over, or
+        the action's outcome is recorded)."""
+
+        def attempt() -> list[UUID]:
+            at = self.clock()
+            renewed, lost = [], []
+            for instance_id, action in claims:
+                try:
+                    instance = self._instance(instance_id)
+                except NotFound:
+                    lost.append(instance_id)
+                    continue
+                if instance.holds_claim(worker, action):
+                    instance.claim_dispatch(worker, action, at + lease, at)
+                    renewed.append(instance)
+                else:
+                    lost.append(instance_id)
+            if renewed:
+                self.save(*renewed)
+            return lost
+
+        return self._retrying(attempt)
+
     def _claim(self, instance_id: UUID, worker: str, lease: timedelta) -> DispatchJob | None:
         at = self.clock()
         instance = self._instance(instance_id)
+        job = self._claim_job(instance, worker, lease, at)
+        if job is not None:
+            self.save(instance)
+        return job
+
+    def _claim_many(self, instance_ids: Sequence[UUID], worker: str, lease: timedelta) -> list[DispatchJob]:
+        at = self.clock()
+        claimed: list[Instance] = []
+        jobs: list[DispatchJob] = []
+        for instance_id in instance_ids:
+            try:
+                instance = self._instance(instance_id)
+            except NotFound:
+                continue
+            job = self._claim_job(instance, worker, lease, at)
+            if job is not None:
+                claimed.append(instance)
+                jobs.append(job)
+        if claimed:
+            self.save(*claimed)
+        return jobs
+
+    def _claim_job(self, instance: Instance, worker: str, lease: timedelta, at: datetime) -> DispatchJob | None:
+        """Claim (unsaved) the action the instance needs at `at`: its job, or None."""
         action, reason = self._due_action(instance, at)
         if action is None:
             return None
+        # Before this claim: whether an earlier attempt may have left a VM in the pool.
+        vm_may_exist = instance.vm_may_exist or instance.vm_uuid is not None
         try:
             instance.claim_dispatch(worker, action, at + lease, at)
         except InstanceBusy:
             return None
-        self.save(instance)
         return DispatchJob(
             instance_id=instance.id,
             action=action,
@@ -202,7 +259,7 @@ class Instances(Core):
             node=instance.node,
             per_instance=instance.per_instance,
             vm_uuid=instance.vm_uuid,
-            vm_may_exist=instance.vm_may_exist,
+            vm_may_exist=vm_may_exist,
             needs_reset=instance.needs_reset,
             reason=reason,
             ssh_authorized_keys=self.ssh_keys_of(instance.user_id) if action in CREATING_ACTIONS else (),

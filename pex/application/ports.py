@@ -36,6 +36,8 @@ class DispatchJob:
     node: str
     per_instance: Resources
     vm_uuid: str | None
+    # Whether an earlier attempt (a creating action claimed before this one) may have left a VM
+    # in the pool: if not, the enactment need not look for one before it makes it.
     vm_may_exist: bool
     needs_reset: bool
     reason: str = ""  # why a VM is removed (end, delete, cleanup)

@@ -172,7 +172,7 @@ class Instance(Aggregate):
 
         def apply(self, i: Instance) -> None:
             i.claim = Claim(self.worker, self.action, self.lease_until, self.at)
-            if self.action == "start":
+            if self.action in ("start", "prepare"):
                 i.vm_may_exist = True  # from now on, a crash may leave a VM behind
 
     class DispatchFailed(Event):

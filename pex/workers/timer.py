@@ -12,19 +12,26 @@ because no worker ran, happens at the first tick while the reservation is still 
 `tick` is safe to run twice, and in several processes at once: every action is claimed on
 its Instance (an event with a lease), so exactly one worker carries it out; a worker killed
 at any point leaves at most a claim that lapses, and the action is done again, idempotently.
+
+The actions due at a tick are claimed in batches (pex.workers.dispatch: one save per batch),
+all of them before the dispatch threads work through the Xen calls: when a thousand
+reservations start at once, every start is claimed within moments of the start, not behind
+the Xen calls queued ahead of it (the claims are renewed while they wait).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
+from pex.application.ports import DispatchJob
+from pex.workers.dispatch import CLAIM_BATCH, Dispatch, chunks
 from pex.workers.index import DispatchIndex
 
 log = logging.getLogger(__name__)
@@ -51,12 +58,13 @@ class TimerWorker:
         app: Any,
         index: DispatchIndex | None = None,
         *,
-        dispatch: Callable[[UUID], str | None],
+        dispatch: Dispatch,
         node_grace: timedelta = timedelta(seconds=30),
         threads: int = 4,
     ):
-        """`app` is a PexApplication; `dispatch` carries out what one instance needs now
-        (pex.workers.dispatch.Dispatch: claim, enactment, record); `node_grace` is how long a
+        """`app` is a PexApplication; `dispatch` claims what instances need now and carries it
+        out (pex.workers.dispatch.Dispatch: claim, enactment, record) on `threads` threads at
+        once (PEX_WORKER_THREADS); `node_grace` is how long a
         node must stay lost before its instances are re-placed (a blip should not move VMs)."""
         self.app = app
         self.dispatch = dispatch
@@ -86,8 +94,7 @@ class TimerWorker:
             starting = [iid for iid, action in due if action == "start"]
             preparing = [iid for iid, action in due if action == "prepare"]
             for batch in (freeing, starting, preparing):
-                results = self._pool.map(self._dispatch, batch)
-                report.dispatched += [r for r in results if r is not None]
+                report.dispatched += self._dispatch_all(batch)
             self.index.follow(self.app)
         for rid in self.index.to_expire(now):
             report.expired += bool(self.app.expire_reservation(rid))
@@ -95,13 +102,35 @@ class TimerWorker:
             log.info("tick: %s", report)
         return report
 
-    def _dispatch(self, instance_id: Any) -> str | None:
+    def _dispatch_all(self, instance_ids: list[UUID]) -> list[str]:
+        """Claim the instances' actions, batch by batch, then have the threads carry them out;
+        what was done, once all is. Every claim comes first: claiming is a few reads and a
+        write per batch, and the threads, busy with Xen's calls, would only slow it down."""
+        jobs: list[DispatchJob] = []
+        for batch in chunks(instance_ids, CLAIM_BATCH):
+            try:
+                jobs += self.dispatch.claim(batch)
+            except Exception:
+                # The store failing, or a race lost too often: the next tick claims them again.
+                log.exception("could not claim %d instance(s)", len(batch))
+        futures: list[Future[str | None]] = []
+        for job in jobs:
+            future = self._pool.submit(self._carry_out, job)
+            future.add_done_callback(partial(self._dropped, job))
+            futures.append(future)
+        return [r for r in (f.result() for f in futures) if r is not None]
+
+    def _carry_out(self, job: DispatchJob) -> str | None:
         try:
-            return self.dispatch(instance_id)
+            return self.dispatch.carry_out(job)
         except Exception:
             # The dispatch records the enactment's failures itself; this is the store failing.
-            log.exception("could not dispatch instance %s", instance_id)
+            log.exception("could not dispatch instance %s", job.instance_id)
             return None
+
+    def _dropped(self, job: DispatchJob, future: Future[str | None]) -> None:
+        if future.cancelled():  # the worker is closing: the claim lapses
+            self.dispatch.drop(job)
 
     def run(self, stop: threading.Event, interval: float = 1.0) -> None:
         """Tick every `interval` seconds until `stop` is set; a failing tick is logged and the

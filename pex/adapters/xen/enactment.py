@@ -66,7 +66,7 @@ class XenEnactment:
         """Make the VM ahead of its start (clone, size, provision), halted: the start boots it."""
         r = job.per_instance
         vm = self.dispatcher.create_vm(job.instance_id, job.name, job.template, job.node, r.cpus, r.memory_mb,
-                                       r.disk_gb, start=False, vm_data=guest_vm_data(job))
+                                       r.disk_gb, start=False, vm_data=guest_vm_data(job), fresh=not job.vm_may_exist)
         return Enacted(vm_uuid=vm.uuid, node=job.node)
 
     def start(self, job: DispatchJob) -> Enacted:
@@ -83,7 +83,7 @@ class XenEnactment:
                 log.warning("instance %s: its VM still runs; not resetting it", job.instance_id)
         r = job.per_instance
         vm = d.create_vm(job.instance_id, job.name, job.template, job.node, r.cpus, r.memory_mb, r.disk_gb,
-                         vm_data=guest_vm_data(job))
+                         vm_data=guest_vm_data(job), fresh=not (job.vm_may_exist or job.needs_reset))
         if vm.host_name and vm.host_name != job.node:
             log.warning("instance %s runs on %s, booked on %s", job.instance_id, vm.host_name, job.node)
         return Enacted(vm_uuid=vm.uuid, node=vm.host_name or job.node, ip_address=vm.ip)
