@@ -93,6 +93,29 @@ def test_a_release_refunds_the_unused_part_and_a_deletion_before_the_start_all_o
     assert report.ok, report.violations
 
 
+def test_an_extension_is_charged_when_confirmed_refused_beyond_the_credit_and_refunded_pro_rata(credited, clock):
+    app = credited
+    app.grant_credit("alice", "2.00", by="root")
+    rid = offered(app, fixed=2)  # 09:00-13:00 on two nodes: 1.60
+    assert app.confirm(rid).reply == Reply.REQUEST_SUCCESS
+    assert app.extend(rid, T0 + 7 * H, user_id="alice").reply == Reply.ACCEPT  # two hours more: 0.80
+    with pytest.raises(InsufficientCredit, match="the extension costs 0.80, and your credit is 0.40"):
+        app.respond(rid, Reply.CONFIRM)
+    standing = app.get_reservation(rid)
+    assert standing.offer.terms.end == T0 + 5 * H and standing.extension is not None  # nothing was recorded
+    assert app.credit("alice").balance == Decimal("0.40")
+
+    app.grant_credit("alice", "1.00", by="root")
+    assert app.respond(rid, Reply.CONFIRM).reply == Reply.REQUEST_SUCCESS
+    credit = app.credit("alice")
+    assert credit.balance == Decimal("0.60") and (credit.entries[-1].kind, credit.entries[-1].amount) == ("charge", Decimal("-0.80"))
+    clock.advance(4 * H)  # 12:00: three of the six hours used, half of the 2.40 is due back
+    app.release(rid, by="alice", user_id="alice")
+    assert app.credit("alice").balance == Decimal("1.80")
+    report = audited(app)
+    assert report.ok, report.violations
+
+
 def test_an_administrator_ending_a_running_reservation_refunds_what_is_left(credited, clock):
     app = credited
     app.grant_credit("alice", "4", by="root")
@@ -167,6 +190,18 @@ def test_the_audit_finds_a_charge_that_is_not_the_confirmed_price_and_a_balance_
     messages = [v.message for v in report.violations if v.promise == "credit"]
     assert any("below zero" in m for m in messages), messages
     assert any("not confirmed with it" in m for m in messages), messages
+
+
+def test_the_audit_finds_an_extension_charged_without_its_confirmation(credited):
+    app = credited
+    app.grant_credit("alice", "5", by="root")
+    rid = offered(app, fixed=2)
+    app.confirm(rid)
+    user = app.repository.get(app._user("alice").id)
+    user.charge_extension(rid, Decimal("0.80"), T0)  # no extension confirmed with it
+    app.save(user)
+    messages = [v.message for v in audited(app).violations if v.promise == "credit"]
+    assert any("not extended then" in m for m in messages), messages
 
 
 def test_an_operator_grants_and_shows_credit_with_the_cli(tmp_path):

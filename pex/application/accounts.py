@@ -318,7 +318,7 @@ class Accounts(Core):
         for event in self.repository.event_store.get(user.id):
             if isinstance(event, User.CreditGranted):
                 lines.append(CreditEntry(event.at, "grant", event.amount, event.balance, by=event.by, note=event.note))
-            elif isinstance(event, User.CreditCharged):
+            elif isinstance(event, (User.CreditCharged, User.ExtensionCharged)):
                 lines.append(CreditEntry(event.at, "charge", -event.amount, event.balance, event.reservation_id))
             elif isinstance(event, User.CreditRefunded):
                 lines.append(CreditEntry(event.at, "refund", event.amount, event.balance, event.reservation_id))

@@ -297,6 +297,17 @@ class Core(Application):
         user.charge(reservation.id, offer.terms.price, at)
         return [user]
 
+    def _charge_extension(self, reservation: Reservation, price: Decimal | None, at: datetime) -> list[User]:
+        """With credit enforced, the user charged an extension's price (to be saved with its
+        booking), if the reservation's own booking was charged; InsufficientCredit beyond the balance."""
+        if not self.credit_enforced or not price:
+            return []
+        user = self._user(reservation.user_id)
+        if user is None:
+            return []
+        user.charge_extension(reservation.id, price, at)
+        return [user] if user.pending_events else []
+
     def _refund(self, reservation: Reservation, at: datetime) -> list[User]:
         """The user given back the unused part of what the booking of `reservation` took, if
         it took anything (to be saved with the end); call before the reservation records it."""

@@ -117,7 +117,8 @@ class Extensions(Core):
             instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
             for instance in instances:
                 instance.extend(extension.end, at)  # running VMs keep running, to the new end
-            self._save(reservation, *nodes, *instances)
+            charged = self._charge_extension(reservation, extension.price, at)  # InsufficientCredit: nothing is recorded
+            self._save(reservation, *nodes, *instances, *charged)
             return Outcome(Reply.REQUEST_SUCCESS, self._view(reservation))
 
         return self._retrying(attempt)

@@ -167,9 +167,9 @@ class CreditError(DomainError):
 class InsufficientCredit(DomainError):
     """A booking costs more than its user's credit: `price` asked, `balance` held."""
 
-    def __init__(self, price: Decimal, balance: Decimal):
+    def __init__(self, price: Decimal, balance: Decimal, what: str = "the reservation"):
         self.price, self.balance = price, balance
-        super().__init__(f"the reservation costs {price}, and your credit is {balance}; ask an administrator for more")
+        super().__init__(f"{what} costs {price}, and your credit is {balance}; ask an administrator for more")
 
 
 def credit_amount(value: object, field: str = "amount") -> Decimal:
@@ -307,6 +307,21 @@ class User(Aggregate):
             user.credit = self.balance
             user.charges = {**getattr(user, "charges", {}), str(self.reservation_id): self.amount}
 
+    class ExtensionCharged(Event):
+        """Confirming the extension of `reservation_id`, charged when it was confirmed, took the
+        extension's price, `amount`, from the credit, in the same atomic save as its booking;
+        the reservation's charge is now what it took in all; the balance is then `balance`."""
+
+        reservation_id: UUID
+        amount: Decimal
+        balance: Decimal
+
+        def apply(self, user: User) -> None:
+            user.credit = self.balance
+            charges = getattr(user, "charges", {})
+            key = str(self.reservation_id)
+            user.charges = {**charges, key: charges.get(key, Decimal("0.00")) + self.amount}
+
     class CreditRefunded(Event):
         """Ending `reservation_id` before its end (released, deleted or terminated) gave back
         `amount`, the unused part of its charge (pex.domain.pricing.used_part); the balance is
@@ -402,6 +417,16 @@ class User(Aggregate):
         if price > self.balance:
             raise InsufficientCredit(price, self.balance)
         self.trigger_event(self.CreditCharged, reservation_id=reservation_id, amount=price, balance=self.balance - price, at=at)
+
+    def charge_extension(self, reservation_id: UUID, price: Decimal, at: datetime) -> None:
+        """Take an extension's price from the credit, if its reservation was charged (one
+        booked while PEX_CREDIT was off is not, nor is its extension); InsufficientCredit
+        beyond the balance."""
+        if self.charged_for(reservation_id) is None or price <= 0:
+            return
+        if price > self.balance:
+            raise InsufficientCredit(price, self.balance, "the extension")
+        self.trigger_event(self.ExtensionCharged, reservation_id=reservation_id, amount=price, balance=self.balance - price, at=at)
 
     def charged_for(self, reservation_id: UUID) -> Decimal | None:
         """What the booking of `reservation_id` took and has not had back, if anything."""

@@ -328,6 +328,7 @@ class Auditor:
         self.first_dispatch_at: datetime | None = None  # when a worker first claimed work
         self.credit: dict[Any, Decimal] = {}  # user id → balance, as the credit events move it
         self.charges: dict[UUID, tuple[Any, Decimal, EventRef]] = {}  # reservation → (user, charged, event)
+        self.extension_prices: dict[tuple[UUID, datetime], Decimal | None] = {}  # (reservation, confirmed at) → its price
         self.refunded: set[UUID] = set()
         self.credit_events = 0
 
@@ -478,7 +479,7 @@ class Auditor:
             self._reservation_event(n, event)
         elif is_instance_event(event):
             self._instance_event(n, event)
-        elif isinstance(event, (User.CreditGranted, User.CreditCharged, User.CreditRefunded)):
+        elif isinstance(event, (User.CreditGranted, User.CreditCharged, User.ExtensionCharged, User.CreditRefunded)):
             self._credit_event(n, event)
         self.index.apply(event)
 
@@ -489,7 +490,7 @@ class Auditor:
         self.credit_events += 1
         uid = e.originator_id
         before = self.credit.get(uid, Decimal("0.00"))
-        moved = -e.amount if isinstance(e, User.CreditCharged) else e.amount
+        moved = -e.amount if isinstance(e, (User.CreditCharged, User.ExtensionCharged)) else e.amount
         if before + moved != e.balance:
             self.violate("credit", f"user {short(uid)}: {before} {'+' if moved >= 0 else '-'} {abs(moved)} is not the balance {e.balance} recorded", ref)
         if e.balance < 0:
@@ -497,6 +498,8 @@ class Auditor:
         self.credit[uid] = e.balance
         if isinstance(e, User.CreditCharged):
             self._check_charge(uid, e, ref)
+        elif isinstance(e, User.ExtensionCharged):
+            self._check_extension_charge(uid, e, ref)
         elif isinstance(e, User.CreditRefunded):
             self._check_refund(uid, e, ref)
 
@@ -516,6 +519,21 @@ class Auditor:
             )
         self.charges.setdefault(rid, (uid, e.amount, ref))
 
+    def _check_extension_charge(self, uid: Any, e: Any, ref: EventRef) -> None:
+        """An extension is charged its price, to the user charged for the reservation, in the
+        save that confirmed it; the reservation's charge grows by it."""
+        rid = e.reservation_id
+        charge = self.charges.get(rid)
+        confirmed = self.extension_prices.get((rid, e.at))
+        if charge is None or charge[0] != uid:
+            self.violate("credit", f"user {short(uid)} was charged {e.amount} for extending reservation {short(rid)}, not charged to them", ref)
+            return
+        if confirmed is None:
+            self.violate("credit", f"user {short(uid)} was charged {e.amount} for extending reservation {short(rid)}, not extended then", ref)
+        elif confirmed != e.amount:
+            self.violate("credit", f"reservation {short(rid)} was extended for {confirmed} and charged {e.amount}", ref)
+        self.charges[rid] = (uid, charge[1] + e.amount, charge[2])
+
     def _check_refund(self, uid: Any, e: Any, ref: EventRef) -> None:
         rid = e.reservation_id
         charge = self.charges.get(rid)
@@ -532,7 +550,8 @@ class Auditor:
             self.violate("credit", f"reservation {short(rid)} was refunded without ending early in the same save", charge[2], ref)
             return
         terms = track.confirmed_offer.terms
-        due = charge[1] - used_part(charge[1], terms.start, terms.end, ended)
+        end = track.extended[-1][1] if track.extended else terms.end  # as extended, if it was
+        due = charge[1] - used_part(charge[1], terms.start, end, ended)
         if e.amount != due:
             self.violate("credit", f"reservation {short(rid)} ended at {ended.isoformat()}: {due} was due back, {e.amount} refunded", charge[2], ref)
 
@@ -740,6 +759,7 @@ class Auditor:
         elif name == "ExtensionConfirmed" and track.offer is not None:
             track.offer = replace(track.offer, terms=track.offer.terms.but(end=e.end, price=e.price))
             track.extended.append((ref, e.end))
+            self.extension_prices[(rid, at)] = e.extension_price
         if name in ("ExtensionRejected", "ExtensionConfirmed", "ExtensionDeclined", "ExtensionLapsed") or name in STATE_AFTER:
             track.extension = None
         track.state, track.last = STATE_AFTER.get(name, state), ref
