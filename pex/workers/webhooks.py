@@ -191,7 +191,9 @@ class Notifications:
             due = max(event.valid_until - self.settings.lapse_lead, event.at)
             return self._for(view.user_id, "offer.lapsing", f"{view.id}:{iso(event.valid_until)}", due,
                              reservationId=str(view.id), validUntil=iso(event.valid_until))
-        if isinstance(event, Reservation.Confirmed):
+        # An extension confirmed moves the end: what was due at the old one is no longer true
+        # (still_true), and the new end is told as the first was (the start's is the same one).
+        if isinstance(event, (Reservation.Confirmed, Reservation.ExtensionConfirmed)):
             view = self.app.get_reservation(event.originator_id)
             terms = view.terms
             if terms is None:

@@ -133,6 +133,30 @@ def test_a_reservation_is_told_at_its_start_15_minutes_before_its_end_and_at_its
     assert log_of(world)["offer.lapsing"].status == CANCELLED
 
 
+def test_an_extended_reservation_is_told_its_end_at_the_new_end_and_not_at_the_old_one(told, receiver):
+    world, notifier = told()
+    hook(world, receiver)
+    rid = world.reserve(start_in=HOUR, hours=2)
+    start, end, later = world.clock() + HOUR, world.clock() + 3 * HOUR, world.clock() + 5 * HOUR
+    notifier.tick()
+    assert world.app.extend(rid, later, user_id="alice").reply == Reply.ACCEPT
+    assert world.app.respond(rid, Reply.CONFIRM).reply == Reply.REQUEST_SUCCESS
+    world.clock.set(start)
+    world.tick()
+    notifier.tick()
+    world.clock.set(end)
+    world.tick()
+    notifier.tick()
+    assert receiver.types() == ["reservation.started"]  # the old end is no longer its end
+    world.clock.set(later - timedelta(minutes=15))
+    notifier.tick()
+    world.clock.set(later)
+    world.tick()
+    notifier.tick()
+    assert receiver.types() == ["reservation.started", "reservation.ending", "reservation.ended"]
+    assert receiver.received[-1].json["end"] == later.isoformat().replace("+00:00", "Z")
+
+
 def test_a_reservation_released_early_is_told_it_ended_then_and_not_again_at_its_agreed_end(told, receiver):
     world, notifier = told()
     hook(world, receiver)
