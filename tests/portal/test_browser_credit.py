@@ -10,30 +10,17 @@ import requests
 from pex.bootstrap import build_application
 from pex.settings import Settings
 from tests.support.api import CHEAP_PASSWORDS
+from tests.support.browser import logged_in, register_over_api
 from tests.support.portal import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.gunicorn, pytest.mark.xen]
-
-
-def log_in(browser, url: str, username: str):
-    from playwright.sync_api import expect
-
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{url}/login")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name=f"Welcome, {username}")).to_be_visible()
-    return context, page
 
 
 def test_an_administrator_grants_credit_and_the_user_sees_it(browser, live_portal, shots):
     from playwright.sync_api import expect
 
     url = live_portal.url.replace("127.0.0.1", "localhost")
-    assert requests.post(f"{url}/OpenPEX/users", json={"username": "alice", "password": PASSWORD}, timeout=30).status_code == 201
+    register_over_api(url, "alice")
     admin = build_application(Settings(database_url=live_portal.env["PEX_DATABASE_URL"], passwords=CHEAP_PASSWORDS,
                                        install_demo_pool=False, create_tables=False))
     try:
@@ -41,7 +28,7 @@ def test_an_administrator_grants_credit_and_the_user_sees_it(browser, live_porta
     finally:
         admin.close()
 
-    context, page = log_in(browser, url, "root")
+    context, page = logged_in(browser, url, "root")
     page.goto(f"{url}/preferences")
     page.get_by_label("User", exact=True).fill("alice")
     page.get_by_label("Amount").fill("-5")
@@ -54,7 +41,7 @@ def test_an_administrator_grants_credit_and_the_user_sees_it(browser, live_porta
     shots(page, "17b-preferences-credit-granted")
     context.close()
 
-    context, page = log_in(browser, url, "alice")
+    context, page = logged_in(browser, url, "alice")
     page.goto(f"{url}/preferences")
     expect(page.locator("[data-credit-balance]")).to_have_text("12.50 USD")
     expect(page.get_by_text("granted by root: for the course")).to_be_visible()

@@ -9,13 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
+from tests.support.browser import booked_over_api, logged_in, rfc1123
 from tests.support.portal import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.gunicorn]
-
-
-def rfc1123(when: datetime) -> str:
-    return when.strftime("%a, %d %b %Y %H:%M:%S GMT")
 
 
 def test_the_extend_form_shows_the_providers_answer_and_confirm_books_it(browser, live_portal, shots):
@@ -24,22 +21,11 @@ def test_the_extend_form_shows_the_providers_answer_and_confirm_books_it(browser
     url = live_portal.url.replace("127.0.0.1", "localhost")
     # alice books two XLARGE tomorrow 10:00-12:00 (UTC, the page's zone here).
     start = (datetime.now(UTC) + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
-    assert requests.post(f"{url}/OpenPEX/users", json={"username": "alice", "password": PASSWORD}, timeout=10).status_code == 201
-    body = {"duration": 2 * 3600 * 1000, "numInstancesFixed": 2, "startTime": rfc1123(start),
-            "template": "PEX Debian Etch 4.0 Template", "type": "XLARGE"}
-    created = requests.post(f"{url}/OpenPEX/reservations", json=body, auth=("alice", PASSWORD), timeout=10)
-    assert created.json()["reply"] == "ACCEPT", created.text
-    location = url + created.headers["Location"]
-    assert requests.put(location, json={"reply": "CONFIRM"}, auth=("alice", PASSWORD), timeout=10).json()["reply"] == "REQUEST_SUCCESS"
+    path = booked_over_api(url, "alice", "XLARGE", 2, start, 2)
+    location = url + path
 
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="UTC", locale="en-GB")
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{url}/login")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.goto(f"{url}/reservations/{created.headers['Location'].rsplit('/', 1)[1]}")
+    context, page = logged_in(browser, url, "alice", "UTC")
+    page.goto(f"{url}/reservations/{path.rsplit('/', 1)[1]}")
 
     page.get_by_role("button", name="Extend").click()  # the <summary> opens the form
     end = page.get_by_label("New end")

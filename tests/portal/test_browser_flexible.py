@@ -9,13 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
+from tests.support.browser import booked_over_api, registered, rfc1123
 from tests.support.portal import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.gunicorn]
-
-
-def rfc1123(when: datetime) -> str:
-    return when.strftime("%a, %d %b %Y %H:%M:%S GMT")
 
 
 def test_a_user_allows_a_later_start_and_sees_the_start_the_provider_chose(browser, live_portal, shots):
@@ -24,23 +21,9 @@ def test_a_user_allows_a_later_start_and_sees_the_start_the_provider_chose(brows
     url = live_portal.url.replace("127.0.0.1", "localhost")
     # bob books the whole pool tomorrow 10:00-12:00 (UTC, the page's zone here).
     start = (datetime.now(UTC) + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
-    assert requests.post(f"{url}/OpenPEX/users", json={"username": "bob", "password": PASSWORD}, timeout=10).status_code == 201
-    body = {"duration": 2 * 3600 * 1000, "numInstancesFixed": 5, "startTime": rfc1123(start),
-            "template": "PEX Debian Etch 4.0 Template", "type": "XLARGE"}
-    created = requests.post(f"{url}/OpenPEX/reservations", json=body, auth=("bob", PASSWORD), timeout=10)
-    assert created.json()["reply"] == "ACCEPT", created.text
-    location = url + created.headers["Location"]
-    assert requests.put(location, json={"reply": "CONFIRM"}, auth=("bob", PASSWORD), timeout=10).json()["reply"] == "REQUEST_SUCCESS"
+    booked_over_api(url, "bob", "XLARGE", 5, start, 2)
 
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="UTC", locale="en-GB")
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{url}/register")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_label("Password again").fill(PASSWORD)
-    page.get_by_role("button", name="Create account").click()
-    expect(page.get_by_role("heading", name="Welcome, alice")).to_be_visible()
+    context, page = registered(browser, url, "alice", "UTC")
 
     page.get_by_role("link", name="New reservation").first.click()
     page.get_by_role("radio", name="SMALL").check()

@@ -9,15 +9,10 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import requests
 
-from tests.support.portal import PASSWORD
+from tests.support.browser import booked_over_api, registered
 
 pytestmark = [pytest.mark.browser, pytest.mark.gunicorn]
-
-
-def rfc1123(when: datetime) -> str:
-    return when.strftime("%a, %d %b %Y %H:%M:%S GMT")
 
 
 def test_the_form_shows_free_windows_as_the_user_types_and_a_window_is_accepted_then_released(browser, live_portal, shots):
@@ -26,23 +21,9 @@ def test_the_form_shows_free_windows_as_the_user_types_and_a_window_is_accepted_
     url = live_portal.url.replace("127.0.0.1", "localhost")
     # bob books four of the five nodes tomorrow 10:00-13:00 (UTC, the page's zone here).
     start = (datetime.now(UTC) + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
-    assert requests.post(f"{url}/OpenPEX/users", json={"username": "bob", "password": PASSWORD}, timeout=10).status_code == 201
-    body = {"duration": 3 * 3600 * 1000, "numInstancesFixed": 4, "startTime": rfc1123(start),
-            "template": "PEX Debian Etch 4.0 Template", "type": "XLARGE"}
-    created = requests.post(f"{url}/OpenPEX/reservations", json=body, auth=("bob", PASSWORD), timeout=10)
-    assert created.json()["reply"] == "ACCEPT", created.text
-    location = url + created.headers["Location"]
-    assert requests.put(location, json={"reply": "CONFIRM"}, auth=("bob", PASSWORD), timeout=10).json()["reply"] == "REQUEST_SUCCESS"
+    booked_over_api(url, "bob", "XLARGE", 4, start, 3)
 
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="UTC", locale="en-GB")
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{url}/register")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_label("Password again").fill(PASSWORD)
-    page.get_by_role("button", name="Create account").click()
-    expect(page.get_by_role("heading", name="Welcome, alice")).to_be_visible()
+    context, page = registered(browser, url, "alice", "UTC")
 
     page.get_by_role("link", name="New reservation").first.click()
     page.get_by_role("radio", name=re.compile(r"XLARGE\b")).check()

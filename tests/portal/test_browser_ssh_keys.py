@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import requests
 
+from tests.support.browser import logged_in, register_over_api
 from tests.support.portal import PASSWORD
 from tests.test_ssh_keys import REAL_KEYS
 
@@ -16,16 +17,8 @@ def test_a_user_pastes_their_keys_into_the_preferences_page(browser, live_portal
     from playwright.sync_api import expect
 
     url = live_portal.url.replace("127.0.0.1", "localhost")
-    registered = requests.post(f"{url}/OpenPEX/users", json={"username": "alice", "password": PASSWORD}, timeout=30)
-    assert registered.status_code == 201
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{url}/login")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Welcome, alice")).to_be_visible()
+    register_over_api(url, "alice")
+    context, page = logged_in(browser, url, "alice")
 
     page.goto(f"{url}/preferences")
     page.get_by_label("Public keys").fill("ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQAB me")

@@ -8,6 +8,7 @@ import re
 import pytest
 import requests
 
+from tests.support.browser import logged_in, register_over_api
 from tests.support.portal import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.gunicorn, pytest.mark.xen]
@@ -17,16 +18,8 @@ def test_a_user_registers_their_webhook_and_sees_the_secret_once(browser, live_p
     from playwright.sync_api import expect
 
     url = live_portal.url.replace("127.0.0.1", "localhost")
-    registered = requests.post(f"{url}/OpenPEX/users", json={"username": "alice", "password": PASSWORD}, timeout=30)
-    assert registered.status_code == 201
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{url}/login")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Welcome, alice")).to_be_visible()
+    register_over_api(url, "alice")
+    context, page = logged_in(browser, url, "alice")
 
     page.goto(f"{url}/preferences")
     page.get_by_label("Your receiver's URL").fill("http://10.0.0.7/hook")
