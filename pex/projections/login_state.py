@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
 
-from pex.projections.store import MemoryStore, SqlStore, Store, Table
+from pex.projections.store import MemoryStore, SqlStatements, SqlStore, Store, Table
 
 CLIENT_TOTAL = ""  # the username of a client's row of all its failures (no username is empty)
 CLIENT_ROWS = 100  # counters kept per client address, besides its total
@@ -199,7 +198,7 @@ class MemoryLoginState(LoginState):
             return len(self._sessions)
 
 
-class SqlLoginState(LoginState):
+class SqlLoginState(LoginState, SqlStatements):
     """The tables in SQLite or PostgreSQL, through the read models' store (its connections and
     transactions). Each method is one short transaction; statements are written with `?`
     placeholders and get the store's own."""
@@ -214,18 +213,6 @@ class SqlLoginState(LoginState):
 
     def close(self) -> None:
         self.store.close()
-
-    def _sql(self, statement: str) -> str:
-        return statement.replace("?", self.store.placeholder)
-
-    def _offset(self, n: int) -> str:
-        # SQLite allows OFFSET only after a LIMIT, where -1 means none.
-        return f"LIMIT -1 OFFSET {int(n)}" if self.store.kind == "sqlite" else f"OFFSET {int(n)}"
-
-    def _run(self, statement: str, params: tuple = (), write: bool = True) -> list[Any]:
-        with self.store.transaction(write=write) as cursor:
-            cursor.execute(self._sql(statement), params)
-            return cursor.fetchall() if cursor.description else []
 
     def blocked_until(self, username: str, client: str) -> float:
         rows = self._run(

@@ -792,3 +792,30 @@ class PostgresStore(SqlStore):
         if kind == "json":
             return json.loads(value)
         return value
+
+
+class SqlStatements:
+    """For side tables kept in the read models' store (login state, webhook deliveries):
+    statements written with `?` placeholders, given the store's own, each run in one short
+    transaction of the store's."""
+
+    store: SqlStore
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", self.store.placeholder)
+
+    def _offset(self, n: int) -> str:
+        # SQLite allows OFFSET only after a LIMIT, where -1 means none.
+        return f"LIMIT -1 OFFSET {int(n)}" if self.store.kind == "sqlite" else f"OFFSET {int(n)}"
+
+    def _run(self, statement: str, params: tuple = (), write: bool = True) -> list[Any]:
+        """The rows `statement` answers (none for one that answers none)."""
+        with self.store.transaction(write=write) as cursor:
+            cursor.execute(self._sql(statement), params)
+            return cursor.fetchall() if cursor.description else []
+
+    def _change(self, statement: str, params: tuple) -> int:
+        """How many rows `statement` changed."""
+        with self.store.transaction(write=True) as cursor:
+            cursor.execute(self._sql(statement), params)
+            return cursor.rowcount

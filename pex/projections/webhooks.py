@@ -31,7 +31,7 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pex.projections.store import APPLICATION_NAME, TRACKING_TABLE, MemoryStore, SqlStore, Store, Table
+from pex.projections.store import APPLICATION_NAME, TRACKING_TABLE, MemoryStore, SqlStatements, SqlStore, Store, Table
 
 VIEW = "pex.webhooks"  # the notifier's position in the log
 
@@ -250,7 +250,7 @@ class MemoryWebhookState(WebhookState):
                 del self._deliveries[old.id]
 
 
-class SqlWebhookState(WebhookState):
+class SqlWebhookState(WebhookState, SqlStatements):
     """The tables in SQLite or PostgreSQL, through the read models' store (its connections and
     transactions); each method is one short transaction, its statements written with `?`
     placeholders and given the store's own."""
@@ -272,22 +272,6 @@ class SqlWebhookState(WebhookState):
 
     def close(self) -> None:
         self.store.close()
-
-    def _sql(self, statement: str) -> str:
-        return statement.replace("?", self.store.placeholder)
-
-    def _offset(self, n: int) -> str:
-        return f"LIMIT -1 OFFSET {int(n)}" if self.store.kind == "sqlite" else f"OFFSET {int(n)}"
-
-    def _run(self, statement: str, params: tuple = (), write: bool = True) -> list[Any]:
-        with self.store.transaction(write=write) as cursor:
-            cursor.execute(self._sql(statement), params)
-            return cursor.fetchall() if cursor.description else []
-
-    def _change(self, statement: str, params: tuple) -> int:
-        with self.store.transaction(write=True) as cursor:
-            cursor.execute(self._sql(statement), params)
-            return cursor.rowcount
 
     def put_secret(self, secret_id: str, username: str, secret: str, now: float) -> None:
         self._run(

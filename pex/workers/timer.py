@@ -33,6 +33,7 @@ from uuid import UUID
 from pex.application.ports import DispatchJob
 from pex.workers.dispatch import CLAIM_BATCH, Dispatch, chunks
 from pex.workers.index import DispatchIndex
+from pex.workers.ticking import tick_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +136,7 @@ class TimerWorker:
     def run(self, stop: threading.Event, interval: float = 1.0) -> None:
         """Tick every `interval` seconds until `stop` is set; a failing tick is logged and the
         next one tries again (the store may be briefly unreachable)."""
-        while not stop.is_set():
-            try:
-                self.tick()
-            except Exception:
-                if stop.is_set():
-                    return
-                log.exception("timer tick failed")
-            stop.wait(interval)
+        tick_until_stopped(self.tick, stop, interval, "timer")
 
     def close(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)

@@ -63,6 +63,7 @@ from pex.domain.values import State
 from pex.projections.follower import Recorded, after
 from pex.projections.webhooks import CANCELLED, DELIVERED, DROPPED, FAILED, PENDING, Delivery
 from pex.settings import WebhookSettings
+from pex.workers.ticking import tick_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -341,14 +342,7 @@ class Notifier:
 
     def run(self, stop: threading.Event) -> None:
         """Tick every interval until `stop` is set; a failing tick is logged, the next one tries again."""
-        while not stop.is_set():
-            try:
-                self.tick()
-            except Exception:
-                if stop.is_set():
-                    return
-                log.exception("webhook tick failed")
-            stop.wait(self.settings.interval)
+        tick_until_stopped(self.tick, stop, self.settings.interval, "webhook")
 
     def close(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
