@@ -190,11 +190,11 @@ def test_schemathesis_finds_no_server_error_no_contract_breach_and_no_open_endpo
         # design (docs/api.md), which its ensure_resource_availability check calls a failure.
         # So that one operation stays out of the stateful phase (the other phases test it);
         # disabling the check in the config does not work, `--checks all` enables it again.
-        # The account's SSH keys (getSshKeys, setSshKeys) and webhook are the account's, by the same rule.
+        # The account's SSH keys (getSshKeys, setSshKeys), webhook and credit are the account's, by the same rule.
         + "".join(
             f'[[operations]]\ninclude-operation-id = "{operation}"\nphases.stateful.enabled = false\n'
             for operation in ("getUser", "getSshKeys", "setSshKeys", "getWebhook", "setWebhook", "deleteWebhook",
-                              "getWebhookDeliveries")
+                              "getWebhookDeliveries", "getCredit", "grantCredit")
         )
         # A list's cursor is opaque (pex.http.paging): no schema can say which strings are
         # cursors the list gave, so a schema-valid string that is none is a 400 invalid-cursor
