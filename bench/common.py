@@ -8,6 +8,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,20 @@ class Section:
         return f"## {self.title}\n\nReproduce: `{self.command}`\n\n{body}\n\n{pictures}\n".rstrip() + "\n"
 
 
+class ShiftedClock:
+    """PEX's clock for a bench: real time plus an offset that the bench moves forward (to just
+    before a start an hour ahead), so it need not wait; the simulator keeps real time."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def move_to(self, moment: datetime) -> None:
+        self.offset = moment - datetime.now(UTC)
+
+
 def timed(fn: Callable[[], object], repeat: int) -> list[float]:
     """Wall-clock seconds of `repeat` calls."""
     samples = []
@@ -47,6 +62,14 @@ def percentile(samples: list[float], p: float) -> float:
 
 def median(samples: list[float]) -> float:
     return statistics.median(samples)
+
+
+def seconds_row(name: str, samples: list[float]) -> str:
+    """A markdown table row: how many samples, and the first, median, p99 and last of them."""
+    if not samples:
+        return f"| {name} | 0 | | | | |"
+    return (f"| {name} | {len(samples)} | {min(samples):.2f} s | {median(samples):.2f} s | "
+            f"{percentile(samples, 99):.2f} s | {max(samples):.2f} s |")
 
 
 def fmt_ms(seconds: float) -> str:

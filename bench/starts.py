@@ -4,8 +4,8 @@ how soon after that instant is each start claimed, and when is every VM running?
 PEX: 1,000 confirmed auto-start reservations of one SMALL instance each (four to a host) on
 250 hosts of the XAPI simulator, driven through the real XenAPI client; one TimerWorker
 ticking every 0.2 s with THREADS dispatch threads. Preparation ahead of the start is off
-(PEX_PREPARE_LEAD_SECONDS=0), so PEX makes every VM at its start, like the baseline; a second
-row, with preparation on, is reported apart.
+(PEX_PREPARE_LEAD_SECONDS=0), so PEX makes every VM at its start, like the baseline; starts
+with preparation on are measured in bench/worker.py.
 
 Baseline, same run, on a fresh simulator of the same size: the same 1,000 VMs created and
 started by calling the XenDispatcher directly from THREADS threads, with no PEX bookkeeping
@@ -31,7 +31,7 @@ from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 
-from bench.common import Section, median, percentile
+from bench.common import Section, ShiftedClock, percentile, seconds_row
 from pex.adapters.xen.dispatcher import XenDispatcher
 from pex.adapters.xen.enactment import XenEnactment
 from pex.adapters.xen.simulator import run_simulator
@@ -49,16 +49,6 @@ PER_HOST = 4
 THREADS = 4
 TICK = 0.2
 DEMO_NODES = 5  # the demo pool's node1..node5 are there already
-
-
-class ShiftedClock:
-    """Real time plus an offset that the bench moves forward once (to just before the start)."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
 
 
 @dataclass
@@ -154,7 +144,7 @@ def pex(hosts: int, count: int, negotiated: Negotiated, database_url: str, label
         timer = TimerWorker(app, index, dispatch=dispatch, threads=THREADS)
         index.follow(app)  # what a worker has folded long before the start
         # An hour on: PEX's clock to a second before the start.
-        clock.offset = start - timedelta(seconds=1) - datetime.now(UTC)
+        clock.move_to(start - timedelta(seconds=1))
         run_until(timer, lambda: all(_running(index, i) for i in instance_ids), 900)
         timer.close()
         for iid in instance_ids:
@@ -186,12 +176,6 @@ def run_until(timer: TimerWorker, done: Any, timeout: float) -> None:
     thread.join(timeout=120)
 
 
-def row(name: str, samples: list[float]) -> str:
-    if not samples:
-        return f"| {name} | 0 | | | | |"
-    return (f"| {name} | {len(samples)} | {min(samples):.2f} s | {median(samples):.2f} s | "
-            f"{percentile(samples, 99):.2f} s | {max(samples):.2f} s |")
-
 
 def run(quick: bool = False) -> Section:
     hosts = 50 if quick else 250
@@ -214,9 +198,9 @@ def run(quick: bool = False) -> Section:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for figures in runs:
-        section.lines += [row(f"{figures.label}: start claimed", figures.claimed),
-                          row(f"{figures.label}: VM running", figures.running)]
-    section.lines += [row(f"{baseline.label}: VM running", baseline.running), ""]
+        section.lines += [seconds_row(f"{figures.label}: start claimed", figures.claimed),
+                          seconds_row(f"{figures.label}: VM running", figures.running)]
+    section.lines += [seconds_row(f"{baseline.label}: VM running", baseline.running), ""]
     for figures in runs:
         last = max(figures.running) if figures.running else float("nan")
         section.lines.append(
