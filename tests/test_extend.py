@@ -6,7 +6,9 @@ it was; the quotas apply; nothing is ever overbooked; and `pex audit` finds it h
 
 from __future__ import annotations
 
+import json
 import threading
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -20,7 +22,7 @@ from pex.clock import ManualClock
 from pex.domain import IllegalMove, InvalidProposal, OfferExpired
 from pex.domain.node import node_id
 from pex.domain.quotas import QuotaExceeded, Quotas
-from pex.domain.reservation import Reservation
+from pex.domain.reservation import Extension, Reservation, extension_hold_id
 from pex.domain.values import Reply, State, Terms
 from pex.projections.audit import Auditor
 from pex.projections.readmodels import ReadModels
@@ -147,6 +149,112 @@ def test_the_quotas_apply_to_the_extension(memory_app):
     assert refused.value.limit == "cpu-hours"
 
 
+def test_instances_not_started_move_to_other_nodes_for_the_end_asked(app, clock):
+    """Issue 14, item 3: where the reservation's own node is taken after its end but another
+    node is free from its start to the end asked, the instance (not started yet) moves there:
+    held from the start on the new node, booked there at the CONFIRM, its old node given back."""
+    rid = booked(app, fixed=1)  # 09:00-13:00 on one node
+    [old] = [a.node for a in app.get_reservation(rid).placement]
+    later = booked(app, fixed=1, start=T0 + 5 * H, hours=2, user="bob", size="SMALL")
+    assert app.get_reservation(later).placement[0].node == old  # best fit: right after it, on its node
+
+    outcome = app.extend(rid, T0 + 7 * H)
+    assert outcome.reply == Reply.ACCEPT, outcome
+    extension = outcome.reservation.extension
+    [new] = [a.node for a in extension.placement]
+    assert new != old and extension.moved_from == app.get_reservation(rid).placement
+    assert any("move" in change for change in extension.changes)
+    held = app.repository.get(node_id(new)).allocation_of(extension_hold_id(rid))
+    assert (held.start, held.end, held.is_hold) == (T0 + H, T0 + 7 * H, True)  # from the start
+
+    confirmed = app.respond(rid, Reply.CONFIRM)
+    assert confirmed.reply == Reply.REQUEST_SUCCESS
+    assert [(a.node, a.instances) for a in confirmed.reservation.placement] == [(new, 1)]
+    booking = app.repository.get(node_id(new)).allocation_of(rid)
+    assert (booking.start, booking.end, booking.is_hold) == (T0 + H, T0 + 7 * H, False)
+    assert app.repository.get(node_id(old)).allocation_of(rid) is None
+    [instance] = [app.get_instance(i) for i in confirmed.reservation.instance_ids]
+    assert (instance.node, instance.end) == (new, T0 + 7 * H)
+    assert app.get_reservation(later).placement[0].node == old  # the other booking is untouched
+    read_models, report = audited(app)
+    assert report.ok, report.violations
+    [row] = read_models.reservations("alice", State.CONFIRMED)
+    assert [a.node for a in row.placement] == [new]
+
+
+def test_started_instances_stay_and_get_the_longest_their_node_takes(memory_app, clock):
+    """Once the start has passed the instances stay on their node (running VMs keep running):
+    the same request is a COUNTER cut to where the node is taken, though other nodes are free."""
+    app = memory_app
+    rid = booked(app, fixed=1)
+    [old] = [a.node for a in app.get_reservation(rid).placement]
+    later = booked(app, fixed=1, start=T0 + 6 * H, hours=2, user="bob", size="SMALL")
+    assert app.get_reservation(later).placement[0].node == old  # best fit: its node, from 14:00
+    clock.advance(2 * H)  # 11:00: it has started
+    outcome = app.extend(rid, T0 + 7 * H)
+    assert outcome.reply == Reply.COUNTER
+    extension = outcome.reservation.extension
+    assert (extension.end, extension.moved_from) == (T0 + 6 * H, ())
+    assert [a.node for a in extension.placement] == [old]
+    assert app.respond(rid, Reply.CONFIRM).reply == Reply.REQUEST_SUCCESS
+    assert audited(app)[1].ok
+
+
+def test_a_move_whose_instance_started_before_the_confirm_fails_and_changes_nothing(memory_app, clock):
+    app = memory_app
+    rid = booked(app, fixed=1, start=T0 + timedelta(minutes=2), hours=4)
+    [old] = [a.node for a in app.get_reservation(rid).placement]
+    booked(app, fixed=1, start=T0 + timedelta(minutes=2) + 4 * H, hours=2, user="bob", size="SMALL")
+    offered = app.extend(rid, T0 + 6 * H)
+    assert offered.reservation.extension.moved_from  # it would move, not started yet
+    clock.advance(timedelta(minutes=3))  # the start passed; the offer (5 minutes) still stands
+    before = app.get_reservation(rid)
+    failed = app.respond(rid, Reply.CONFIRM)
+    assert failed.reply == Reply.REQUEST_FAILED and "started" in failed.reason
+    after = app.get_reservation(rid)
+    assert (after.offer, after.version) == (before.offer, before.version)
+    assert [a.node for a in after.placement] == [old]
+
+
+def test_the_audit_catches_an_extension_booked_on_a_node_it_did_not_offer(memory_app, clock):
+    app = memory_app
+    rid = booked(app, fixed=1)
+    [old] = [a.node for a in app.get_reservation(rid).placement]
+    booked(app, fixed=1, start=T0 + 5 * H, hours=2, user="bob", size="SMALL")  # its node, from 13:00
+    [new] = [a.node for a in app.extend(rid, T0 + 7 * H).reservation.extension.placement]
+    # Confirmed as a bug would: booked on a third node, not the one that holds the extension.
+    [third] = sorted({"node1", "node2", "node3", "node4", "node5"} - {old, new})[:1]
+    reservation = app.repository.get(rid)
+    [instance] = [app.repository.get(i) for i in reservation.instance_ids]
+    nodes = [app.repository.get(node_id(name)) for name in (old, third)]
+    at = clock()
+    reservation.confirm_extension(at)
+    nodes[0].release(rid, "moved", at)
+    nodes[1].book(rid, T0 + H, T0 + 7 * H, 1, reservation.offer.per_instance, at)
+    instance.move(third, at)
+    instance.extend(T0 + 7 * H, at)
+    app.save(reservation, *nodes, instance)
+    report = audited(app)[1]
+    assert any(v.promise == "bookings" and "not on the nodes offered" in v.message for v in report.violations), \
+        report.violations
+
+
+def test_an_extension_offer_stored_before_offers_could_move_instances_reads_as_moving_none(memory_app):
+    """docs/events.md, schema evolution: `moved_from` is new in ExtensionOffered; an event stored
+    without it (every offer of an earlier PEX) reads as an offer on the nodes as they were."""
+    app = memory_app
+    rid = booked(app, fixed=1)
+    app.extend(rid, T0 + 7 * H)
+    [stored] = app.recorder.select_events(rid, desc=True, limit=1)
+    state = json.loads(stored.state)
+    assert state.pop("moved_from") == []  # today's shape records it
+    older = replace(stored, state=json.dumps(state).encode())
+    event = app.mapper.to_domain_event(older)
+    assert isinstance(event, Reservation.ExtensionOffered) and event.moved_from == ()
+    assert not Extension(event.asked_end, event.end, event.price, event.placement, event.valid_until, Reply.ACCEPT,
+                         moved_from=event.moved_from).moves
+
+
 def test_bad_requests_change_nothing(memory_app, clock):
     app = memory_app
     rid = booked(app, fixed=1)
@@ -243,6 +351,9 @@ def test_two_extensions_racing_for_the_last_cpus_of_their_node_never_both_hold_t
     [node] = {a.node for r in (first, second) for a in app.get_reservation(r).placement}
     small = booked(app, fixed=1, start=T0 + 5 * H, hours=4, size="SMALL", user="carol")
     assert app.get_reservation(small).placement[0].node == node  # 3 of its 4 CPUs left from 13:00
+    # The other four nodes are taken over the extension: neither may move there instead.
+    others = booked(app, fixed=4, start=T0 + 5 * H, hours=2, size="XLARGE", user="dave")
+    assert node not in {a.node for a in app.get_reservation(others).placement}
     outcomes = {}
     barrier = threading.Barrier(2)
 

@@ -1,13 +1,16 @@
 """Extension by negotiation: a user asks to end a confirmed or activated reservation later.
 
 The provider answers as to a proposal (pex.domain.extension): ACCEPT (the end asked), COUNTER
-(the longest extension the reservation's nodes can take, with its price) or REJECT. An offer
-holds [agreed end, new end) on those nodes, under the reservation's extension hold id
-(pex.domain.reservation.extension_hold_id), and is charged to the user's quota account in the
-same save, as any offer is. Until the user's CONFIRM the reservation keeps its terms; a
-REJECT or a lapse leaves it as it was. The CONFIRM books [start, new end) on each node (the
-hold given back in the same save), moves the end of every instance that is not over (so the
-timer ends the VMs at the new end; running ones keep running) and adds the extension's price.
+(the longest extension the reservation's nodes can take, or other nodes for instances not
+started yet, with its price) or REJECT. An offer holds [agreed end, new end) on the nodes that
+keep their instances, and [start, new end) on those that instances would move to, under the
+reservation's extension hold id (pex.domain.reservation.extension_hold_id), and is charged to
+the user's quota account in the same save, as any offer is. Until the user's CONFIRM the
+reservation keeps its terms; a REJECT or a lapse leaves it as it was. The CONFIRM books
+[start, new end) on each node of the offer (the hold given back in the same save), gives back
+the booking of a node its instances leave (which move, still not started: Instance.Moved, and
+Reservation.PlacementChanged), moves the end of every instance that is not over (so the timer
+ends the VMs at the new end; running ones keep running) and adds the extension's price.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pex.domain.extension import evaluate_extension
 from pex.domain.instance import Instance
 from pex.domain.node import Node
 from pex.domain.quotas import cpu_seconds
-from pex.domain.reservation import Reservation, extension_hold_id
+from pex.domain.reservation import Extension, Reservation, extension_hold_id
 from pex.domain.values import Reply, State
 
 
@@ -54,7 +57,8 @@ class Extensions(Core):
                 usage = self.index.usage(reservation.user_id, at, excluding=reservation.id)
                 longest = min(end, terms.start + self.policy.max_duration)
                 asked, cut = quotas.limit_extension(terms, longest, size.cpus, usage, self._pool_cpus(), at)
-                decision = evaluate_extension(agreed, size, asked, self.timeline, at, self.pricing, hold_id, cut)
+                decision = evaluate_extension(agreed, size, asked, self.timeline, at, self.pricing, hold_id, cut,
+                                              movable=self._movable_nodes(reservation, at))
             previous = reservation.extension
             nodes: dict[str, Node] = {}
             charged = []
@@ -62,11 +66,15 @@ class Extensions(Core):
                 reservation.reject_extension(end, decision.reason, at)
             else:
                 valid_until = at + self.policy.offer_ttl
+                staying = {a.node for a in agreed.placement}
                 for allocation in decision.placement:
                     node = nodes.setdefault(allocation.node, self._node(allocation.node))
-                    node.hold(hold_id, terms.end, decision.end, allocation.instances, agreed.per_instance, valid_until, at)
+                    # A node that instances would move to holds them from the start.
+                    held_from = terms.end if allocation.node in staying else terms.start
+                    node.hold(hold_id, held_from, decision.end, allocation.instances, agreed.per_instance, valid_until, at)
                 reservation.offer_extension(
-                    end, decision.end, decision.price, decision.placement, valid_until, decision.changes, at
+                    end, decision.end, decision.price, decision.placement, valid_until, decision.changes, at,
+                    moved_from=decision.moved_from,
                 )
                 taken = cpu_seconds(size.cpus, terms.instances, terms.end, decision.end, at)
                 account.charge(reservation.id, taken, usage, at)
@@ -98,15 +106,22 @@ class Extensions(Core):
             if extension is None or agreed is None:
                 raise IllegalMove("confirm", reservation.state.value, "no extension is offered")
             reservation.confirm_extension(at)  # refuses a lapsed offer (OfferExpired)
-            if extension.placement != agreed.placement:
+            if (extension.moved_from or extension.placement) != agreed.placement:
                 # Re-placed (a node was lost) since the offer: what was held is not where it runs.
                 return Outcome(Reply.REQUEST_FAILED, self._view(self._reservation(reservation_id)),
                                "the reservation was moved to other nodes since the offer; ask again")
+            instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
+            movers = self._movers(extension, instances, at)
+            if movers is None:
+                return Outcome(Reply.REQUEST_FAILED, self._view(self._reservation(reservation_id)),
+                               "an instance that the extension moves to another node has started since the offer; "
+                               "ask again")
             terms = agreed.terms
             hold_id = extension_hold_id(reservation.id)
             nodes: list[Node] = []
+            reason = "moved by its extension"
             try:
-                for allocation in agreed.placement:
+                for allocation in extension.placement:
                     node = self._node(allocation.node)
                     node.release(hold_id, "extension confirmed", at)
                     node.book(reservation.id, terms.start, extension.end, allocation.instances, agreed.per_instance, at)
@@ -114,7 +129,16 @@ class Extensions(Core):
             except (CapacityExceeded, NodeUnavailable) as refused:
                 # Only when the hold was judged lapsed by another process's clock and given away.
                 return Outcome(Reply.REQUEST_FAILED, self._view(self._reservation(reservation_id)), str(refused))
-            instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
+            kept = {a.node for a in extension.placement}
+            for allocation in extension.moved_from:
+                if allocation.node not in kept:
+                    node = self._node(allocation.node)
+                    node.release(reservation.id, reason, at)
+                    nodes.append(node)
+            for instance, to_node in movers:
+                instance.move(to_node, at)  # not started: its VM is made there
+            if extension.moves:
+                reservation.replace_placement(extension.placement, reason, at)
             for instance in instances:
                 instance.extend(extension.end, at)  # running VMs keep running, to the new end
             charged = self._charge_extension(reservation, extension.price, at)  # InsufficientCredit: nothing is recorded
@@ -152,6 +176,35 @@ class Extensions(Core):
             return True
 
         return self._retrying(attempt)
+
+    def _movable_nodes(self, reservation: Reservation, at: datetime) -> frozenset[str]:
+        """The reservation's nodes none of whose instances has started (or has a VM, or a
+        worker at it): an extension may move those instances elsewhere."""
+        if reservation.offer is None or reservation.offer.terms.start <= at:
+            return frozenset()
+        fixed: set[str] = set()
+        nodes: set[str] = set()
+        for instance_id in reservation.instance_ids:
+            instance: Instance = self.repository.get(instance_id)
+            nodes.add(instance.node)
+            if not instance.can_repack(at):
+                fixed.add(instance.node)
+        return frozenset(nodes - fixed)
+
+    @staticmethod
+    def _movers(extension: Extension, instances: list[Instance], at: datetime) -> list[tuple[Instance, str]] | None:
+        """Which instance moves to which node at the CONFIRM of an extension that moves some:
+        those of the nodes its placement no longer has, in name order, to the nodes it adds.
+        None if one of them can no longer move (it started, or a worker is at it)."""
+        if not extension.moves:
+            return []
+        before = {a.node for a in extension.moved_from}
+        targets = [a.node for a in extension.placement if a.node not in before for _ in range(a.instances)]
+        after = {a.node for a in extension.placement}
+        leaving = sorted((i for i in instances if i.node not in after and not i.is_over), key=lambda i: i.name)
+        if len(leaving) != len(targets) or not all(i.can_repack(at) for i in leaving):
+            return None
+        return list(zip(leaving, targets, strict=True))
 
     def _release_extension(self, reservation: Reservation, reason: str, at: datetime) -> list[Node]:
         """Give back what the nodes hold for the reservation's extension offer, if any."""

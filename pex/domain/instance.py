@@ -357,7 +357,8 @@ class Instance(Aggregate):
     # --- the Scheduler's answer to a lost node ---------------------------------------------
 
     class Moved(Event):
-        """Re-placed from `from_node` (lost, or drained) to `to_node`, booked there in the same save."""
+        """Re-placed from `from_node` (lost, or drained; or by an extension, not started yet) to
+        `to_node`, booked there in the same save."""
 
         from_node: str
         to_node: str

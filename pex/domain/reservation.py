@@ -65,7 +65,9 @@ class Step:
 class Extension:
     """The provider's offer to move a confirmed or activated reservation's end from its
     agreed end to `end` (ACCEPT: the end asked, `asked_end`; COUNTER: the longest it can
-    give) for `price` more, held on the nodes of `placement` until `valid_until`."""
+    give) for `price` more, held on the nodes of `placement` until `valid_until`. When some
+    instances, not started yet, move to other nodes to get it, `moved_from` is the placement it
+    was offered against (empty: every instance stays where it is booked)."""
 
     asked_end: datetime
     end: datetime
@@ -74,6 +76,11 @@ class Extension:
     valid_until: datetime
     reply: Reply
     changes: tuple[str, ...] = ()
+    moved_from: tuple[Allocation, ...] = ()
+
+    @property
+    def moves(self) -> bool:
+        return bool(self.moved_from)
 
 
 class Reservation(CopiedByContainers, Aggregate):
@@ -226,7 +233,9 @@ class Reservation(CopiedByContainers, Aggregate):
         """The user asked to move the end to `asked_end`; the provider offers `end` (the one
         asked: ACCEPT; the longest it can give: COUNTER, with the `changes` in words) for
         `price` more, the capacity of [agreed end, `end`) held on `placement`'s nodes until
-        `valid_until`. The standing terms do not change until the user confirms."""
+        `valid_until`; with `moved_from` (the placement as it stood), the instances of the nodes
+        that `placement` no longer has move, not started yet, to the nodes it adds, which hold
+        [start, `end`) for them. The standing terms do not change until the user confirms."""
 
         asked_end: datetime
         end: datetime
@@ -235,11 +244,12 @@ class Reservation(CopiedByContainers, Aggregate):
         valid_until: datetime
         reply: str
         changes: tuple[str, ...]
+        moved_from: tuple[Allocation, ...] = ()  # recorded since extensions may move instances
 
         def apply(self, r: Reservation) -> None:
             r.extension = Extension(
                 self.asked_end, self.end, self.price, tuple(self.placement), self.valid_until, Reply(self.reply),
-                tuple(self.changes),
+                tuple(self.changes), tuple(self.moved_from),
             )
             r.history.append(Step(self.at, "user", "EXTEND", note=f"to {time_text(self.asked_end)}"))
             note = "; ".join([f"to {time_text(self.end)} for {self.price}", *self.changes])
@@ -422,9 +432,10 @@ class Reservation(CopiedByContainers, Aggregate):
 
     def offer_extension(
         self, asked_end: datetime, end: datetime, price: Decimal | None, placement: tuple[Allocation, ...],
-        valid_until: datetime, changes: tuple[str, ...], at: datetime,
+        valid_until: datetime, changes: tuple[str, ...], at: datetime, moved_from: tuple[Allocation, ...] = (),
     ) -> None:
-        """The provider's offer of `end` (ACCEPT if it is `asked_end`, else COUNTER)."""
+        """The provider's offer of `end` (ACCEPT if it is `asked_end`, else COUNTER), on
+        `placement` (moved from `moved_from`, when instances move)."""
         self.check_extendable(asked_end, at)
         assert self.offer is not None
         if not self.offer.terms.end < end <= asked_end:
@@ -432,7 +443,7 @@ class Reservation(CopiedByContainers, Aggregate):
         reply = Reply.ACCEPT if end == asked_end else Reply.COUNTER
         self.trigger_event(
             self.ExtensionOffered, asked_end=asked_end, end=end, price=price, placement=tuple(placement),
-            valid_until=valid_until, reply=reply.value, changes=tuple(changes), at=at,
+            valid_until=valid_until, reply=reply.value, changes=tuple(changes), moved_from=tuple(moved_from), at=at,
         )
 
     def reject_extension(self, asked_end: datetime, reason: str, at: datetime) -> None:

@@ -265,8 +265,10 @@ class ReservationTrack:
     released_at: datetime | None = None
     activated_at: datetime | None = None
     last: EventRef | None = None
-    extension: tuple[datetime, datetime] | None = None  # an extension offered: (its end, valid until)
-    extended: list[tuple[EventRef, datetime]] = field(default_factory=list)  # each confirmed: (event, new end)
+    # An extension offered: (its end, valid until, the nodes that hold it).
+    extension: tuple[datetime, datetime, frozenset[str]] | None = None
+    # Each extension confirmed: (the event, the new end, the nodes it was offered on).
+    extended: list[tuple[EventRef, datetime, frozenset[str]]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -719,7 +721,7 @@ class Auditor:
         if name in ("ExtensionConfirmed", "ExtensionDeclined", "ExtensionLapsed") and track.extension is None:
             self.violate("protocol", f"reservation {short(rid)}: {name} with no extension offered", track.last, ref)
         elif name == "ExtensionConfirmed" and track.extension is not None:
-            offered, valid_until = track.extension
+            offered, valid_until, _ = track.extension
             if valid_until <= at:
                 self.violate("protocol", f"reservation {short(rid)}: extension confirmed after its offer lapsed at {valid_until.isoformat()}", ref)
             if e.end != offered:
@@ -755,10 +757,10 @@ class Auditor:
         elif name == "Activated":
             track.activated_at = at
         elif name == "ExtensionOffered":
-            track.extension = (e.end, e.valid_until)
+            track.extension = (e.end, e.valid_until, frozenset(a.node for a in e.placement))
         elif name == "ExtensionConfirmed" and track.offer is not None:
             track.offer = replace(track.offer, terms=track.offer.terms.but(end=e.end, price=e.price))
-            track.extended.append((ref, e.end))
+            track.extended.append((ref, e.end, track.extension[2] if track.extension else frozenset()))
             self.extension_prices[(rid, at)] = e.extension_price
         if name in ("ExtensionRejected", "ExtensionConfirmed", "ExtensionDeclined", "ExtensionLapsed") or name in STATE_AFTER:
             track.extension = None
@@ -801,8 +803,12 @@ class Auditor:
         for (node, rid), bookings in self.bookings.items():
             track = self.reservations.get(rid)
             confirmed = track.confirmed if track is not None else None
-            extended_at = {ref.at for ref, _ in track.extended} if track is not None else set()
+            extended_at = {ref.at for ref, *_ in track.extended} if track is not None else set()
             for b in bookings:
+                if b.booked_at in extended_at:
+                    # Its extension was confirmed then (checked by _check_extension_bookings),
+                    # moving instances that had not started to other nodes, or not.
+                    continue
                 if (rid, node, b.booked_at) in self.instance_moves:
                     agreed = track.confirmed_offer if track is not None else None
                     if agreed is not None and (b.allocation.start, b.allocation.end, b.allocation.per_instance) != (
@@ -815,8 +821,6 @@ class Auditor:
                             b.ref,
                         )
                     continue  # an instance of it was moved here at that moment
-                if b.booked_at in extended_at:
-                    continue  # its extension was confirmed then (checked by _check_extension_bookings)
                 if track is None or confirmed is None or b.booked_at != confirmed.at:
                     state = track.state.value if track else "unknown"
                     self.violate("bookings", f"{node} booked capacity for reservation {short(rid)} ({state}) without a confirmation at that time", b.ref)
@@ -848,19 +852,24 @@ class Auditor:
             if not track.extended or track.confirmed_offer is None:
                 continue
             terms = track.confirmed_offer.terms
-            for ref, end in track.extended:
+            for ref, end, nodes in track.extended:
                 # Booked in the extension's save: recorded after it (the reservation is saved first).
                 booked = [
                     b for b in by_reservation.get(rid, ())
                     if b.booked_at == ref.at and b.ref.notification_id > ref.notification_id
                 ]
-                wrong = [b for b in booked if (b.allocation.start, b.allocation.end) != (terms.start, end)]
+                # On the nodes the offer held, from the start to the new end: some of them, where
+                # instances not started yet moved for it, new to the reservation.
+                wrong = [b for b in booked if (b.allocation.start, b.allocation.end) != (terms.start, end)
+                         or b.node not in nodes]
                 instances = sum(b.allocation.instances for b in booked)
                 if wrong or instances != terms.instances:
                     self.violate(
                         "bookings",
                         f"reservation {short(rid)} was extended to {end.isoformat()} with {instances} of its "
-                        f"{terms.instances} instances booked over {span(terms.start, end)}",
+                        f"{terms.instances} instances booked over {span(terms.start, end)}"
+                        + (f", some not on the nodes offered ({', '.join(sorted(nodes))})"
+                           if any(b.node not in nodes for b in booked) else ""),
                         ref, *[b.ref for b in (wrong or booked)][:4],
                     )
 
@@ -894,7 +903,7 @@ class Auditor:
         at = event_time(e)
         if isinstance(e, Instance.Extended):
             track = self.reservations.get(instance.reservation_id)
-            if track is None or not any(end == e.end and r.at == at for r, end in track.extended):
+            if track is None or not any(end == e.end and r.at == at for r, end, _ in track.extended):
                 self.violate("instances", f"instance {instance.name} was extended to {e.end.isoformat()} without its reservation's extension", ref)
             instance.end = aggregate.end
         if isinstance(e, Instance.DispatchClaimed):

@@ -67,6 +67,24 @@ def test_a_blocked_extension_is_countered_and_a_reject_leaves_the_reservation(ap
     assert refused.json["reply"] == "COUNTER"
 
 
+def test_an_instance_not_started_moves_to_another_node_for_the_end_asked(api):
+    rid = confirmed(api, size="XLARGE", fixed=1, start=T0 + H, hours=4)  # 09:00-13:00 on one node
+    [old] = [a["node"] for a in api.get(f"/OpenPEX/reservations/{rid}").json["proposal"]["placement"]]
+    other = confirmed(api, user="bob", size="SMALL", fixed=1, start=T0 + 5 * H, hours=2)
+    assert [a["node"] for a in api.get(f"/OpenPEX/reservations/{other}", user="bob").json["proposal"]["placement"]] == [old]
+
+    offered = extend(api, rid, T0 + 7 * H).json
+    assert offered["reply"] == "ACCEPT"
+    [new] = [a["node"] for a in offered["extension"]["placement"]]
+    assert new != old and any("move" in change for change in offered["extension"]["changes"])
+    assert [a["node"] for a in offered["proposal"]["placement"]] == [old]  # where it stands until CONFIRM
+
+    booked = api.step(rid, "CONFIRM").json
+    assert booked["reply"] == "REQUEST_SUCCESS"
+    assert [a["node"] for a in booked["proposal"]["placement"]] == [new]
+    assert booked["proposal"]["endTime"] == "Mon, 02 Mar 2026 15:00:00 GMT"
+
+
 def test_no_room_after_the_end_is_a_reject(api):
     rid = confirmed(api, size="XLARGE", fixed=5, start=T0 + H, hours=4)
     confirmed(api, user="bob", size="XLARGE", fixed=5, start=T0 + 5 * H, hours=2)
