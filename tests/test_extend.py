@@ -182,6 +182,23 @@ def test_instances_not_started_move_to_other_nodes_for_the_end_asked(app, clock)
     assert [a.node for a in row.placement] == [new]
 
 
+def test_a_move_that_cannot_reach_the_end_asked_is_countered_with_the_longest_it_gives(memory_app, clock):
+    app = memory_app
+    rid = booked(app, fixed=1)  # 09:00-13:00
+    [old] = [a.node for a in app.get_reservation(rid).placement]
+    booked(app, fixed=1, start=T0 + 5 * H, hours=2, user="bob", size="SMALL")  # its node from 13:00: no hour more there
+    others = booked(app, fixed=4, start=T0 + 6 * H, hours=2, user="carol")  # every other node from 14:00
+    assert old not in {a.node for a in app.get_reservation(others).placement}
+    outcome = app.extend(rid, T0 + 8 * H)
+    assert outcome.reply == Reply.COUNTER, outcome
+    extension = outcome.reservation.extension
+    assert extension.end == T0 + 6 * H and extension.moved_from
+    assert old not in {a.node for a in extension.placement}
+    assert any("cut" in c for c in extension.changes) and any("move" in c for c in extension.changes)
+    assert app.respond(rid, Reply.CONFIRM).reply == Reply.REQUEST_SUCCESS
+    assert audited(app)[1].ok
+
+
 def test_started_instances_stay_and_get_the_longest_their_node_takes(memory_app, clock):
     """Once the start has passed the instances stay on their node (running VMs keep running):
     the same request is a COUNTER cut to where the node is taken, though other nodes are free."""

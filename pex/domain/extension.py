@@ -92,16 +92,41 @@ def _moved_elsewhere(
     agreed: Offer, in_place: dict[str, datetime], asked_end: datetime, view: CapacityView, at: datetime,
     excluding: UUID | None, movable: frozenset[str],
 ) -> ExtensionDecision | None:
-    """The instances of the movable nodes that cannot take the longest end the others allow,
-    placed best fit (as `pex.domain.placement.place`) on nodes the reservation does not use,
-    from its start to that end; None if they do not all fit."""
+    """The longest end, later than staying gives, for which the instances of the movable nodes
+    that cannot take it fit, best fit (as `pex.domain.placement.place`), on nodes the
+    reservation does not use, from its start to that end; None if no such end exists. The
+    fixed nodes' longest end caps it; below that, whether the movers fit changes only at the
+    view's change points, so those are the candidates, latest first."""
     terms = agreed.terms
-    end = min([asked_end, *(e for node, e in in_place.items() if node not in movable)])
-    if end <= terms.end or terms.start <= at:
+    cap = min([asked_end, *(e for node, e in in_place.items() if node not in movable)])
+    staying_end = min(in_place.values())
+    if cap <= max(staying_end, terms.end) or terms.start <= at:
         return None
-    leaving = [a for a in agreed.placement if a.node in movable and in_place[a.node] < end]
+    later = [p for p in view.change_points(max(staying_end, terms.end), cap, at) if p < cap]
+    for end in [cap, *reversed(later)]:
+        targets = _elsewhere(agreed, [a for a in agreed.placement if in_place[a.node] < end], end, view, at, excluding)
+        if targets is None:
+            continue
+        leaving = [a for a in agreed.placement if in_place[a.node] < end]
+        staying = tuple(a for a in agreed.placement if a not in leaving)
+        placement = tuple(sorted((*staying, *targets), key=lambda a: a.node))
+        moved = sum(a.instances for a in leaving)
+        changes = (
+            f"{moved} instance{'s' * (moved != 1)} not started yet move from {', '.join(a.node for a in leaving)} "
+            f"to {', '.join(a.node for a in targets)}, which take them until {time_text(end)}",
+        )
+        return ExtensionDecision(Reply.ACCEPT, end, placement=placement, changes=changes, moved_from=agreed.placement)
+    return None
+
+
+def _elsewhere(
+    agreed: Offer, leaving: list[Allocation], end: datetime, view: CapacityView, at: datetime, excluding: UUID | None,
+) -> list[Allocation] | None:
+    """Where the instances of `leaving` go, best fit, on nodes `agreed` does not use, over
+    [its start, `end`); None if they do not all fit."""
     used = {a.node for a in agreed.placement}
-    fits = [f for f in fitting_counts(view, agreed.per_instance, terms.start, end, at, excluding) if f[0] not in used]
+    fits = [f for f in fitting_counts(view, agreed.per_instance, agreed.terms.start, end, at, excluding)
+            if f[0] not in used]
     fits.sort(key=lambda f: (-f[2], f[1], f[0]))
     needed = sum(a.instances for a in leaving)
     targets: list[Allocation] = []
@@ -111,16 +136,7 @@ def _moved_elsewhere(
         take = min(room, needed)
         targets.append(Allocation(node, take))
         needed -= take
-    if needed > 0:
-        return None
-    staying = tuple(a for a in agreed.placement if a not in leaving)
-    placement = tuple(sorted((*staying, *targets), key=lambda a: a.node))
-    changes = (
-        f"{sum(a.instances for a in leaving)} instance{'s' * (sum(a.instances for a in leaving) != 1)} not started yet "
-        f"move from {', '.join(a.node for a in leaving)} to {', '.join(a.node for a in targets)}, which take "
-        f"them until {time_text(end)}",
-    )
-    return ExtensionDecision(Reply.ACCEPT, end, placement=placement, changes=changes, moved_from=agreed.placement)
+    return None if needed > 0 else targets
 
 
 def _offered(
