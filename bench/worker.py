@@ -95,7 +95,7 @@ def run(quick: bool = False) -> Section:
         done: list[float] = []
 
         def create(i: int) -> None:
-            dispatcher.create_vm(names[i], names[i], TEMPLATE, hosts[i], 4, 3584, 60)
+            dispatcher.create_vm(names[i], names[i], TEMPLATE, hosts[i], 4, 3584, 60, vm_data={}, fresh=True)
             done.append(time.perf_counter() - t0)
 
         with ThreadPoolExecutor(4) as pool:
