@@ -114,8 +114,8 @@ class Extensions(Core):
             movers = self._movers(extension, instances, at)
             if movers is None:
                 return Outcome(Reply.REQUEST_FAILED, self._view(self._reservation(reservation_id)),
-                               "an instance that the extension moves to another node has started since the offer; "
-                               "ask again")
+                               "an instance that the extension moves to another node has started, or has its VM "
+                               "made, since the offer; ask again")
             terms = agreed.terms
             hold_id = extension_hold_id(reservation.id)
             nodes: list[Node] = []
