@@ -22,16 +22,15 @@ import pytest
 from pex.domain.values import State
 from tests.pg import start_postgres, start_standby
 from tests.support.clients import (
-    Negotiator,
     Tally,
     check_acknowledged,
     proposal,
-    whole_seconds_from_now,
 )
 from tests.support.reliability import (
     Load,
     api_server,
     audit_figures,
+    check_it_carries_on,
     children,
     run_audit,
     store,
@@ -96,16 +95,7 @@ def test_the_primary_dies_the_standby_is_promoted_and_pex_carries_on_losing_noth
             time.sleep(AFTER)
         outcomes = load.outcomes
 
-        restarted = len(workers_before - children(server.process.pid)) + worker.started - 1
-        assert restarted == 0 and worker.running
-        # The timer worker works on the promoted store: a reservation made now runs and ends.
-        client = Negotiator(server.url, users[0], tally)
-        assert client.negotiate(proposal("SMALL", 1, whole_seconds_from_now(5), 3, auto_start=True)) == "confirmed"
-        rid = next(a.reservation for a in reversed(tally.snapshot()) if a.reply == "REQUEST_SUCCESS")
-        wait_for(lambda: (client.get_reservation(rid) or {}).get("state") == "EXPIRED", 30,
-                 interval=0.5, what="the reservation made after the failover to run and expire")
-        client.close()
-        assert "unhandled error" not in server.log() and "Traceback" not in server.log()
+        restarted = check_it_carries_on(server, worker, workers_before, users[0], tally, "the failover")
 
     answers = tally.snapshot()
     before_crash = [a for a in answers if a.acknowledged and a.started + a.seconds < crashed]
