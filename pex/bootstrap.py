@@ -42,19 +42,24 @@ log = logging.getLogger("pex.bootstrap")
 def persistence_env(database_url: str) -> dict[str, str]:
     """The eventsourcing settings for a PEX database URL.
 
-    postgresql://user:password@host:port/dbname (or ?host=/socket/dir), sqlite:///relative/path,
-    sqlite:////absolute/path, or memory: (in-process, for tests and simulations)."""
+    postgresql://user:password@host:port/dbname (or ?host=/socket/dir), also in libpq's
+    multi-host form, postgresql://user:password@primary:5432,standby:5432/dbname (see
+    `postgres_session_attrs`), sqlite:///relative/path, sqlite:////absolute/path, or memory:
+    (in-process, for tests and simulations)."""
     url = urlparse(database_url)
     if url.scheme in ("postgresql", "postgres"):
         query = parse_qs(url.query)
-        host = query.get("host", [url.hostname or "localhost"])[0]
+        user, password, hosts, ports = postgres_servers(url.netloc)
+        if "host" in query:
+            hosts = query["host"][0]
         env = {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": url.path.lstrip("/") or "pex",
-            "POSTGRES_HOST": host,
-            "POSTGRES_PORT": str(url.port or 5432),
-            "POSTGRES_USER": unquote(url.username or "pex"),
-            "POSTGRES_PASSWORD": unquote(url.password or ""),
+            # libpq takes the lists as they are: it tries the servers in order.
+            "POSTGRES_HOST": hosts,
+            "POSTGRES_PORT": ports,
+            "POSTGRES_USER": user,
+            "POSTGRES_PASSWORD": password,
             "POSTGRES_LOCK_TIMEOUT": "5",
             # No ping before every use of a pooled connection: it was a round trip of every
             # query's; a connection broken by an outage fails its query, which eventsourcing
@@ -77,6 +82,40 @@ def persistence_env(database_url: str) -> dict[str, str]:
     if url.scheme == "memory":
         return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
     raise SettingsError(f"PEX_DATABASE_URL must be postgresql://…, sqlite:///… or memory:, not {database_url!r}")
+
+
+def postgres_servers(netloc: str) -> tuple[str, str, str, str]:
+    """(user, password, hosts, ports) of a URL's `user:password@host:port,host:port` part:
+    hosts and ports as comma-separated lists of the same length, as libpq takes them (a
+    server without a port has 5432). urllib cannot read a port out of a multi-host netloc."""
+    userinfo, _, servers = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    hosts, ports = [], []
+    for server in (servers or "localhost").split(","):
+        if server.startswith("["):  # [IPv6]:port
+            host, _, rest = server[1:].partition("]")
+            port = rest.removeprefix(":")
+        else:
+            host, _, port = server.partition(":")
+        if port and not port.isdigit():
+            raise SettingsError(f"PEX_DATABASE_URL: {server!r} is not host:port")
+        hosts.append(unquote(host) or "localhost")
+        ports.append(port or "5432")
+    return unquote(user) or "pex", unquote(password), ",".join(hosts), ",".join(ports)
+
+
+def postgres_session_attrs(database_url: str) -> str | None:
+    """libpq's target_session_attrs for a PostgreSQL URL: its `?target_session_attrs=`, or, when
+    it names more than one server (a primary and its standbys), `read-write`: PEX then connects
+    to whichever of them takes writes, and after a failover to the standby that was promoted.
+    None for a single server (libpq's default, any)."""
+    url = urlparse(database_url)
+    if url.scheme not in ("postgresql", "postgres"):
+        return None
+    query = parse_qs(url.query)
+    if "target_session_attrs" in query:
+        return query["target_session_attrs"][0]
+    return "read-write" if "," in url.netloc.rpartition("@")[2] else None
 
 
 def private_sqlite_file(path: str) -> None:
@@ -107,6 +146,16 @@ POOL_WAIT_SECONDS = 0.5
 # How long psycopg_pool keeps retrying one lost connection, with doubling delays, before it
 # gives up; the next call that finds the pool empty then starts a fresh attempt at once.
 POOL_RECONNECT_SECONDS = 2.0
+
+
+def tune_postgres_pool(app: PexApplication, session_attrs: str | None) -> None:
+    """Bound the waits (`bound_waits_for_postgres`) and, with `session_attrs`, make every
+    connection of the pool ask libpq for that kind of server (`postgres_session_attrs`).
+    eventsourcing builds the pool unopened from its own settings, which have no such field;
+    its kwargs are read at each connection."""
+    bound_waits_for_postgres(app)
+    if session_attrs:
+        app.factory.datastore.pool.kwargs["target_session_attrs"] = session_attrs  # type: ignore[attr-defined]
 
 
 def bound_waits_for_postgres(app: PexApplication) -> None:
@@ -163,7 +212,7 @@ def build_application(settings: Settings, clock: Callable[[], datetime] = system
     app.vm_password_key = settings.vm_password_key.encode() if settings.vm_password_key else None
     app.webhook_settings = settings.webhooks
     if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
-        bound_waits_for_postgres(app)
+        tune_postgres_pool(app, postgres_session_attrs(settings.database_url))
     if settings.install_demo_pool:
         app.install_demo_pool()
     return app

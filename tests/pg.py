@@ -69,9 +69,21 @@ class PostgresServer:
             stdout=subprocess.DEVNULL,
         )
 
+    def crash(self) -> None:
+        """The server dies as a machine would: `pg_ctl stop -m immediate`, no shutdown checkpoint,
+        sessions cut."""
+        self._pg_ctl("stop", "-m", "immediate")
+
+    def promote(self) -> None:
+        """A standby becomes a primary (`pg_ctl promote`, waiting until it takes writes)."""
+        self._pg_ctl("promote")
+
     def stop(self) -> None:
         if self.datadir:
-            self._pg_ctl("stop", "-m", "immediate")
+            try:
+                self._pg_ctl("stop", "-m", "immediate")
+            except subprocess.CalledProcessError:  # stopped already (crashed by the test)
+                pass
             shutil.rmtree(os.path.dirname(self.datadir), ignore_errors=True)
 
 
@@ -81,10 +93,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_postgres(own: bool = False) -> PostgresServer:
+def start_postgres(own: bool = False, settings: str = "") -> PostgresServer:
     """The server for the tests: PEX_TEST_POSTGRES_URL's, or one started here. `own=True`
-    always starts one here (a test that stops and restarts its server needs that)."""
-    external = None if own else os.environ.get("PEX_TEST_POSTGRES_URL")
+    always starts one here (a test that stops and restarts its server needs that), with the
+    server `settings` (`-c name=value ...`) on top of the defaults."""
+    external = None if own or settings else os.environ.get("PEX_TEST_POSTGRES_URL")
     if external:
         from urllib.parse import urlparse
 
@@ -104,11 +117,35 @@ def start_postgres(own: bool = False) -> PostgresServer:
         check=True,
         stdout=subprocess.DEVNULL,
     )
+    return _serve(datadir, base, as_user, settings)
+
+
+def start_standby(primary: PostgresServer, settings: str = "") -> PostgresServer:
+    """A hot standby of `primary` (one started here), streaming from it: a base backup taken
+    with pg_basebackup -R (which writes standby.signal and the primary's conninfo), started on
+    a port of its own. Returns once it takes (read-only) connections."""
+    assert primary.datadir and primary._as_user is not None
+    as_user = primary._as_user
+    base = tempfile.mkdtemp(prefix="pex-pg-standby-")
+    if os.geteuid() == 0:
+        os.chmod(base, 0o755)
+        shutil.chown(base, "postgres", "postgres")
+    datadir = os.path.join(base, "data")
+    subprocess.run(
+        [*as_user, str(BIN / "pg_basebackup"), "-D", datadir, "-h", primary.host, "-p", str(primary.port),
+         "-U", primary.user, "-R", "-X", "stream", "--no-sync", "-c", "fast"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return _serve(datadir, base, as_user, settings)
+
+
+def _serve(datadir: str, base: str, as_user: list[str], settings: str) -> PostgresServer:
     port = free_port()
     options = (
         f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={base} "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-    )
+        f"-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 {settings}"
+    ).strip()
     server = PostgresServer("127.0.0.1", port, "pex", datadir=datadir, _as_user=as_user, _options=options)
     subprocess.run(
         [*as_user, str(BIN / "pg_ctl"), "-D", datadir, "-o", options, "-l", os.path.join(base, "log"), "-w", "start"],

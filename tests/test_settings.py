@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from argon2 import profiles
 
-from pex.bootstrap import build_application
+from pex.bootstrap import build_application, persistence_env, postgres_session_attrs
 from pex.settings import PasswordSettings, PortalSettings, Settings, SettingsError
 
 
@@ -80,3 +80,27 @@ def test_the_webhooks_settings_are_read_with_the_rest_and_bad_ones_refused():
     for bad in ({"PEX_WEBHOOK_ALLOW_PRIVATE": "maybe"}, {"PEX_WEBHOOK_ATTEMPTS": "0"}, {"PEX_WEBHOOK_TIMEOUT_SECONDS": "-1"}):
         with pytest.raises(SettingsError):
             Settings.from_env(bad)
+
+
+@pytest.mark.parametrize(
+    "url, hosts, ports, user, password, attrs",
+    [
+        ("postgresql://pex:s%40cret@db:5433/pex", "db", "5433", "pex", "s@cret", None),
+        ("postgresql://pex@db/pex", "db", "5432", "pex", "", None),
+        # A primary and its standby: PEX writes only to whichever of them takes writes.
+        ("postgresql://pex@db1:5432,db2:5433/pex", "db1,db2", "5432,5433", "pex", "", "read-write"),
+        ("postgresql://pex@db1,[::1]:6000/pex?target_session_attrs=primary", "db1,::1", "5432,6000", "pex", "", "primary"),
+        ("postgresql:///pex?host=/run/postgresql", "/run/postgresql", "5432", "pex", "", None),
+    ],
+)
+def test_a_postgresql_url_names_one_server_or_a_primary_and_its_standbys(url, hosts, ports, user, password, attrs):
+    env = persistence_env(url)
+    assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == (
+        hosts, ports, user, password
+    )
+    assert env["POSTGRES_DBNAME"] == "pex" and postgres_session_attrs(url) == attrs
+
+
+def test_a_postgresql_url_with_a_port_that_is_no_number_is_refused():
+    with pytest.raises(SettingsError, match="host:port"):
+        persistence_env("postgresql://pex@db1:5432,db2:five/pex")
