@@ -72,8 +72,9 @@ def release_command(reservation_id, user, by) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the API's reply object (PUT .../extend).")
 def extend_command(reservation_id, end, user, as_json) -> None:
     """Ask a confirmed or activated reservation to end at END instead: the provider answers
-    ACCEPT, COUNTER (the longest extension its nodes can take, with its price) or REJECT, and
-    holds the offer for a while; `pex respond ID CONFIRM` books it (REJECT walks away)."""
+    ACCEPT, COUNTER (the longest extension its nodes can take, or other nodes for instances
+    not started yet, with its price) or REJECT, and holds the offer for a while; `pex respond
+    ID CONFIRM` books it (REJECT walks away)."""
     from pex.application import NotFound
 
     app = build()
