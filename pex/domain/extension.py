@@ -104,10 +104,10 @@ def _moved_elsewhere(
         return None
     later = [p for p in view.change_points(max(staying_end, terms.end), cap, at) if p < cap]
     for end in [cap, *reversed(later)]:
-        targets = _elsewhere(agreed, [a for a in agreed.placement if in_place[a.node] < end], end, view, at, excluding)
+        leaving = [a for a in agreed.placement if in_place[a.node] < end]
+        targets = _elsewhere(agreed, leaving, end, view, at, excluding)
         if targets is None:
             continue
-        leaving = [a for a in agreed.placement if in_place[a.node] < end]
         staying = tuple(a for a in agreed.placement if a not in leaving)
         placement = tuple(sorted((*staying, *targets), key=lambda a: a.node))
         moved = sum(a.instances for a in leaving)
