@@ -29,9 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
-
-from bench.common import Section, ShiftedClock, percentile, seconds_row
+from bench.common import Section, ShiftedClock, copy_log, percentile, seconds_row
 from pex.adapters.xen.dispatcher import XenDispatcher
 from pex.adapters.xen.enactment import XenEnactment
 from pex.adapters.xen.simulator import run_simulator
@@ -110,21 +108,6 @@ def negotiate(hosts: int, count: int) -> Negotiated:
         assert outcome.reply == Reply.ACCEPT, outcome
         instance_ids.extend(app.confirm(rid).reservation.instance_ids)
     return Negotiated(app, start, instance_ids, time.perf_counter() - t)
-
-
-def copy_log(source: Any, target: Any, batch: int = 5000) -> int:
-    """Every event of `source`'s log into `target`'s empty store, in order, `batch` to a
-    transaction: the same history, as if it had been recorded there."""
-    position, copied = 1, 0
-    while True:
-        notifications = source.recorder.select_notifications(position, batch)
-        if not notifications:
-            return copied
-        target.recorder.insert_events([
-            StoredEvent(n.originator_id, n.originator_version, n.topic, n.state) for n in notifications
-        ])
-        copied += len(notifications)
-        position = notifications[-1].id + 1
 
 
 def pex(hosts: int, count: int, negotiated: Negotiated, database_url: str, label: str) -> Figures:
