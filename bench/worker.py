@@ -165,7 +165,10 @@ def running_at_the_start(count: int, lead: timedelta) -> AtTheStart:
         sim.control.set_latency("VM.provision", SLOW_CALL)
         dispatcher = XenDispatcher(sim.url, "root", "xenroot", timeout=30, task_timeout=60, poll_interval=0.01)
         clock = ShiftedClock()
-        app = build_application(Settings(database_url="memory:"), clock)
+        # One set of settings for the application and its worker (the lead is both's).
+        settings = Settings(database_url="memory:",
+                            worker=WorkerSettings(tick=TICK, threads=4, prepare_lead=lead, resync=3600.0))
+        app = build_application(settings, clock)
         for i in range(6, HOSTS + 1):
             app.register_node(f"node{i}", Resources(4, 4096, 200))
         start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
@@ -178,8 +181,7 @@ def running_at_the_start(count: int, lead: timedelta) -> AtTheStart:
             instance_ids.extend(app.confirm(rid).reservation.instance_ids)
         dispatch = Dispatch(app, XenEnactment(dispatcher), "bench-worker", timedelta(minutes=2))
         app.dispatch_now = dispatch
-        worker = WorkerProcess(app, dispatcher, WorkerSettings(tick=TICK, threads=4, prepare_lead=lead, resync=3600.0),
-                               dispatch)
+        worker = WorkerProcess(app, dispatcher, settings.worker, dispatch)
         index = worker.index
         worker.start()
         try:
