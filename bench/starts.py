@@ -3,7 +3,8 @@ how soon after that instant is each start claimed, and when is every VM running?
 
 PEX: 1,000 confirmed auto-start reservations of one SMALL instance each (four to a host) on
 250 hosts of the XAPI simulator, driven through the real XenAPI client; one TimerWorker
-ticking every 0.2 s with THREADS dispatch threads. Preparation ahead of the start is off
+ticking every 0.2 s with THREADS dispatch threads, on each store: in memory, an SQLite file,
+and PostgreSQL on loopback. Preparation ahead of the start is off
 (PEX_PREPARE_LEAD_SECONDS=0), so PEX makes every VM at its start, like the baseline; starts
 with preparation on are measured in bench/worker.py.
 
@@ -161,6 +162,8 @@ def run_until(timer: TimerWorker, done: Any, timeout: float) -> None:
 
 
 def run(quick: bool = False) -> Section:
+    from tests.pg import start_postgres
+
     hosts = 50 if quick else 250
     count = hosts * PER_HOST
     section = Section("Starts at scale", "make bench  (or: .venv/bin/python -m bench starts)")
@@ -169,13 +172,18 @@ def run(quick: bool = False) -> Section:
     runs = [pex(hosts, count, negotiated, "memory:", "PEX, memory store")]
     with tempfile.TemporaryDirectory() as tmp:
         runs.append(pex(hosts, count, negotiated, f"sqlite:///{os.path.join(tmp, 'pex.sqlite3')}", "PEX, SQLite"))
+    server = start_postgres()
+    try:
+        runs.append(pex(hosts, count, negotiated, server.create_database(), "PEX, PostgreSQL"))
+    finally:
+        server.stop()
     negotiated.app.close()
     bare = max(baseline.running)
     section.lines += [
         f"{count:,} reservations (one {SIZE} each, {PER_HOST} to a host) confirmed with auto-start, all starting at the",
         f"same instant, on a {hosts}-host simulated pool; one worker ticking every {TICK} s with {THREADS} dispatch",
-        "threads, preparation ahead of the start off. Times are seconds after the reservations' start (for the",
-        "baseline: after its first call).",
+        "threads, preparation ahead of the start off, on each store (PostgreSQL on loopback). Times are seconds",
+        "after the reservations' start (for the baseline: after its first call).",
         "",
         "| | VMs | first | median | p99 | last |",
         "|---|---:|---:|---:|---:|---:|",

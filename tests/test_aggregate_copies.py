@@ -1,7 +1,7 @@
 """The aggregate cache hands every command its own copy of what it loads; the aggregates that
 say so (CopiedByContainers) are copied as new containers of the same values. That is a full
 copy only while every attribute is an immutable value or a container of them: checked here on
-aggregates as a negotiation leaves them."""
+aggregates as a negotiation leaves them, and on the instances it made."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ H = timedelta(hours=1)
 def test_a_copy_shares_no_container_with_the_cached_aggregate_and_holds_only_values(memory_app, clock):
     start = clock() + H
     proposed = memory_app.propose("alice", Terms("SMALL", "PEX Debian Etch 4.0 Template", 2, 0, start, start + 2 * H))
-    memory_app.respond(proposed.outcome.reservation.id, "CONFIRM")
+    confirmed = memory_app.respond(proposed.outcome.reservation.id, "CONFIRM")
     node = proposed.outcome.reservation.offer.placement[0].node
-    ids = [proposed.outcome.reservation.id, node_id(node), quota_account_id("alice"), CATALOGUE_ID]
+    ids = [proposed.outcome.reservation.id, node_id(node), quota_account_id("alice"), CATALOGUE_ID,
+           *confirmed.reservation.instance_ids]
+    assert len(ids) == 6
     for aggregate_id in ids:
         cached = memory_app.repository.get(aggregate_id, deepcopy_from_cache=False)
         assert isinstance(cached, CopiedByContainers)

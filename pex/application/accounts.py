@@ -215,7 +215,7 @@ class Accounts(Core):
         return self._register(username, self.password_hasher.hash(password), is_admin)
 
     def _check_free(self, username: str) -> None:
-        if self._user(username) is not None:
+        if self._user(username, to_change=False) is not None:
             raise UsernameTaken(f"the username {username!r} is taken")
 
     def _register(self, username: str, password_hash: str, is_admin: bool) -> UserView:

@@ -110,7 +110,7 @@ class Extensions(Core):
                 # Re-placed (a node was lost) since the offer: what was held is not where it runs.
                 return Outcome(Reply.REQUEST_FAILED, self._view(self._reservation(reservation_id)),
                                "the reservation was moved to other nodes since the offer; ask again")
-            instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
+            instances: list[Instance] = [self.repository.get(i, snapshots=False) for i in reservation.instance_ids]
             movers = self._movers(extension, instances, at)
             if movers is None:
                 return Outcome(Reply.REQUEST_FAILED, self._view(self._reservation(reservation_id)),
@@ -185,7 +185,7 @@ class Extensions(Core):
         fixed: set[str] = set()
         nodes: set[str] = set()
         for instance_id in reservation.instance_ids:
-            instance: Instance = self.repository.get(instance_id)
+            instance: Instance = self.repository.get(instance_id, snapshots=False)
             nodes.add(instance.node)
             if not instance.can_repack(at):
                 fixed.add(instance.node)

@@ -125,7 +125,7 @@ class Instances(Core):
 
     def get_instance(self, instance_id_: UUID, user_id: str | None = None) -> InstanceView:
         try:
-            instance: Instance = self.repository.get(instance_id_)
+            instance: Instance = self.repository.get(instance_id_, snapshots=False)
         except AggregateNotFoundError:
             raise NotFound("no such instance") from None
         if not isinstance(instance, Instance) or (user_id is not None and instance.user_id != user_id):
@@ -140,7 +140,7 @@ class Instances(Core):
     def reservation_phase(self, view: ReservationView, at: datetime | None = None) -> Phase:
         """What the reservation means to its user at `at` (now): booked, running, ended...
         (pex.domain.lifecycle), from its instances as they stand."""
-        statuses: list[str] = [self.repository.get(i).status.value for i in view.instance_ids]
+        statuses: list[str] = [self.repository.get(i, snapshots=False).status.value for i in view.instance_ids]
         terms = view.terms
         return phase_of(
             view.state, bool(terms and terms.auto_start), terms.start if terms else None, terms.end if terms else None,
@@ -155,7 +155,7 @@ class Instances(Core):
                 ids = [i for ids in self._listing.index.instances_by_user.values() for i in ids]
             else:
                 ids = list(self._listing.index.instances_by_user.get(user_id, []))
-        return [self._instance_view(self.repository.get(i)) for i in ids]
+        return [self._instance_view(self.repository.get(i, snapshots=False)) for i in ids]
 
     # --- dispatch: the worker claims, carries out through its enactment, and records -----
 
@@ -227,12 +227,13 @@ class Instances(Core):
         at = self.clock()
         claimed: list[Instance] = []
         jobs: list[DispatchJob] = []
+        keys: dict[str, tuple[str, ...]] = {}  # each user's SSH keys, read once a batch
         for instance_id in instance_ids:
             try:
                 instance = self._instance(instance_id)
             except NotFound:
                 continue
-            job = self._claim_job(instance, worker, lease, at)
+            job = self._claim_job(instance, worker, lease, at, keys)
             if job is not None:
                 claimed.append(instance)
                 jobs.append(job)
@@ -240,8 +241,11 @@ class Instances(Core):
             self.save(*claimed)
         return jobs
 
-    def _claim_job(self, instance: Instance, worker: str, lease: timedelta, at: datetime) -> DispatchJob | None:
-        """Claim (unsaved) the action the instance needs at `at`: its job, or None."""
+    def _claim_job(
+        self, instance: Instance, worker: str, lease: timedelta, at: datetime, keys: dict[str, tuple[str, ...]] | None = None
+    ) -> DispatchJob | None:
+        """Claim (unsaved) the action the instance needs at `at`: its job, or None. `keys`
+        keeps the SSH keys of the users read so far, for the next claims of a batch."""
         action, reason = self._due_action(instance, at)
         if action is None:
             return None
@@ -262,15 +266,22 @@ class Instances(Core):
             vm_may_exist=vm_may_exist,
             needs_reset=instance.needs_reset,
             reason=reason,
-            ssh_authorized_keys=self.ssh_keys_of(instance.user_id) if action in CREATING_ACTIONS else (),
+            ssh_authorized_keys=self._ssh_keys(instance.user_id, keys) if action in CREATING_ACTIONS else (),
             vm_password=self.vm_password(instance.id) if action in CREATING_ACTIONS else None,
             to_node=instance.migrating_to if action == "migrate" else None,
         )
 
+    def _ssh_keys(self, user_id: str, known: dict[str, tuple[str, ...]] | None) -> tuple[str, ...]:
+        if known is None:
+            return self.ssh_keys_of(user_id)
+        if user_id not in known:
+            known[user_id] = self.ssh_keys_of(user_id)
+        return known[user_id]
+
     def _due_action(self, instance: Instance, at: datetime) -> tuple[str | None, str]:
         """The action due now and, for a removal, why."""
         try:
-            reservation: Reservation = self.repository.get(instance.reservation_id)
+            reservation: Reservation = self.repository.get(instance.reservation_id, snapshots=False)
         except AggregateNotFoundError:
             return instance.due_action(at, runs=False, over=True), REMOVAL_REASONS["end"]
         state = State(reservation.state)
@@ -410,7 +421,7 @@ class Instances(Core):
 
     def _instance(self, instance_id: UUID, user_id: str | None = None) -> Instance:
         try:
-            instance: Instance = self.repository.get(instance_id)
+            instance: Instance = self.repository.get(instance_id, snapshots=False)
         except AggregateNotFoundError:
             raise NotFound("no such instance") from None
         if not isinstance(instance, Instance) or (user_id is not None and instance.user_id != user_id):

@@ -45,7 +45,7 @@ class EarlyRelease(Core):
                 # An extension offered and not confirmed goes with it.
                 nodes[name] = nodes.get(name) or self._node(name)
                 nodes[name].release(extension_hold_id(reservation.id), f"released by {by}", at)
-            instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
+            instances: list[Instance] = [self.repository.get(i, snapshots=False) for i in reservation.instance_ids]
             for instance in instances:
                 instance.cancel(at)  # only one that never started; the worker ends the others
             self._save(reservation, *nodes.values(), *instances, *refunded)

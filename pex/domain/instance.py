@@ -38,7 +38,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from pex.domain.errors import DomainError, IllegalMove
-from pex.domain.values import Resources, State, time_text
+from pex.domain.values import CopiedByContainers, Resources, State, time_text
 
 
 class Status(StrEnum):
@@ -128,7 +128,7 @@ class Claim:
     at: datetime
 
 
-class Instance(Aggregate):
+class Instance(CopiedByContainers, Aggregate):
     """A VM that PEX creates at the reservation's start and destroys at its end."""
 
     class Event(Aggregate.Event):
