@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 from uuid import UUID, uuid4
 
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
@@ -40,31 +41,50 @@ class Negotiation(Extensions, QuotaCommands):
     def propose(
         self, user_id: str, terms: Terms, reservation_id: UUID | None = None, *, keep_on_failure: bool = False
     ) -> Proposed:
-        """A user's first proposal, as one command: initiateReservation and requestReservation.
+        """A user's first proposal, as one command: initiateReservation and requestReservation,
+        recorded in one save with the answer and what it holds.
 
-        Malformed terms, and terms over a quota, are refused before a reservation exists for
-        them, so a refused proposal changes nothing. A caller-chosen `reservation_id` (from an
+        Malformed terms, and terms over a quota, are refused before anything is recorded, so a
+        refused proposal changes nothing. A caller-chosen `reservation_id` (from an
         Idempotency-Key, or a form's nonce) makes it idempotent: proposing again under the same
         id answers what was answered then (`replayed`), or raises ProposalReused for other
-        terms, ProposalInProgress while the first is still being answered. A proposal that
-        fails after its reservation was initiated cancels it, unless `keep_on_failure` (the
-        same id may then be proposed again)."""
-        self.check_proposal(user_id, terms)
-        chosen = reservation_id is not None
-        if reservation_id is None or reservation_id not in self.repository:  # a replay answers as then
-            self.check_quotas(user_id, terms, reservation_id)
-        reservation_id = self.initiate_reservation(user_id, reservation_id)
+        terms, ProposalInProgress while the first is still being answered. A reservation
+        initiated on its own before (initiateReservation) is proposed to as `submit_proposal`
+        does; one that fails then is cancelled, unless `keep_on_failure` (the same id may then
+        be proposed again)."""
+        rid = reservation_id or uuid4()
+        if reservation_id is None or not self._exists(reservation_id):
+            tries = 0
+
+            def first_proposal() -> Outcome | None:
+                nonlocal tries
+                tries += 1
+                # A save lost to a proposal under the same id (a client's retry racing its
+                # first try) finds it recorded: answered as that one was.
+                if reservation_id is not None and tries > 1 and self._exists(reservation_id):
+                    return None
+                return self._answer(Reservation.initiate(user_id, self.clock(), rid), terms, counter=False)
+
+            outcome = self._retrying(first_proposal)
+            if outcome is not None:
+                return Proposed(outcome)
+        if self._reservation(rid).user_id != user_id:
+            raise NotFound("no such reservation")
         try:
-            return Proposed(self.submit_proposal(reservation_id, terms))
+            return Proposed(self.submit_proposal(rid, terms))
         except IllegalMove:
-            if not chosen:
-                raise
-            return self._first_answer(reservation_id, terms)  # proposed before under this id
-        except Exception as error:
-            # A refusal spends the id; so does any failure of a random one (nobody can retry it).
-            if not keep_on_failure and (isinstance(error, DomainError) or not chosen):
-                self._abandon(reservation_id)
+            return self._first_answer(rid, terms)  # proposed before under this id
+        except DomainError:
+            if not keep_on_failure:
+                self._abandon(rid)
             raise
+
+    def _exists(self, reservation_id: UUID) -> bool:
+        try:
+            self.repository.get(reservation_id, snapshots=False, deepcopy_from_cache=False)
+        except AggregateNotFoundError:
+            return False
+        return True
 
     def check_proposal(self, user_id: str, terms: Terms) -> None:
         """Refuse terms no negotiation can take (an unknown size or template, times outside the
@@ -120,8 +140,12 @@ class Negotiation(Extensions, QuotaCommands):
         return self._retrying(lambda: self._evaluate(reservation_id, terms, counter=True, expected_version=expected_version))
 
     def _evaluate(self, reservation_id: UUID, terms: Terms, counter: bool, expected_version: int | None = None) -> Outcome:
+        return self._answer(self._reservation(reservation_id, expected_version), terms, counter)
+
+    def _answer(self, reservation: Reservation, terms: Terms, counter: bool) -> Outcome:
+        """The provider's answer to `terms` proposed to `reservation`, saved with the holds
+        it places and the usage it charges to the user's quota account."""
         at = self.clock()
-        reservation = self._reservation(reservation_id, expected_version)
         reservation.check("counter" if counter or reservation.state == State.COUNTERED else "submit")
         catalogue = self._catalogue()
         size = catalogue.size(terms.size)
@@ -250,7 +274,7 @@ class Negotiation(Extensions, QuotaCommands):
                     return rid
                 plans[rid] = (reservation, [])
             reservation, instances = plans[rid]
-            loaded: list[Instance] = [self.repository.get(iid) for iid in reservation.instance_ids]
+            loaded: list[Instance] = [self.repository.get(iid, snapshots=False) for iid in reservation.instance_ids]
             here = sorted((i for i in loaded if i.node == move.from_node and i.id not in taken), key=lambda i: i.index)
             chosen = here[: move.instances]
             if len(chosen) < move.instances or not all(i.can_repack(at) for i in chosen):
@@ -406,7 +430,7 @@ class Negotiation(Extensions, QuotaCommands):
             refunded = self._refund(reservation, at)
             nodes = self._release_all(reservation, reason, at)  # before: the cancel forgets the extension offered
             reservation.cancel(reason, at)
-            instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
+            instances: list[Instance] = [self.repository.get(i, snapshots=False) for i in reservation.instance_ids]
             for instance in instances:
                 instance.cancel(at)
             self._save(reservation, *nodes, *instances, *refunded)
@@ -426,7 +450,7 @@ class Negotiation(Extensions, QuotaCommands):
             refunded = self._refund(reservation, at)
             nodes = self._release_all(reservation, f"ended by {by}: {reason}", at)  # before, as for a cancel
             reservation.terminate(by, reason, at)
-            instances: list[Instance] = [self.repository.get(i) for i in reservation.instance_ids]
+            instances: list[Instance] = [self.repository.get(i, snapshots=False) for i in reservation.instance_ids]
             for instance in instances:
                 instance.cancel(at)
             self._save(reservation, *nodes, *instances, *refunded)

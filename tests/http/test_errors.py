@@ -161,7 +161,7 @@ def test_contention_is_503_with_retry_after(api, monkeypatch):
     def contended(*args, **kwargs):
         raise Contention("too many concurrent changes; retry later")
 
-    monkeypatch.setattr(api.application, "submit_proposal", contended)
+    monkeypatch.setattr(api.application, "_answer", contended)
     response = api.propose()
     problem(response, 503, "contention")
     assert response.headers["Retry-After"] == "1"
@@ -171,7 +171,7 @@ def test_an_unreachable_store_is_503_with_retry_after_and_names_no_address(api, 
     def unreachable(*args, **kwargs):
         raise OperationalError('connection to server at "10.1.2.3", port 5432 failed: Connection refused')
 
-    monkeypatch.setattr(api.application, "submit_proposal", unreachable)
+    monkeypatch.setattr(api.application, "_answer", unreachable)
     response = api.propose()
     body = problem(response, 503, "store-unavailable")
     assert response.headers["Retry-After"] == "5"
