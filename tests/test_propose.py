@@ -47,6 +47,31 @@ def test_the_same_id_proposed_again_answers_what_was_answered_then(memory_app, c
     assert again.outcome.reservation.version == first.outcome.reservation.version
 
 
+def test_the_same_id_proposed_again_after_a_counter_replays_the_counter_and_starts_no_new_round(memory_app, clock):
+    whole_pool = terms(clock, size="XLARGE", fixed=5)
+    assert memory_app.propose("bob", whole_pool).outcome.reply == Reply.ACCEPT
+    rid = uuid4()
+    first = memory_app.propose("alice", whole_pool, rid, keep_on_failure=True)
+    assert first.outcome.reply == Reply.COUNTER
+
+    again = memory_app.propose("alice", whole_pool, rid, keep_on_failure=True)
+
+    assert again.replayed and again.outcome.reply == Reply.COUNTER
+    assert again.outcome.reservation.version == first.outcome.reservation.version
+    assert memory_app.get_reservation(rid, "alice").round == first.outcome.reservation.round
+
+
+def test_a_refused_first_proposal_under_an_id_records_nothing_and_the_id_may_be_proposed_again(memory_app, clock):
+    rid = uuid4()
+    with pytest.raises(InvalidProposal):
+        memory_app.propose("alice", terms(clock, size="HUGE"), rid)
+    assert memory_app.list_reservations("alice") == []
+
+    proposed = memory_app.propose("alice", terms(clock), rid)
+
+    assert not proposed.replayed and proposed.outcome.reply == Reply.ACCEPT
+
+
 def test_the_same_id_for_other_terms_is_refused(memory_app, clock):
     rid = uuid4()
     memory_app.propose("alice", terms(clock), rid)

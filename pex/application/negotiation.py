@@ -48,10 +48,10 @@ class Negotiation(Extensions, QuotaCommands):
         refused proposal changes nothing. A caller-chosen `reservation_id` (from an
         Idempotency-Key, or a form's nonce) makes it idempotent: proposing again under the same
         id answers what was answered then (`replayed`), or raises ProposalReused for other
-        terms, ProposalInProgress while the first is still being answered. A reservation
-        initiated on its own before (initiateReservation) is proposed to as `submit_proposal`
-        does; one that fails then is cancelled, unless `keep_on_failure` (the same id may then
-        be proposed again)."""
+        terms (ProposalInProgress if no answer to a first proposal is recorded under it). A
+        reservation initiated on its own before (initiateReservation) is proposed to as
+        `submit_proposal` does; one that fails then is cancelled, unless `keep_on_failure` (the
+        same id may then be proposed again)."""
         rid = reservation_id or uuid4()
         if reservation_id is None or not self._exists(reservation_id):
             tries = 0
@@ -68,8 +68,13 @@ class Negotiation(Extensions, QuotaCommands):
             outcome = self._retrying(first_proposal)
             if outcome is not None:
                 return Proposed(outcome)
-        if self._reservation(rid).user_id != user_id:
+        existing = self._reservation(rid)
+        if existing.user_id != user_id:
             raise NotFound("no such reservation")
+        if existing.state != State.INITIATED:
+            # Proposed before under this id: answered as then. (Submitting again would make a
+            # COUNTER answered then a user's counter-proposal now.)
+            return self._first_answer(rid, terms)
         try:
             return Proposed(self.submit_proposal(rid, terms))
         except IllegalMove:

@@ -469,12 +469,12 @@ class NewReservation(Page):
         except (ProposalInProgress, ProposalReused):
             pass  # already submitted by the same form: show what was answered then
         except QuotaExceeded as error:
-            typed.nonce = ""  # if it was refused after its reservation was made, that one is spent
+            typed.nonce = ""  # a refusal records nothing; the corrected form is a proposal of its own
             self._show(req, resp, typed, {typed.field_of(error): error.detail}, 422)
             return
         except DomainError as error:
             field = typed.field_of(error) if isinstance(error, InvalidProposal) else "form"
-            typed.nonce = ""  # that reservation is spent: the next try makes a new one
+            typed.nonce = ""  # a refusal records nothing; the corrected form is a proposal of its own
             self._show(req, resp, typed, {field: str(getattr(error, "detail", error))}, 422)
             return
         raise redirect(reservation_url(rid))
