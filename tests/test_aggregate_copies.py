@@ -5,8 +5,10 @@ aggregates as a negotiation leaves them, and on the instances it made."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from datetime import timedelta
+from uuid import uuid4
 
 from pex.domain.catalogue import CATALOGUE_ID
 from pex.domain.node import node_id
@@ -45,3 +47,37 @@ def test_a_command_changing_its_copy_leaves_the_cache_as_the_store_has_it(memory
     mine = memory_app.repository.get(node_id(node))
     mine.release(proposed.outcome.reservation.id, "never saved", clock())
     assert str(proposed.outcome.reservation.id) in memory_app.repository.get(node_id(node)).allocations
+
+
+def test_many_aggregates_loaded_in_one_query_are_as_each_loaded_alone(app, clock):
+    start = clock() + H
+    confirmed = []
+    for user in ("alice", "bob"):
+        proposed = app.propose(user, Terms("SMALL", "PEX Debian Etch 4.0 Template", 2, 0, start, start + 2 * H))
+        confirmed.append(app.respond(proposed.outcome.reservation.id, "CONFIRM").reservation)
+    instance_ids = [i for r in confirmed for i in r.instance_ids]
+    reservation_ids = [r.id for r in confirmed]
+    for aggregate_id in [*instance_ids, *reservation_ids]:
+        with contextlib.suppress(KeyError):  # as in a process that never loaded them
+            app.repository.cache.get(aggregate_id, evict=True)
+    missing = uuid4()
+
+    def alone(aggregate_id):
+        return app.repository.get(aggregate_id, snapshots=False).__dict__
+
+    cold = app.repository.get_many([*instance_ids, *reservation_ids, missing])
+    assert missing not in cold and set(cold) == {*instance_ids, *reservation_ids}
+    assert all(cold[i].__dict__ == alone(i) for i in cold)
+
+    # Cached now, then changed by a command (the cache is not updated by a save: it is brought
+    # up to date at the next load, as after another process's save).
+    app.activate(reservation_ids[0])
+    clock.advance(H)  # the start: every instance's start is claimed (the other reservation starts by itself)
+    claimed = app.claim_dispatches(instance_ids, "worker-1", timedelta(minutes=2))
+    assert {job.instance_id for job in claimed} == set(instance_ids)
+    warm = app.repository.get_many([*instance_ids, *reservation_ids])
+    assert all(warm[i].version > cold[i].version for i in [*instance_ids, reservation_ids[0]])
+    assert all(warm[i].__dict__ == alone(i) for i in warm)
+    # Each caller is given a copy: changing one leaves the cache as the store has it.
+    warm[instance_ids[0]].node = "changed by its caller"
+    assert app.repository.get_many([instance_ids[0]])[instance_ids[0]].node == cold[instance_ids[0]].node

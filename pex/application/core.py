@@ -16,7 +16,7 @@ import random
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from copy import deepcopy
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -29,6 +29,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
 from pex.application.errors import Contention, NotFound, VersionConflict
+from pex.application.many import stored_events_of
 from pex.application.views import InstanceView, ReservationView
 from pex.domain.catalogue import CATALOGUE_ID, Catalogue
 from pex.domain.errors import CapacityExceeded, NodeUnavailable
@@ -95,6 +96,32 @@ class ConsistentCopies(Repository):
             if aggregate is None:
                 aggregate = super().get(aggregate_id, deepcopy_from_cache=False, **kwargs)
             return deepcopy(aggregate) if deepcopy_from_cache and self.deepcopy_from_cache else aggregate
+
+    def get_many(self, aggregate_ids: Collection[Any]) -> dict[Any, Any]:
+        """Aggregates that are never snapshotted (`snapshots=False`), each as `get` gives it,
+        with one query for the events of them all (pex.application.many): built from them when
+        not cached yet, else brought up to date by those after the cached version. Those not
+        found are left out."""
+        stored = stored_events_of(self.event_store.recorder, aggregate_ids)
+        to_event = self.event_store.mapper.to_domain_event
+        found: dict[Any, Any] = {}
+        for aggregate_id in aggregate_ids:
+            events = stored.get(aggregate_id, [])
+            with self._stripes[zlib.crc32(str(aggregate_id).encode()) % self.STRIPES]:
+                try:
+                    aggregate = self.cache.get(aggregate_id) if self.cache else None
+                except KeyError:
+                    aggregate = None
+                if aggregate is None:
+                    if not events:
+                        continue
+                    aggregate = mutated(None, map(to_event, events))
+                    if self.cache:
+                        self.cache.put(aggregate_id, aggregate)
+                else:  # in place, as a fast-forward does; only what it has not applied yet
+                    aggregate = mutated(aggregate, (to_event(e) for e in events if e.originator_version > aggregate.version))
+                found[aggregate_id] = deepcopy(aggregate) if self.cache and self.deepcopy_from_cache else aggregate
+        return found
 
     def _built_from_its_events(self, aggregate_id: Any, projector: Callable[[Any, Iterable[Any]], Any]) -> Any:
         """The aggregate, built from all its events and cached, when it is not in the cache yet;

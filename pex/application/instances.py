@@ -26,7 +26,7 @@ import base64
 import hashlib
 import hmac
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -198,10 +198,10 @@ class Instances(Core):
         def attempt() -> list[UUID]:
             at = self.clock()
             renewed, lost = [], []
+            instances = self.repository.get_many([instance_id for instance_id, _ in claims])  # one query
             for instance_id, action in claims:
-                try:
-                    instance = self._instance(instance_id)
-                except NotFound:
+                instance = instances.get(instance_id)
+                if not isinstance(instance, Instance):
                     lost.append(instance_id)
                     continue
                 if instance.holds_claim(worker, action):
@@ -228,12 +228,14 @@ class Instances(Core):
         claimed: list[Instance] = []
         jobs: list[DispatchJob] = []
         keys: dict[str, tuple[str, ...]] = {}  # each user's SSH keys, read once a batch
+        # The batch's instances, then their reservations: two queries, not two an instance.
+        instances = self.repository.get_many(instance_ids)
+        reservations = self.repository.get_many({i.reservation_id for i in instances.values() if isinstance(i, Instance)})
         for instance_id in instance_ids:
-            try:
-                instance = self._instance(instance_id)
-            except NotFound:
+            instance = instances.get(instance_id)
+            if not isinstance(instance, Instance):
                 continue
-            job = self._claim_job(instance, worker, lease, at, keys)
+            job = self._claim_job(instance, worker, lease, at, keys, reservations)
             if job is not None:
                 claimed.append(instance)
                 jobs.append(job)
@@ -242,11 +244,13 @@ class Instances(Core):
         return jobs
 
     def _claim_job(
-        self, instance: Instance, worker: str, lease: timedelta, at: datetime, keys: dict[str, tuple[str, ...]] | None = None
+        self, instance: Instance, worker: str, lease: timedelta, at: datetime, keys: dict[str, tuple[str, ...]] | None = None,
+        reservations: Mapping[UUID, Any] | None = None,
     ) -> DispatchJob | None:
         """Claim (unsaved) the action the instance needs at `at`: its job, or None. `keys`
-        keeps the SSH keys of the users read so far, for the next claims of a batch."""
-        action, reason = self._due_action(instance, at)
+        keeps the SSH keys of the users read so far, for the next claims of a batch;
+        `reservations`, the reservations a batch loaded (else the instance's is loaded)."""
+        action, reason = self._due_action(instance, at, reservations)
         if action is None:
             return None
         # Before this claim: whether an earlier attempt may have left a VM in the pool.
@@ -278,11 +282,17 @@ class Instances(Core):
             known[user_id] = self.ssh_keys_of(user_id)
         return known[user_id]
 
-    def _due_action(self, instance: Instance, at: datetime) -> tuple[str | None, str]:
-        """The action due now and, for a removal, why."""
+    def _due_action(
+        self, instance: Instance, at: datetime, reservations: Mapping[UUID, Any] | None = None
+    ) -> tuple[str | None, str]:
+        """The action due now and, for a removal, why; the instance's reservation is taken
+        from `reservations` when given (loaded with the instance)."""
         try:
-            reservation: Reservation = self.repository.get(instance.reservation_id, snapshots=False)
-        except AggregateNotFoundError:
+            if reservations is None:
+                reservation = self.repository.get(instance.reservation_id, snapshots=False)
+            else:
+                reservation = reservations[instance.reservation_id]
+        except (AggregateNotFoundError, KeyError):
             return instance.due_action(at, runs=False, over=True), REMOVAL_REASONS["end"]
         state = State(reservation.state)
         auto_start = bool(reservation.offer and reservation.offer.terms.auto_start)
