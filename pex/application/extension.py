@@ -27,7 +27,7 @@ from pex.domain.instance import Instance
 from pex.domain.node import Node
 from pex.domain.quotas import cpu_seconds
 from pex.domain.reservation import Extension, Reservation, extension_hold_id
-from pex.domain.values import Reply, State
+from pex.domain.values import Reply
 
 
 class Extensions(Core):
@@ -90,76 +90,67 @@ class Extensions(Core):
 
         return self._retrying(attempt)
 
-    def has_extension_offer(self, reservation_id: UUID) -> bool:
-        """Whether the reservation stands with an extension offered (a CONFIRM or REJECT is its)."""
-        reservation = self._reservation(reservation_id)
-        return reservation.extension is not None and reservation.state in (State.CONFIRMED, State.ACTIVATED)
-
     def confirm_extension(self, reservation_id: UUID, expected_version: int | None = None) -> Outcome:
         """The user's CONFIRM of the extension offered: booked on the nodes, the end moved."""
+        return self._retrying(lambda: self._confirm_extension(self._reservation(reservation_id, expected_version)))
 
-        def attempt() -> Outcome:
-            at = self.clock()
-            reservation = self._reservation(reservation_id, expected_version)
-            reservation.check("confirm_extension")
-            extension, agreed = reservation.extension, reservation.offer
-            if extension is None or agreed is None:
-                raise IllegalMove("confirm", reservation.state.value, "no extension is offered")
-            reservation.confirm_extension(at)  # refuses a lapsed offer (OfferExpired)
-            if (extension.moved_from or extension.placement) != agreed.placement:
-                # Re-placed (a node was lost) since the offer: what was held is not where it runs.
-                return Outcome(Reply.REQUEST_FAILED, self._view(self._reservation(reservation_id)),
-                               "the reservation was moved to other nodes since the offer; ask again")
-            instances: list[Instance] = [self.repository.get(i, snapshots=False) for i in reservation.instance_ids]
-            movers = self._movers(extension, instances, at)
-            if movers is None:
-                return Outcome(Reply.REQUEST_FAILED, self._view(self._reservation(reservation_id)),
-                               "an instance that the extension moves to another node has started, or has its VM "
-                               "made, since the offer; ask again")
-            terms = agreed.terms
-            hold_id = extension_hold_id(reservation.id)
-            nodes: list[Node] = []
-            reason = "moved by its extension"
-            try:
-                for allocation in extension.placement:
-                    node = self._node(allocation.node)
-                    node.release(hold_id, "extension confirmed", at)
-                    node.book(reservation.id, terms.start, extension.end, allocation.instances, agreed.per_instance, at)
-                    nodes.append(node)
-            except (CapacityExceeded, NodeUnavailable) as refused:
-                # Only when the hold was judged lapsed by another process's clock and given away.
-                return Outcome(Reply.REQUEST_FAILED, self._view(self._reservation(reservation_id)), str(refused))
-            kept = {a.node for a in extension.placement}
-            for allocation in extension.moved_from:
-                if allocation.node not in kept:
-                    node = self._node(allocation.node)
-                    node.release(reservation.id, reason, at)
-                    nodes.append(node)
-            for instance, to_node in movers:
-                instance.move(to_node, at)  # not started: its VM is made there
-            if extension.moves:
-                reservation.replace_placement(extension.placement, reason, at)
-            for instance in instances:
-                instance.extend(extension.end, at)  # running VMs keep running, to the new end
-            charged = self._charge_extension(reservation, extension.price, at)  # InsufficientCredit: nothing is recorded
-            self._save(reservation, *nodes, *instances, *charged)
-            return Outcome(Reply.REQUEST_SUCCESS, self._view(reservation))
-
-        return self._retrying(attempt)
+    def _confirm_extension(self, reservation: Reservation) -> Outcome:
+        at = self.clock()
+        reservation.check("confirm_extension")
+        extension, agreed = reservation.extension, reservation.offer
+        if extension is None or agreed is None:
+            raise IllegalMove("confirm", reservation.state.value, "no extension is offered")
+        reservation.confirm_extension(at)  # refuses a lapsed offer (OfferExpired)
+        if (extension.moved_from or extension.placement) != agreed.placement:
+            # Re-placed (a node was lost) since the offer: what was held is not where it runs.
+            return Outcome(Reply.REQUEST_FAILED, self._view(self._reservation(reservation.id)),
+                           "the reservation was moved to other nodes since the offer; ask again")
+        instances: list[Instance] = [self.repository.get(i, snapshots=False) for i in reservation.instance_ids]
+        movers = self._movers(extension, instances, at)
+        if movers is None:
+            return Outcome(Reply.REQUEST_FAILED, self._view(self._reservation(reservation.id)),
+                           "an instance that the extension moves to another node has started, or has its VM "
+                           "made, since the offer; ask again")
+        terms = agreed.terms
+        hold_id = extension_hold_id(reservation.id)
+        nodes: list[Node] = []
+        reason = "moved by its extension"
+        try:
+            for allocation in extension.placement:
+                node = self._node(allocation.node)
+                node.release(hold_id, "extension confirmed", at)
+                node.book(reservation.id, terms.start, extension.end, allocation.instances, agreed.per_instance, at)
+                nodes.append(node)
+        except (CapacityExceeded, NodeUnavailable) as refused:
+            # Only when the hold was judged lapsed by another process's clock and given away.
+            return Outcome(Reply.REQUEST_FAILED, self._view(self._reservation(reservation.id)), str(refused))
+        kept = {a.node for a in extension.placement}
+        for allocation in extension.moved_from:
+            if allocation.node not in kept:
+                node = self._node(allocation.node)
+                node.release(reservation.id, reason, at)
+                nodes.append(node)
+        for instance, to_node in movers:
+            instance.move(to_node, at)  # not started: its VM is made there
+        if extension.moves:
+            reservation.replace_placement(extension.placement, reason, at)
+        for instance in instances:
+            instance.extend(extension.end, at)  # running VMs keep running, to the new end
+        charged = self._charge_extension(reservation, extension.price, at)  # InsufficientCredit: nothing is recorded
+        self._save(reservation, *nodes, *instances, *charged)
+        return Outcome(Reply.REQUEST_SUCCESS, self._view(reservation))
 
     def decline_extension(self, reservation_id: UUID, expected_version: int | None = None) -> Outcome:
         """The user's REJECT of the extension offered: its holds go, the reservation stays."""
+        return self._retrying(lambda: self._decline_extension(self._reservation(reservation_id, expected_version)))
 
-        def attempt() -> Outcome:
-            at = self.clock()
-            reservation = self._reservation(reservation_id, expected_version)
-            reservation.check("decline_extension")
-            nodes = self._release_extension(reservation, "extension declined", at)
-            reservation.decline_extension(at)
-            self._save(reservation, *nodes)
-            return Outcome(Reply.REJECT, self._view(reservation))
-
-        return self._retrying(attempt)
+    def _decline_extension(self, reservation: Reservation) -> Outcome:
+        at = self.clock()
+        reservation.check("decline_extension")
+        nodes = self._release_extension(reservation, "extension declined", at)
+        reservation.decline_extension(at)
+        self._save(reservation, *nodes)
+        return Outcome(Reply.REJECT, self._view(reservation))
 
     def lapse_extension(self, reservation_id: UUID) -> bool:
         """Record that an extension offer lapsed and release its holds. False if it is not due."""

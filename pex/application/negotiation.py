@@ -4,6 +4,7 @@ confirmation and activation, cancellation and expiry."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
 from uuid import UUID, uuid4
@@ -326,93 +327,97 @@ class Negotiation(Extensions, QuotaCommands):
                         node.book(rid, offer.terms.start, offer.terms.end, after, offer.per_instance, at)
 
     def respond(
-        self, reservation_id: UUID, reply: Reply | str, terms: Terms | None = None, expected_version: int | None = None
+        self, reservation_id: UUID, reply: Reply | str, terms: Terms | None = None, expected_version: int | None = None,
+        *, admit: Callable[[ReservationView], None] | None = None,
     ) -> Outcome:
-        """One negotiation step of the wire protocol: the user's CONFIRM, ACCEPT, REJECT or COUNTER.
+        """One negotiation step of the wire protocol: the user's CONFIRM, ACCEPT, REJECT or COUNTER
+        (a CONFIRM or REJECT of a reservation with an extension offered is the extension's).
         With `expected_version`, the step is refused (VersionConflict) unless the reservation
-        is still at that version when it is saved."""
+        is still at that version when it is saved. `admit`, given the reservation as the step
+        finds it, raises to refuse the step (the edge's checks: whose it is, its ETag); it is
+        asked again of every attempt, so what it admitted is what the step saves against."""
         reply = Reply(reply)
         move = USER_REPLIES.get(reply)
         if move is None:
             raise InvalidProposal("reply", f"a user replies CONFIRM, ACCEPT, REJECT or COUNTER, not {reply.value}")
-        if reply in (Reply.CONFIRM, Reply.REJECT) and self.has_extension_offer(reservation_id):
-            # A confirmed or activated reservation negotiates only its extension.
-            if reply == Reply.CONFIRM:
-                return self.confirm_extension(reservation_id, expected_version)
-            return self.decline_extension(reservation_id, expected_version)
-        if reply == Reply.CONFIRM:
-            return self.confirm(reservation_id, expected_version)
-        if reply == Reply.ACCEPT:
-            return self.accept_counter(reservation_id, expected_version)
-        if reply == Reply.REJECT:
-            return self.decline(reservation_id, expected_version)
-        if terms is None:
+        if reply == Reply.COUNTER and terms is None:
             raise InvalidProposal("proposal", "a COUNTER carries the user's proposal")
-        return self.counter(reservation_id, terms, expected_version)
+
+        def attempt() -> Outcome:
+            reservation = self._reservation(reservation_id, expected_version)
+            if admit is not None:
+                admit(self._view(reservation))
+            extending = reservation.extension is not None and reservation.state in (State.CONFIRMED, State.ACTIVATED)
+            if reply == Reply.CONFIRM:
+                return self._confirm_extension(reservation) if extending else self._confirm(reservation)
+            if reply == Reply.REJECT:
+                return self._decline_extension(reservation) if extending else self._decline(reservation)
+            if reply == Reply.ACCEPT:
+                return self._accept_counter(reservation)
+            assert terms is not None
+            return self._answer(reservation, terms, counter=True)
+
+        return self._retrying(attempt)
 
     def accept_counter(self, reservation_id: UUID, expected_version: int | None = None) -> Outcome:
-        def attempt() -> Outcome:
-            reservation = self._reservation(reservation_id, expected_version)
-            reservation.accept_counter(self.clock())
-            self._save(reservation)
-            return Outcome(Reply.CONFIRM_REQUEST, self._view(reservation))
+        return self._retrying(lambda: self._accept_counter(self._reservation(reservation_id, expected_version)))
 
-        return self._retrying(attempt)
+    def _accept_counter(self, reservation: Reservation) -> Outcome:
+        reservation.accept_counter(self.clock())
+        self._save(reservation)
+        return Outcome(Reply.CONFIRM_REQUEST, self._view(reservation))
 
     def decline(self, reservation_id: UUID, expected_version: int | None = None) -> Outcome:
-        def attempt() -> Outcome:
-            at = self.clock()
-            reservation = self._reservation(reservation_id, expected_version)
-            reservation.decline(at)
-            nodes = self._release_all(reservation, "offer declined", at)
-            self._save(reservation, *nodes)
-            return Outcome(Reply.REJECT, self._view(reservation))
+        return self._retrying(lambda: self._decline(self._reservation(reservation_id, expected_version)))
 
-        return self._retrying(attempt)
+    def _decline(self, reservation: Reservation) -> Outcome:
+        at = self.clock()
+        reservation.decline(at)
+        nodes = self._release_all(reservation, "offer declined", at)
+        self._save(reservation, *nodes)
+        return Outcome(Reply.REJECT, self._view(reservation))
 
     def confirm(self, reservation_id: UUID, expected_version: int | None = None) -> Outcome:
         """The user's CONFIRM: the provider books the held capacity and schedules the instances."""
+        return self._retrying(lambda: self._confirm(self._reservation(reservation_id, expected_version)))
 
-        def attempt() -> Outcome:
-            at = self.clock()
-            reservation = self._reservation(reservation_id, expected_version)
-            reservation.check("confirm", "only an accepted offer can be confirmed")
-            reservation.check_offer_valid(at)
-            offer = reservation.offer
-            assert offer is not None
-            nodes: list[Node] = []
-            instances: list[Instance] = []
-            try:
-                for allocation in offer.placement:
-                    node = self._node(allocation.node)
-                    node.book(reservation.id, offer.terms.start, offer.terms.end, allocation.instances, offer.per_instance, at)
-                    nodes.append(node)
-                    for _ in range(allocation.instances):
-                        index = len(instances)
-                        instances.append(
-                            Instance(
-                                reservation_id=reservation.id,
-                                user_id=reservation.user_id,
-                                index=index,
-                                name=instance_name(reservation.id, index),
-                                size=offer.terms.size,
-                                template=offer.terms.template,
-                                per_instance=offer.per_instance,
-                                node=allocation.node,
-                                start=offer.terms.start,
-                                end=offer.terms.end,
-                                at=at,
-                            )
+    def _confirm(self, reservation: Reservation) -> Outcome:
+        at = self.clock()
+        reservation.check("confirm", "only an accepted offer can be confirmed")
+        reservation.check_offer_valid(at)
+        offer = reservation.offer
+        assert offer is not None
+        nodes: list[Node] = []
+        instances: list[Instance] = []
+        try:
+            for allocation in offer.placement:
+                node = self._node(allocation.node)
+                node.book(reservation.id, offer.terms.start, offer.terms.end, allocation.instances, offer.per_instance, at)
+                nodes.append(node)
+                for _ in range(allocation.instances):
+                    index = len(instances)
+                    instances.append(
+                        Instance(
+                            reservation_id=reservation.id,
+                            user_id=reservation.user_id,
+                            index=index,
+                            name=instance_name(reservation.id, index),
+                            size=offer.terms.size,
+                            template=offer.terms.template,
+                            per_instance=offer.per_instance,
+                            node=allocation.node,
+                            start=offer.terms.start,
+                            end=offer.terms.end,
+                            at=at,
                         )
-            except (CapacityExceeded, NodeUnavailable) as refused:
-                # Only when a hold was judged lapsed by another process's clock and given away.
-                return Outcome(Reply.REQUEST_FAILED, self._view(reservation), str(refused))
-            charged = self._charge(reservation, at)  # InsufficientCredit: nothing is recorded
-            reservation.confirm(tuple(i.id for i in instances), at)
-            self._save(reservation, *nodes, *instances, *charged)
-            return Outcome(Reply.REQUEST_SUCCESS, self._view(reservation))
-
-        return self._retrying(attempt)
+                    )
+        except (CapacityExceeded, NodeUnavailable) as refused:
+            # Only when a hold was judged lapsed by another process's clock and given away.
+            return Outcome(Reply.REQUEST_FAILED, self._view(reservation), str(refused))
+        charged = self._charge(reservation, at)  # InsufficientCredit: nothing is recorded
+        reservation.confirm(tuple(i.id for i in instances), at)
+        self._save(reservation, *nodes, *instances, *charged)
+        return Outcome(Reply.REQUEST_SUCCESS, self._view(reservation))
 
     def activate(self, reservation_id: UUID, expected_version: int | None = None) -> ReservationView:
         def attempt() -> ReservationView:

@@ -19,7 +19,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 import falcon
 
-from pex.application import PexApplication, ReservationView
+from pex.application import NotFound, PexApplication, ReservationView
 from pex.domain.values import Reply, State
 from pex.http.paging import link_next, page_of
 from pex.http.problems import Problem
@@ -94,9 +94,14 @@ def check_if_match(req: falcon.Request, version: int) -> int | None:
 
 def load(application: PexApplication, req: falcon.Request, reservation_id: UUID) -> ReservationView:
     view = application.get_reservation(reservation_id, owner(req))
+    deleted(view)
+    return view
+
+
+def deleted(view: ReservationView) -> None:
+    """410 for a deleted reservation."""
     if view.state == State.CANCELLED:
         raise Problem(410, "deleted", "The reservation was deleted", "This reservation was deleted.")
-    return view
 
 
 class Reservations:
@@ -176,16 +181,23 @@ class Reservation:
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, reservation_id: UUID) -> None:
         reply, terms, proposal_id = step_from_json(req.get_media())
-        view = load(self.application, req, reservation_id)
-        if proposal_id is not None and proposal_id != reservation_id:
-            raise Problem(
-                422, "invalid-proposal", "The proposal belongs to another reservation",
-                "proposal.id must be this reservation's id (or be left out).",
-                [("/proposal/id", "is not the id of the reservation in the URL")],
-            )
-        expected = check_if_match(req, view.version)
+        caller = owner(req)
+
+        def admit(view: ReservationView) -> None:
+            # Asked by the step of the reservation it loads, so that the edge reads it once.
+            if caller is not None and view.user_id != caller:
+                raise NotFound("no such reservation")
+            deleted(view)
+            if proposal_id is not None and proposal_id != reservation_id:
+                raise Problem(
+                    422, "invalid-proposal", "The proposal belongs to another reservation",
+                    "proposal.id must be this reservation's id (or be left out).",
+                    [("/proposal/id", "is not the id of the reservation in the URL")],
+                )
+            check_if_match(req, view.version)  # on the version the step saves against
+
         req.context.proposal_pointer = "/proposal"
-        outcome = self.application.respond(reservation_id, Reply(reply), terms, expected_version=expected)
+        outcome = self.application.respond(reservation_id, Reply(reply), terms, admit=admit)
         req.context.metrics.replies.labels(outcome.reply.value).inc()
         resp.etag = str(outcome.reservation.version)
         represent(req, resp, lambda: rich_outcome(self.application, outcome), lambda: original_outcome(outcome))
