@@ -13,7 +13,6 @@ from pex.application.core import Core
 from pex.domain.negotiation import NegotiationPolicy
 from pex.domain.pricing import MarketPricing, pricing_name
 from pex.domain.quotas import Quotas, Usage
-from pex.domain.values import Terms
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +69,6 @@ class QuotaCommands(Core):
         self.follow()
         with self._follow_lock:
             return self._pool_cpus()
-
-    def check_quotas(self, user_id: str, terms: Terms, reservation_id: UUID | None = None) -> None:
-        """Refuse terms over a quota that no counter can honour (QuotaExceeded) before a
-        reservation is made for them; the command that holds checks again, authoritatively."""
-        at = self.clock()
-        catalogue = self._catalogue()
-        size = catalogue.size(terms.size)
-        quotas = catalogue.quotas_for(user_id)
-        self.follow()
-        with self._follow_lock:
-            usage = self.index.usage(user_id, at, excluding=reservation_id)
-            quotas.limit(terms, size.cpus, usage, self._pool_cpus(), at, self._policy_under(quotas).horizon)
 
     def usage(self, user_id: str, excluding: UUID | None = None) -> Usage:
         """What `user_id` holds or booked from now on, as the quotas count it."""
