@@ -74,9 +74,9 @@ class ConsistentCopies(Repository):
     under a lock per aggregate (striped: a fixed number, whatever the number of aggregates).
 
     A load of an aggregate that is never snapshotted (`snapshots=False`: reservations and
-    instances; `Core._save` snapshots the rest) skips the query for a snapshot when the
-    aggregate is not cached yet: one query instead of two. It is only a shortcut: every event
-    stays in the store, so without a snapshot the same aggregate is built from all of them."""
+    instances; `Core._save` snapshots the rest) is `get_many` of one: one query for its events,
+    where a cold load asked for a snapshot first. It is only a shortcut: every event stays in
+    the store, so without a snapshot the same aggregate is built from all of them."""
 
     STRIPES = 64
 
@@ -88,20 +88,23 @@ class ConsistentCopies(Repository):
         self, aggregate_id: Any, *, version: int | None = None, deepcopy_from_cache: bool = True,
         snapshots: bool = True, **kwargs: Any,
     ) -> Any:
+        if not snapshots and version is None:
+            found = self.get_many([aggregate_id], copies=deepcopy_from_cache)
+            if aggregate_id not in found:
+                raise AggregateNotFoundError(aggregate_id)
+            return found[aggregate_id]
         kwargs.setdefault("projector_func", mutated)
         if not self.cache or version is not None:
             return super().get(aggregate_id, version=version, deepcopy_from_cache=deepcopy_from_cache, **kwargs)
         with self._stripes[zlib.crc32(str(aggregate_id).encode()) % self.STRIPES]:
-            aggregate = None if snapshots else self._built_from_its_events(aggregate_id, kwargs["projector_func"])
-            if aggregate is None:
-                aggregate = super().get(aggregate_id, deepcopy_from_cache=False, **kwargs)
+            aggregate = super().get(aggregate_id, deepcopy_from_cache=False, **kwargs)
             return deepcopy(aggregate) if deepcopy_from_cache and self.deepcopy_from_cache else aggregate
 
-    def get_many(self, aggregate_ids: Collection[Any]) -> dict[Any, Any]:
-        """Aggregates that are never snapshotted (`snapshots=False`), each as `get` gives it,
-        with one query for the events of them all (pex.application.many): built from them when
-        not cached yet, else brought up to date by those after the cached version. Those not
-        found are left out."""
+    def get_many(self, aggregate_ids: Collection[Any], *, copies: bool = True) -> dict[Any, Any]:
+        """Aggregates that are never snapshotted, with one query for the events of them all
+        (pex.application.many): built from them when not cached yet, else brought up to date by
+        those after the cached version; a copy of each (without `copies`, the cached one, only
+        to read). Those not found are left out."""
         stored = stored_events_of(self.event_store.recorder, aggregate_ids)
         to_event = self.event_store.mapper.to_domain_event
         found: dict[Any, Any] = {}
@@ -120,23 +123,8 @@ class ConsistentCopies(Repository):
                         self.cache.put(aggregate_id, aggregate)
                 else:  # in place, as a fast-forward does; only what it has not applied yet
                     aggregate = mutated(aggregate, (to_event(e) for e in events if e.originator_version > aggregate.version))
-                found[aggregate_id] = deepcopy(aggregate) if self.cache and self.deepcopy_from_cache else aggregate
+                found[aggregate_id] = deepcopy(aggregate) if copies and self.cache and self.deepcopy_from_cache else aggregate
         return found
-
-    def _built_from_its_events(self, aggregate_id: Any, projector: Callable[[Any, Iterable[Any]], Any]) -> Any:
-        """The aggregate, built from all its events and cached, when it is not in the cache yet;
-        None when it is (the library fast-forwards it)."""
-        assert self.cache is not None
-        try:
-            self.cache.get(aggregate_id)
-            return None
-        except KeyError:
-            pass
-        aggregate = projector(None, self.event_store.get(originator_id=aggregate_id))
-        if aggregate is None:
-            raise AggregateNotFoundError(aggregate_id)
-        self.cache.put(aggregate_id, aggregate)
-        return aggregate
 
 
 # The shape of the application's checkpoint: both projections' own schemas.
