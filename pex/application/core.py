@@ -26,7 +26,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.persistence import IntegrityError, InterfaceError, JSONTranscoder, OperationalError
 
 from pex.application.errors import Contention, NotFound, VersionConflict
 from pex.application.many import stored_events_of
@@ -396,7 +396,12 @@ class Core(Application):
             if aggregate.version % self.node_snapshot_interval == 0:
                 try:
                     self.take_snapshot(aggregate.id, version=aggregate.version)
-                except Exception:  # a snapshot is an optimisation; the events are committed
+                except (OperationalError, InterfaceError) as error:
+                    # A snapshot is an optimisation, and the events are committed: the store
+                    # going away just then (an outage, a failover) is no error of PEX's, and
+                    # its traceback would say otherwise in the log.
+                    log.warning("snapshot of %s at version %s failed: %s", aggregate.id, aggregate.version, error)
+                except Exception:
                     log.warning("snapshot of %s at version %s failed", aggregate.id, aggregate.version, exc_info=True)
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
