@@ -296,6 +296,16 @@ def repack(
         take(node)
     if remaining == 0:
         return Repack((), tuple(Allocation(n, c) for n, c in placed.items()))
+    # A move shifts a booking between nodes over the same interval: the room free at any
+    # instant, summed over the pool, stays what it is. If at the start it cannot hold what is
+    # left to place, no moves can make it so (the common case of a pool full then, and the
+    # cheap one: the search below costs a free() per node, booking and count).
+    instant = start + timedelta(microseconds=1)
+    total = Resources()
+    for node in available:
+        total = total + scratch.free(node, start, instant, at, excluding)
+    if not (per_instance * remaining).fits_in(total):
+        return None
 
     def potential(node: str) -> int:
         freed = Resources()
