@@ -16,7 +16,8 @@ import random
 import threading
 import time
 import zlib
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -24,7 +25,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, Repository
+from eventsourcing.application import AggregateNotFoundError, Application, Cache, LRUCache, Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, InterfaceError, JSONTranscoder, OperationalError
 
@@ -76,13 +77,72 @@ class ConsistentCopies(Repository):
     A load of an aggregate that is never snapshotted (`snapshots=False`: reservations and
     instances; `Core._save` snapshots the rest) is `get_many` of one: one query for its events,
     where a cold load asked for a snapshot first. It is only a shortcut: every event stays in
-    the store, so without a snapshot the same aggregate is built from all of them."""
+    the store, so without a snapshot the same aggregate is built from all of them.
+
+    The process's follower also brings cached aggregates forward (`bring_forward`, from
+    `Decisions.fold`), so a thread whose reads are `current` (it followed the log since its
+    reads began: `Core.begin_reads`) takes a cached aggregate as it stands, with no query:
+    it reflects every event up to the follower's position. The store's version check still
+    guards every save, so a decision on an aggregate that another process changed since loses
+    and runs again, on fresh state."""
 
     STRIPES = 64
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._stripes = tuple(threading.Lock() for _ in range(self.STRIPES))
+        # Per lock, how many followed events of uncached aggregates `bring_forward` passed over.
+        self._passed = [0] * self.STRIPES
+        # Whether the calling thread may take cached aggregates as they stand (set by Core).
+        self.current: Callable[[], bool] = lambda: False
+
+    def _stripe_index(self, aggregate_id: Any) -> int:
+        return zlib.crc32(str(aggregate_id).encode()) % self.STRIPES
+
+    def _stripe(self, aggregate_id: Any) -> threading.Lock:
+        return self._stripes[self._stripe_index(aggregate_id)]
+
+    def _copy(self, aggregate: Any, copy: bool) -> Any:
+        return deepcopy(aggregate) if copy and self.deepcopy_from_cache else aggregate
+
+    def forget_cached(self) -> None:
+        """Empty the cache, between loads (under every aggregate's lock): what the follower folds
+        next may start past what a cached aggregate was loaded with."""
+        if not self.cache:
+            return
+        for lock in self._stripes:
+            lock.acquire()
+        try:
+            self.cache = LRUCache(self.cache.maxsize) if isinstance(self.cache, LRUCache) else Cache()
+            self._passed = [n + 1 for n in self._passed]  # a query already under way is not cached
+        finally:
+            for lock in self._stripes:
+                lock.release()
+
+    def bring_forward(self, event: Any) -> None:
+        """Apply a followed event to its aggregate if it is cached and the event is its next;
+        one it already has is skipped, and one after a gap drops it from the cache (to be
+        loaded afresh). Under the aggregate's lock, which a cold load holds while it reads the
+        store: an event either is in what the load read, or is applied after it is cached."""
+        if not self.cache:
+            return
+        aggregate_id = event.originator_id
+        stripe = self._stripe_index(aggregate_id)
+        with self._stripes[stripe]:
+            try:
+                aggregate = self.cache.get(aggregate_id)
+            except KeyError:
+                self._passed[stripe] += 1
+                return
+            if aggregate is None or event.originator_version <= aggregate.version:
+                return
+            if event.originator_version == aggregate.version + 1:
+                try:
+                    event.mutate(aggregate)
+                    return
+                except Exception:  # it is not this copy's to judge: load it afresh when asked
+                    log.warning("cached %s could not apply version %s", aggregate_id, event.originator_version, exc_info=True)
+            self.cache.get(aggregate_id, evict=True)
 
     def get(
         self, aggregate_id: Any, *, version: int | None = None, deepcopy_from_cache: bool = True,
@@ -96,36 +156,77 @@ class ConsistentCopies(Repository):
         kwargs.setdefault("projector_func", mutated)
         if not self.cache or version is not None:
             return super().get(aggregate_id, version=version, deepcopy_from_cache=deepcopy_from_cache, **kwargs)
-        with self._stripes[zlib.crc32(str(aggregate_id).encode()) % self.STRIPES]:
+        current = self.current()  # before the lock: it may follow the log, which takes locks
+        with self._stripe(aggregate_id):
+            if current:
+                try:
+                    aggregate = self.cache.get(aggregate_id)
+                except KeyError:
+                    aggregate = None
+                if aggregate is not None:
+                    return self._copy(aggregate, deepcopy_from_cache)
             aggregate = super().get(aggregate_id, deepcopy_from_cache=False, **kwargs)
-            return deepcopy(aggregate) if deepcopy_from_cache and self.deepcopy_from_cache else aggregate
+            return self._copy(aggregate, deepcopy_from_cache)
 
     def get_many(self, aggregate_ids: Collection[Any], *, copies: bool = True) -> dict[Any, Any]:
         """Aggregates that are never snapshotted, with one query for the events of them all
         (pex.application.many): built from them when not cached yet, else brought up to date by
         those after the cached version; a copy of each (without `copies`, the cached one, only
-        to read). Those not found are left out."""
-        stored = stored_events_of(self.event_store.recorder, aggregate_ids)
-        to_event = self.event_store.mapper.to_domain_event
+        to read). Those not found are left out. When the caller's reads are `current`, the
+        cached ones are taken as they stand and only the others are asked for.
+
+        The query runs outside the aggregates' locks: one built from it is cached only if the
+        follower passed over no event of its lock's aggregates meanwhile (it might have been
+        one of this aggregate's, newer than the query read)."""
+        cache = self.cache
         found: dict[Any, Any] = {}
-        for aggregate_id in aggregate_ids:
+        wanted = list(aggregate_ids)
+        if cache and self.current():
+            for aggregate_id in aggregate_ids:
+                with self._stripe(aggregate_id):
+                    try:
+                        cached: Any = cache.get(aggregate_id)
+                    except KeyError:
+                        continue
+                    if cached is not None:
+                        found[aggregate_id] = self._copy(cached, copies)
+            wanted = [i for i in aggregate_ids if i not in found]
+            if not wanted:
+                return found
+        passed = {i: self._passed[self._stripe_index(i)] for i in wanted}
+        stored = stored_events_of(self.event_store.recorder, wanted)
+        to_event = self.event_store.mapper.to_domain_event
+        for aggregate_id in wanted:
             events = stored.get(aggregate_id, [])
-            with self._stripes[zlib.crc32(str(aggregate_id).encode()) % self.STRIPES]:
+            with self._stripe(aggregate_id):
                 try:
-                    aggregate = self.cache.get(aggregate_id) if self.cache else None
+                    aggregate = cache.get(aggregate_id) if cache else None
                 except KeyError:
                     aggregate = None
                 if aggregate is None:
                     if not events:
                         continue
                     aggregate = mutated(None, map(to_event, events))
-                    if self.cache:
-                        self.cache.put(aggregate_id, aggregate)
+                    if cache and self._passed[self._stripe_index(aggregate_id)] == passed[aggregate_id]:
+                        cache.put(aggregate_id, aggregate)
                 else:  # in place, as a fast-forward does; only what it has not applied yet
                     aggregate = mutated(aggregate, (to_event(e) for e in events if e.originator_version > aggregate.version))
-                found[aggregate_id] = deepcopy(aggregate) if copies and self.cache and self.deepcopy_from_cache else aggregate
+                found[aggregate_id] = self._copy(aggregate, copies) if cache else aggregate
         return found
 
+
+class _NodeBusy(Exception):
+    """An attempt holding some node's lock wants another's, which another thread holds: it lets
+    go of all of them and waits for that one (see `Core._retrying`)."""
+
+    def __init__(self, lock: threading.Lock):
+        super().__init__("a node's lock is held by another attempt")
+        self.lock = lock
+
+
+# A thread's reads (Core.begin_reads): the next load follows the log first; the cached
+# aggregates are as current as the log at the request's start, or later.
+STALE, CURRENT = "stale", "current"
 
 # The shape of the application's checkpoint: both projections' own schemas.
 CHECKPOINT_SCHEMA = capacity.STATE_SCHEMA * 1000 + reservations.STATE_SCHEMA
@@ -150,9 +251,11 @@ class Decisions:
     def fold(self, batch: Sequence[Recorded]) -> bool:
         with self.app._follow_lock:
             timeline, index = self.app.timeline, self.app.index
+            repository = self.app.repository
             for recorded in after(batch, timeline.position):
                 timeline.apply(recorded.event)
                 index.apply(recorded.event)
+                repository.bring_forward(recorded.event)
                 timeline.position = recorded.id
             return True
 
@@ -223,9 +326,12 @@ class Core(Application):
     _resumed: bool
     _saved_position: int
     _follow_lock: threading.RLock
-    # Held by the command attempt that loaded a node, until its end (see `_retrying`).
-    _placement_lock: threading.Lock
-    _attempt: threading.local  # this thread's attempt: whether it holds the lock, waited for it
+    # The nodes' locks (striped: a fixed number, whatever the number of nodes), each held by
+    # the command attempt that loaded one of its nodes, until its end (see `_retrying`).
+    _node_locks: tuple[threading.Lock, ...]
+    _attempt: threading.local  # this thread's attempt: the node locks it holds, whether it waited for one
+    _follows_begun: int  # how many reads of the log `follow` began (under the follow lock)
+    _reads: threading.local  # this thread's request: `state`, None (outside one), STALE or CURRENT
 
     @property
     def repository(self) -> ConsistentCopies:
@@ -245,18 +351,66 @@ class Core(Application):
         super().register_transcodings(transcoder)
         register_pex_transcodings(transcoder)
 
+    def begin_reads(self) -> None:
+        """What this thread reads from now on (a request, a worker's pass over the log)
+        reflects the log as it stood now or later. Its first load of an aggregate (or `follow`)
+        follows the log once, which brings the cached aggregates forward too, and every load
+        after it takes them as they stand, with no query of its own; a save, or a lost race,
+        makes the next load follow again. Until `end_reads`, which every caller of this calls."""
+        self._reads.state = STALE
+
+    def end_reads(self) -> None:
+        self._reads.state = None
+
+    @contextmanager
+    def current_reads(self) -> Iterator[None]:
+        """`begin_reads` … `end_reads` around a block (inside another such block, that one's)."""
+        outer = getattr(self._reads, "state", None)
+        if outer is None:
+            self.begin_reads()
+        try:
+            yield
+        finally:
+            if outer is None:
+                self.end_reads()
+
+    def _reads_are_current(self) -> bool:
+        """Whether this thread may take cached aggregates as they stand (see `begin_reads`);
+        outside a request, never: each load asks the store for what is newer."""
+        state = getattr(self._reads, "state", None)
+        if state == STALE:
+            self.follow()
+        return state is not None
+
+    def _reads_go_stale(self) -> None:
+        if getattr(self._reads, "state", None) is not None:
+            self._reads.state = STALE
+
     def follow(self) -> None:
-        """Bring the in-process read models the commands decide on (the capacity timeline and
-        the pending index) up to the head of the log, through the process's one follower.
+        """Bring the in-process read models the commands decide on (the capacity timeline, the
+        pending index, the cached aggregates) up to the head of the log, through the process's
+        one follower. In a request that followed since it began, or since its last save, nothing
+        more (see `begin_reads`).
 
         The first call in a process starts from the checkpoint, if one can be trusted, and
         folds only what came after it; a process that folded `checkpoint_every` events since
-        the last checkpoint it knows saves one."""
+        the last checkpoint it knows saves one.
+
+        Threads that ask at once share one read of the log: a follow that began after this
+        call did reads everything committed before it, so it is not read again."""
+        state = getattr(self._reads, "state", None)
+        if state == CURRENT:
+            return
+        asked = self._follows_begun
         with self._follow_lock:
-            self.follower.follow(self.decisions)
-            self.timeline.forget_before(self.clock())
-            if self.timeline.position - self._saved_position >= self.checkpoint_every:
-                self.save_checkpoint()
+            if self._follows_begun == asked:
+                self._follows_begun += 1
+                self.follower.follow(self.decisions)
+                self.timeline.forget_before(self.clock())
+                if self.timeline.position - self._saved_position >= self.checkpoint_every:
+                    self.save_checkpoint()
+        if state is not None:
+            self._reads.state = CURRENT
 
     def _follow_listing(self) -> None:
         self.follower.follow(self._listing)
@@ -275,6 +429,9 @@ class Core(Application):
         if loaded is None:
             return
         position, state = loaded
+        # The follower goes on from the checkpoint's position, which may be past what an
+        # aggregate cached before was loaded with: it would never be brought forward.
+        self.repository.forget_cached()
         try:
             timeline = CapacityTimeline.from_state(state["timeline"], position)
             index = ReservationIndex.from_state(state["index"])
@@ -385,6 +542,10 @@ class Core(Application):
         except AggregateNotFoundError:
             return QuotaAccount.open(user_id, at)
 
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        self._reads_go_stale()  # the cached aggregates have not followed this save yet
+        return super().save(*objs, **kwargs)
+
     def _save(self, *aggregates: Aggregate) -> None:
         # Only nodes, quota accounts and the catalogue (loaded by every negotiation) that
         # recorded something now reach a new version worth a snapshot; one that was merely
@@ -411,42 +572,69 @@ class Core(Application):
         The store's optimistic concurrency (every save names the versions it decided on) is
         what keeps the promises, across threads and processes alike. In a process, threads
         would also race each other for the same best-fit node and mostly lose; so an attempt
-        takes the process's placement lock when it loads its first node (`_node`) and keeps it
-        to its end. Everything before (loading the reservation, the catalogue and the account,
-        following the log, the decision itself) and every step that touches no node (an
-        ACCEPT of a counter-offer, a read, a password check) runs side by side with it.
+        takes the lock of each node it loads (`_node`) and keeps them to its end: threads that
+        place on other nodes go on side by side, those that chose the same node go one after
+        the other. Everything before (loading the reservation, the catalogue and the account,
+        following the log, the decision itself) and every step that touches no node runs side
+        by side with it.
 
-        An attempt that waited for the lock decided before a thread of its own process
-        changed a node; if it then loses, it runs again at once, keeping the lock, so that
-        this time it decides on what that thread did (not a loss to another process: it does
-        not count against `max_attempts`)."""
-        if getattr(self._attempt, "holding", None) is not None:
-            return attempt()  # a command inside a command's attempt: the outer one holds the lock
-        losses, keep = 0, False
+        Never waiting while holding one (so no two attempts can wait for each other): an
+        attempt waits for its first node's lock, and takes the others only if they are free;
+        if one is not, it lets go of all it holds, waits for that one and runs again from the
+        start, holding it. An attempt that waited for a node's lock decided before a thread of
+        its own process changed that node; if it then loses, it runs again at once, keeping its
+        locks, so that this time it decides on what that thread did (not a loss to another
+        process: it does not count against `max_attempts`)."""
+        if getattr(self._attempt, "held", None) is not None:
+            return attempt()  # a command inside a command's attempt: the outer one holds the locks
+        losses = restarts = 0
+        kept: list[threading.Lock] = []
         while losses < self.max_attempts:
-            self._attempt.holding, self._attempt.waited = keep, False
-            keep = False
+            self._attempt.held, self._attempt.waited = kept, False
+            kept, busy = [], None
             try:
                 return attempt()
+            except _NodeBusy as error:
+                busy = error.lock
             except (IntegrityError, CapacityExceeded, NodeUnavailable):
-                keep = self._attempt.holding and self._attempt.waited
+                if self._attempt.waited:
+                    kept = self._attempt.held
             finally:
-                if self._attempt.holding and not keep:
-                    self._placement_lock.release()
-                self._attempt.holding = None
-            if not keep:
-                losses += 1
-                time.sleep(random.uniform(0, 0.002 * 2 ** min(losses, 7)))
+                for lock in self._attempt.held:
+                    if not any(lock is k for k in kept):
+                        lock.release()
+                self._attempt.held = None
+            self._reads_go_stale()  # what this attempt decided on was stale: follow before the next
+            if busy is not None:
+                restarts += 1
+                if restarts <= self.max_attempts:
+                    busy.acquire()  # until the thread that has it ends its attempt
+                    kept = [busy]
+                    continue
+            elif kept:
+                continue
+            losses += 1
+            time.sleep(random.uniform(0, 0.002 * 2 ** min(losses, 7)))
         raise Contention("too many concurrent changes; retry later")
 
-    def _hold_nodes(self) -> None:
-        """In a command's attempt, take the placement lock for the rest of it (see `_retrying`)."""
-        if getattr(self._attempt, "holding", None) is not False:
-            return  # outside an attempt, or held already
-        if not self._placement_lock.acquire(blocking=False):
-            self._placement_lock.acquire()
-            self._attempt.waited = True
-        self._attempt.holding = True
+    def _hold_node(self, name: str) -> None:
+        """In a command's attempt, take the lock of node `name` for the rest of it (see `_retrying`)."""
+        held = getattr(self._attempt, "held", None)
+        if held is None:
+            return  # outside an attempt
+        lock = self._node_locks[zlib.crc32(name.encode()) % len(self._node_locks)]
+        if any(lock is h for h in held):
+            return
+        if lock.acquire(blocking=False):
+            held.append(lock)
+            return
+        if held:
+            raise _NodeBusy(lock)
+        lock.acquire()
+        held.append(lock)
+        self._attempt.waited = True
+        # The thread it waited for has likely changed the node: load it as it is now.
+        self._reads_go_stale()
 
     def _view(self, r: Reservation) -> ReservationView:
         return ReservationView(
@@ -487,7 +675,7 @@ class Core(Application):
         )
 
     def _node(self, name: str) -> Node:
-        self._hold_nodes()
+        self._hold_node(name)
         try:
             return self.repository.get(node_id(name))
         except AggregateNotFoundError:

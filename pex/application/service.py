@@ -55,6 +55,7 @@ class PexApplication(Negotiation, Pool, QuotaCommands, Drains, Instances, Accoun
         passwords: PasswordSettings | None = None,
         credit: bool = False,
     ):
+        self._reads = threading.local()  # before anything can save (Core.save reads it)
         super().__init__(env, passwords)
         self.clock = clock
         self.pricing = pricing or FlatRatePricing()
@@ -74,8 +75,10 @@ class PexApplication(Negotiation, Pool, QuotaCommands, Drains, Instances, Accoun
         self._resumed = False
         self._saved_position = 0
         self._follow_lock = threading.RLock()
-        self._placement_lock = threading.Lock()
+        self._follows_begun = 0
+        self._node_locks = tuple(threading.Lock() for _ in range(64))
         self._attempt = threading.local()
+        self.repository.current = self._reads_are_current
 
     def construct_env(self, name: str, env=None) -> Environment:
         """The store's settings as pex.bootstrap gives them, and nothing else: eventsourcing

@@ -39,6 +39,21 @@ class BodyLimit:
             )
 
 
+class OneReadOfTheLog:
+    """Each request reads what the log held at its start or later, following it once (its
+    first load; again after a save): pex.application.core.Core.begin_reads. Falcon runs
+    every process_response whose process_request ran, whatever the request raised."""
+
+    def __init__(self, application: PexApplication):
+        self.application = application
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.application.begin_reads()
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
+        self.application.end_reads()
+
+
 class SecurityHeaders:
     """Headers on every reply but static files: never stored by a cache (replies carry one
     user's reservations, pages their session), never sniffed as another type; API replies
@@ -128,6 +143,7 @@ def create_app(
     )
     middleware: list = [
         RequestObserver(metrics, settings.log_requests),
+        OneReadOfTheLog(application),
         SecurityHeaders(),
         BodyLimit(settings.max_body_bytes),
         ClientAddress(settings.trusted_proxies, settings.forwarded_header),

@@ -260,8 +260,11 @@ class Notifier:
 
     def tick(self, now: datetime | None = None) -> NotifierReport:
         """Bring the outbox up to the log, then make one attempt of every delivery due at `now`
-        (claimed first), and wait for them: at most the timeout, on this worker's threads."""
-        self.app.follower.follow(self.notifications)
+        (claimed first), and wait for them: at most the timeout, on this worker's threads.
+        The reservations and users the new events name are read as of one moment: the cached
+        ones as the log has brought them, without a query each (Core.current_reads)."""
+        with self.app.current_reads():
+            self.app.follower.follow(self.notifications)
         now = now or self.app.clock()
         at = now.timestamp()
         until = (now + timedelta(seconds=self.settings.timeout) + LEASE_MARGIN).timestamp()
