@@ -1,21 +1,18 @@
 """A thread's reads of one moment (Core.begin_reads, as each HTTP request has them): the log is
 followed once, the cached aggregates are brought forward by it and taken as they stand, with no
 query each. Two applications on one store stand for two processes: what one recorded before the
-other's reads began is what the other reads. And the nodes' locks, taken by the command attempts
-that load them, never leave two attempts waiting for each other."""
+other's reads began is what the other reads."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 from datetime import timedelta
-from uuid import uuid4
 
 import pytest
 
 from pex.bootstrap import build_application
 from pex.domain.node import node_id
-from pex.domain.values import Resources, State, Terms
+from pex.domain.values import State, Terms
 from tests.support.api import PASSWORD, cheap_settings
 
 H = timedelta(hours=1)
@@ -94,38 +91,3 @@ def test_current_reads_take_cached_aggregates_without_a_query_each(two_processes
         assert len(asked) == 1
     finally:
         recorder.select_events = select_events
-
-
-def test_two_attempts_taking_two_nodes_in_opposite_orders_both_finish(memory_app, clock):
-    app = memory_app
-    for name in ("left", "right"):
-        app.register_node(name, Resources(4, 4096, 200))
-    first_loads = threading.Barrier(2, timeout=60)
-    done: list[str] = []
-
-    def book(order: tuple[str, str]) -> None:
-        reservation_id, passes = uuid4(), []
-
-        def attempt() -> None:
-            passes.append(1)
-            at, start = clock(), clock() + H
-            nodes = []
-            for name in order:
-                nodes.append(app._node(name))
-                if len(passes) == 1 and len(nodes) == 1:
-                    first_loads.wait()  # each holds its first node's lock when it asks for the second
-                nodes[-1].hold(reservation_id, start, start + H, 1, Resources(1, 512, 10), start, at)
-            app._save(*nodes)
-
-        app._retrying(attempt)
-        done.append(order[0])
-
-    threads = [threading.Thread(target=book, args=(order,)) for order in (("left", "right"), ("right", "left"))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "the attempts wait for each other"
-    assert sorted(done) == ["left", "right"]
-    for name in ("left", "right"):
-        assert len(app.repository.get(node_id(name)).allocations) == 2

@@ -215,15 +215,6 @@ class ConsistentCopies(Repository):
         return found
 
 
-class _NodeBusy(Exception):
-    """An attempt holding some node's lock wants another's, which another thread holds: it lets
-    go of all of them and waits for that one (see `Core._retrying`)."""
-
-    def __init__(self, lock: threading.Lock):
-        super().__init__("a node's lock is held by another attempt")
-        self.lock = lock
-
-
 # A thread's reads (Core.begin_reads): the next load follows the log first; the cached
 # aggregates are as current as the log at the request's start, or later.
 STALE, CURRENT = "stale", "current"
@@ -326,10 +317,9 @@ class Core(Application):
     _resumed: bool
     _saved_position: int
     _follow_lock: threading.RLock
-    # The nodes' locks (striped: a fixed number, whatever the number of nodes), each held by
-    # the command attempt that loaded one of its nodes, until its end (see `_retrying`).
-    _node_locks: tuple[threading.Lock, ...]
-    _attempt: threading.local  # this thread's attempt: the node locks it holds, whether it waited for one
+    # Held by the command attempt that loaded a node, until its end (see `_retrying`).
+    _placement_lock: threading.Lock
+    _attempt: threading.local  # this thread's attempt: whether it holds the lock, waited for it
     _follows_begun: int  # how many reads of the log `follow` began (under the follow lock)
     _reads: threading.local  # this thread's request: `state`, None (outside one), STALE or CURRENT
 
@@ -572,69 +562,45 @@ class Core(Application):
         The store's optimistic concurrency (every save names the versions it decided on) is
         what keeps the promises, across threads and processes alike. In a process, threads
         would also race each other for the same best-fit node and mostly lose; so an attempt
-        takes the lock of each node it loads (`_node`) and keeps them to its end: threads that
-        place on other nodes go on side by side, those that chose the same node go one after
-        the other. Everything before (loading the reservation, the catalogue and the account,
-        following the log, the decision itself) and every step that touches no node runs side
-        by side with it.
+        takes the process's placement lock when it loads its first node (`_node`) and keeps it
+        to its end. Everything before (loading the reservation, the catalogue and the account,
+        following the log, the decision itself) and every step that touches no node (an
+        ACCEPT of a counter-offer, a read, a password check) runs side by side with it.
 
-        Never waiting while holding one (so no two attempts can wait for each other): an
-        attempt waits for its first node's lock, and takes the others only if they are free;
-        if one is not, it lets go of all it holds, waits for that one and runs again from the
-        start, holding it. An attempt that waited for a node's lock decided before a thread of
-        its own process changed that node; if it then loses, it runs again at once, keeping its
-        locks, so that this time it decides on what that thread did (not a loss to another
-        process: it does not count against `max_attempts`)."""
-        if getattr(self._attempt, "held", None) is not None:
-            return attempt()  # a command inside a command's attempt: the outer one holds the locks
-        losses = restarts = 0
-        kept: list[threading.Lock] = []
+        An attempt that waited for the lock decided before a thread of its own process
+        changed a node; if it then loses, it runs again at once, keeping the lock, so that
+        this time it decides on what that thread did (not a loss to another process: it does
+        not count against `max_attempts`)."""
+        if getattr(self._attempt, "holding", None) is not None:
+            return attempt()  # a command inside a command's attempt: the outer one holds the lock
+        losses, keep = 0, False
         while losses < self.max_attempts:
-            self._attempt.held, self._attempt.waited = kept, False
-            kept, busy = [], None
+            self._attempt.holding, self._attempt.waited = keep, False
+            keep = False
             try:
                 return attempt()
-            except _NodeBusy as error:
-                busy = error.lock
             except (IntegrityError, CapacityExceeded, NodeUnavailable):
-                if self._attempt.waited:
-                    kept = self._attempt.held
+                keep = self._attempt.holding and self._attempt.waited
             finally:
-                for lock in self._attempt.held:
-                    if not any(lock is k for k in kept):
-                        lock.release()
-                self._attempt.held = None
+                if self._attempt.holding and not keep:
+                    self._placement_lock.release()
+                self._attempt.holding = None
             self._reads_go_stale()  # what this attempt decided on was stale: follow before the next
-            if busy is not None:
-                restarts += 1
-                if restarts <= self.max_attempts:
-                    busy.acquire()  # until the thread that has it ends its attempt
-                    kept = [busy]
-                    continue
-            elif kept:
-                continue
-            losses += 1
-            time.sleep(random.uniform(0, 0.002 * 2 ** min(losses, 7)))
+            if not keep:
+                losses += 1
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(losses, 7)))
         raise Contention("too many concurrent changes; retry later")
 
-    def _hold_node(self, name: str) -> None:
-        """In a command's attempt, take the lock of node `name` for the rest of it (see `_retrying`)."""
-        held = getattr(self._attempt, "held", None)
-        if held is None:
-            return  # outside an attempt
-        lock = self._node_locks[zlib.crc32(name.encode()) % len(self._node_locks)]
-        if any(lock is h for h in held):
-            return
-        if lock.acquire(blocking=False):
-            held.append(lock)
-            return
-        if held:
-            raise _NodeBusy(lock)
-        lock.acquire()
-        held.append(lock)
-        self._attempt.waited = True
-        # The thread it waited for has likely changed the node: load it as it is now.
-        self._reads_go_stale()
+    def _hold_nodes(self) -> None:
+        """In a command's attempt, take the placement lock for the rest of it (see `_retrying`)."""
+        if getattr(self._attempt, "holding", None) is not False:
+            return  # outside an attempt, or held already
+        if not self._placement_lock.acquire(blocking=False):
+            self._placement_lock.acquire()
+            self._attempt.waited = True
+            # The thread it waited for has likely changed a node: load them as they are now.
+            self._reads_go_stale()
+        self._attempt.holding = True
 
     def _view(self, r: Reservation) -> ReservationView:
         return ReservationView(
@@ -675,7 +641,7 @@ class Core(Application):
         )
 
     def _node(self, name: str) -> Node:
-        self._hold_node(name)
+        self._hold_nodes()
         try:
             return self.repository.get(node_id(name))
         except AggregateNotFoundError:

@@ -76,7 +76,7 @@ class PexApplication(Negotiation, Pool, QuotaCommands, Drains, Instances, Accoun
         self._saved_position = 0
         self._follow_lock = threading.RLock()
         self._follows_begun = 0
-        self._node_locks = tuple(threading.Lock() for _ in range(64))
+        self._placement_lock = threading.Lock()
         self._attempt = threading.local()
         self.repository.current = self._reads_are_current
 
