@@ -25,6 +25,14 @@ class Queries(Core):
             raise NotFound("no such reservation")
         return self._view(reservation)
 
+    def owner_of(self, reservation_id: UUID) -> str:
+        """Whose reservation it is: from the commands' index while it is pending or standing, with
+        no load (the webhook outbox asks it of every offer and confirmation, mostly to find
+        that the user has no webhook), else from the reservation itself; NotFound if none."""
+        with self._follow_lock:
+            entry = self.index.reservations.get(reservation_id)
+        return entry.user_id if entry is not None else self._reservation(reservation_id).user_id
+
     def list_reservations(self, user_id: str | None = None, state: State | None = None) -> list[ReservationView]:
         """Every reservation (of `user_id`), oldest first. Folds the whole log the first time in a
         process: the API's lists are served from the read models instead."""

@@ -15,6 +15,7 @@ own `raw_env` sets.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -58,6 +59,11 @@ def post_worker_init(worker) -> None:
     worker has installed its signal handlers, a SIGTERM that arrives during the (slowish)
     build would be lost and the stop would wait out the graceful timeout."""
     wsgi.get_app()
+    # What the build loaded (the start-up checkpoint's models, the tail folded after it, the
+    # modules) stays for the worker's life: kept out of the collector's full passes, each of
+    # which would walk it again. At 670,000 objects (a store of 420,000 events) a full pass
+    # took 225 ms, a pause in whichever request met it; frozen, it takes none.
+    gc.freeze()
 
 
 def worker_exit(server, worker) -> None:

@@ -48,6 +48,7 @@ models it feeds: an auditor must not trust the read models it checks.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -337,6 +338,12 @@ class Auditor:
     # --- driving -------------------------------------------------------------------------
 
     def run(self) -> Report:
+        try:
+            return self._run()
+        finally:
+            gc.unfreeze()  # what the pages froze (below) goes back to the collector
+
+    def _run(self) -> Report:
         began = time.monotonic()
         report = self.report
         stored = self._stored_views()
@@ -373,6 +380,11 @@ class Auditor:
             self._pending.append((notification, event))
             if len(self._pending) >= self.page_size:
                 self._flush()
+                # What the audit has rebuilt so far stays until its end: kept out of the
+                # collector's full passes, which would each walk all of it again (a third of the
+                # audit's time at 400,000 events). What a page makes and drops is still
+                # collected; `run` gives the rest back to the collector when it ends.
+                gc.freeze()
         self._flush()
         ledger.finish(truncated=truncated)
         report.chain = chain

@@ -188,13 +188,15 @@ class Notifications:
     def notices(self, event: Any) -> list[Delivery]:
         """The deliveries `event` makes, for users with a webhook now."""
         if isinstance(event, (Reservation.Accepted, Reservation.CounterOffered)):
-            view = self.app.get_reservation(event.originator_id)
+            rid = event.originator_id
             due = max(event.valid_until - self.settings.lapse_lead, event.at)
-            return self._for(view.user_id, "offer.lapsing", f"{view.id}:{iso(event.valid_until)}", due,
-                             reservationId=str(view.id), validUntil=iso(event.valid_until))
+            return self._for(self.app.owner_of(rid), "offer.lapsing", f"{rid}:{iso(event.valid_until)}", due,
+                             reservationId=str(rid), validUntil=iso(event.valid_until))
         # An extension confirmed moves the end: what was due at the old one is no longer true
         # (still_true), and the new end is told as the first was (the start's is the same one).
         if isinstance(event, (Reservation.Confirmed, Reservation.ExtensionConfirmed)):
+            if self.app.webhook_of(self.app.owner_of(event.originator_id)) is None:
+                return []  # nobody to tell: the reservation need not be loaded
             view = self.app.get_reservation(event.originator_id)
             terms = view.terms
             if terms is None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from datetime import timedelta
+from uuid import uuid4
 
 import pytest
 
+from pex.application.errors import NotFound
 from pex.domain.instance import FAILED_AFTER
 from pex.domain.values import Reply, Terms
 from pex.projections.webhooks import CANCELLED, DELIVERED, DROPPED, FAILED, PENDING
@@ -337,3 +339,22 @@ def test_a_notifier_that_starts_late_tells_what_happened_since_the_tables_were_m
     rid = offer(world)  # before the worker's first tick, after `pex init`
     world.clock.set(world.app.get_reservation(rid).valid_until - timedelta(seconds=60))
     assert list(notifier.tick().outcomes.values()) == [DELIVERED]
+
+
+def test_an_offer_folded_after_its_reservation_is_over_still_finds_whose_it_was(told, receiver):
+    """The outbox asks the commands' index whose a reservation is (no load); one it forgot, being
+    over, is loaded instead: a notifier that starts late meets such offers."""
+    world, notifier = told(started=False)
+    hook(world, receiver)
+    rid = offer(world)
+    world.app.follow()
+    assert world.app.owner_of(rid) == "alice" and rid in world.app.index.reservations
+    world.app.decline(rid)
+    world.app.follow()
+    assert rid not in world.app.index.reservations  # over: the pending index let it go
+    assert world.app.owner_of(rid) == "alice"
+    notifier.tick()  # folds the offer (and its decline): the lapse is written down for alice,
+    lapsing = log_of(world)["offer.lapsing"]  # to be dropped when due, as no longer true
+    assert lapsing.username == "alice" and str(rid) in lapsing.body
+    with pytest.raises(NotFound):
+        world.app.owner_of(uuid4())
