@@ -321,6 +321,21 @@ def test_the_audit_catches_an_extension_booked_without_its_confirmation(memory_a
     assert any(v.promise == "protocol" and "no extension offered" in v.message for v in report.violations)
 
 
+def test_two_extensions_confirmed_in_one_instant_are_each_judged_by_their_own_save(memory_app, clock):
+    """A manual clock, or a fast user, can confirm an extension and then offer and confirm the
+    next in the same instant: the audit tells the saves apart (the property test below found it
+    counting the second extension's bookings as the first's)."""
+    app = memory_app
+    rid = booked(app, fixed=2, start=T0 + H, hours=2)
+    end = app.get_reservation(rid).terms.end
+    for hours in (1, 2):
+        assert app.extend(rid, end + hours * H).reply == Reply.ACCEPT
+        assert app.respond(rid, Reply.CONFIRM).reply == Reply.REQUEST_SUCCESS
+    assert app.get_reservation(rid).terms.end == end + 2 * H
+    report = audited(app)[1]
+    assert report.ok, report.violations
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     steps=st.lists(

@@ -328,6 +328,9 @@ class Auditor:
         self.reservations: dict[UUID, ReservationTrack] = {}
         self.instances: dict[UUID, InstanceTrack] = {}
         self.instance_moves: set[tuple[UUID, str, datetime]] = set()  # (reservation, node, at)
+        # An extension's confirmation → the first event after its save (see _reservation_event).
+        self.save_ends: dict[int, int] = {}
+        self._saves_open: dict[int, bool] = {}  # → whether an event of another aggregate came since
         self.first_dispatch_at: datetime | None = None  # when a worker first claimed work
         self.credit: dict[Any, Decimal] = {}  # user id → balance, as the credit events move it
         self.charges: dict[UUID, tuple[Any, Decimal, EventRef]] = {}  # reservation → (user, charged, event)
@@ -487,6 +490,8 @@ class Auditor:
         return self._label(event) if event is not None else str(n.originator_id)
 
     def _check(self, n: Notification, event: Any) -> None:
+        if self._saves_open and not isinstance(event, Reservation.Event):
+            self._saves_open = dict.fromkeys(self._saves_open, True)
         if isinstance(event, Node.Event):
             self._node_event(n, event)
         elif isinstance(event, Reservation.Event):
@@ -703,6 +708,15 @@ class Auditor:
         ref = self.ref(n, e)
         rid = e.originator_id
         name = type(e).__name__
+        # A save that books records its reservation's events first, then its nodes' and the
+        # rest, and no other reservation's: a reservation event after those begins a later save,
+        # which may share the instant (a manual clock, a fast user).
+        for confirmed, past_its_reservation in list(self._saves_open.items()):
+            if past_its_reservation:
+                self.save_ends[confirmed] = n.id
+                del self._saves_open[confirmed]
+        if isinstance(e, Reservation.ExtensionConfirmed):
+            self._saves_open[n.id] = False
         if isinstance(e, Reservation.Initiated):
             self.reservations[rid] = ReservationTrack(ref, e.user_id, last=ref)
             return
@@ -865,10 +879,13 @@ class Auditor:
                 continue
             terms = track.confirmed_offer.terms
             for ref, end, nodes in track.extended:
-                # Booked in the extension's save: recorded after it (the reservation is saved first).
+                # Booked in the extension's save: recorded after it (the reservation is saved
+                # first), before the next save that recorded a reservation event.
+                ends = self.save_ends.get(ref.notification_id)
                 booked = [
                     b for b in by_reservation.get(rid, ())
-                    if b.booked_at == ref.at and b.ref.notification_id > ref.notification_id
+                    if b.booked_at == ref.at and ref.notification_id < b.ref.notification_id
+                    and (ends is None or b.ref.notification_id < ends)
                 ]
                 # On the nodes the offer held, from the start to the new end: some of them, where
                 # instances not started yet moved for it, new to the reservation.
