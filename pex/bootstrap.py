@@ -17,7 +17,9 @@ from importlib import import_module
 from urllib.parse import parse_qs, unquote, urlparse
 
 import falcon
+from eventsourcing.utils import get_topic
 
+from pex.adapters.postgres import OneStatementSaves
 from pex.adapters.xen.dispatcher import XenDispatcher
 from pex.adapters.xen.enactment import XenEnactment
 from pex.adapters.xen.simulator import XapiSimulator
@@ -54,6 +56,8 @@ def persistence_env(database_url: str) -> dict[str, str]:
             hosts = query["host"][0]
         env = {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            # Each save one statement, the table's lock held for no round trip (its docstring).
+            "APPLICATION_RECORDER_TOPIC": get_topic(OneStatementSaves),
             "POSTGRES_DBNAME": url.path.lstrip("/") or "pex",
             # libpq takes the lists as they are: it tries the servers in order.
             "POSTGRES_HOST": hosts,

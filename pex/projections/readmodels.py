@@ -39,6 +39,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.postgres import PostgresRecorder
+from eventsourcing.sqlite import SQLiteRecorder
 from eventsourcing.utils import strtobool
 
 from pex.domain.lifecycle import Phase, phase_of
@@ -189,12 +191,11 @@ def store_for(app: Any) -> Store:
     """A store in the application's own database: its PostgreSQL schema, or its SQLite file;
     memory for the `memory:` store."""
     recorder = app.recorder
-    datastore = getattr(recorder, "datastore", None)
-    module = type(recorder).__module__
-    if datastore is not None and module == "eventsourcing.postgres":
+    if isinstance(recorder, PostgresRecorder):  # the library's, or pex.adapters.postgres's
+        datastore = recorder.datastore
         return PostgresStore(datastore, datastore.schema)
-    if datastore is not None and module == "eventsourcing.sqlite":
-        pool = datastore.pool
+    if isinstance(recorder, SQLiteRecorder):
+        pool = recorder.datastore.pool
         if not pool.is_sqlite_memory_mode:
             timeout = float(app.factory.env.get("SQLITE_LOCK_TIMEOUT") or 10)
             return SQLiteStore(pool.db_name, lock_timeout=timeout)
