@@ -232,16 +232,24 @@ def build_simulated_application(
     )
 
 
-def build_pool_enactment(settings: Settings) -> XenEnactment:
-    """The enactment on the pool at PEX_XEN_URL, for the pool commands (`pex pool sync`)."""
-    worker = settings.worker
+def build_pool_enactment(settings: Settings, pool: WorkerSettings | None = None) -> XenEnactment:
+    """The enactment on one Xen pool (`pool`, one of `settings.pools`; by default the only
+    one), for the pool commands (`pex pool sync`)."""
+    worker = pool or settings.pool(None)
     if worker.simulated:
-        raise SettingsError("set PEX_XEN_URL (and PEX_XEN_USERNAME, PEX_XEN_PASSWORD) to name the Xen pool")
-    dispatcher = XenDispatcher(
-        worker.xen_url or "", worker.xen_username, worker.xen_password, timeout=worker.xen_timeout,
-        task_timeout=worker.xen_task_timeout, ignore_ssl=worker.xen_ignore_ssl,
+        raise SettingsError("set PEX_XEN_URL (and PEX_XEN_USERNAME, PEX_XEN_PASSWORD), or PEX_POOLS, to name the Xen pool")
+    return XenEnactment(xen_dispatcher(worker))
+
+
+def xen_dispatcher(worker: WorkerSettings, url: str | None = None, username: str | None = None,
+                   password: str | None = None) -> XenDispatcher:
+    """The dispatcher to one pool's master (`worker`'s, or `url`, `username`, `password`)."""
+    return XenDispatcher(
+        url or worker.xen_url or "", username or worker.xen_username, password if password is not None else worker.xen_password,
+        timeout=worker.xen_timeout, task_timeout=worker.xen_task_timeout,
+        tls=TlsPolicy.of(ca_file=worker.xen_ca_file, fingerprints=worker.xen_cert_sha256, ignore=worker.xen_ignore_ssl),
+        members=worker.xen_members, pool=worker.pool,
     )
-    return XenEnactment(dispatcher)
 
 
 # --- the HTTP side ---------------------------------------------------------------------
@@ -297,8 +305,8 @@ def build_worker_process(
     clock: Callable[[], datetime] = system_clock,
 ) -> WorkerProcess:
     """The workers of one process: the timer, the monitors and the read models' follower,
-    dispatching through the Xen enactment to PEX_XEN_URL (or to a simulated pool in this
-    process when it is unset)."""
+    dispatching through the Xen enactment to the pool of `worker_settings` (by default the
+    only one: PEX_XEN_URL's, or a simulated pool in this process when it is unset)."""
     worker_settings = worker_settings or settings.worker
     simulator = None
     if worker_settings.simulated:
@@ -309,17 +317,13 @@ def build_worker_process(
     else:
         url = worker_settings.xen_url or ""  # set: not simulated
         username, password = worker_settings.xen_username, worker_settings.xen_password
-    dispatcher = XenDispatcher(
-        url, username, password, timeout=worker_settings.xen_timeout, task_timeout=worker_settings.xen_task_timeout,
-        tls=TlsPolicy.of(ca_file=worker_settings.xen_ca_file, fingerprints=worker_settings.xen_cert_sha256,
-                         ignore=worker_settings.xen_ignore_ssl),
-        members=worker_settings.xen_members,
-    )
+    dispatcher = xen_dispatcher(worker_settings, url, username, password)
     app = build_application(settings, clock)
     app.pool_configured = not worker_settings.simulated
     app.prepare_lead = worker_settings.prepare_lead
     # The user's requests this process serves are carried out at once, not at the next tick.
-    app.dispatch_now = dispatch = Dispatch(app, XenEnactment(dispatcher), worker_settings.worker_id, worker_settings.lease)
+    app.dispatch_now = dispatch = Dispatch(app, XenEnactment(dispatcher), worker_settings.worker_id, worker_settings.lease,
+                                           pool=worker_settings.pool)
     # Their tables follow PEX_CREATE_TABLES, as the event store's do in this process: the
     # embedded worker is given n, after `pex serve` made them.
     read_models = ReadModels(app, create_tables=settings.create_tables)
@@ -328,13 +332,14 @@ def build_worker_process(
 
 
 def start_embedded(settings: Settings, worker_settings: WorkerSettings | None = None) -> EmbeddedWorker:
-    """Start the embedded worker (see the module docstring); a no-op handle when disabled."""
+    """Start the embedded worker, one for each pool PEX_POOLS names (see the module docstring);
+    a no-op handle when disabled."""
     worker_settings = worker_settings or settings.worker
     if not worker_settings.embedded_enabled:
-        return EmbeddedWorker(None)
+        return EmbeddedWorker()
     if settings.database_url.startswith("memory:"):
         log.warning("PEX_DATABASE_URL=memory: is private to one process; no embedded worker")
-        return EmbeddedWorker(None)
+        return EmbeddedWorker()
     # Tables (the read models' too) and the demo pool, once and before anyone else: concurrent
     # DDL fails on PostgreSQL, and the worker is told not to make any.
     app = build_application(replace(settings, create_tables=True))
@@ -344,6 +349,11 @@ def start_embedded(settings: Settings, worker_settings: WorkerSettings | None = 
         app.close()
     env = {**os.environ, "PEX_DATABASE_URL": settings.database_url, "PEX_CREATE_TABLES": "n"}
     command = [sys.executable, "-m", "pex.workers", "--exit-with-parent", str(os.getpid())]
-    process = subprocess.Popen(command, env=env)
-    log.info("embedded worker started (pid %s)%s", process.pid, " on a simulated pool" if worker_settings.simulated else "")
-    return EmbeddedWorker(process)
+    processes = []
+    names: list[str | None] = [p.pool for p in settings.named_pools]
+    for pool in names or [None]:
+        process = subprocess.Popen(command + (["--pool", pool] if pool else []), env=env)
+        log.info("embedded worker started (pid %s)%s", process.pid,
+                 f" for the pool {pool}" if pool else " on a simulated pool" if worker_settings.simulated else "")
+        processes.append(process)
+    return EmbeddedWorker(processes)

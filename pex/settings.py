@@ -10,13 +10,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from pex.domain.errors import CatalogueError
 from pex.domain.placement_policies import PLACEMENT_POLICIES
-from pex.domain.pool import PoolReserve
+from pex.domain.pool import DEFAULT_POOL, PoolReserve, check_pool_name
 from pex.domain.pricing import DEFAULT_CURRENCY
 
 DEFAULT_DATABASE_URL = "sqlite:///var/pex.sqlite3"
@@ -87,11 +88,34 @@ class Settings:
     passwords: PasswordSettings = field(default_factory=lambda: PasswordSettings())
     http: HttpSettings = field(default_factory=lambda: HttpSettings())
     worker: WorkerSettings = field(default_factory=lambda: WorkerSettings())
+    # Every Xen pool's workers' settings, in the order PEX_POOLS names them (`pools`); empty
+    # without it: then there is one pool, named `default`, whose settings are `worker`.
+    # With it, `worker` is the first pool's.
+    named_pools: tuple[WorkerSettings, ...] = ()
     # PEX_VM_PASSWORD_KEY: with it, every VM gets a password of its own (pex.application.instances.vm_password),
     # derived from this key and the instance id, so that no password is ever stored. The API's
     # processes and the workers must share it. Never shown (repr=False).
     vm_password_key: str | None = field(default=None, repr=False)
     webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings())
+
+    @property
+    def pools(self) -> tuple[WorkerSettings, ...]:
+        """Every pool's settings: PEX_POOLS's, or the one pool's, `worker`."""
+        return self.named_pools or (self.worker,)
+
+    def pool(self, name: str | None) -> WorkerSettings:
+        """The settings of the pool named `name`; with None, of the only pool (an error when
+        PEX_POOLS names more than one: each has workers of its own)."""
+        if name is None:
+            if len(self.pools) > 1:
+                raise SettingsError(
+                    f"PEX_POOLS names {len(self.pools)} pools ({', '.join(p.pool for p in self.pools)}): "
+                    "name the one to work on with --pool")
+            return self.pools[0]
+        for pool in self.pools:
+            if pool.pool == name:
+                return pool
+        raise SettingsError(f"no pool {name!r}: the pools are {', '.join(p.pool for p in self.pools)}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -100,8 +124,11 @@ class Settings:
         def number(name: str, default: float) -> float:
             return env_number(env, name, default, positive=True)
 
+        database_url = env.get("PEX_DATABASE_URL") or DEFAULT_DATABASE_URL
+        worker = WorkerSettings.from_env(env)
+        pools = pools_from(env["PEX_POOLS"], worker, database_url) if env.get("PEX_POOLS") else ()
         return cls(
-            database_url=env.get("PEX_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_url=database_url,
             offer_ttl=timedelta(seconds=number("PEX_OFFER_TTL_SECONDS", 300)),
             horizon=timedelta(days=number("PEX_HORIZON_DAYS", 60)),
             max_rounds=int(number("PEX_MAX_ROUNDS", 5)),
@@ -117,7 +144,8 @@ class Settings:
             create_tables=env_flag(env, "PEX_CREATE_TABLES", True),
             passwords=PasswordSettings.from_env(env),
             http=HttpSettings.from_env(env),
-            worker=WorkerSettings.from_env(env),
+            worker=pools[0] if pools else worker,
+            named_pools=pools,
             vm_password_key=vm_password_key(env.get("PEX_VM_PASSWORD_KEY") or ""),
             webhooks=WebhookSettings.from_env(env),
         )
@@ -382,6 +410,8 @@ class WorkerSettings:
     prepare_lead: timedelta = timedelta(minutes=10)  # VMs are made this long before their start
     # What each host of the pool keeps back from guests (PEX_POOL_RESERVE, pex.domain.pool).
     pool_reserve: PoolReserve = field(default_factory=PoolReserve)
+    # The name PEX knows this pool by (PEX_POOLS; pex.domain.pool): its nodes are named after it.
+    pool: str = DEFAULT_POOL
 
     @property
     def simulated(self) -> bool:
@@ -434,6 +464,93 @@ class WorkerSettings:
             pool_reserve=pool_reserve(env.get("PEX_POOL_RESERVE") or ""),
             prepare_lead=timedelta(seconds=number("PEX_PREPARE_LEAD_SECONDS", 600)),
         )
+
+
+# What a pool's table in PEX_POOLS may set: the Xen pool's (as PEX_XEN_* sets the one pool's).
+POOL_KEYS = {
+    "database_url", "xen_url", "xen_username", "xen_password", "xen_password_file", "xen_ca_file",
+    "xen_cert_sha256", "xen_ignore_ssl", "xen_members", "reserve",
+}
+
+
+def pools_from(path: str, worker: WorkerSettings, database_url: str) -> tuple[WorkerSettings, ...]:
+    """PEX_POOLS: a TOML file of `[pool.NAME]` tables, one a Xen pool, each with its master's
+    `xen_url` (required), `xen_username` (default root), `xen_password` or
+    `xen_password_file` (its first line), and optionally `xen_ca_file`, `xen_cert_sha256`
+    (a list), `xen_ignore_ssl`, `xen_members` (a list), `reserve` (as PEX_POOL_RESERVE, for
+    this pool's hosts) and `database_url`. Every other worker setting (ticks, leases,
+    timeouts) is the environment's, for every pool. docs/operations.md, "Many pools"."""
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as error:
+        raise SettingsError(f"PEX_POOLS: cannot read {path!r}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"PEX_POOLS: {path} is not TOML: {error}") from None
+    tables = document.get("pool")
+    if set(document) != {"pool"} or not isinstance(tables, dict) or not tables:
+        raise SettingsError(f"PEX_POOLS: {path} must hold [pool.NAME] tables, one per Xen pool, and nothing else")
+    pools = []
+    for name, table in tables.items():
+        where = f"PEX_POOLS: [pool.{name}]"
+        try:
+            check_pool_name(name)
+        except CatalogueError as error:
+            raise SettingsError(f"{where}: {error}") from None
+        if not isinstance(table, dict):
+            raise SettingsError(f"{where} must be a table")
+        if unknown := sorted(set(table) - POOL_KEYS):
+            raise SettingsError(f"{where}: unknown {', '.join(unknown)} (it may set {', '.join(sorted(POOL_KEYS))})")
+        # One store for every pool, for now: a pool in a database of its own (issue 15's
+        # shards) is refused rather than silently written to the directory's.
+        if table.get("database_url", database_url) != database_url:
+            raise SettingsError(
+                f"{where}: database_url must be PEX_DATABASE_URL's: every pool is in that one store "
+                "(a pool in a database of its own is not supported yet)")
+        url = _text(table, "xen_url", where)
+        if not url:
+            raise SettingsError(f"{where}: set xen_url, its master's XAPI endpoint")
+        password = _text(table, "xen_password", where)
+        if "xen_password_file" in table:
+            if "xen_password" in table:
+                raise SettingsError(f"{where}: set xen_password or xen_password_file, not both")
+            password = _password_file(_text(table, "xen_password_file", where), where)
+        ignore_ssl = table.get("xen_ignore_ssl", False)
+        if not isinstance(ignore_ssl, bool):
+            raise SettingsError(f"{where}: xen_ignore_ssl must be true or false")
+        fingerprints = certificate_fingerprints(" ".join(_texts(table, "xen_cert_sha256", where)))
+        ca_file = xen_ca_file(_text(table, "xen_ca_file", where) or None)
+        if ignore_ssl and (ca_file or fingerprints):
+            raise SettingsError(f"{where}: xen_ignore_ssl contradicts xen_ca_file and xen_cert_sha256: choose one")
+        reserve = pool_reserve(_text(table, "reserve", where)) if "reserve" in table else worker.pool_reserve
+        pools.append(replace(
+            worker, pool=name, xen_url=url, xen_username=_text(table, "xen_username", where) or "root",
+            xen_password=password, xen_ignore_ssl=ignore_ssl, xen_ca_file=ca_file, xen_cert_sha256=fingerprints,
+            xen_members=_texts(table, "xen_members", where), pool_reserve=reserve,
+        ))
+    return tuple(pools)
+
+
+def _text(table: Mapping[str, object], key: str, where: str) -> str:
+    value = table.get(key, "")
+    if not isinstance(value, str):
+        raise SettingsError(f"{where}: {key} must be a string")
+    return value
+
+
+def _texts(table: Mapping[str, object], key: str, where: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SettingsError(f"{where}: {key} must be a list of strings")
+    return tuple(value)
+
+
+def _password_file(path: str, where: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.readline().rstrip("\r\n")
+    except OSError as error:
+        raise SettingsError(f"{where}: cannot read xen_password_file {path!r}: {error.strerror}") from None
 
 
 def pool_reserve(text: str) -> PoolReserve:

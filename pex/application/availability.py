@@ -63,8 +63,15 @@ class Availability(Core):
             raise InvalidQuery("to", f"starts open at most {policy.horizon.days} days ahead")
         self.follow()
         with self._follow_lock:
-            windows = free_windows(self.timeline, chosen.resources, count, duration, start, end, now, limit)
-            return [
-                WindowView(w.start, w.end, w.available, quote_in(self.pricing, self.timeline, chosen, count, w.start, w.end, now))
-                for w in windows
-            ]
+            # Each pool's windows: a reservation's instances all live in one pool. Of one
+            # window found in several, the pool with the most room says what is available.
+            found: dict[tuple[datetime, datetime], WindowView] = {}
+            pools = self.timeline.pools()
+            for pool in pools if len(pools) > 1 else [None]:
+                view = self._view_in(pool)
+                for w in free_windows(view, chosen.resources, count, duration, start, end, now, limit):
+                    known = found.get((w.start, w.end))
+                    if known is None or known.available < w.available:
+                        price = quote_in(self.pricing, view, chosen, count, w.start, w.end, now)
+                        found[(w.start, w.end)] = WindowView(w.start, w.end, w.available, price)
+            return sorted(found.values(), key=lambda w: (w.start, w.end))[:limit]

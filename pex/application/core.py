@@ -43,7 +43,7 @@ from pex.domain.reservation import Reservation
 from pex.domain.user import InsufficientCredit, User, is_valid_username, legacy_user_id, user_id
 from pex.domain.values import State
 from pex.projections import capacity, reservations
-from pex.projections.capacity import CapacityTimeline
+from pex.projections.capacity import CapacityTimeline, PoolTimeline
 from pex.projections.checkpoints import Checkpoints
 from pex.projections.follower import Follower, Recorded, after
 from pex.projections.readmodels import store_for
@@ -668,3 +668,23 @@ class Core(Application):
 
     def _pool_cpus(self) -> int:
         return sum(self.timeline.capacity(name).cpus for name in self.timeline.node_names())
+
+    def _home_pool(self, reservation: Reservation) -> str | None:
+        """The pool `reservation` lives in: that of the nodes of its offer, its first offer's
+        pool (a reservation is never offered another); None before its first offer. Under
+        the follow lock."""
+        offer = reservation.offer
+        for name in offer.nodes if offer is not None else ():
+            pool = self.timeline.pool_of(name)
+            if pool is not None:
+                return pool
+        return None
+
+    def _view_in(self, pool: str | None) -> CapacityTimeline | PoolTimeline:
+        """The timeline of `pool`'s nodes; the whole timeline for None. Under the follow lock."""
+        return self.timeline if pool is None else self.timeline.of_pool(pool)
+
+    def _placing_view(self, reservation: Reservation) -> CapacityTimeline | PoolTimeline:
+        """Where `reservation`'s instances may be placed: its pool's nodes (the whole timeline
+        when it has none yet, or when there is one pool). Under the follow lock."""
+        return self._view_in(self._home_pool(reservation))

@@ -159,7 +159,9 @@ class Drains(Instances):
                 movers.append(instance)
         with self._follow_lock:
             self.follow()
-            targets = re_place(self.timeline, offer.per_instance, len(movers), max(terms.start, at), terms.end, at)
+            # In its own pool: a reservation's instances all live in one (pex.domain.pool).
+            targets = re_place(self._placing_view(reservation), offer.per_instance, len(movers), max(terms.start, at),
+                               terms.end, at)
         # What moved to where it was migrating to leaves its booking here (it is booked there).
         left = sum(1 for i in changed if i.node != name)
         delta: dict[str, int] = {name: -left} if left else {}

@@ -57,7 +57,8 @@ class Extensions(Core):
                 usage = self.index.usage(reservation.user_id, at, excluding=reservation.id)
                 longest = min(end, terms.start + self.policy.max_duration)
                 asked, cut = quotas.limit_extension(terms, longest, size.cpus, usage, self._pool_cpus(), at)
-                decision = evaluate_extension(agreed, size, asked, self.timeline, at, self.pricing, hold_id, cut,
+                decision = evaluate_extension(agreed, size, asked, self._placing_view(reservation), at, self.pricing,
+                                              hold_id, cut,
                                               movable=self._movable_nodes(reservation, at))
             previous = reservation.extension
             nodes: dict[str, Node] = {}

@@ -400,7 +400,9 @@ class Instances(Core):
             nodes[name].release(reservation.id, f"node {name} lost" + (f": {reason}" if reason else ""), at)
             counts.pop(name)
         with self._follow_lock:
-            targets = re_place(self.timeline, offer.per_instance, len(movers), max(terms.start, at), terms.end, at)
+            # In its own pool: a reservation's instances all live in one (pex.domain.pool).
+            targets = re_place(self._placing_view(reservation), offer.per_instance, len(movers), max(terms.start, at),
+                               terms.end, at)
         moved = stranded = 0
         changed: list[Instance] = []
         for instance, target in zip(movers, targets, strict=True):
@@ -428,6 +430,13 @@ class Instances(Core):
         return moved, stranded
 
     # --- plumbing ----------------------------------------------------------------------
+
+    def pool_of_instance(self, instance_id: UUID) -> str | None:
+        """The pool of the node the instance is on (None for no such instance or node)."""
+        try:
+            return self._node(self._instance(instance_id).node).pool
+        except NotFound:
+            return None
 
     def _instance(self, instance_id: UUID, user_id: str | None = None) -> Instance:
         try:

@@ -19,7 +19,7 @@ from pex.application.quotas import QuotaCommands
 from pex.application.views import Outcome, Proposed, ReservationView
 from pex.domain.errors import CapacityExceeded, DomainError, IllegalMove, InvalidProposal, NodeUnavailable
 from pex.domain.instance import Instance, instance_name
-from pex.domain.negotiation import Decision, NegotiationPolicy, answer_within_quotas, check_terms
+from pex.domain.negotiation import Decision, NegotiationPolicy, answer_within_quotas, best_of_pools, check_terms
 from pex.domain.node import Node
 from pex.domain.placement import Movable, Move, Rearranged, place, repack
 from pex.domain.quotas import cpu_seconds
@@ -166,15 +166,20 @@ class Negotiation(Extensions, QuotaCommands):
         with self._follow_lock:
             usage = self.index.usage(reservation.user_id, at, excluding=reservation.id)
             limited = quotas.limit(terms, size.cpus, usage, self._pool_cpus(), at, policy.horizon)
-            decision = self.negotiator(
-                limited, size, self.timeline, at, self.pricing, policy, reservation.round + 1, reservation.id
-            )
+            pools = self._pools_to_search(reservation)
+            decision = best_of_pools([
+                self.negotiator(limited, size, self._view_in(pool), at, self.pricing, policy, reservation.round + 1,
+                                reservation.id)
+                for pool in pools
+            ], limited)
         moved: list[Aggregate] = []
         nodes: dict[str, Node] = {}
         if self.repack and decision.reply != Reply.ACCEPT:
-            repacked = self._repack(reservation.id, limited, size, at, policy, reservation.round + 1, nodes, moved)
-            if repacked is not None:
-                decision = repacked
+            for pool in pools:  # the first pool that re-packing makes room in
+                repacked = self._repack(pool, reservation.id, limited, size, at, policy, reservation.round + 1, nodes, moved)
+                if repacked is not None:
+                    decision = repacked
+                    break
         decision = answer_within_quotas(terms, limited, decision)
         previous = reservation.offer if reservation.state in (State.ACCEPTED, State.COUNTERED) else None
         reservation.submit(terms, size.resources, at)
@@ -210,11 +215,21 @@ class Negotiation(Extensions, QuotaCommands):
             self.policy.placement.placed(decision.offer.placement)  # a policy with a turn moves it
         return Outcome(decision.reply, self._view(reservation), decision.reason)
 
+    def _pools_to_search(self, reservation: Reservation) -> list[str | None]:
+        """Where to look for room for `reservation` (`_view_in` each): its pool, once it has
+        an offer; before that, every pool, each on its own (its instances will all live in
+        one); None for the whole timeline, when there is one pool. Under the follow lock."""
+        home, pools = self._home_pool(reservation), self.timeline.pools()
+        if home is not None:
+            return [home]
+        return [None] if len(pools) <= 1 else list(pools)
+
     def _repack(
-        self, reservation_id: UUID, terms: Terms, size: Size, at: datetime, policy: NegotiationPolicy, round: int,
-        nodes: dict[str, Node], moved: list[Aggregate],
+        self, in_pool: str | None, reservation_id: UUID, terms: Terms, size: Size, at: datetime,
+        policy: NegotiationPolicy, round: int, nodes: dict[str, Node], moved: list[Aggregate],
     ) -> Decision | None:
-        """Re-packing: when `terms` do not fit as asked, move bookings of other reservations
+        """Re-packing in one pool (`in_pool`, as `_view_in` takes it): when `terms` do not
+        fit as asked, move bookings of other reservations
         that have not started (none starting before `at` + prepare lead + `repack_margin`, no
         VM made for any of their instances) to other nodes, over the same interval with the
         same resources, if that makes room for all the instances asked for (or else the fixed
@@ -229,21 +244,22 @@ class Negotiation(Extensions, QuotaCommands):
         per_instance, counts = size.resources, sorted({terms.instances, max(terms.instances_fixed, 1)}, reverse=True)
         for _ in range(3):  # a chosen booking found not movable after all is left out, and the search runs again
             with self._follow_lock:
-                if place(self.timeline, per_instance, terms.instances, terms.start, terms.end, at, reservation_id):
+                pool = self._view_in(in_pool)
+                if place(pool, per_instance, terms.instances, terms.start, terms.end, at, reservation_id):
                     return None  # it fits as asked: not a matter of room
                 movable = [
                     Movable(a.reservation_id, name, a.start, a.end, a.instances, a.per_instance)
-                    for name, a in self.timeline.bookings_overlapping(terms.start, terms.end)
+                    for name, a in pool.bookings_overlapping(terms.start, terms.end)
                     if a.start > after and a.reservation_id != reservation_id and a.reservation_id not in refused
                 ]
                 # All the instances asked for, or else the fixed ones, at the asked start.
                 for count in counts:
-                    found = repack(self.timeline, per_instance, count, terms.start, terms.end, at, movable, reservation_id)
+                    found = repack(pool, per_instance, count, terms.start, terms.end, at, movable, reservation_id)
                     if found is not None:
                         break
                 if found is None or not found.moves:
                     return None
-                view = Rearranged(self.timeline)
+                view = Rearranged(pool)
                 for move in found.moves:
                     view.move(move)
                 decision = self.negotiator(terms, size, view, at, self.pricing, policy, round, reservation_id)

@@ -20,7 +20,7 @@ from pex.application.views import CatalogueView, NodeView
 from pex.domain.catalogue import CATALOGUE_ID, DEMO_NODES, DEMO_TEMPLATES, TABLE_1_SIZES, Catalogue
 from pex.domain.errors import CatalogueError
 from pex.domain.node import Node, node_id
-from pex.domain.pool import PoolReserve
+from pex.domain.pool import DEFAULT_POOL, PoolReserve, host_name
 from pex.domain.values import Resources, Size
 
 log = logging.getLogger(__name__)
@@ -100,16 +100,18 @@ class Pool(Core):
         self._change_catalogue(change)
         return offered
 
-    def sync_pool(self, inventory: PoolInventory, reserve: PoolReserve | None = None) -> PoolSync:
-        """Make the pool's hosts the nodes: each host a node named by its name_label, offering
-        its guest capacity less `reserve`; a host that is disabled or dead, and a node whose
-        host left the pool, is marked lost (no new bookings; the Scheduler re-places its future
-        bookings, pex.workers.timer); one that is back is returned. Records the pool's hosts and
-        templates on the catalogue. Safe to repeat: a sync that finds nothing new records nothing."""
+    def sync_pool(self, inventory: PoolInventory, reserve: PoolReserve | None = None, pool: str = DEFAULT_POOL) -> PoolSync:
+        """Make the hosts of `pool` its nodes: each host a node, named by the adapter after its
+        pool and name_label (pex.domain.pool.node_name), offering its guest capacity less
+        `reserve`; a host that is disabled or dead, and a node of the pool whose host left it,
+        is marked lost (no new bookings; the Scheduler re-places its future bookings,
+        pex.workers.timer); one that is back is returned. Records the pool's hosts and
+        templates on the catalogue. Other pools' nodes are not touched. Safe to repeat: a sync
+        that finds nothing new records nothing."""
         reserve = reserve or PoolReserve()
         at = self.clock()
         self._change_catalogue(lambda c, at: c.record_pool(
-            [h.name for h in inventory.hosts], {t.uuid: t.name for t in inventory.templates}, at))
+            [h.name for h in inventory.hosts], {t.uuid: t.name for t in inventory.templates}, at, pool))
         registered: list[str] = []
         resized: list[str] = []
         lost: list[str] = []
@@ -118,12 +120,12 @@ class Pool(Core):
         in_pool = set()
         for host in inventory.hosts:
             in_pool.add(host.name)
-            capacity = reserve.offered(host.name, host.guest_capacity)
+            capacity = reserve.offered(host_name(pool, host.name), host.guest_capacity)
             if node_id(host.name) not in self.repository:
                 if capacity.cpus <= 0 or capacity.memory_mb <= 0:
                     log.warning("host %s offers nothing for guests (%s): not a node", host.name, capacity)
                     continue
-                node = Node(name=host.name, capacity=capacity, at=at)
+                node = Node(name=host.name, capacity=capacity, at=at, pool=pool)
                 if not host.available:
                     node.mark_lost(at)
                 try:
@@ -133,6 +135,10 @@ class Pool(Core):
                     pass  # another process registered it first; the next sync compares it
                 continue
             node = self._node(host.name)
+            if node.pool != pool:
+                log.error("host %s of pool %s has the name of a node of pool %s: not synced", host.name, pool, node.pool)
+                refused.append(host.name)
+                continue
             if node.capacity != capacity:
                 try:
                     self._change_node(host.name, partial(Node.resize, capacity=capacity))
@@ -144,12 +150,12 @@ class Pool(Core):
                 self._change_node(host.name, Node.mark_returned if host.available else Node.mark_lost)
                 (returned if host.available else lost).append(host.name)
         for view in self.nodes():
-            if view.name not in in_pool and view.available:
+            if view.pool == pool and view.name not in in_pool and view.available:
                 self.mark_node_lost(view.name)
                 lost.append(view.name)
         result = PoolSync(tuple(registered), tuple(resized), tuple(lost), tuple(returned), tuple(refused))
         if result.changed:
-            log.info("pool synced: %s", result)
+            log.info("pool %s synced: %s", pool, result)
         return result
 
     def withdraw_template(self, name: str) -> None:
@@ -199,8 +205,15 @@ class Pool(Core):
         views = []
         for name in names:
             node = self._node(name)
-            views.append(NodeView(node.name, node.capacity, node.available, node.version, node.drain_from, node.drain_by))
+            views.append(NodeView(node.name, node.capacity, node.available, node.version, node.drain_from, node.drain_by,
+                                  node.pool))
         return views
+
+    def pools(self) -> list[str]:
+        """The pools with a node, by name."""
+        self.follow()
+        with self._follow_lock:
+            return self.timeline.pools()
 
     def node_allocations(self, name: str) -> list[Any]:
         self.follow()

@@ -11,6 +11,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from pex.domain.catalogue import check_template, size_named
+from pex.domain.pool import DEFAULT_POOL
 from pex.domain.values import Reply, Resources, Size
 from pex.projections.shapes import InstanceView, ReservationView
 
@@ -34,6 +35,7 @@ class NodeView:
     version: int
     drain_from: datetime | None = None  # drained from then (maintenance), by `drain_by`
     drain_by: str | None = None
+    pool: str = DEFAULT_POOL  # the Xen pool of its host (pex.domain.pool)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def init() -> None:
     try:
         progress = prepare_read_models(app)
         if app.pool_configured:
-            echo_sync(sync_pool(app))
+            sync_pools(app)
         click.echo(
             f"store ready; {len(app.nodes())} nodes, sizes {', '.join(sorted(app.catalogue().sizes))}; "
             f"read models and ledger at #{progress.position}"
@@ -265,46 +265,59 @@ def print_nodes(app, as_json: bool = False) -> None:
         click.echo("Nothing is booked or held: every node is free.")
 
 
-def sync_pool(app):
-    """Sync the nodes with the pool at PEX_XEN_URL; a click error if it cannot be read."""
+def sync_pools(app, echo: bool = True) -> None:
+    """Sync the nodes with every Xen pool (PEX_POOLS, or the one at PEX_XEN_URL), and echo
+    what changed; a pool that cannot be read is reported, after the others are synced, as a
+    click error."""
     from pex.adapters.xen.errors import XenAdapterError
     from pex.bootstrap import build_pool_enactment
     from pex.settings import SettingsError
 
     settings = read_settings()
-    try:
-        enactment = build_pool_enactment(settings)
-    except SettingsError as error:
-        raise click.ClickException(str(error)) from None
-    try:
-        return app.sync_pool(enactment.inventory(), settings.worker.pool_reserve)
-    except XenAdapterError as error:
-        raise click.ClickException(f"cannot read the Xen pool at {settings.worker.xen_url}: {error}") from None
-    finally:
-        enactment.dispatcher.close()
+    failed = []
+    for pool in settings.pools:
+        try:
+            enactment = build_pool_enactment(settings, pool)
+        except SettingsError as error:
+            raise click.ClickException(str(error)) from None
+        try:
+            result = app.sync_pool(enactment.inventory(), pool.pool_reserve, pool.pool)
+        except XenAdapterError as error:
+            failed.append(f"cannot read the Xen pool {pool.pool} at {pool.xen_url}: {error}")
+            continue
+        finally:
+            enactment.dispatcher.close()
+        if echo:
+            echo_sync(result, pool.pool if len(settings.pools) > 1 else None)
+    if failed:
+        raise click.ClickException("; ".join(failed))
 
 
-def echo_sync(result) -> None:
+def echo_sync(result, pool: str | None = None) -> None:
+    prefix = f"pool {pool}: " if pool else ""
     for what in ("registered", "resized", "lost", "returned"):
         names = getattr(result, what)
         if names:
-            click.echo(f"nodes {what}: {', '.join(names)}")
+            click.echo(f"{prefix}nodes {what}: {', '.join(names)}")
     if result.refused:
-        click.echo(f"not resized (more is booked than the host offers now): {', '.join(result.refused)}", err=True)
+        click.echo(f"{prefix}not synced (more is booked than the host offers now, or its name is another pool's node's): "
+                   f"{', '.join(result.refused)}", err=True)
 
 
 @main.group("pool")
 def pool() -> None:
-    """The Xen pool at PEX_XEN_URL: its hosts are the nodes, its templates the ones to offer."""
+    """The Xen pools (PEX_POOLS, or the one at PEX_XEN_URL): their hosts are the nodes, their
+    templates the ones to offer."""
 
 
 @pool.command("sync")
 def pool_sync() -> None:
-    """Make every host of the pool a node (named by its name_label, with what it can give guests
-    less PEX_POOL_RESERVE); mark the nodes of hosts that left or are disabled lost."""
+    """Make every host of every pool a node (named by its name_label, after its pool's name but
+    in the pool `default`, with what it can give guests less PEX_POOL_RESERVE); mark the nodes
+    of hosts that left or are disabled lost."""
     app = build()
     try:
-        echo_sync(sync_pool(app))
+        sync_pools(app)
         print_nodes(app)
         templates = app.pool_templates() or {}
         click.echo("templates in the pool (offer one with `pex admin template NAME`):")
@@ -344,7 +357,7 @@ def admin_template(name, description) -> None:
     app = build()
     try:
         if app.pool_configured:
-            sync_pool(app)  # checked against the pool as it is now
+            sync_pools(app, echo=False)  # checked against the pools as they are now
         offered = app.register_template(name, description)
     except DomainError as error:
         raise click.ClickException(str(error)) from None

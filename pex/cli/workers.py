@@ -24,12 +24,14 @@ def _configure_logging(level: str) -> None:
 @click.command()
 @click.option("--once", is_flag=True, help="One timer tick and one monitor poll, then exit.")
 @click.option("--exit-with-parent", type=int, hidden=True, help="Exit when this process id is no longer our parent.")
-def worker(once: bool, exit_with_parent: int | None) -> None:
+@click.option("--pool", "pool_name", metavar="NAME", help="The pool of PEX_POOLS to work on (needed when it names several).")
+def worker(once: bool, exit_with_parent: int | None, pool_name: str | None) -> None:
     """Run the timer worker and the node and VM monitors, and keep the read models current.
 
     They dispatch to the Xen pool at PEX_XEN_URL (PEX_XEN_USERNAME, PEX_XEN_PASSWORD) or, when
-    it is unset, to an in-process simulated pool with the paper's testbed. Several workers may
-    run at once against one store. Tuning: PEX_WORKER_TICK_SECONDS, PEX_WORKER_THREADS,
+    it is unset, to an in-process simulated pool with the paper's testbed; with PEX_POOLS, to
+    the pool named by --pool, whose instances only it dispatches and watches (run workers for
+    every pool). Several workers may run at once against one store, for one pool or many. Tuning: PEX_WORKER_TICK_SECONDS, PEX_WORKER_THREADS,
     PEX_DISPATCH_LEASE_SECONDS, PEX_NODE_GRACE_SECONDS, PEX_GUEST_TIMEOUT_SECONDS,
     PEX_RESYNC_SECONDS (docs/operations.md)."""
     from pex.bootstrap import build_worker_process
@@ -37,7 +39,7 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
     settings = read_settings()
     _configure_logging(settings.worker.log_level)
     try:
-        process = build_worker_process(settings)
+        process = build_worker_process(settings, settings.pool(pool_name))
     except ValueError as error:  # SettingsError too: a pricing policy that does not load
         raise click.ClickException(str(error)) from None
     if once:
@@ -59,7 +61,7 @@ def worker(once: bool, exit_with_parent: int | None) -> None:
                     stop.set()
 
         threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
-    log.info("worker running (Ctrl-C to stop)", extra={"xen_url": process.dispatcher.url})
+    log.info("worker running (Ctrl-C to stop)", extra={"xen_url": process.dispatcher.url, "pool": process.settings.pool})
     process.run_until_signalled(stop)
 
 

@@ -16,6 +16,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from pex.domain.errors import CatalogueError, InvalidProposal
+from pex.domain.pool import DEFAULT_POOL
 from pex.domain.quotas import Quotas
 from pex.domain.values import CopiedByContainers, Resources, Size
 
@@ -98,20 +99,27 @@ class Catalogue(CopiedByContainers, Aggregate):
                 c.user_quotas[self.user_id] = self.quotas
 
     class PoolSynced(Event):
-        """PEX read its Xen pool: the hosts it has (every one a node) and its templates
-        (uuid -> name), the ones an operator may offer. From the first, nodes and templates
-        come from the pool only."""
+        """PEX read one of its Xen pools (`pool`): the hosts it has, by the names of their nodes
+        (pex.domain.pool.node_name), and its templates (uuid -> name), the ones an operator may
+        offer. From the first, nodes and templates come from the pools only."""
 
         hosts: list[str]
         templates: dict[str, str]
+        pool: str = DEFAULT_POOL  # recorded since PEX_POOLS; before it, the one pool
 
         def apply(self, c: Catalogue) -> None:
-            c.pool_hosts = tuple(self.hosts)
-            c.pool_templates = dict(self.templates)
+            pools = c.synced_pools()
+            pools[self.pool] = {"hosts": sorted(self.hosts), "templates": dict(self.templates)}
+            c.pools = pools
+            c.pool_hosts = tuple(sorted(h for p in pools.values() for h in p["hosts"]))
+            c.pool_templates = {u: n for p in pools.values() for u, n in p["templates"].items()}
 
     # None: no pool was ever synced (a class default, so older snapshots read as None too).
-    pool_hosts: tuple[str, ...] | None = None
-    pool_templates: dict[str, str] | None = None
+    pool_hosts: tuple[str, ...] | None = None  # every pool's, by node name
+    pool_templates: dict[str, str] | None = None  # every pool's, uuid -> name
+    # Each pool's own, by name: {"hosts": [...], "templates": {uuid: name}}. None in snapshots
+    # taken before pools were named, whose one pool `pool_hosts` and `pool_templates` hold.
+    pools: dict[str, dict] | None = None
 
     def __init__(self, at: datetime):
         self.sizes: dict[str, Size] = {}
@@ -148,19 +156,34 @@ class Catalogue(CopiedByContainers, Aggregate):
         if self.templates.get(name) != description:
             self.trigger_event(self.TemplateRegistered, name=name, description=description, at=at)
 
-    def record_pool(self, hosts: list[str], templates: dict[str, str], at: datetime) -> None:
-        if (tuple(sorted(hosts)), templates) != (self.pool_hosts, self.pool_templates):
-            self.trigger_event(self.PoolSynced, hosts=sorted(hosts), templates=dict(templates), at=at)
+    def synced_pools(self) -> dict[str, dict]:
+        """Each pool's hosts and templates at its last sync (a copy), by the pool's name."""
+        if self.pools is not None:
+            return {name: {"hosts": list(p["hosts"]), "templates": dict(p["templates"])} for name, p in self.pools.items()}
+        if self.pool_hosts is None:
+            return {}
+        return {DEFAULT_POOL: {"hosts": list(self.pool_hosts), "templates": dict(self.pool_templates or {})}}
+
+    def record_pool(self, hosts: list[str], templates: dict[str, str], at: datetime, pool: str = DEFAULT_POOL) -> None:
+        synced = self.synced_pools().get(pool)
+        if synced is None or (sorted(hosts), templates) != (synced["hosts"], synced["templates"]):
+            self.trigger_event(self.PoolSynced, hosts=sorted(hosts), templates=dict(templates), pool=pool, at=at)
 
     def pool_template(self, name_or_uuid: str) -> str:
-        """The name of the pool's template with this name or uuid (refused if it has none)."""
-        templates = self.pool_templates or {}
-        if name_or_uuid in templates:
-            return templates[name_or_uuid]
-        if name_or_uuid in templates.values():
-            return name_or_uuid
-        offered = ", ".join(sorted(templates.values())) or "none"
-        raise CatalogueError(f"the Xen pool has no template {name_or_uuid!r} (its templates: {offered})")
+        """The name of the pools' template with this name or uuid (refused if one has none):
+        a reservation may be placed in any pool, so each must have what it offers."""
+        pools = self.synced_pools()
+        names = {n for p in pools.values() for n in p["templates"].values()}
+        name = (self.pool_templates or {}).get(name_or_uuid, name_or_uuid)
+        if name not in names:
+            offered = ", ".join(sorted(names)) or "none"
+            raise CatalogueError(f"the Xen pool has no template {name_or_uuid!r} (its templates: {offered})")
+        lacking = sorted(pool for pool, p in pools.items() if name not in p["templates"].values())
+        if lacking:
+            raise CatalogueError(
+                f"template {name!r} is not in every pool (not in {', '.join(lacking)}): a reservation may be placed "
+                "in any pool, so each must have it, by that name")
+        return name
 
     def check_node_registrable(self, name: str) -> None:
         """With a pool synced, nodes are its hosts, made by the sync: none is registered by hand."""

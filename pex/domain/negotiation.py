@@ -8,6 +8,7 @@ records the answer; the nodes hold what it places.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -292,6 +293,27 @@ def with_shown(ranked: list[Offer], shown: list[Offer], room: int) -> list[Offer
         keys.add(key(must))
     order = {key(o): i for i, o in enumerate(ranked)}
     return sorted(picked, key=lambda o: order[key(o)])
+
+
+def best_of_pools(decisions: Sequence[Decision], asked: Terms) -> Decision:
+    """The answer of the pool that answers best, given each pool's own (in the order of the
+    pools, at least one): the first ACCEPT; else the COUNTER whose offer ranks first as a
+    pool's own COUNTERs rank (`rank`), its alternatives from that same pool, since the
+    reservation stays there; else the first pool's REJECT."""
+    if len(decisions) == 1:
+        return decisions[0]
+    accepted = [d for d in decisions if d.reply == Reply.ACCEPT]
+    if accepted:
+        return accepted[0]
+    countered = [d for d in decisions if d.reply == Reply.COUNTER and d.offer is not None]
+    if countered:
+        def within_budget(o: Offer) -> bool:
+            return asked.price is None or o.terms.price is None or o.terms.price <= asked.price
+
+        # Reversed: of equal offers, `rank` keeps the last it is given, the first pool's here.
+        firsts = rank([d.offer for d in reversed(countered) if d.offer is not None], asked, within_budget)
+        return next(d for d in countered if d.offer is firsts[0])
+    return decisions[0]
 
 
 def answer_within_quotas(asked: Terms, limited: Terms, decision: Decision) -> Decision:

@@ -20,6 +20,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from pex.domain.errors import CapacityExceeded, CatalogueError, NodeDraining, NodeUnavailable
+from pex.domain.pool import DEFAULT_POOL
 from pex.domain.values import CopiedByContainers, Resources, time_text
 
 
@@ -88,6 +89,7 @@ class Node(CopiedByContainers, Aggregate):
         name: str
         capacity: Resources
         at: datetime
+        pool: str = DEFAULT_POOL  # the Xen pool of its host; recorded since PEX_POOLS (before: the one pool)
 
     class Resized(Event):
         capacity: Resources
@@ -172,8 +174,12 @@ class Node(CopiedByContainers, Aggregate):
             super().apply(node)
             node.drain_from, node.drain_by = None, None
 
-    def __init__(self, name: str, capacity: Resources, at: datetime):
+    # A class default, so that snapshots taken before pools were named read as the one pool.
+    pool: str = DEFAULT_POOL
+
+    def __init__(self, name: str, capacity: Resources, at: datetime, pool: str = DEFAULT_POOL):
         self.name = name
+        self.pool = pool
         self.capacity = capacity
         self.available = True
         self.allocations: dict[str, NodeAllocation] = {}

@@ -8,6 +8,7 @@ reserve the operator keeps back, pool-wide or per host (PEX_POOL_RESERVE, pex.se
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -55,3 +56,37 @@ class PoolReserve:
             else:
                 pool_wide = Resources(**values)
         return cls(pool_wide, per_host)
+
+
+# --- many pools ---------------------------------------------------------------------------
+#
+# A provider with more hosts than one Xen pool holds (64) runs several (PEX_POOLS, pex.settings).
+# A reservation's instances all live in one pool: its worker dispatches them, and a pool is
+# what fails as a whole (its master down). Host names are unique within a pool only, so a
+# node is named by its pool and host, except in the pool named `default`, whose nodes keep
+# their hosts' names: that is every node of a PEX that never named a pool.
+
+DEFAULT_POOL = "default"
+POOL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+NODE_OF_POOL = ":"  # between the pool's name and the host's in the name of a node
+
+
+def check_pool_name(name: str) -> str:
+    if not POOL_NAME.fullmatch(name):
+        raise CatalogueError(
+            f"a pool's name is 1 to 32 lowercase letters, digits, '-' and '_', starting with a letter or digit, "
+            f"not {name!r}")
+    return name
+
+
+def node_name(pool: str, host: str) -> str:
+    """The name of the node on `host` (its name_label) of `pool`."""
+    return host if pool == DEFAULT_POOL else f"{pool}{NODE_OF_POOL}{host}"
+
+
+def host_name(pool: str, node: str) -> str:
+    """The name_label of the host of `pool` that `node` is on (the inverse of `node_name`)."""
+    if pool == DEFAULT_POOL:
+        return node
+    prefix = f"{pool}{NODE_OF_POOL}"
+    return node[len(prefix):] if node.startswith(prefix) else node

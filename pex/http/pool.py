@@ -32,6 +32,7 @@ def node_json(node) -> dict:
     c = node.capacity
     return {
         "name": node.name,
+        "pool": node.pool,
         "cpus": c.cpus,
         "memoryMb": c.memory_mb,
         "diskGb": c.disk_gb,

@@ -14,7 +14,8 @@ bookings     Every confirmed reservation had, from its confirmation, bookings fo
              (or moves with an instance: re-placed, re-packed, or live-migrating off a
              drained node); a reservation released early keeps no booking past its release;
              a booking made when an instance moved (re-placed or re-packed) is over the
-             agreed interval with the agreed resources.
+             agreed interval with the agreed resources; all of a reservation's bookings are
+             on the nodes of one pool.
 instances    Every instance was scheduled on a node booked for its reservation, over its
              interval; one re-packed to another node was scheduled, before its start, with
              no VM made; every instance that ran, ran inside that interval (up to `grace` late;
@@ -63,6 +64,7 @@ from eventsourcing.persistence import Notification
 
 from pex.domain.instance import Instance
 from pex.domain.node import Node, NodeAllocation
+from pex.domain.pool import DEFAULT_POOL
 from pex.domain.pricing import used_part
 from pex.domain.reservation import LEGAL_MOVES, Reservation
 from pex.domain.user import User, legacy_user_id, user_id
@@ -320,6 +322,7 @@ class Auditor:
         self.versions: dict[Any, int] = {}
         self.node_names: dict[Any, str] = {}
         self.node_lost: dict[str, bool] = {}
+        self.node_pools: dict[str, str] = {}  # the Xen pool of each node's host
         self.node_drains: dict[str, datetime | None] = {}  # drained from then
         self.capacities: dict[str, list[tuple[datetime, Resources]]] = defaultdict(list)
         self.bookings: dict[tuple[str, UUID], list[Booking]] = defaultdict(list)
@@ -590,6 +593,7 @@ class Auditor:
         if isinstance(e, Node.Registered):
             self.node_names[e.originator_id] = e.name
             self.node_lost[e.name] = False
+            self.node_pools[e.name] = e.pool
             self.capacities[e.name].append((e.at, e.capacity))
             self.timeline.apply(e)
             return
@@ -860,6 +864,7 @@ class Auditor:
             for b in bookings:
                 if b.allocation.end > released and (b.released_at is None or b.released_at > released):
                     self.violate("bookings", f"reservation {short(rid)} was released, but {node} kept its booking", b.ref)
+        self._check_one_pool_each()
         for node, rid, at, ref in self.booking_releases:
             track = self.reservations.get(rid)
             if (rid, node, at) in self.instance_moves:
@@ -867,6 +872,19 @@ class Auditor:
             if track is None or track.cancelled_at != at:
                 state = track.state.value if track else "unknown"
                 self.violate("bookings", f"{node} released the booking of reservation {short(rid)} ({state}) without its deletion at that time", ref)
+
+    def _check_one_pool_each(self) -> None:
+        """A reservation's instances all live in one pool (pex.domain.pool): every booking it
+        ever had is on nodes of one pool."""
+        pools: defaultdict[UUID, dict[str, Booking]] = defaultdict(dict)
+        for (node, rid), bookings in self.bookings.items():
+            if bookings:
+                pools[rid].setdefault(self.node_pools.get(node, DEFAULT_POOL), bookings[0])
+        for rid, first in pools.items():
+            if len(first) > 1:
+                self.violate(
+                    "bookings", f"reservation {short(rid)} is booked in the pools {', '.join(sorted(first))}: "
+                    "its instances live in one", *[b.ref for _, b in sorted(first.items())][:4])
 
     def _check_extension_bookings(self) -> None:
         """Every confirmed extension booked all the reservation's instances from its start to

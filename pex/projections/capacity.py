@@ -49,6 +49,7 @@ from uuid import UUID
 from sortedcontainers import SortedDict
 
 from pex.domain.node import Node, NodeAllocation
+from pex.domain.pool import DEFAULT_POOL
 from pex.domain.values import Resources
 
 ZERO = Resources()
@@ -62,6 +63,7 @@ class NodeTimeline:
     available: bool = True
     # Drained from then (Node.DrainScheduled): it takes nothing that lasts until then.
     drain_from: datetime | None = None
+    pool: str = DEFAULT_POOL  # the Xen pool of its host: a reservation is placed in one pool
     levels: SortedDict = field(default_factory=SortedDict)
     refs: dict[datetime, int] = field(default_factory=dict)
     bookings: dict[UUID, NodeAllocation] = field(default_factory=dict)
@@ -195,7 +197,8 @@ class CapacityTimeline:
         return n.free(start, end, at, excluding)
 
     def fitting_counts(
-        self, per_instance: Resources, start: datetime, end: datetime, at: datetime, excluding: UUID | None = None
+        self, per_instance: Resources, start: datetime, end: datetime, at: datetime, excluding: UUID | None = None,
+        pool: str | None = None,
     ) -> list[tuple[str, int, float]]:
         """What pex.domain.placement.scan_fitting_counts answers (the same list, in the same
         order, with the same floats), in one pass over the nodes without a call per node.
@@ -209,6 +212,8 @@ class CapacityTimeline:
         fits: list[tuple[str, int, float]] = []
         for name, node in self.nodes.items():
             if not node.available or (node.drain_from is not None and end > node.drain_from):
+                continue
+            if pool is not None and node.pool != pool:
                 continue
             cap = node.capacity
             if node.holds or (excluding is not None and excluding in node.bookings):
@@ -235,9 +240,14 @@ class CapacityTimeline:
                 fits.append((name, n, used))
         return fits
 
-    def change_points(self, after: datetime, until: datetime, at: datetime) -> list[datetime]:
+    def change_points(self, after: datetime, until: datetime, at: datetime, pool: str | None = None) -> list[datetime]:
+        """Where free capacity may change: every booking's bounds (all pools': a bound that
+        changes nothing in `pool` is a candidate that finds what its neighbours find), and
+        the bounds of the holds that count at `at` (of `pool`'s nodes only, with a pool)."""
         points = set(self.boundaries.irange(after, until, inclusive=(False, True)))
         for n in self.nodes.values():
+            if pool is not None and n.pool != pool:
+                continue
             for h in n.holds.values():
                 if h.counts_at(at):
                     points.update(t for t in (h.start, h.end, h.hold_until) if t is not None and after < t <= until)
@@ -250,7 +260,7 @@ class CapacityTimeline:
 
         Like Node.Event.apply, it first forgets what ended or lapsed by the event's `at`."""
         if isinstance(event, Node.Registered):
-            self.nodes[event.name] = NodeTimeline(event.name, event.capacity)
+            self.nodes[event.name] = NodeTimeline(event.name, event.capacity, pool=event.pool)
             self.node_by_id[event.originator_id] = event.name
             return
         originator: UUID | None = getattr(event, "originator_id", None)
@@ -322,7 +332,8 @@ class CapacityTimeline:
             "forgotten_before": self.forgotten_before.isoformat() if self.forgotten_before else None,
             "nodes": [
                 {
-                    "id": str(node_id), "name": name, "capacity": _resources(n.capacity), "available": n.available,
+                    "id": str(node_id), "name": name, "pool": n.pool, "capacity": _resources(n.capacity),
+                    "available": n.available,
                     "drain_from": n.drain_from.isoformat() if n.drain_from else None,
                     "bookings": [_allocation(a) for a in n.bookings.values()],
                     "holds": [_allocation(h) for h in n.holds.values()],
@@ -339,7 +350,7 @@ class CapacityTimeline:
         forgotten = state["forgotten_before"]
         timeline.forgotten_before = datetime.fromisoformat(forgotten) if forgotten else None
         for n in state["nodes"]:
-            node = NodeTimeline(n["name"], Resources(*n["capacity"]), n["available"])
+            node = NodeTimeline(n["name"], Resources(*n["capacity"]), n["available"], pool=n.get("pool", DEFAULT_POOL))
             if n.get("drain_from"):  # a checkpoint from before drains has none
                 node.drain_from = datetime.fromisoformat(n["drain_from"])
             timeline.nodes[node.name] = node
@@ -356,15 +367,35 @@ class CapacityTimeline:
         heapq.heapify(timeline.lapses)
         return timeline
 
-    def bookings_overlapping(self, start: datetime, end: datetime) -> list[tuple[str, NodeAllocation]]:
-        """The bookings (not holds) on available nodes that overlap [start, end), with their node."""
+    def bookings_overlapping(
+        self, start: datetime, end: datetime, pool: str | None = None
+    ) -> list[tuple[str, NodeAllocation]]:
+        """The bookings (not holds) on available nodes (of `pool`, with one) that overlap
+        [start, end), with their node."""
         return [
             (name, a)
             for name, n in self.nodes.items()
-            if n.available
+            if n.available and (pool is None or n.pool == pool)
             for a in n.bookings.values()
             if a.start < end and a.end > start
         ]
+
+    # --- pools ---------------------------------------------------------------------------
+
+    def pools(self) -> list[str]:
+        """The pools with a node, in order of their names."""
+        return sorted({n.pool for n in self.nodes.values()})
+
+    def pool_of(self, node: str) -> str | None:
+        n = self.nodes.get(node)
+        return None if n is None else n.pool
+
+    def of_pool(self, pool: str) -> CapacityTimeline | PoolTimeline:
+        """The timeline of one pool's nodes, a CapacityView in which to place a reservation;
+        this timeline itself when every node is in that pool (the one pool of most PEXes)."""
+        if all(n.pool == pool for n in self.nodes.values()):
+            return self
+        return PoolTimeline(self, pool)
 
     # --- queries for people ------------------------------------------------------------
 
@@ -373,6 +404,39 @@ class CapacityTimeline:
         return sorted(
             [*n.bookings.values(), *(h for h in n.holds.values() if h.counts_at(at))], key=lambda a: (a.start, str(a.reservation_id))
         )
+
+
+class PoolTimeline:
+    """The capacity timeline restricted to one pool's nodes (`CapacityTimeline.of_pool`): what
+    placement sees of it, so that a reservation's instances all land in that pool. Read under
+    the same lock as the timeline, and, like it, current only as long as that lock is held."""
+
+    def __init__(self, timeline: CapacityTimeline, pool: str):
+        self.timeline, self.pool = timeline, pool
+
+    def node_names(self) -> list[str]:
+        return [name for name, n in self.timeline.nodes.items() if n.available and n.pool == self.pool]
+
+    def capacity(self, node: str) -> Resources:
+        return self.timeline.capacity(node)
+
+    def free(self, node: str, start: datetime, end: datetime, at: datetime, excluding: UUID | None = None) -> Resources:
+        return self.timeline.free(node, start, end, at, excluding)
+
+    def fitting_counts(
+        self, per_instance: Resources, start: datetime, end: datetime, at: datetime, excluding: UUID | None = None
+    ) -> list[tuple[str, int, float]]:
+        return self.timeline.fitting_counts(per_instance, start, end, at, excluding, pool=self.pool)
+
+    def change_points(self, after: datetime, until: datetime, at: datetime) -> list[datetime]:
+        return self.timeline.change_points(after, until, at, pool=self.pool)
+
+    def bookings_overlapping(self, start: datetime, end: datetime) -> list[tuple[str, NodeAllocation]]:
+        return self.timeline.bookings_overlapping(start, end, pool=self.pool)
+
+    @property
+    def nodes(self) -> dict[str, NodeTimeline]:
+        return {name: n for name, n in self.timeline.nodes.items() if n.pool == self.pool}
 
 
 def _how_many(cpus: int, memory_mb: int, disk_gb: int, need: tuple[int, int, int]) -> int:

@@ -119,9 +119,12 @@ class Dispatch:
     """Carries out what instances need now, as `worker_id`, through `enactment`."""
 
     def __init__(
-        self, app: PexApplication, enactment: Enactment, worker_id: str | None = None, lease: timedelta | None = None
+        self, app: PexApplication, enactment: Enactment, worker_id: str | None = None, lease: timedelta | None = None,
+        pool: str | None = None,
     ):
+        """`pool`: the one pool `enactment` reaches (pex.domain.pool); None when it reaches every node."""
         self.app = app
+        self.pool = pool
         self.enactment = enactment
         self.worker_id = worker_id or default_worker_id()
         self.lease = lease if lease is not None else timedelta(minutes=2)
@@ -130,6 +133,8 @@ class Dispatch:
     def __call__(self, instance_id: UUID) -> str | None:
         """Carry out the action the instance needs now, if any and if no other worker has it.
         Returns what was done ("start", "stop failed", ...) or None."""
+        if self.pool is not None and self.app.pool_of_instance(instance_id) != self.pool:
+            return None  # another pool's: its own workers carry it out
         until = time.monotonic() + self.lease.total_seconds()
         job = self.app.claim_dispatch(instance_id, self.worker_id, self.lease)
         if job is None:

@@ -29,6 +29,7 @@ from eventsourcing.application import AggregateNotFoundError
 
 from pex.domain.instance import Instance, Status, reservation_over, reservation_prepares, reservation_runs
 from pex.domain.node import Node
+from pex.domain.pool import DEFAULT_POOL
 from pex.domain.reservation import Reservation
 from pex.domain.values import State
 from pex.projections.follower import Recorded, after
@@ -56,6 +57,7 @@ class NodeFacts:
     available: bool = True
     lost_at: datetime | None = None
     drain_from: datetime | None = None
+    pool: str = DEFAULT_POOL
 
 
 @dataclass
@@ -72,6 +74,10 @@ class DispatchIndex:
     # The application's prepare_lead (PEX_PREPARE_LEAD_SECONDS): how early a VM is made.
     prepare_lead: timedelta = field(default=timedelta(minutes=10), repr=False, compare=False)
     model: DispatchModel | None = field(default=None, repr=False, compare=False)
+    # The pool whose instances this worker dispatches and watches (`pex worker --pool`);
+    # None for every pool's. The index keeps every pool's (one checkpoint for all workers);
+    # its queries answer of this pool's nodes only.
+    pool: str | None = field(default=None, repr=False, compare=False)
 
     # --- following the log -------------------------------------------------------------
 
@@ -141,7 +147,7 @@ class DispatchIndex:
                 "finished": [str(i) for i in self.finished],
                 "nodes": [
                     [str(nid), name, self.nodes[name].available, _time(self.nodes[name].lost_at),
-                     _time(self.nodes[name].drain_from)]
+                     _time(self.nodes[name].drain_from), self.nodes[name].pool]
                     for nid, name in self.node_names.items()
                     if name in self.nodes
                 ],
@@ -158,8 +164,10 @@ class DispatchIndex:
                 raise ValueError(f"instance {iid} is at version {replica.version}, the checkpoint has {version}")
             self.instances[replica.id] = replica
         self.finished = {UUID(i) for i in state["finished"]}
-        for nid, name, available, lost_at, *drain in state["nodes"]:  # no drain: saved before drains
-            self.nodes[name] = NodeFacts(name, available, _from_time(lost_at), _from_time(drain[0] if drain else None))
+        # No drain: saved before drains; no pool: saved before pools were named.
+        for nid, name, available, lost_at, *later in state["nodes"]:
+            drain, pool = (later + [None, DEFAULT_POOL])[:2]
+            self.nodes[name] = NodeFacts(name, available, _from_time(lost_at), _from_time(drain), pool)
             self.node_names[UUID(nid)] = name
 
     def _clear(self) -> None:
@@ -173,7 +181,7 @@ class DispatchIndex:
         elif isinstance(event, (Reservation.Event, Reservation.Initiated)):
             self._apply_reservation(event)
         elif isinstance(event, Node.Registered):
-            self.nodes[event.name] = NodeFacts(event.name)
+            self.nodes[event.name] = NodeFacts(event.name, pool=event.pool)
             self.node_names[event.originator_id] = event.name
         elif isinstance(event, Node.Lost):
             node = self.nodes.get(self.node_names.get(event.originator_id, ""))
@@ -233,11 +241,26 @@ class DispatchIndex:
 
     # --- queries -------------------------------------------------------------------------
 
+    def _ours(self) -> dict[UUID, Instance]:
+        """The replicas of the instances on this worker's pool's nodes (all, with no pool)."""
+        if self.pool is None:
+            return self.instances
+        nodes = self.nodes
+        return {
+            iid: i for iid, i in self.instances.items()
+            if (facts := nodes.get(i.node or "")) is not None and facts.pool == self.pool
+        }
+
+    def instance_ids(self) -> list[UUID]:
+        """The instances this worker watches (its pool's), not over and cleaned up yet."""
+        with self.lock:
+            return list(self._ours())
+
     def due(self, now: datetime) -> list[tuple[UUID, str]]:
-        """(instance, action) for every instance whose replica says an action is due."""
+        """(instance, action) for every instance of the pool whose replica says an action is due."""
         with self.lock:
             due = []
-            for iid, instance in self.instances.items():
+            for iid, instance in self._ours().items():
                 action = instance.due_action(now, *self._runs_over(instance, now), prepares=self._prepares(instance, now))
                 if action is not None:
                     due.append((iid, action))
@@ -267,7 +290,7 @@ class DispatchIndex:
             lost = {n.name for n in self.nodes.values() if not n.available and n.lost_at is not None and n.lost_at + grace <= now}
             return [
                 iid
-                for iid, i in self.instances.items()
+                for iid, i in self._ours().items()
                 if not i.is_over and i.end > now
                 and (i.status == Status.STRANDED or (i.node in lost and i.status not in (Status.RUNNING, Status.PAUSED)))
             ]
@@ -277,7 +300,8 @@ class DispatchIndex:
         (none planned, or one planned for a VM that stopped running): the Scheduler's
         `move_off` decides it. What could not move waits for the operator."""
         with self.lock:
-            drains = {n.name: n.drain_from for n in self.nodes.values() if n.drain_from is not None}
+            drains = {n.name: n.drain_from for n in self.nodes.values()
+                      if n.drain_from is not None and self.pool in (None, n.pool)}
             if not drains:
                 return []
             found = {
@@ -292,7 +316,7 @@ class DispatchIndex:
 
     def running_without_ip(self) -> list[tuple[UUID, Instance]]:
         with self.lock:
-            return [(iid, i) for iid, i in self.instances.items() if i.status == Status.RUNNING and i.ip_address is None]
+            return [(iid, i) for iid, i in self._ours().items() if i.status == Status.RUNNING and i.ip_address is None]
 
     def to_expire(self, now: datetime) -> list[UUID]:
         """Reservations past their end whose instances are all over and cleaned up, and,

@@ -196,7 +196,7 @@ class Monitors:
         self.index.follow(self.app)
         for name in list(self.hosts):
             self._reconcile_host(name)
-        for iid in list(self.index.instances):
+        for iid in self.index.instance_ids():  # of this worker's pool: the others' VMs are not in view
             self._reconcile_instance(str(iid))
         for iid, _ in self.index.running_without_ip():
             if str(iid) in self.vms and self._host_up(self.vms[str(iid)].host_name):

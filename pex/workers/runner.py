@@ -64,7 +64,9 @@ class WorkerProcess:
         self.settings = settings
         self.simulator = simulator
         self.read_models = read_models
-        self.index = DispatchIndex(prepare_lead=settings.prepare_lead)
+        # This process dispatches and watches one pool's instances (`pex worker --pool`; without
+        # PEX_POOLS, every instance is the one pool's, `default`).
+        self.index = DispatchIndex(prepare_lead=settings.prepare_lead, pool=settings.pool)
         # The one follower of the process feeds every read model it keeps; the read-model
         # thread's tick folds them all from one read of the log (catch_up_read_models).
         app.follower.register(self.index.read_model(app))
@@ -89,9 +91,9 @@ class WorkerProcess:
         """Make the pool's hosts the nodes (logged, not raised: the monitors' next change, or
         the next start, tries again)."""
         try:
-            self.app.sync_pool(self.dispatch.enactment.inventory(), self.settings.pool_reserve)
+            self.app.sync_pool(self.dispatch.enactment.inventory(), self.settings.pool_reserve, self.settings.pool)
         except Exception as error:
-            log.warning("could not sync the pool: %s", error, exc_info=log.isEnabledFor(logging.DEBUG))
+            log.warning("could not sync the pool %s: %s", self.settings.pool, error, exc_info=log.isEnabledFor(logging.DEBUG))
 
     def start(self) -> WorkerProcess:
         if self.pool_configured:

@@ -19,7 +19,7 @@ from pex.adapters.xen.dispatcher import XenDispatcher
 from pex.adapters.xen.enactment import XenEnactment
 from pex.bootstrap import build_application
 from pex.clock import ManualClock
-from pex.domain.pool import PoolReserve
+from pex.domain.pool import DEFAULT_POOL, PoolReserve
 from pex.domain.values import Reply, Terms
 from pex.settings import Settings, WorkerSettings
 from pex.workers.dispatch import Dispatch
@@ -120,24 +120,26 @@ class World:
 
 def build_world(simulator, database_url: str = "memory:", worker_id: str = "w1", clock: ManualClock | None = None,
                 node_grace: timedelta = timedelta(0), pool: bool = False,
-                reserve: PoolReserve | None = None) -> World:
-    """With `pool`, PEX is pointed at the simulator as at PEX_XEN_URL: no demo pool, the pool's
-    hosts synced as nodes (less `reserve`), the paper's template offered, and the monitors
-    syncing again whenever a host joins, leaves or is enabled or disabled."""
+                reserve: PoolReserve | None = None, pool_name: str = DEFAULT_POOL) -> World:
+    """With `pool`, PEX is pointed at the simulator as at PEX_XEN_URL (or as at the pool
+    `pool_name` of PEX_POOLS): no demo pool, the pool's hosts synced as nodes (less
+    `reserve`), the paper's template offered, and the monitors syncing again whenever a host
+    joins, leaves or is enabled or disabled; the timer and the monitors keep to the pool's
+    instances."""
     clock = clock or ManualClock(T0)
-    worker = WorkerSettings(xen_url=simulator.url) if pool else WorkerSettings()
+    worker = WorkerSettings(xen_url=simulator.url, pool=pool_name) if pool else WorkerSettings()
     app = build_application(Settings(database_url=database_url, worker=worker), clock=clock)
-    dispatcher = make_dispatcher(simulator.url)
+    dispatcher = make_dispatcher(simulator.url, pool=pool_name)
     enactment = XenEnactment(dispatcher)
-    app.dispatch_now = dispatch = Dispatch(app, enactment, worker_id, timedelta(minutes=2))
+    app.dispatch_now = dispatch = Dispatch(app, enactment, worker_id, timedelta(minutes=2), pool=pool_name)
     sync = None
     if pool:
         def sync() -> None:
-            app.sync_pool(enactment.inventory(), reserve)
+            app.sync_pool(enactment.inventory(), reserve, pool_name)
 
         sync()
         app.register_template(TEMPLATE)
-    index = DispatchIndex()
+    index = DispatchIndex(pool=pool_name)
     timer = TimerWorker(app, index, dispatch=dispatch, node_grace=node_grace, threads=4)
     watcher = dispatcher.watcher(timeout=0.05, retry_delay=0.01)
     monitors = Monitors(app, watcher, index, guest_timeout=timedelta(minutes=5), resync_interval=0.0, dispatcher=dispatcher,

@@ -117,7 +117,7 @@ def test_the_embedded_worker_runs_reservations_on_its_simulated_pool(tmp_path, m
     finally:
         app.close()
         handle.stop()
-    assert not handle.running and handle.process.returncode == 0
+    assert not handle.running and [p.returncode for p in handle.processes] == [0]
 
 
 def stop_process(process: subprocess.Popen, within: float = 10) -> int:

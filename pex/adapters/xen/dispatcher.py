@@ -46,6 +46,7 @@ from pex.adapters.xen.tasks import wait_for_task
 from pex.adapters.xen.transport import TlsPolicy
 from pex.adapters.xen.watcher import XenEventWatcher
 from pex.application.ports import PoolHost, PoolInventory, PoolTemplate
+from pex.domain.pool import DEFAULT_POOL, host_name, node_name
 from pex.domain.values import Resources
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,14 @@ class XenDispatcher:
     def __init__(self, url: str, username: str, password: str, *, timeout: float = 30.0,
                  task_timeout: float = 600.0, poll_interval: float = 0.5, ignore_ssl: bool = False,
                  network: str | None = None, sleep: Callable[[float], None] = time.sleep,
-                 tls: TlsPolicy | None = None, members: Sequence[str] = ()):
+                 tls: TlsPolicy | None = None, members: Sequence[str] = (), pool: str = DEFAULT_POOL):
         """`timeout` bounds every HTTP request; `task_timeout` every asynchronous operation.
         `network` names the network new VMs are plugged into (default: the first one).
         `tls` checks an https pool's certificates (see `TlsPolicy`; `ignore_ssl` is its opt-out).
-        `members`: addresses of the pool's hosts, to find the master by when `url` is down at start."""
+        `members`: addresses of the pool's hosts, to find the master by when `url` is down at start.
+        `pool`: the name PEX knows the pool by; its hosts are named as PEX names their nodes
+        (pex.domain.pool.node_name), in what this answers and what it is asked."""
+        self.pool = pool
         self.connection = XenConnection(url, username, password, timeout=timeout, ignore_ssl=ignore_ssl, tls=tls,
                                         members=members)
         self.task_timeout = task_timeout
@@ -105,7 +109,7 @@ class XenDispatcher:
 
     def watcher(self, **options: Any) -> XenEventWatcher:
         """An event watcher on its own session (see `XenEventWatcher` for the options)."""
-        return XenEventWatcher(self.connection, **options)
+        return XenEventWatcher(self.connection, pool=self.pool, **options)
 
     # -- discovery ------------------------------------------------------------------------------
 
@@ -117,7 +121,7 @@ class XenDispatcher:
             for ref, record in api.host.get_all_records().items():
                 host_metrics = metrics.get(record["metrics"], {})
                 hosts.append(XenHost(
-                    uuid=record["uuid"], name=record["name_label"], address=record["address"],
+                    uuid=record["uuid"], name=node_name(self.pool, record["name_label"]), address=record["address"],
                     cpus=int(record["cpu_info"].get("cpu_count", 0)),
                     memory_total_mb=int(host_metrics.get("memory_total", 0)) // MiB,
                     memory_free_mb=int(api.host.compute_free_memory(ref)) // MiB,
@@ -154,7 +158,7 @@ class XenDispatcher:
                 memory = int(host_metrics.get("memory_total", 0)) - int(record["memory_overhead"]) - dom0
                 capacity = Resources(int(record["cpu_info"].get("cpu_count", 0)), max(0, memory // MiB), disk_gb)
                 available = bool(host_metrics.get("live", False)) and bool(record["enabled"])
-                hosts.append(PoolHost(record["name_label"], record["uuid"], capacity, available))
+                hosts.append(PoolHost(node_name(self.pool, record["name_label"]), record["uuid"], capacity, available))
             templates = tuple(PoolTemplate(t.uuid, t.name, t.description) for t in self.templates())
             return PoolInventory(tuple(sorted(hosts, key=lambda h: h.name)), templates)
 
@@ -465,12 +469,12 @@ class XenDispatcher:
     def _describe(self, api: Any, instance_id: str, vm: str) -> XenVm:
         record = api.VM.get_record(vm)
         host = record["resident_on"]
-        host_uuid = host_name = None
+        host_uuid = node = None
         if host != NULL_REF:
             host_record = api.host.get_record(host)
-            host_uuid, host_name = host_record["uuid"], host_record["name_label"]
+            host_uuid, node = host_record["uuid"], node_name(self.pool, host_record["name_label"])
         return XenVm(instance_id=instance_id, uuid=record["uuid"], name=record["name_label"],
-                     power_state=PowerState(record["power_state"]), host_uuid=host_uuid, host_name=host_name,
+                     power_state=PowerState(record["power_state"]), host_uuid=host_uuid, host_name=node,
                      vcpus=int(record["VCPUs_at_startup"]), memory_mb=int(record["memory_static_max"]) // MiB,
                      ip=self._ip(api, vm, record["guest_metrics"]))
 
@@ -500,7 +504,7 @@ class XenDispatcher:
             except XenAPI.Failure as failure:
                 if failure.details[:1] != ["UUID_INVALID"]:
                     raise
-        refs = api.host.get_by_name_label(host)
+        refs = api.host.get_by_name_label(host_name(self.pool, host))
         if not refs:
             raise XenNotFoundError(["PEX_HOST_NOT_FOUND", host])
         return refs[0]

@@ -50,6 +50,7 @@ from pex.adapters.xen.changes import (
 from pex.adapters.xen.errors import XenError, XenTransportError, translated_errors
 from pex.adapters.xen.records import INSTANCE_KEY, PowerState, guest_ip
 from pex.adapters.xen.session import XenConnection, close_session, drop_session
+from pex.domain.pool import DEFAULT_POOL, node_name
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,12 @@ class _HostView:
 
 class XenEventWatcher:
     def __init__(self, connection: XenConnection, *, timeout: float = 30.0, retry_delay: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, pool: str = DEFAULT_POOL):
         """`timeout`: how long one poll may block waiting for a change; `retry_delay`: the pause
-        in `changes()` after the pool could not be reached."""
+        in `changes()` after the pool could not be reached. Hosts are named as PEX names the
+        nodes of `pool` (pex.domain.pool.node_name)."""
         self.connection = connection
+        self.pool = pool
         self.timeout = timeout
         self.retry_delay = retry_delay
         self._sleep = sleep
@@ -217,11 +220,11 @@ class XenEventWatcher:
         for host in self._objects["host"].values():
             host_metrics = metrics.get(host["metrics"])
             if host_metrics is not None:  # liveness unknown until its metrics arrive
-                views[host["uuid"]] = _HostView(host["name_label"], bool(host_metrics["live"]), bool(host["enabled"]))
+                views[host["uuid"]] = _HostView(node_name(self.pool, host["name_label"]), bool(host_metrics["live"]), bool(host["enabled"]))
         return views
 
     def _vm_views(self) -> dict[str, _VmView]:
-        hosts = {ref: (h["uuid"], h["name_label"]) for ref, h in self._objects["host"].items()}
+        hosts = {ref: (h["uuid"], node_name(self.pool, h["name_label"])) for ref, h in self._objects["host"].items()}
         guest_metrics = self._objects["vm_guest_metrics"]
         views = {}
         for vm in self._objects["vm"].values():
