@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.common import ROOT, machine
 
-BENCHMARKS = ("placement", "http", "audit", "worker", "scheduling", "policies", "coldstart", "starts")
+BENCHMARKS = ("placement", "pools", "http", "audit", "worker", "scheduling", "policies", "coldstart", "starts")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,6 +126,9 @@ class Settings:
 
         database_url = env.get("PEX_DATABASE_URL") or DEFAULT_DATABASE_URL
         worker = WorkerSettings.from_env(env)
+        if env.get("PEX_POOLS") and env.get("PEX_XEN_URL"):
+            raise SettingsError("PEX_POOLS names the pools' masters: unset PEX_XEN_URL (a pool of its own there "
+                                "is [pool.default] in the file)")
         pools = pools_from(env["PEX_POOLS"], worker, database_url) if env.get("PEX_POOLS") else ()
         return cls(
             database_url=database_url,

@@ -216,6 +216,13 @@ def test_a_pools_file_that_is_not_as_documented_is_refused_saying_what_is_wrong(
         Settings.from_env(pools_file(tmp_path, text))
 
 
+def test_pex_pools_and_pex_xen_url_together_are_refused(tmp_path):
+    env = pools_file(tmp_path, "[pool.default]\nxen_url = 'https://pool.example/'\n")
+    with pytest.raises(SettingsError, match="unset PEX_XEN_URL"):
+        Settings.from_env({**env, "PEX_XEN_URL": "https://pool.example/"})
+    assert [p.pool for p in Settings.from_env(env).pools] == [DEFAULT_POOL]
+
+
 def test_a_pools_file_that_cannot_be_read_is_refused(tmp_path):
     with pytest.raises(SettingsError, match="cannot read"):
         Settings.from_env({"PEX_POOLS": str(tmp_path / "missing.toml")})
@@ -236,3 +243,40 @@ def test_the_audit_finds_a_reservation_booked_in_two_pools(app):
     report = Auditor(app).run()
     assert any("is booked in the pools east, west: its instances live in one" in v.message
                for v in report.by_promise()["bookings"])
+
+
+def test_of_the_pools_where_a_proposal_fits_the_one_with_the_least_room_takes_it(app):
+    start = T0 + 2 * HOUR
+    homes = []
+    for user, count in (("alice", 2), ("bob", 4), ("dave", 1)):  # east 3 left, west 1, then dave
+        rid, answer = propose(app, count, start, user=user)
+        assert answer.reply == Reply.ACCEPT
+        homes.append(pools_of(app, app.get_reservation(rid)))
+    assert homes == [{"east"}, {"west"}, {"west"}]  # dave fits both: best fit, not the first by name
+
+
+def test_a_first_proposal_is_evaluated_in_three_pools_at_most_those_with_the_most_room(app):
+    for pool in ("north", "south"):
+        app.sync_pool(inventory(*(node_name(pool, f"xen-{i}") for i in range(5))), pool=pool)
+    start = T0 + 2 * HOUR
+    # Best fit: east takes 5, north 4, south 3, and west 4 (south has 2 left): 0, 1, 2 and 1 left.
+    for user, pool_room in (("alice", 5), ("bob", 4), ("dave", 3), ("erin", 4)):
+        rid, answer = propose(app, pool_room, start, user=user)
+        assert answer.reply == Reply.ACCEPT
+        app.confirm(rid)
+    left = {p: sum(1 for n in app.nodes() if n.pool == p) - sum(
+        r.instances for r in app.list_reservations() if pools_of(app, r) == {p}) for p in app.pools()}
+    assert left == {"east": 0, "north": 1, "south": 2, "west": 1}
+    searched = []
+    negotiator = app.negotiator
+
+    def spying(terms, size, view, *args, **kwargs):
+        searched.append({app.timeline.nodes[n].pool for n in view.node_names()})
+        return negotiator(terms, size, view, *args, **kwargs)
+
+    app.negotiator = spying
+    _, answer = propose(app, 4, start, user="frank")  # fits nowhere at that hour
+    assert answer.reply == Reply.COUNTER
+    by_room = sorted(left, key=lambda p: -left[p])
+    assert searched[:3] == [{p} for p in by_room[:3]]  # (re-packing may ask again, in those pools only)
+    assert all(len(pools) == 1 and pools <= set(by_room[:3]) for pools in searched)

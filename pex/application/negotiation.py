@@ -4,7 +4,7 @@ confirmation and activation, cancellation and expiry."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 from uuid import UUID, uuid4
@@ -29,6 +29,10 @@ from pex.domain.values import Allocation, Reply, Size, State, Terms
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# How many pools a first proposal is evaluated in, at most (`_pools_to_search`): what one costs
+# grows with this, not with the number of pools (docs/scaling.md).
+POOLS_SEARCHED = 3
 
 class Negotiation(Extensions, QuotaCommands):
     """The negotiation (paper §3, Table 2): proposals, the provider's answers, the user's replies,"""
@@ -166,7 +170,7 @@ class Negotiation(Extensions, QuotaCommands):
         with self._follow_lock:
             usage = self.index.usage(reservation.user_id, at, excluding=reservation.id)
             limited = quotas.limit(terms, size.cpus, usage, self._pool_cpus(), at, policy.horizon)
-            pools = self._pools_to_search(reservation)
+            pools = self._pools_to_search(reservation, limited, size, at)
             decision = best_of_pools([
                 self.negotiator(limited, size, self._view_in(pool), at, self.pricing, policy, reservation.round + 1,
                                 reservation.id)
@@ -215,14 +219,22 @@ class Negotiation(Extensions, QuotaCommands):
             self.policy.placement.placed(decision.offer.placement)  # a policy with a turn moves it
         return Outcome(decision.reply, self._view(reservation), decision.reason)
 
-    def _pools_to_search(self, reservation: Reservation) -> list[str | None]:
+    def _pools_to_search(self, reservation: Reservation, terms: Terms, size: Size, at: datetime) -> Sequence[str | None]:
         """Where to look for room for `reservation` (`_view_in` each): its pool, once it has
-        an offer; before that, every pool, each on its own (its instances will all live in
-        one); None for the whole timeline, when there is one pool. Under the follow lock."""
+        an offer; before that, up to POOLS_SEARCHED pools, each on its own (its instances will
+        all live in one): first those where `terms` fit as asked, the one with the least room
+        first (best fit, as among nodes: large pieces stay free), then the others, the most
+        room first. None for the whole timeline, when there is one pool. Under the follow lock."""
         home, pools = self._home_pool(reservation), self.timeline.pools()
         if home is not None:
             return [home]
-        return [None] if len(pools) <= 1 else list(pools)
+        if len(pools) <= 1:
+            return [None]
+        # One pass over every node; each pool searched then costs its own nodes only.
+        room = self.timeline.room_by_pool(size.resources, terms.start, terms.start + terms.shortest, at, reservation.id)
+        fitting = sorted((p for p in pools if room.get(p, 0) >= terms.instances), key=lambda p: (room[p], p))
+        others = sorted((p for p in pools if room.get(p, 0) < terms.instances), key=lambda p: (-room.get(p, 0), p))
+        return [*fitting, *others][:POOLS_SEARCHED]
 
     def _repack(
         self, in_pool: str | None, reservation_id: UUID, terms: Terms, size: Size, at: datetime,

@@ -149,10 +149,13 @@ class Pool(Core):
             if node.available != host.available:
                 self._change_node(host.name, Node.mark_returned if host.available else Node.mark_lost)
                 (returned if host.available else lost).append(host.name)
-        for view in self.nodes():
-            if view.pool == pool and view.name not in in_pool and view.available:
-                self.mark_node_lost(view.name)
-                lost.append(view.name)
+        self.follow()
+        with self._follow_lock:  # this pool's nodes only: a sync costs its own pool's size
+            known = [(name, n.available) for name, n in self.timeline.by_pool.get(pool, {}).items()]
+        for name, available in known:
+            if name not in in_pool and available:
+                self.mark_node_lost(name)
+                lost.append(name)
         result = PoolSync(tuple(registered), tuple(resized), tuple(lost), tuple(returned), tuple(refused))
         if result.changed:
             log.info("pool %s synced: %s", pool, result)

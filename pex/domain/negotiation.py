@@ -296,8 +296,8 @@ def with_shown(ranked: list[Offer], shown: list[Offer], room: int) -> list[Offer
 
 
 def best_of_pools(decisions: Sequence[Decision], asked: Terms) -> Decision:
-    """The answer of the pool that answers best, given each pool's own (in the order of the
-    pools, at least one): the first ACCEPT; else the COUNTER whose offer ranks first as a
+    """The answer of the pool that answers best, given each pool's own (in the order the
+    pools were searched, at least one): the first ACCEPT; else the COUNTER whose offer ranks first as a
     pool's own COUNTERs rank (`rank`), its alternatives from that same pool, since the
     reservation stays there; else the first pool's REJECT."""
     if len(decisions) == 1:

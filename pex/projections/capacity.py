@@ -173,6 +173,8 @@ class CapacityTimeline:
 
     def __init__(self) -> None:
         self.nodes: dict[str, NodeTimeline] = {}
+        # The same nodes, by pool (a node never changes pool): a pool's view costs its own nodes.
+        self.by_pool: dict[str, dict[str, NodeTimeline]] = {}
         self.node_by_id: dict[UUID, str] = {}
         self.boundaries: SortedDict = SortedDict()  # instant -> how many booking boundaries
         self.ends: list[tuple[datetime, str, UUID]] = []  # heap of booking ends, for forgetting
@@ -210,10 +212,8 @@ class CapacityTimeline:
         if not any(v > 0 for v in need):
             return []  # a zero size fits nowhere, as how_many_fit_in says
         fits: list[tuple[str, int, float]] = []
-        for name, node in self.nodes.items():
+        for name, node in (self.nodes if pool is None else self.by_pool.get(pool, {})).items():
             if not node.available or (node.drain_from is not None and end > node.drain_from):
-                continue
-            if pool is not None and node.pool != pool:
                 continue
             cap = node.capacity
             if node.holds or (excluding is not None and excluding in node.bookings):
@@ -245,9 +245,7 @@ class CapacityTimeline:
         changes nothing in `pool` is a candidate that finds what its neighbours find), and
         the bounds of the holds that count at `at` (of `pool`'s nodes only, with a pool)."""
         points = set(self.boundaries.irange(after, until, inclusive=(False, True)))
-        for n in self.nodes.values():
-            if pool is not None and n.pool != pool:
-                continue
+        for n in (self.nodes if pool is None else self.by_pool.get(pool, {})).values():
             for h in n.holds.values():
                 if h.counts_at(at):
                     points.update(t for t in (h.start, h.end, h.hold_until) if t is not None and after < t <= until)
@@ -260,7 +258,7 @@ class CapacityTimeline:
 
         Like Node.Event.apply, it first forgets what ended or lapsed by the event's `at`."""
         if isinstance(event, Node.Registered):
-            self.nodes[event.name] = NodeTimeline(event.name, event.capacity, pool=event.pool)
+            self._add_node(NodeTimeline(event.name, event.capacity, pool=event.pool))
             self.node_by_id[event.originator_id] = event.name
             return
         originator: UUID | None = getattr(event, "originator_id", None)
@@ -353,7 +351,7 @@ class CapacityTimeline:
             node = NodeTimeline(n["name"], Resources(*n["capacity"]), n["available"], pool=n.get("pool", DEFAULT_POOL))
             if n.get("drain_from"):  # a checkpoint from before drains has none
                 node.drain_from = datetime.fromisoformat(n["drain_from"])
-            timeline.nodes[node.name] = node
+            timeline._add_node(node)
             timeline.node_by_id[UUID(n["id"])] = node.name
             for a in map(_from_allocation, n["bookings"]):
                 node.add_booking(a)
@@ -374,17 +372,32 @@ class CapacityTimeline:
         [start, end), with their node."""
         return [
             (name, a)
-            for name, n in self.nodes.items()
-            if n.available and (pool is None or n.pool == pool)
+            for name, n in (self.nodes if pool is None else self.by_pool.get(pool, {})).items()
+            if n.available
             for a in n.bookings.values()
             if a.start < end and a.end > start
         ]
 
     # --- pools ---------------------------------------------------------------------------
 
+    def _add_node(self, node: NodeTimeline) -> None:
+        self.nodes[node.name] = node
+        self.by_pool.setdefault(node.pool, {})[node.name] = node
+
     def pools(self) -> list[str]:
         """The pools with a node, in order of their names."""
-        return sorted({n.pool for n in self.nodes.values()})
+        return sorted(self.by_pool)
+
+    def room_by_pool(
+        self, per_instance: Resources, start: datetime, end: datetime, at: datetime, excluding: UUID | None = None
+    ) -> dict[str, int]:
+        """How many instances of `per_instance` each pool could take over [start, end), in one
+        pass over the nodes (a pool with no room is left out)."""
+        room: dict[str, int] = {}
+        for name, n, _ in self.fitting_counts(per_instance, start, end, at, excluding):
+            pool = self.nodes[name].pool
+            room[pool] = room.get(pool, 0) + n
+        return room
 
     def pool_of(self, node: str) -> str | None:
         n = self.nodes.get(node)
@@ -393,7 +406,7 @@ class CapacityTimeline:
     def of_pool(self, pool: str) -> CapacityTimeline | PoolTimeline:
         """The timeline of one pool's nodes, a CapacityView in which to place a reservation;
         this timeline itself when every node is in that pool (the one pool of most PEXes)."""
-        if all(n.pool == pool for n in self.nodes.values()):
+        if len(self.by_pool) <= 1 and pool in self.by_pool:
             return self
         return PoolTimeline(self, pool)
 
@@ -415,7 +428,7 @@ class PoolTimeline:
         self.timeline, self.pool = timeline, pool
 
     def node_names(self) -> list[str]:
-        return [name for name, n in self.timeline.nodes.items() if n.available and n.pool == self.pool]
+        return [name for name, n in self.timeline.by_pool.get(self.pool, {}).items() if n.available]
 
     def capacity(self, node: str) -> Resources:
         return self.timeline.capacity(node)
@@ -436,7 +449,7 @@ class PoolTimeline:
 
     @property
     def nodes(self) -> dict[str, NodeTimeline]:
-        return {name: n for name, n in self.timeline.nodes.items() if n.pool == self.pool}
+        return dict(self.timeline.by_pool.get(self.pool, {}))
 
 
 def _how_many(cpus: int, memory_mb: int, disk_gb: int, need: tuple[int, int, int]) -> int:
