@@ -25,10 +25,13 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
+from pex.application.ports import PoolHost, PoolInventory, PoolTemplate
 from pex.bootstrap import build_application
 from pex.clock import ManualClock
 from pex.domain import IllegalMove, InvalidProposal, OfferExpired, Reply, State, Terms
+from pex.domain.catalogue import DEMO_NODES
 from pex.domain.node import Node, node_id, peak_demand
+from pex.domain.pool import node_name
 from pex.domain.quotas import QuotaExceeded
 from pex.settings import Settings
 from tests.support import T0
@@ -74,8 +77,13 @@ class NegotiationHistories(RuleBasedStateMachine):
         super().__init__()
         self.clock = ManualClock(T0)
         url = self.database_url() if callable(self.database_url) else self.database_url
-        self.app = build_application(Settings(database_url=url), clock=self.clock)
+        self.app = self.build(url)
         self.refused = 0
+        self.homes: dict = {}  # reservation id -> the pool its offers are in
+
+    def build(self, url: str):
+        """The application, on the paper's testbed (a subclass may build other pools)."""
+        return build_application(Settings(database_url=url), clock=self.clock)
 
     reservations = Bundle("reservations")
 
@@ -291,6 +299,19 @@ class NegotiationHistories(RuleBasedStateMachine):
             assert usage.live_offers <= quotas.max_live_offers, user
 
     @invariant()
+    def every_reservation_lives_in_one_pool_and_stays_there(self):
+        pools = {n.name: n.pool for n in self.app.nodes()}
+        held: dict = {}
+        for node in self.live_nodes():
+            for allocation in node.allocations.values():
+                held.setdefault(allocation.reservation_id, set()).add(pools[node.name])
+        for r in self.app.list_reservations():
+            offered = {pools[a.node] for a in r.offer.placement} if r.offer is not None else set()
+            assert len(offered) <= 1 and len(held.get(r.id, set())) <= 1, (r.id, offered, held.get(r.id))
+            for pool in offered | held.get(r.id, set()):
+                assert self.homes.setdefault(r.id, pool) == pool, (r.id, self.homes[r.id], pool)
+
+    @invariant()
     def replaying_the_stored_events_gives_the_live_state(self):
         ids = [r.id for r in self.app.list_reservations()] + [node_id(n.name) for n in self.app.nodes()]
         for aggregate_id in ids:
@@ -302,6 +323,27 @@ class NegotiationHistories(RuleBasedStateMachine):
 
 TestOnMemoryStore = NegotiationHistories.TestCase
 TestOnMemoryStore.settings = settings(stateful_step_count=30)
+
+
+class TwoPoolHistories(NegotiationHistories):
+    """The same histories on two Xen pools (PEX_POOLS) of three testbed hosts each, the hosts
+    of both named alike: the promises hold, and no reservation is ever offered, held or
+    booked in two pools, nor moves from one to the other."""
+
+    def build(self, url: str):
+        app = build_application(Settings(database_url=url, install_demo_pool=False), clock=self.clock)
+        app.pool_configured = True
+        app.install_demo_pool()  # the sizes: the nodes and templates come from the pools
+        template = PoolTemplate("t-uuid", "PEX Debian Etch 4.0 Template")
+        for pool in ("east", "west"):
+            hosts = tuple(PoolHost(node_name(pool, name), f"{pool}-{name}", capacity, True) for name, capacity in DEMO_NODES[:3])
+            app.sync_pool(PoolInventory(hosts, (template,)), pool=pool)
+        app.register_template(template.name)
+        return app
+
+
+TestOnTwoPools = TwoPoolHistories.TestCase
+TestOnTwoPools.settings = settings(stateful_step_count=30)
 
 
 class SqliteHistories(NegotiationHistories):
