@@ -249,10 +249,17 @@ def print_nodes(app, as_json: bool = False) -> None:
     if as_json:
         print_json({"nodes": [{**node_json(n), "allocations": [allocation_json(a) for a in allocs]} for n, allocs in pool]})
         return
-    print_table(
-        ["NODE", "STATE", "CAPACITY"],
-        [[n.name, "up" if n.available else "LOST", resources_text(n.capacity)] for n, _ in pool],
-    )
+    pools = {n.pool for n, _ in pool}
+    if len(pools) > 1:  # PEX_POOLS: each node's Xen pool
+        print_table(
+            ["NODE", "POOL", "STATE", "CAPACITY"],
+            [[n.name, n.pool, "up" if n.available else "LOST", resources_text(n.capacity)] for n, _ in pool],
+        )
+    else:
+        print_table(
+            ["NODE", "STATE", "CAPACITY"],
+            [[n.name, "up" if n.available else "LOST", resources_text(n.capacity)] for n, _ in pool],
+        )
     taken = [
         [n.name, str(a.reservation_id).upper()[:8], f"{a.instances} × {resources_text(a.per_instance)}",
          time_text(a.start), time_text(a.end), f"held until {time_text(a.hold_until)}" if a.is_hold else "booked"]

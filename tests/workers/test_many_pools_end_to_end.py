@@ -62,6 +62,9 @@ xen_password_file = "{tmp_path / 'west.password'}"
         synced = pex(env, tmp_path, "pool", "sync")
         for pool in ("east", "west"):
             assert f"pool {pool}: nodes registered: {', '.join(f'{pool}:{h}' for h in HOSTS)}" in synced
+        listed = pex(env, tmp_path, "nodes").splitlines()
+        assert listed[0].split()[:2] == ["NODE", "POOL"]
+        assert sum(1 for line in listed if line.split()[:2] == ["west:xen-3", "west"]) == 1
         pex(env, tmp_path, "admin", "template", TEMPLATE)
         pex(env, tmp_path, "users", "add", "root", "--admin", "--password-stdin", stdin="root-password-1\n")
         refused = subprocess.run([sys.executable, "-m", "pex.cli", "worker", "--once"], env=env, cwd=tmp_path,
