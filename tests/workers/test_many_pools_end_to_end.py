@@ -15,12 +15,11 @@ import pytest
 
 from pex.adapters.xen.simulator import run_simulator
 from pex.adapters.xen.simulator.testbed import named_hosts
-from pex.wire import rfc1123
 from tests.support.server import start_server, stop_server
 from tests.support.waiting import eventually
 from tests.support.xen import PASSWORD, TEMPLATE, USERNAME
 from tests.workers.test_commands import stop_process
-from tests.workers.test_real_pool_end_to_end import pex
+from tests.workers.test_real_pool_end_to_end import book, pex
 
 pytestmark = [pytest.mark.xen, pytest.mark.slow]
 
@@ -83,14 +82,7 @@ xen_password_file = "{tmp_path / 'west.password'}"
         for user in ("alice", "bob"):
             server.register(user)
             session = server.session((user, "correct horse battery"))
-            reply = session.post(f"{server.url}/OpenPEX/reservations", json={
-                "type": "XLARGE", "template": TEMPLATE, "numInstancesFixed": 5, "startTime": rfc1123(start),
-                "duration": 8000, "autoStart": True}, timeout=10)
-            assert reply.status_code == 201 and reply.json()["reply"] == "ACCEPT", reply.text
-            rid = reply.json()["proposal"]["id"]
-            confirmed = session.put(f"{server.url}/OpenPEX/reservations/{rid}", json={"reply": "CONFIRM"}, timeout=10)
-            assert confirmed.json()["reply"] == "REQUEST_SUCCESS", confirmed.text
-            reservations[user] = (session, rid)
+            reservations[user] = (session, book(session, server.url, "XLARGE", 5, start))
 
         def running(user):
             session, rid = reservations[user]

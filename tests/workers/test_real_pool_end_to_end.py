@@ -53,13 +53,7 @@ def test_a_reservation_runs_on_a_pool_pex_did_not_name_and_stops_at_its_end(sim_
         assert {(n["cpus"], n["memoryMb"]) for n in nodes} == {(4, 4096)}
 
         start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
-        reply = alice.post(f"{server.url}/OpenPEX/reservations", json={
-            "type": "SMALL", "template": TEMPLATE, "numInstancesFixed": 2, "startTime": rfc1123(start),
-            "duration": 8000, "autoStart": True}, timeout=10)
-        assert reply.status_code == 201 and reply.json()["reply"] == "ACCEPT", reply.text
-        rid = reply.json()["proposal"]["id"]
-        confirmed = alice.put(f"{server.url}/OpenPEX/reservations/{rid}", json={"reply": "CONFIRM"}, timeout=10)
-        assert confirmed.json()["reply"] == "REQUEST_SUCCESS", confirmed.text
+        rid = book(alice, server.url, "SMALL", 2, start)
 
         def running():
             instances = alice.get(f"{server.url}/OpenPEX/instances", timeout=10).json()["instances"]
@@ -90,6 +84,19 @@ def test_a_reservation_runs_on_a_pool_pex_did_not_name_and_stops_at_its_end(sim_
         if worker is not None:
             stop_process(worker, within=30)
         stop_server(server)
+
+
+def book(session, url: str, size: str, instances: int, start: datetime, duration_ms: int = 8000) -> str:
+    """Propose `instances` of `size` from `start`, starting by themselves, over the API; the
+    proposal must be accepted, and is confirmed. The reservation's id."""
+    reply = session.post(f"{url}/OpenPEX/reservations", json={
+        "type": size, "template": TEMPLATE, "numInstancesFixed": instances, "startTime": rfc1123(start),
+        "duration": duration_ms, "autoStart": True}, timeout=10)
+    assert reply.status_code == 201 and reply.json()["reply"] == "ACCEPT", reply.text
+    rid = reply.json()["proposal"]["id"]
+    confirmed = session.put(f"{url}/OpenPEX/reservations/{rid}", json={"reply": "CONFIRM"}, timeout=10)
+    assert confirmed.json()["reply"] == "REQUEST_SUCCESS", confirmed.text
+    return rid
 
 
 def pex(env: dict, cwd, *args: str, stdin: str | None = None) -> str:
