@@ -6,6 +6,8 @@ On the service layer in memory, with the pools' inventories as their adapter rep
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -13,11 +15,15 @@ import pytest
 from pex.application.ports import PoolHost, PoolInventory, PoolTemplate
 from pex.bootstrap import build_application
 from pex.clock import ManualClock
+from pex.domain.catalogue import CATALOGUE_ID, Catalogue
 from pex.domain.errors import CatalogueError
+from pex.domain.node import node_id
 from pex.domain.pool import DEFAULT_POOL, host_name, node_name
 from pex.domain.values import Reply, Resources, Terms
 from pex.projections.audit import Auditor
+from pex.projections.capacity import CapacityTimeline
 from pex.settings import Settings, SettingsError
+from pex.workers.index import DispatchIndex
 from tests.support import T0
 
 HOUR = timedelta(hours=1)
@@ -280,3 +286,45 @@ def test_a_first_proposal_is_evaluated_in_three_pools_at_most_those_with_the_mos
     by_room = sorted(left, key=lambda p: -left[p])
     assert searched[:3] == [{p} for p in by_room[:3]]  # (re-packing may ask again, in those pools only)
     assert all(len(pools) == 1 and pools <= set(by_room[:3]) for pools in searched)
+
+
+def test_what_an_earlier_pex_stored_reads_as_the_pool_default():
+    """docs/events.md: `pool` is new in Node.Registered and Catalogue.PoolSynced, and in the
+    start-up checkpoints of the timeline and of the workers' index; what was stored without it
+    (every store of a PEX before PEX_POOLS) reads as the one pool, `default`."""
+    app = build_application(Settings(database_url="memory:", install_demo_pool=False), clock=ManualClock(T0))
+    app.pool_configured = True
+    app.install_demo_pool()
+    app.sync_pool(inventory("xen-0", "xen-1"))
+
+    def as_stored_before_pools(aggregate_id, kind):
+        stored = next(s for s in app.recorder.select_events(aggregate_id) if s.topic.endswith(kind))
+        state = json.loads(stored.state)
+        assert state.pop("pool") == DEFAULT_POOL  # today's shape records it
+        return app.mapper.to_domain_event(replace(stored, state=json.dumps(state).encode()))
+
+    registered = as_stored_before_pools(node_id("xen-0"), "Node.Registered")
+    assert registered.pool == DEFAULT_POOL and registered.mutate(None).pool == DEFAULT_POOL
+    synced = as_stored_before_pools(CATALOGUE_ID, "Catalogue.PoolSynced")
+    assert synced.pool == DEFAULT_POOL
+    catalogue = Catalogue(at=T0)  # as a snapshot from before pools were named holds it
+    catalogue.pool_hosts, catalogue.pool_templates = ("xen-0",), {"uuid-x": TEMPLATE}
+    assert catalogue.synced_pools() == {DEFAULT_POOL: {"hosts": ["xen-0"], "templates": {"uuid-x": TEMPLATE}}}
+    assert catalogue.pool_template(TEMPLATE) == TEMPLATE
+
+    app.follow()
+    with app._follow_lock:
+        state = app.timeline.to_state()
+    for node in state["nodes"]:
+        assert node.pop("pool") == DEFAULT_POOL
+    timeline = CapacityTimeline.from_state(state, position=1)
+    assert timeline.pools() == [DEFAULT_POOL] and timeline.of_pool(DEFAULT_POOL) is timeline
+
+    index = DispatchIndex()
+    index.follow(app)
+    saved = index.to_state()
+    saved["nodes"] = [entry[:5] for entry in saved["nodes"]]  # no pool: saved before pools
+    loaded = DispatchIndex(pool=DEFAULT_POOL)
+    loaded._load(saved, lambda iid, version: None)
+    assert {n.pool for n in loaded.nodes.values()} == {DEFAULT_POOL} and len(loaded.nodes) == 2
+    app.close()

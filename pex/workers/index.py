@@ -166,7 +166,8 @@ class DispatchIndex:
         self.finished = {UUID(i) for i in state["finished"]}
         # No drain: saved before drains; no pool: saved before pools were named.
         for nid, name, available, lost_at, *later in state["nodes"]:
-            drain, pool = (later + [None, DEFAULT_POOL])[:2]
+            drain = later[0] if later else None
+            pool = later[1] if len(later) > 1 else DEFAULT_POOL
             self.nodes[name] = NodeFacts(name, available, _from_time(lost_at), _from_time(drain), pool)
             self.node_names[UUID(nid)] = name
 
