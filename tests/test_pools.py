@@ -328,3 +328,56 @@ def test_what_an_earlier_pex_stored_reads_as_the_pool_default():
     loaded._load(saved, lambda iid, version: None)
     assert {n.pool for n in loaded.nodes.values()} == {DEFAULT_POOL} and len(loaded.nodes) == 2
     app.close()
+
+
+def test_the_instances_of_a_lost_node_move_within_their_pool_or_nowhere(app):
+    start = T0 + 2 * HOUR
+    alice, _ = propose(app, 2, start)
+    app.confirm(alice)
+    bob, _ = propose(app, 2, start, user="bob")  # east again: the least room that fits
+    app.confirm(bob)
+    assert pools_of(app, app.get_reservation(alice)) == pools_of(app, app.get_reservation(bob)) == {"east"}
+
+    def nodes_of(rid):
+        return sorted(app.get_instance(i).node for i in app.get_reservation(rid).instance_ids)
+
+    lost = nodes_of(alice)[0]
+    app.mark_node_lost(lost)
+    assert app.replace_instances(app.get_reservation(alice).instance_ids, "host down") == (1, 0)
+    assert all(node.startswith("east:") and node != lost for node in nodes_of(alice))  # east had one free
+    # East is full now; west is empty: an instance of a lost east node is stranded, not sent west.
+    app.mark_node_lost(nodes_of(bob)[0])
+    assert app.replace_instances(app.get_reservation(bob).instance_ids, "host down") == (0, 1)
+    assert {app.get_instance(i).status for i in app.get_reservation(bob).instance_ids} == {"SCHEDULED", "STRANDED"}
+    assert all(node.startswith("east:") for node in nodes_of(bob))
+
+
+def test_an_extension_moves_instances_within_their_pool_only(app):
+    start = T0 + 2 * HOUR
+    alice, _ = propose(app, 1, start)
+    app.confirm(alice)
+    carol, answer = propose(app, 5, start + HOUR, user="carol")  # east, every node, from alice's end on
+    app.confirm(carol)
+    assert pools_of(app, app.get_reservation(alice)) == pools_of(app, app.get_reservation(carol)) == {"east"}
+    # West is free all along; but alice's instance may only move within east, which is full.
+    outcome = app.extend(alice, start + 2 * HOUR)
+    view = app.get_reservation(alice)
+    assert outcome.reply != Reply.ACCEPT
+    assert view.extension is None or all(app._node(a.node).pool == "east" for a in view.extension.placement)
+
+
+def test_a_drained_hosts_bookings_move_within_their_pool_only(app):
+    start = T0 + 2 * HOUR
+    alice, _ = propose(app, 1, start)
+    app.confirm(alice)
+    bob, _ = propose(app, 4, start, user="bob")  # east again (4 left there): east is full at that hour
+    app.confirm(bob)
+    assert pools_of(app, app.get_reservation(alice)) == pools_of(app, app.get_reservation(bob)) == {"east"}
+    drained = app.get_instance(app.get_reservation(alice).instance_ids[0]).node
+    drain = app.drain_node(drained, T0, by="root")
+    assert not drain.moved and [leaving.reason for leaving in drain.stuck]  # west had room: not an option
+    assert app.get_instance(app.get_reservation(alice).instance_ids[0]).node == drained
+    app.undrain_node(drained, by="root")
+    app.cancel(bob, "make room")  # now east has room: the drain moves alice within east
+    drain = app.drain_node(drained, T0, by="root")
+    assert [leaving.moved_to.partition(":")[0] for leaving in drain.moved] == ["east"]
