@@ -24,6 +24,7 @@ from pex.projections.audit import Auditor
 from pex.projections.capacity import CapacityTimeline
 from pex.settings import Settings, SettingsError
 from pex.workers.index import DispatchIndex
+from pex.workers.monitors import Monitors
 from tests.support import T0
 
 HOUR = timedelta(hours=1)
@@ -381,3 +382,39 @@ def test_a_drained_hosts_bookings_move_within_their_pool_only(app):
     app.cancel(bob, "make room")  # now east has room: the drain moves alice within east
     drain = app.drain_node(drained, T0, by="root")
     assert [leaving.moved_to.partition(":")[0] for leaving in drain.moved] == ["east"]
+
+
+def test_a_first_offer_avoids_a_pool_whose_master_does_not_answer(app):
+    start = T0 + 2 * HOUR
+    first, answer = propose(app, 1, start)
+    assert pools_of(app, app.get_reservation(first)) == {"east"}  # best fit: east, west alike
+    app.record_pool_reachability("east", False)
+    rid, answer = propose(app, 1, start, user="bob")
+    assert answer.reply == Reply.ACCEPT and pools_of(app, app.get_reservation(rid)) == {"west"}
+    assert app.confirm(first).reply == Reply.REQUEST_SUCCESS  # what east had offered still stands
+    app.record_pool_reachability("west", False)  # every pool: then none is avoided
+    rid, answer = propose(app, 1, start, user="carol")
+    assert answer.reply == Reply.ACCEPT and pools_of(app, app.get_reservation(rid)) == {"east"}
+    app.record_pool_reachability("east", True)
+    app.record_pool_reachability("west", True)
+    version = app.catalogue().version
+    app.record_pool_reachability("west", True)  # already so: nothing recorded
+    assert app.catalogue().version == version
+
+
+def test_a_pool_is_recorded_unreachable_only_after_its_master_is_silent_for_the_grace(app):
+    monitors = Monitors(app, watcher=None, pool="east", unreachable_after=30.0)
+    monitors.unanswered(now=100.0)
+    monitors.unanswered(now=129.0)
+    assert app.catalogue().unreachable_pools == ()  # a blip is not an outage
+    monitors.unanswered(now=130.0)
+    assert app.catalogue().unreachable_pools == ("east",)
+    version = app.catalogue().version
+    monitors.unanswered(now=200.0)
+    assert app.catalogue().version == version  # recorded once
+    monitors.answered()
+    assert app.catalogue().unreachable_pools == ()
+    # A worker that starts while its pool is marked unreachable clears it at its first answer.
+    app.record_pool_reachability("east", False)
+    Monitors(app, watcher=None, pool="east").answered()
+    assert app.catalogue().unreachable_pools == ()

@@ -170,7 +170,7 @@ class Negotiation(Extensions, QuotaCommands):
         with self._follow_lock:
             usage = self.index.usage(reservation.user_id, at, excluding=reservation.id)
             limited = quotas.limit(terms, size.cpus, usage, self._pool_cpus(), at, policy.horizon)
-            pools = self._pools_to_search(reservation, limited, size, at)
+            pools = self._pools_to_search(reservation, limited, size, at, catalogue.unreachable_pools)
             decision = best_of_pools([
                 self.negotiator(limited, size, self._view_in(pool), at, self.pricing, policy, reservation.round + 1,
                                 reservation.id)
@@ -219,17 +219,21 @@ class Negotiation(Extensions, QuotaCommands):
             self.policy.placement.placed(decision.offer.placement)  # a policy with a turn moves it
         return Outcome(decision.reply, self._view(reservation), decision.reason)
 
-    def _pools_to_search(self, reservation: Reservation, terms: Terms, size: Size, at: datetime) -> Sequence[str | None]:
+    def _pools_to_search(
+        self, reservation: Reservation, terms: Terms, size: Size, at: datetime, unreachable: Sequence[str] = ()
+    ) -> Sequence[str | None]:
         """Where to look for room for `reservation` (`_view_in` each): its pool, once it has
         an offer; before that, up to POOLS_SEARCHED pools, each on its own (its instances will
-        all live in one): first those where `terms` fit as asked, the one with the least room
-        first (best fit, as among nodes: large pieces stay free), then the others, the most
-        room first. None for the whole timeline, when there is one pool. Under the follow lock."""
+        all live in one), none of the `unreachable` ones unless every pool is: first those
+        where `terms` fit as asked, the one with the least room first (best fit, as among
+        nodes: large pieces stay free), then the others, the most room first. None for the
+        whole timeline, when there is one pool. Under the follow lock."""
         home, pools = self._home_pool(reservation), self.timeline.pools()
         if home is not None:
             return [home]
         if len(pools) <= 1:
             return [None]
+        pools = [p for p in pools if p not in unreachable] or pools
         # One pass over every node; each pool searched then costs its own nodes only.
         room = self.timeline.room_by_pool(size.resources, terms.start, terms.start + terms.shortest, at, reservation.id)
         fitting = sorted((p for p in pools if room.get(p, 0) >= terms.instances), key=lambda p: (room[p], p))

@@ -51,7 +51,7 @@ class Pool(Core):
     def catalogue(self) -> CatalogueView:
         """The sizes and templates on offer now (empty until an operator defines some)."""
         c = self._catalogue()
-        return CatalogueView(dict(c.sizes), dict(c.templates), c.version)
+        return CatalogueView(dict(c.sizes), dict(c.templates), c.version, c.unreachable_pools)
 
     def has_node(self, name: str) -> bool:
         """Whether a node of this name was ever registered (lost or not)."""
@@ -160,6 +160,12 @@ class Pool(Core):
         if result.changed:
             log.info("pool %s synced: %s", pool, result)
         return result
+
+    def record_pool_reachability(self, pool: str, reachable: bool) -> None:
+        """Record that `pool`'s master answers again, or has not answered for a while (the
+        monitors of its workers say): first offers avoid an unreachable pool meanwhile."""
+        if reachable != (pool not in self._catalogue().unreachable_pools):
+            self._change_catalogue(lambda c, at: c.record_reachability(pool, reachable, at))
 
     def withdraw_template(self, name: str) -> None:
         self._change_catalogue(lambda c, at: c.withdraw_template(name, at))

@@ -79,6 +79,7 @@ class CatalogueView:
     sizes: Mapping[str, Size]
     templates: Mapping[str, str]  # name → description
     version: int
+    unreachable_pools: tuple[str, ...] = ()  # whose master the workers cannot reach (first offers avoid them)
 
     def size(self, name: str) -> Size:
         return size_named(self.sizes, name)

@@ -255,6 +255,9 @@ def print_nodes(app, as_json: bool = False) -> None:
             ["NODE", "POOL", "STATE", "CAPACITY"],
             [[n.name, n.pool, "up" if n.available else "LOST", resources_text(n.capacity)] for n, _ in pool],
         )
+        unreachable = app.catalogue().unreachable_pools
+        if unreachable:
+            click.echo(f"pools whose master does not answer (first offers avoid them): {', '.join(unreachable)}")
     else:
         print_table(
             ["NODE", "STATE", "CAPACITY"],

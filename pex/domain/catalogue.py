@@ -114,6 +114,25 @@ class Catalogue(CopiedByContainers, Aggregate):
             c.pool_hosts = tuple(sorted(h for p in pools.values() for h in p["hosts"]))
             c.pool_templates = {u: n for p in pools.values() for u, n in p["templates"].items()}
 
+    class PoolUnreachable(Event):
+        """The workers of `pool` could not reach its master for a while (its monitors say):
+        a reservation's first offer is made in the other pools while it lasts."""
+
+        pool: str
+
+        def apply(self, c: Catalogue) -> None:
+            c.unreachable_pools = tuple(sorted({*c.unreachable_pools, self.pool}))
+
+    class PoolReachable(Event):
+        """The master of `pool` answers again."""
+
+        pool: str
+
+        def apply(self, c: Catalogue) -> None:
+            c.unreachable_pools = tuple(p for p in c.unreachable_pools if p != self.pool)
+
+    # The pools whose master the workers cannot reach (a class default: older snapshots have none).
+    unreachable_pools: tuple[str, ...] = ()
     # None: no pool was ever synced (a class default, so older snapshots read as None too).
     pool_hosts: tuple[str, ...] | None = None  # every pool's, by node name
     pool_templates: dict[str, str] | None = None  # every pool's, uuid -> name
@@ -168,6 +187,13 @@ class Catalogue(CopiedByContainers, Aggregate):
         synced = self.synced_pools().get(pool)
         if synced is None or (sorted(hosts), templates) != (synced["hosts"], synced["templates"]):
             self.trigger_event(self.PoolSynced, hosts=sorted(hosts), templates=dict(templates), pool=pool, at=at)
+
+    def record_reachability(self, pool: str, reachable: bool, at: datetime) -> None:
+        """Say whether `pool`'s master answers; records only a change."""
+        if reachable and pool in self.unreachable_pools:
+            self.trigger_event(self.PoolReachable, pool=pool, at=at)
+        elif not reachable and pool not in self.unreachable_pools:
+            self.trigger_event(self.PoolUnreachable, pool=pool, at=at)
 
     def pool_template(self, name_or_uuid: str) -> str:
         """The name of the pools' template with this name or uuid (refused if one has none):

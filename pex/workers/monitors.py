@@ -85,12 +85,20 @@ class Monitors:
         retry_delay: float = 1.0,
         dispatcher: Any = None,
         sync_pool: Callable[[], None] | None = None,
+        pool: str | None = None,
+        unreachable_after: float = 30.0,
     ):
         """`dispatcher`, if given, is asked for a VM's power state before PEX records one
         it did not expect: a batch read just before a worker's start may be stale by then.
         `sync_pool`, if given (a pool is configured), is called whenever a host joins, leaves,
-        or is enabled or disabled, so that the nodes follow the pool."""
+        or is enabled or disabled, so that the nodes follow the pool. `pool`, if given, is
+        recorded unreachable once its master has not answered for `unreachable_after` seconds,
+        and reachable at the first answer after that (or after this process started)."""
         self.app = app
+        self.pool = pool
+        self.unreachable_after = unreachable_after
+        self._unanswered_since: float | None = None
+        self._recorded: bool | None = None  # whether this process last recorded it reachable (None: not yet)
         self.sync_pool = sync_pool
         self.watcher = watcher
         self.dispatcher = dispatcher
@@ -124,6 +132,43 @@ class Monitors:
             self.resync()
         return changes
 
+    def step(self) -> list[XenChange]:
+        """One `poll`, and what it says of whether the pool's master answers."""
+        try:
+            changes = self.poll()
+        except XenTransportError:
+            self.unanswered()
+            raise
+        self.answered()
+        return changes
+
+    def answered(self) -> None:
+        """The pool's master answered: it is reachable (recorded if the store says otherwise)."""
+        self._unanswered_since = None
+        if self.pool is not None and self._recorded is not True:
+            self._record_reachability(True)
+
+    def unanswered(self, now: float | None = None) -> None:
+        """The pool's master did not answer: once that has lasted `unreachable_after`, the
+        pool is recorded unreachable (once)."""
+        now = time.monotonic() if now is None else now
+        if self._unanswered_since is None:
+            self._unanswered_since = now
+        if self.pool is not None and self._recorded is not False and now - self._unanswered_since >= self.unreachable_after:
+            self._record_reachability(False)
+
+    def _record_reachability(self, reachable: bool) -> None:
+        assert self.pool is not None
+        try:
+            self.app.record_pool_reachability(self.pool, reachable)
+        except Exception as error:  # the store may be down too: the next poll tries again
+            log.warning("could not record whether pool %s is reachable: %s", self.pool, error)
+            return
+        self._recorded = reachable
+        if not reachable:
+            log.warning("pool %s unreachable for %.0f s: first offers go to the other pools", self.pool,
+                        self.unreachable_after)
+
     def _guarded(self, reconcile: Any, key: str) -> None:
         try:
             reconcile(key)
@@ -133,7 +178,7 @@ class Monitors:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                self.poll()
+                self.step()
             except Exception as error:
                 if stop.is_set():
                     return  # stopping: the application may already be closed

@@ -79,6 +79,7 @@ class WorkerProcess:
         self.monitors = Monitors(
             app, self.watcher, self.index, guest_timeout=settings.guest_timeout, resync_interval=settings.resync,
             dispatcher=dispatcher, sync_pool=self.sync_pool if pool_configured else None,
+            pool=settings.pool, unreachable_after=settings.node_grace.total_seconds(),
         )
         # Users are told on threads of their own: a receiver that is down or slow holds only them.
         self.notifier = Notifier(app)

@@ -61,6 +61,7 @@ pex.domain.quotas:QuotaAccount pex.domain.quotas:QuotaAccount.Opened pex.domain.
 pex.domain.user:User pex.domain.user:User.Registered pex.domain.user:User.PasswordChanged
 pex.domain.user:User.AdminGranted
 pex.domain.user:User.CreditGranted pex.domain.user:User.CreditCharged pex.domain.user:User.CreditRefunded
+pex.domain.catalogue:Catalogue.PoolUnreachable pex.domain.catalogue:Catalogue.PoolReachable
 """.split()
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -143,7 +143,7 @@ def build_world(simulator, database_url: str = "memory:", worker_id: str = "w1",
     timer = TimerWorker(app, index, dispatch=dispatch, node_grace=node_grace, threads=4)
     watcher = dispatcher.watcher(timeout=0.05, retry_delay=0.01)
     monitors = Monitors(app, watcher, index, guest_timeout=timedelta(minutes=5), resync_interval=0.0, dispatcher=dispatcher,
-                        sync_pool=sync)
+                        sync_pool=sync, pool=pool_name, unreachable_after=node_grace.total_seconds())
     world = World(app, clock, timer, dispatch, dispatch.enactment, simulator, dispatcher, monitors)
     world.closers += [timer.close, watcher.close, dispatcher.close, app.close]
     return world

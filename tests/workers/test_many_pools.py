@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 
+from pex.adapters.xen.errors import XenTransportError
 from pex.adapters.xen.simulator import run_simulator
 from pex.adapters.xen.simulator.testbed import named_hosts
 from pex.clock import ManualClock
@@ -120,13 +121,18 @@ def test_with_one_pools_master_unreachable_the_other_pool_runs_and_the_lost_one_
     assert {v.node.partition(":")[0] for v in east.instances(first)} == {"east"}
     east_pool.control.drop_connection("*", times=10**6)  # the east master stops answering
 
+    with pytest.raises(XenTransportError):
+        east.monitors.step()  # unanswered (for longer than the test's grace, 0 s): east is unreachable
+    assert east.app.catalogue().unreachable_pools == ("east",)
+
     east.advance(HOUR)
     east.tick()  # its dispatches fail, and are retried later
     run_until_running(west, second)
     assert pex_vms(west_pool) and not pex_vms(east_pool)
-    # A reservation made while east is down is still negotiated, and west's still run.
+    # A reservation made while east is down is still negotiated, in west (east would have been
+    # the best fit: both are free then), and west's still run.
     later, reply = reserve(west, 5, start + 2 * HOUR, "carol")
-    assert reply == Reply.ACCEPT
+    assert reply == Reply.ACCEPT and {v.node.partition(":")[0] for v in west.instances(later)} == {"west"}
 
     east_pool.control.clear_faults()  # east answers again: its instances start by themselves
 
@@ -139,3 +145,7 @@ def test_with_one_pools_master_unreachable_the_other_pool_runs_and_the_lost_one_
 
     eventually(caught_up)
     assert len(pex_vms(east_pool)) == 5
+    east.monitors.step()  # it answers: reachable again, and first offers may go there again
+    assert east.app.catalogue().unreachable_pools == ()
+    again, reply = reserve(west, 5, start + 4 * HOUR, "dave")
+    assert reply == Reply.ACCEPT and {v.node.partition(":")[0] for v in west.instances(again)} == {"east"}
