@@ -127,8 +127,8 @@ class Settings:
         database_url = env.get("PEX_DATABASE_URL") or DEFAULT_DATABASE_URL
         worker = WorkerSettings.from_env(env)
         if env.get("PEX_POOLS") and env.get("PEX_XEN_URL"):
-            raise SettingsError("PEX_POOLS names the pools' masters: unset PEX_XEN_URL (a pool of its own there "
-                                "is [pool.default] in the file)")
+            raise SettingsError("PEX_POOLS names the pools' masters: unset PEX_XEN_URL, and name its pool in the "
+                                "file instead ([pool.default] keeps its nodes' names)")
         pools = pools_from(env["PEX_POOLS"], worker, database_url) if env.get("PEX_POOLS") else ()
         return cls(
             database_url=database_url,
@@ -477,7 +477,7 @@ POOL_KEYS = {
 
 
 def pools_from(path: str, worker: WorkerSettings, database_url: str) -> tuple[WorkerSettings, ...]:
-    """PEX_POOLS: a TOML file of `[pool.NAME]` tables, one a Xen pool, each with its master's
+    """PEX_POOLS: a TOML file of `[pool.NAME]` tables, each a Xen pool, with its master's
     `xen_url` (required), `xen_username` (default root), `xen_password` or
     `xen_password_file` (its first line), and optionally `xen_ca_file`, `xen_cert_sha256`
     (a list), `xen_ignore_ssl`, `xen_members` (a list), `reserve` (as PEX_POOL_RESERVE, for
