@@ -447,10 +447,6 @@ class PoolTimeline:
     def bookings_overlapping(self, start: datetime, end: datetime) -> list[tuple[str, NodeAllocation]]:
         return self.timeline.bookings_overlapping(start, end, pool=self.pool)
 
-    @property
-    def nodes(self) -> dict[str, NodeTimeline]:
-        return dict(self.timeline.by_pool.get(self.pool, {}))
-
 
 def _how_many(cpus: int, memory_mb: int, disk_gb: int, need: tuple[int, int, int]) -> int:
     """Resources.how_many_fit_in on plain numbers (`need` has at least one positive part)."""
