@@ -54,7 +54,8 @@ PHASE_WORDS: dict[Phase, str] = {
 
 # Instance statuses (pex.domain.instance.Status values) by what they mean here.
 _GONE = frozenset({"ENDED", "DELETED", "CANCELLED"})
-_BROKEN = frozenset({"STRANDED", "LOST"})
+# A FAILED instance never ran (its starts kept failing; they are retried until its end).
+_BROKEN = frozenset({"STRANDED", "LOST", "FAILED"})
 _WAITING = frozenset({"SCHEDULED"})
 _STOPPED = frozenset({"HALTED"})
 

@@ -102,6 +102,9 @@ def test_the_phase_of_a_reservation_whose_vms_cannot_be_placed_is_failed():
     start, end = T0, T0 + H
     inside = T0 + H / 2
     assert phase_of(State.CONFIRMED, True, start, end, inside, ["STRANDED"]) == Phase.FAILED
+    # Starts that keep failing (Instance.Failed): nothing runs, and the phase says so.
+    assert phase_of(State.CONFIRMED, True, start, end, inside, ["FAILED"]) == Phase.FAILED
+    assert phase_of(State.ACTIVATED, False, start, end, inside, ["FAILED", "RUNNING"]) == Phase.RUNNING
     assert phase_of(State.ACTIVATED, False, start, end, inside, ["RUNNING", "SCHEDULED"]) == Phase.STARTING
     assert phase_of(State.ACTIVATED, False, start, end, inside, ["RUNNING", "HALTED"]) == Phase.RUNNING
     assert phase_of(State.ACTIVATED, False, start, end, inside, ["HALTED"]) == Phase.STOPPED
