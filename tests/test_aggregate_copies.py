@@ -13,19 +13,27 @@ from uuid import uuid4
 from pex.domain.catalogue import CATALOGUE_ID
 from pex.domain.node import node_id
 from pex.domain.quotas import quota_account_id
+from pex.domain.user import user_id
 from pex.domain.values import CopiedByContainers, Terms
+from tests.test_ssh_keys import REAL_KEYS
 
 H = timedelta(hours=1)
 
 
 def test_a_copy_shares_no_container_with_the_cached_aggregate_and_holds_only_values(memory_app, clock):
+    memory_app.register_user("alice", "a-long-password-1")
+    memory_app.set_ssh_keys("alice", [REAL_KEYS["ssh-ed25519"]])
+    memory_app.set_webhook("alice", "https://hooks.example.org/pex")
+    memory_app.grant_credit("alice", "100.00", by="root")
+    memory_app.credit_enforced = True  # so that the confirmation is charged: the user's charges
     start = clock() + H
     proposed = memory_app.propose("alice", Terms("SMALL", "PEX Debian Etch 4.0 Template", 2, 0, start, start + 2 * H))
     confirmed = memory_app.respond(proposed.outcome.reservation.id, "CONFIRM")
     node = proposed.outcome.reservation.offer.placement[0].node
-    ids = [proposed.outcome.reservation.id, node_id(node), quota_account_id("alice"), CATALOGUE_ID,
+    ids = [proposed.outcome.reservation.id, node_id(node), quota_account_id("alice"), CATALOGUE_ID, user_id("alice"),
            *confirmed.reservation.instance_ids]
-    assert len(ids) == 6
+    assert len(ids) == 7
+    assert memory_app.repository.get(user_id("alice")).charges
     for aggregate_id in ids:
         cached = memory_app.repository.get(aggregate_id, deepcopy_from_cache=False)
         assert isinstance(cached, CopiedByContainers)

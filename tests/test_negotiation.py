@@ -1,5 +1,7 @@
 """The Alternate Offers protocol (paper §3.1) through the application service, as stories."""
 
+import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -310,3 +312,34 @@ def test_a_reservation_made_through_the_service_layer_starts_by_itself_unless_as
     waiting = app.confirm(manual).reservation
     assert app.reservation_phase(waiting) == Phase.AWAITING_ACTIVATION
     assert app.reservation_phase(app.activate(manual)) == Phase.BOOKED
+
+
+def test_threads_of_one_process_proposing_at_once_are_each_decided_once(app):
+    """Five threads of one process propose at once for an hour when each of the five demo nodes
+    takes one XLARGE: each is offered a node of its own, and each is decided once. The
+    decision is made under the process's placement lock, so no thread decides on a node that
+    another is taking meanwhile, to lose that node and decide again."""
+    decisions = []
+    decide = app.negotiator
+
+    def slow_decision(*args, **kwargs):
+        decisions.append(args[0])
+        time.sleep(0.02)  # time for the other threads to decide beside it, were they allowed
+        return decide(*args, **kwargs)
+
+    app.negotiator = slow_decision
+    barrier = threading.Barrier(5)
+    outcomes = {}
+
+    def propose(n: int) -> None:
+        barrier.wait()
+        outcomes[n] = app.propose(f"user{n}", terms("XLARGE", start=T0 + 3 * H)).outcome
+
+    threads = [threading.Thread(target=propose, args=(n,)) for n in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [o.reply for o in outcomes.values()] == [Reply.ACCEPT] * 5
+    assert len({o.reservation.offer.placement[0].node for o in outcomes.values()}) == 5
+    assert len(decisions) == 5

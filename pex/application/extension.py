@@ -52,7 +52,7 @@ class Extensions(Core):
             hold_id = extension_hold_id(reservation.id)
             # Loaded before the usage is read, as for a proposal (pex.application.negotiation).
             account = self._quota_account(reservation.user_id, at)
-            self.follow()
+            self._follow_to_place()
             with self._follow_lock:
                 usage = self.index.usage(reservation.user_id, at, excluding=reservation.id)
                 longest = min(end, terms.start + self.policy.max_duration)

@@ -166,7 +166,7 @@ class Negotiation(Extensions, QuotaCommands):
         # Loaded before the usage is read: a process that charged this user since then has
         # moved the account on, and this attempt's save loses and runs again on fresh usage.
         account = self._quota_account(reservation.user_id, at)
-        self.follow()
+        self._follow_to_place()
         with self._follow_lock:
             usage = self.index.usage(reservation.user_id, at, excluding=reservation.id)
             limited = quotas.limit(terms, size.cpus, usage, self._pool_cpus(), at, policy.horizon)

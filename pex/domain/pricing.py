@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Protocol, runtime_checkable
+from functools import cache
+from typing import Protocol, TypeGuard, runtime_checkable
 from uuid import UUID
 
 from pex.domain.placement import CapacityView
@@ -96,12 +97,23 @@ def pool_utilization(view: CapacityView, start: datetime, end: datetime, at: dat
     return max(taken_cpus / cpus if cpus else 0.0, taken_memory / memory if memory else 0.0)
 
 
+def quotes_by_utilization(pricing: PricingPolicy) -> TypeGuard[UtilizationPricing]:
+    """Whether `pricing` is a UtilizationPricing, asked once per type (see
+    pex.domain.placement.answers_fitting_counts)."""
+    return _utilization_type(type(pricing))
+
+
+@cache
+def _utilization_type(pricing_type: type) -> bool:
+    return issubclass(pricing_type, UtilizationPricing)
+
+
 def quote_in(
     pricing: PricingPolicy, view: CapacityView, size: Size, instances: int, start: datetime, end: datetime,
     at: datetime, excluding: UUID | None = None,
 ) -> Decimal:
     """What `pricing` asks for the terms with the pool as `view` shows it at `at`."""
-    if isinstance(pricing, UtilizationPricing):
+    if quotes_by_utilization(pricing):
         return pricing.quote_at(size, instances, start, end, pool_utilization(view, start, end, at, excluding))
     return pricing.quote(size, instances, start, end)
 

@@ -28,6 +28,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from pex.domain.errors import DomainError
+from pex.domain.values import CopiedByContainers
 
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # the whole name: fullmatch, never match
 # Names that would pass for the operator or the system. Compared lower-case and without
@@ -247,7 +248,7 @@ def normalized_webhook_url(url: object, allow_private: bool = False) -> str:
     return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
 
 
-class User(Aggregate):
+class User(CopiedByContainers, Aggregate):
     """An account: a username, the hash of its password, whether it administers the pool, and
     the SSH public keys its VMs let in.
 
