@@ -273,6 +273,9 @@ class ReadModels:
             positions = self._positions if self._positions is not None else self.store.positions(self.by_name)
             self._positions = None  # what a fold leaves is read again
             last = batch[-1].id
+            for view in self.views:
+                if positions[view.name] < last:
+                    view.prepare([recorded.event for recorded in after(batch, positions[view.name])])
             try:
                 with self.store.batch(positions) as writing:
                     for view in self.views:

@@ -10,7 +10,8 @@
 
 A view is a name, its tables, and `apply(batch, event, notification)`, which reads and writes
 rows only through the batch (pex.projections.store), so the same fold fills PostgreSQL,
-SQLite or memory. A view must be a pure function of the events: no clock, no other view.
+SQLite or memory. What else it must read (the instances view: an aggregate as it stood) it
+reads in `prepare(events)`, before the batch's transaction opens. A view must be a pure function of the events: no clock, no other view.
 Events a view does not know are ignored (an unknown event of an aggregate it follows still
 moves the row's version).
 """
@@ -18,7 +19,7 @@ moves the row's version).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import astuple
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,6 +47,14 @@ class View:
 
     def apply(self, batch: Batch, event: Any, notification: Notification) -> None:
         raise NotImplementedError
+
+    def prepare(self, events: Sequence[Any]) -> None:
+        """Read what `apply` will need of the store beyond the batch, for `events` (the next
+        batch's, in order), before the batch's transaction opens. On SQLite that transaction
+        holds the file's write lock; a read through the event store's pool inside it waits
+        in the pool's queue behind a thread that waits for the pool's writer, whose INSERT
+        waits for that lock: the three stood still until the pool's timeout (5 s), and the
+        waiting writer's save failed (a worker's record of a VM it had started)."""
 
 
 # --- reservations ----------------------------------------------------------------------
@@ -367,6 +376,7 @@ class InstancesView(View):
         """`load(instance_id, version)`: the Instance as it was at `version` (repository.get)."""
         self.load = load
         self.cache: OrderedDict[Any, Any] = OrderedDict()
+        self.loaded: dict[Any, Any] = {}  # by `prepare`, for the batch it prepared
 
     def apply(self, batch: Batch, event: Any, notification: Notification) -> None:
         if not is_instance_event(event):
@@ -384,14 +394,28 @@ class InstancesView(View):
             row["note"] = reason
         batch.put(INSTANCES, row)
 
+    def prepare(self, events: Sequence[Any]) -> None:
+        # Each instance's first event in the batch needs the instance as it stood before it;
+        # the next ones follow from what `apply` made of the first.
+        self.loaded = {}
+        seen: set[Any] = set()
+        for event in events:
+            if not is_instance_event(event) or event.originator_id in seen:
+                continue
+            seen.add(event.originator_id)
+            version = event.originator_version
+            cached = self.cache.get(event.originator_id)
+            if version > 1 and (cached is None or cached.version != version - 1):
+                self.loaded[event.originator_id] = self.load(event.originator_id, version - 1)
+
     def _before(self, event: Any) -> Any:
         version = event.originator_version
         if version == 1:
             return None
-        cached = self.cache.get(event.originator_id)
-        if cached is not None and cached.version == version - 1:
-            return cached
-        return self.load(event.originator_id, version - 1)
+        for known in (self.cache.get(event.originator_id), self.loaded.get(event.originator_id)):
+            if known is not None and known.version == version - 1:
+                return known
+        return self.load(event.originator_id, version - 1)  # a batch not prepared (none of ours)
 
 
 # --- the pool's calendar ---------------------------------------------------------------

@@ -4,6 +4,7 @@ exactly where its last committed batch stopped; any of them can be dropped and r
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime
 
 import pytest
@@ -12,7 +13,7 @@ from pex.domain.instance import Instance
 from pex.projections.ledger import LedgerView
 from pex.projections.readmodels import ReadModelError, ReadModels, store_for
 from pex.projections.store import MemoryStore
-from pex.projections.views import ReservationsView, read_model_views
+from pex.projections.views import InstancesView, ReservationsView, read_model_views
 from tests.projections.histories import (
     FIXED_HISTORY,
     assert_read_models_match_aggregates,
@@ -169,6 +170,64 @@ def test_the_instance_view_follows_instance_events_it_has_never_heard_of(app, cl
     row = restarted.instance(first.id)
     assert (row.status, row.ip_address, row.note, row.version) == ("CRASHED", None, "kernel panic", 5)
     assert_same_views(restarted, rebuilt(app))
+
+
+class InstancesViewThatLetsSavesQueue(InstancesView):
+    """The instances view, which at its first event (inside its batch's transaction) lets
+    `queue_saves` start saves in other threads of the process and wait for them to queue."""
+
+    def __init__(self, load, queue_saves):
+        super().__init__(load)
+        self.queue_saves = queue_saves
+
+    def apply(self, batch, event, notification):
+        queue_saves, self.queue_saves = self.queue_saves, lambda: None
+        queue_saves()
+        super().apply(batch, event, notification)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_saves_of_the_process_that_queue_behind_a_fold_each_go_through(app, clock):
+    """On SQLite a fold's batch holds the file's write lock. A save of the same process then
+    waits in its INSERT, and the next one for the event store's one writer connection, in the
+    pool's queue: a fold that read an aggregate through that pool inside its batch (as the
+    instances view did, for an instance it had not followed) waited behind them, and the
+    second save gave up after the pool's 5 s. A worker lost its record of a VM it had started."""
+    play(app, clock, FIXED_HISTORY[:2])
+    before = ReadModels(app)
+    first, second, third = before.instances()[:3]
+    before.close()
+    instance = app.repository.get(first.id)
+    instance.trigger_event(Hiccuped, at=clock())
+    app.save(instance)  # a new process knows nothing of first: it must load it as it stood
+    errors: list[Exception] = []
+
+    def save_one(instance_id):
+        try:
+            other = app.repository.get(instance_id)
+            other.trigger_event(Hiccuped, at=clock())
+            app.save(other)
+        except Exception as error:
+            errors.append(error)
+
+    savers = [threading.Thread(target=save_one, args=(i.id,)) for i in (second, third)]
+
+    def queue_saves():
+        for saver in savers:
+            saver.start()
+        time.sleep(0.5)  # both reach the store's locks: one in its INSERT, one for the writer
+
+    def load(instance_id, version):
+        return app.repository.get(instance_id, version=version)
+
+    views = [v if v.name != "instances" else InstancesViewThatLetsSavesQueue(load, queue_saves) for v in read_model_views(app)]
+    restarted = ReadModels(app, views=[*views, LedgerView()], store=None)  # with connections of its own
+    restarted.catch_up()
+    for saver in savers:
+        saver.join()
+    assert errors == []
+    assert [restarted.instance(i.id).version for i in (first, second, third)] == [2, 2, 2]
+    restarted.close()
 
 
 def test_an_event_that_cannot_be_decoded_stops_the_views_with_a_clear_message(memory_app):
