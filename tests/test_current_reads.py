@@ -91,3 +91,23 @@ def test_current_reads_take_cached_aggregates_without_a_query_each(two_processes
         assert len(asked) == 1
     finally:
         recorder.select_events = select_events
+
+
+def test_what_a_process_saved_it_reads_back_without_a_query_and_as_others_change_it(two_processes, clock, monkeypatch):
+    """A reservation proposed here is cached as saved: the CONFIRM that follows (the PUT after
+    the POST) reads it with no query of its events. Changed by another process next, it is
+    read here as that one left it: the follower brings the cached copy forward."""
+    import pex.application.core as core
+
+    here, there = two_processes
+    start = clock() + H
+    proposed = here.propose("alice", Terms("SMALL", ETCH, 1, 0, start, start + H)).outcome.reservation
+    asked: list[object] = []
+    stored_events_of = core.stored_events_of
+    monkeypatch.setattr(core, "stored_events_of", lambda recorder, ids: asked.append(ids) or stored_events_of(recorder, ids))
+    with here.current_reads():
+        assert here.respond(proposed.id, "CONFIRM").reservation.state == State.CONFIRMED
+    assert asked == []
+    there.cancel(proposed.id)
+    with here.current_reads():
+        assert here.get_reservation(proposed.id).state == State.CANCELLED

@@ -144,6 +144,32 @@ class ConsistentCopies(Repository):
                     log.warning("cached %s could not apply version %s", aggregate_id, event.originator_version, exc_info=True)
             self.cache.get(aggregate_id, evict=True)
 
+    def passed_marks(self, aggregates: Iterable[Any]) -> dict[Any, int]:
+        """For `remember_saved`: how many followed events `bring_forward` has passed over so far
+        in the lock of each of `aggregates` (taken before they are saved)."""
+        return {a.id: self._passed[self._stripe_index(a.id)] for a in aggregates if isinstance(a, Aggregate)}
+
+    def remember_saved(self, aggregates: Iterable[Any], marks: dict[Any, int]) -> None:
+        """Cache a copy of each of `aggregates` that was just saved and is not cached yet, as the
+        store now has it, so that the next command to load it (the PUT after a POST) asks no
+        query; under the same rule as `get_many`'s: only if the follower passed over no event
+        of its lock's aggregates since `marks` (a newer version by another process, perhaps).
+        One already cached is brought forward by the follower, as every other."""
+        if not self.cache:
+            return
+        for aggregate in aggregates:
+            if not isinstance(aggregate, Aggregate) or aggregate.id not in marks:
+                continue
+            stripe = self._stripe_index(aggregate.id)
+            with self._stripes[stripe]:
+                try:
+                    self.cache.get(aggregate.id)
+                    continue
+                except KeyError:
+                    pass
+                if self._passed[stripe] == marks[aggregate.id]:
+                    self.cache.put(aggregate.id, deepcopy(aggregate))
+
     def get(
         self, aggregate_id: Any, *, version: int | None = None, deepcopy_from_cache: bool = True,
         snapshots: bool = True, **kwargs: Any,
@@ -534,7 +560,10 @@ class Core(Application):
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         self._reads_go_stale()  # the cached aggregates have not followed this save yet
-        return super().save(*objs, **kwargs)
+        marks = self.repository.passed_marks(objs)
+        recordings = super().save(*objs, **kwargs)
+        self.repository.remember_saved(objs, marks)
+        return recordings
 
     def _save(self, *aggregates: Aggregate) -> None:
         # Only nodes, quota accounts and the catalogue (loaded by every negotiation) that
