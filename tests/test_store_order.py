@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from eventsourcing.persistence import IntegrityError
+from psycopg.sql import SQL
 
 from pex.adapters.postgres import OneStatementSaves
 from pex.bootstrap import build_application
@@ -67,8 +68,7 @@ def test_a_save_waits_for_one_that_took_its_ids_first_to_commit(postgres_url, cl
     app = build_application(Settings(database_url=postgres_url), clock=clock)
     recorder = app.recorder
     first = Node(name="first", capacity=Resources(4, 4096, 100), at=clock())
-    events = [recorder.construct_pg_stored_event(s.originator_id, s.originator_version, s.topic, s.state)
-              for s in map(app.mapper.to_stored_event, first.collect_events())]
+    events = recorder.save_parameters([app.mapper.to_stored_event(e) for e in first.collect_events()])
     second_saved = threading.Event()
 
     def save_second() -> None:
@@ -76,7 +76,7 @@ def test_a_save_waits_for_one_that_took_its_ids_first_to_commit(postgres_url, cl
         second_saved.set()
 
     with recorder.datastore.transaction(commit=True) as cursor:
-        cursor.execute(recorder.save_statement, (events,))  # the first save, its commit held back
+        cursor.execute(recorder.save_statement, events)  # the first save, its commit held back
         first_id = cursor.fetchall()[0][recorder.save_function_name]
         saving = threading.Thread(target=save_second)
         saving.start()
@@ -111,7 +111,7 @@ def test_a_save_on_a_version_already_taken_records_nothing_of_it(postgres_url, c
 def test_a_store_an_earlier_pex_made_is_saved_to_as_the_library_does_until_pex_init(postgres_url, clock, caplog):
     made = build_application(Settings(database_url=postgres_url), clock=clock)
     with made.recorder.datastore.transaction(commit=True) as cursor:
-        cursor.execute(f"DROP FUNCTION {made.recorder.save_function_name}")  # as no earlier PEX made it
+        cursor.execute(SQL("DROP FUNCTION {}").format(made.recorder.save_function_signature))  # as no earlier PEX made it
     made.close()
     settings = Settings(database_url=postgres_url, install_demo_pool=False, create_tables=False)
     app = build_application(settings, clock=clock)
