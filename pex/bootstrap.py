@@ -189,10 +189,11 @@ def pricing_policy(name: str) -> PricingPolicy:
         raise SettingsError(f"PEX_PRICING: cannot load pricing policy {name!r}: {error}") from None
 
 
-def placement_of(name: str, seed: int = 0) -> PlacementPolicy:
+def placement_of(name: str, seed: int = 0, ties: int = 0) -> PlacementPolicy:
     """The placement policy PEX_PLACEMENT names; `random` draws from its own source seeded
-    with PEX_PLACEMENT_SEED, never from the process's global one."""
-    return placement_policy(name, random.Random(seed))
+    with PEX_PLACEMENT_SEED, never from the process's global one; best fit takes equal nodes
+    in the tie order `ties`."""
+    return placement_policy(name, random.Random(seed), ties)
 
 
 def build_application(settings: Settings, clock: Callable[[], datetime] = system_clock) -> PexApplication:
@@ -203,7 +204,7 @@ def build_application(settings: Settings, clock: Callable[[], datetime] = system
         horizon=settings.horizon,
         max_rounds=settings.max_rounds,
         max_alternatives=settings.max_alternatives,
-        placement=placement_of(settings.placement, settings.placement_seed),
+        placement=placement_of(settings.placement, settings.placement_seed, settings.placement_ties),
     )
     app = PexApplication(
         env=env, clock=clock, pricing=pricing_policy(settings.pricing), policy=policy,

@@ -81,6 +81,9 @@ class Settings:
     pricing: str = "flat"  # "flat", "peak", "market", or "module:Class"
     placement: str = "best-fit"  # pex.domain.placement_policies.PLACEMENT_POLICIES
     placement_seed: int = 0  # what the random placement's source is seeded with
+    # The tie order best fit takes equal nodes in (pex.domain.placement.tie_order): not an
+    # operator's setting; pex serve gives each HTTP worker its own.
+    placement_ties: int = 0
     credit: bool = False  # PEX_CREDIT=on: a CONFIRM is charged to its user's credit, and refused beyond it
     currency: str = DEFAULT_CURRENCY  # what every price is in: shown beside each one
     install_demo_pool: bool = True  # when the store has no catalogue yet

@@ -22,8 +22,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 PROCESSES, TRIES = 6, 4
 
 
-def contender(url: str, start: datetime, barrier, results) -> None:
-    app = build_application(Settings(database_url=url, create_tables=False, install_demo_pool=False))
+def contender(url: str, start: datetime, barrier, results, ties: int = 0) -> None:
+    app = build_application(Settings(database_url=url, create_tables=False, install_demo_pool=False, placement_ties=ties))
     granted = refused = contention = 0
     barrier.wait()
     for _ in range(TRIES):
@@ -44,13 +44,19 @@ def contender(url: str, start: datetime, barrier, results) -> None:
     results.put((granted, refused, contention))
 
 
-def test_processes_racing_for_the_last_capacity_get_exactly_the_capacity(postgres_url):
+@pytest.mark.parametrize("own_tie_orders", [False, True], ids=["one tie order", "a tie order each"])
+def test_processes_racing_for_the_last_capacity_get_exactly_the_capacity(postgres_url, own_tie_orders):
+    """With one tie order they all go for the same node first; with one each (as pex serve's
+    workers), mostly for different ones, and the last capacity is still granted once."""
     setup = build_application(Settings(database_url=postgres_url))  # tables and demo pool, once
     setup.close()
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
-    processes = [ctx.Process(target=contender, args=(postgres_url, start, barrier, results)) for _ in range(PROCESSES)]
+    processes = [
+        ctx.Process(target=contender, args=(postgres_url, start, barrier, results, i if own_tie_orders else 0))
+        for i in range(PROCESSES)
+    ]
     for p in processes:
         p.start()
     outcomes = [results.get(timeout=300) for _ in processes]

@@ -70,11 +70,14 @@ def grouped(targets: Sequence[str]) -> Placement:
 class BestFit:
     name = "best-fit"
 
+    def __init__(self, ties: int = 0):
+        self.ties = ties  # pex.domain.placement.tie_order
+
     def choose(
         self, view: CapacityView, per_instance: Resources, count: int, start: datetime, end: datetime, at: datetime,
         excluding: UUID | None = None,
     ) -> Placement | None:
-        return place(view, per_instance, count, start, end, at, excluding)
+        return place(view, per_instance, count, start, end, at, excluding, self.ties)
 
     def placed(self, placement: Placement) -> None:
         pass
@@ -211,10 +214,11 @@ class SizePartitioned:
 PLACEMENT_POLICIES = ("best-fit", "least-loaded", "round-robin", "random", "size-partitioned")
 
 
-def placement_policy(name: str, source: RandomSource | None = None) -> PlacementPolicy:
-    """The policy PEX_PLACEMENT names; `source` is what `random` draws from."""
+def placement_policy(name: str, source: RandomSource | None = None, ties: int = 0) -> PlacementPolicy:
+    """The policy PEX_PLACEMENT names; `source` is what `random` draws from, `ties` the tie
+    order best fit takes equally good nodes in (pex.domain.placement.tie_order)."""
     if name == "best-fit":
-        return BestFit()
+        return BestFit(ties)
     if name == "least-loaded":
         return LeastLoaded()
     if name == "round-robin":
