@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from eventsourcing.persistence import OperationalError
 
 from pex.domain.values import Reply, Terms
 from tests.support.world import HOUR
@@ -67,6 +68,28 @@ def test_a_failed_start_is_recorded_and_done_again_on_a_later_tick(world):
     assert timer.tick().dispatched == ["start"]
     assert app.get_instance(instance.id).status == "RUNNING"
     assert len(enactment.vms) == 1
+
+
+def test_a_start_the_store_fails_to_record_once_is_recorded_all_the_same_and_run_once(world, monkeypatch):
+    """The store refuses the record of a VM just started (SQLite busy, a failover): asked
+    again, it records it; given up, the VM ran unknown to PEX until the claim's lease ended."""
+    app, clock, enactment, _, timer = world
+    rid = reserve(app, clock)
+    instance = next(v for v in app.list_instances() if v.reservation_id == rid)
+    started, insert_events = [], app.recorder.insert_events
+
+    def store_fails_once_after_the_start(*args, **kwargs):
+        if enactment.vms and not started:
+            started.append(True)
+            raise OperationalError("database is locked")
+        return insert_events(*args, **kwargs)
+
+    monkeypatch.setattr(app.recorder, "insert_events", store_fails_once_after_the_start)
+    clock.advance(HOUR)
+    assert timer.tick().dispatched == ["start"]
+    assert started == [True]
+    assert app.get_instance(instance.id).status == "RUNNING"
+    assert enactment.actions.count(("start", instance.id)) == 1
 
 
 def test_a_user_stop_in_a_worker_process_is_carried_out_at_once(world):
