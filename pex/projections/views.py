@@ -11,9 +11,9 @@
 A view is a name, its tables, and `apply(batch, event, notification)`, which reads and writes
 rows only through the batch (pex.projections.store), so the same fold fills PostgreSQL,
 SQLite or memory. What else it must read (the instances view: an aggregate as it stood) it
-reads in `prepare(events)`, before the batch's transaction opens. A view must be a pure function of the events: no clock, no other view.
-Events a view does not know are ignored (an unknown event of an aggregate it follows still
-moves the row's version).
+reads in `prepare(events)`, before the batch's transaction opens. A view must be a pure
+function of the events: no clock, no other view. Events a view does not know are ignored (an
+unknown event of an aggregate it follows still moves the row's version).
 """
 
 from __future__ import annotations
@@ -415,7 +415,7 @@ class InstancesView(View):
         for known in (self.cache.get(event.originator_id), self.loaded.get(event.originator_id)):
             if known is not None and known.version == version - 1:
                 return known
-        return self.load(event.originator_id, version - 1)  # a batch not prepared (none of ours)
+        return self.load(event.originator_id, version - 1)  # unprepared: the audit's, in memory
 
 
 # --- the pool's calendar ---------------------------------------------------------------

@@ -29,6 +29,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
+from eventsourcing.utils import retry
 
 from pex.application import PexApplication
 from pex.application.ports import DispatchJob, Enactment, EnactmentError
@@ -39,9 +40,10 @@ log = logging.getLogger(__name__)
 # How many claims (or renewals) one save records.
 CLAIM_BATCH = 50
 # What was carried out is recorded even through a store that fails for a few seconds (SQLite
-# busy, a PostgreSQL failover): asked again 0.2, 0.4, 0.8 and 1.6 s apart. Given up, the claim
-# lapses after its lease and the job is carried out again (the enactment is idempotent).
-RECORD_TRIES = 5
+# busy, a PostgreSQL failover): asked again up to 4 times, 0.6 s apart (eventsourcing's retry,
+# as its PostgreSQL recorder's own). Given up, the claim lapses after its lease and the job is
+# carried out again (the enactment is idempotent).
+RECORD_TRIES, RECORD_WAIT = 5, 0.6
 
 T = TypeVar("T")
 
@@ -180,25 +182,17 @@ class Dispatch:
             else:  # a bug, not the hypervisor: with its traceback
                 log.exception("dispatch %s of instance %s failed", job.action, job.instance_id)
             reason = f"{type(error).__name__}: {error}"
-            self._record(job, lambda: self.app.record_dispatch_failure(job, reason, self.worker_id))
+            self._record(lambda: self.app.record_dispatch_failure(job, reason, self.worker_id))
             return f"{job.action} failed"
         except BaseException:
             self.claims.release(job.instance_id)
             raise
         self.claims.release(job.instance_id)
-        self._record(job, lambda: self.app.record_dispatch(job, enacted, self.worker_id))
+        self._record(lambda: self.app.record_dispatch(job, enacted, self.worker_id))
         return job.action
 
-    def _record(self, job: DispatchJob, record: Callable[[], object]) -> None:
+    @staticmethod
+    def _record(record: Callable[[], object]) -> None:
         """Record what the enactment did: the VM is as it left it, whatever the store says
         (see RECORD_TRIES). Unrecorded, a started VM ran unknown to PEX for the claim's lease."""
-        for attempt in range(1, RECORD_TRIES + 1):
-            try:
-                record()
-                return
-            except (StoreOperationalError, StoreInterfaceError) as error:
-                if attempt == RECORD_TRIES:
-                    raise
-                log.warning("could not record %s of instance %s (%s): asking the store again", job.action,
-                            job.instance_id, error)
-                time.sleep(0.1 * 2**attempt)
+        retry((StoreOperationalError, StoreInterfaceError), max_attempts=RECORD_TRIES, wait=RECORD_WAIT)(record)()
