@@ -49,7 +49,18 @@ from pex.domain.values import Allocation, Offer, Resources, State, Terms
 from pex.projections.follower import Follower, ReadModel, ReadModelError, Recorded, after
 from pex.projections.ledger import LedgerView
 from pex.projections.shapes import InstanceView, ReservationView
-from pex.projections.store import MemoryStore, PositionsMoved, PostgresStore, Row, SQLiteStore, Store, Where
+from pex.projections.store import (
+    Batch,
+    Key,
+    MemoryStore,
+    PositionsMoved,
+    PostgresStore,
+    Row,
+    SQLiteStore,
+    Store,
+    Table,
+    Where,
+)
 from pex.projections.views import ALLOCATIONS, INSTANCES, NODES, RESERVATIONS, View, read_model_views
 
 log = logging.getLogger(__name__)
@@ -278,6 +289,7 @@ class ReadModels:
                     view.prepare([recorded.event for recorded in after(batch, positions[view.name])])
             try:
                 with self.store.batch(positions) as writing:
+                    self._preload(writing, batch, positions)
                     for view in self.views:
                         seen = positions[view.name]
                         if seen >= last:
@@ -289,6 +301,16 @@ class ReadModels:
                 return False  # another follower applied it; the follower asks where they are
             self._folded += len(after(batch, min(positions.values())))
             return True
+
+    def _preload(self, writing: Batch, batch: Sequence[Recorded], positions: dict[str, int]) -> None:
+        """Read every row the views will ask the batch for, a query per table."""
+        wanted: dict[str, tuple[Table, set[Key]]] = {}
+        for view in self.views:
+            for recorded in after(batch, positions[view.name]):
+                for table, key in view.rows_read(recorded.event):
+                    wanted.setdefault(table.name, (table, set()))[1].add(key)
+        for table, keys in wanted.values():
+            writing.preload(table, keys)
 
     def follow(self, interval: float = 0.5, stop: threading.Event | None = None) -> None:
         """Catch up, then poll every `interval` seconds until `stop` is set (a worker loop)."""

@@ -19,7 +19,7 @@ unknown event of an aggregate it follows still moves the row's version).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import astuple
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +30,7 @@ from pex.domain.instance import Instance
 from pex.domain.node import Node
 from pex.domain.reservation import Reservation
 from pex.domain.values import Offer, Reply, State, Terms, time_text
-from pex.projections.store import Batch, Row, Table
+from pex.projections.store import Batch, Key, Row, Table
 
 MICROSECOND = timedelta(microseconds=1)
 
@@ -47,6 +47,11 @@ class View:
 
     def apply(self, batch: Batch, event: Any, notification: Notification) -> None:
         raise NotImplementedError
+
+    def rows_read(self, event: Any) -> Iterable[tuple[Table, Key]]:
+        """The rows `apply` will `get` from the batch for `event`: the batch reads them all
+        in one query per table before it applies the first (`Batch.preload`)."""
+        return ()
 
     def prepare(self, events: Sequence[Any]) -> None:
         """Read what `apply` will need of the store beyond the batch, for `events` (the next
@@ -151,6 +156,10 @@ def offer_json(offer: Offer) -> dict[str, Any]:
 class ReservationsView(View):
     name = "reservations"
     tables = (RESERVATIONS,)
+
+    def rows_read(self, event: Any) -> Iterable[tuple[Table, Key]]:
+        if isinstance(event, Reservation.Event) and not isinstance(event, Reservation.Initiated):
+            yield RESERVATIONS, (event.originator_id,)
 
     def apply(self, batch: Batch, event: Any, notification: Notification) -> None:
         if not isinstance(event, Reservation.Event):
@@ -394,6 +403,10 @@ class InstancesView(View):
             row["note"] = reason
         batch.put(INSTANCES, row)
 
+    def rows_read(self, event: Any) -> Iterable[tuple[Table, Key]]:
+        if is_instance_event(event):
+            yield INSTANCES, (event.originator_id,)
+
     def prepare(self, events: Sequence[Any]) -> None:
         # Each instance's first event in the batch needs the instance as it stood before it;
         # the next ones follow from what `apply` made of the first.
@@ -465,6 +478,10 @@ class CalendarView(View):
 
     name = "calendar"
     tables = (NODES, ALLOCATIONS)
+
+    def rows_read(self, event: Any) -> Iterable[tuple[Table, Key]]:
+        if isinstance(event, Node.Event) and not isinstance(event, Node.Registered):
+            yield NODES, (event.originator_id,)
 
     def apply(self, batch: Batch, event: Any, notification: Notification) -> None:
         if not isinstance(event, Node.Event):
