@@ -12,11 +12,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from itertools import takewhile
 from typing import Protocol
 from uuid import UUID
 
 from pex.domain.errors import InvalidProposal
-from pex.domain.placement import CapacityView, earlier_starts, ever_placeable, later_starts, most_placeable
+from pex.domain.placement import (
+    CapacityView,
+    earlier_starts,
+    ever_placeable,
+    later_starts,
+    most_placeable,
+    placeable_starts,
+)
 from pex.domain.placement_policies import BestFit, PlacementPolicy
 from pex.domain.pricing import PricingPolicy, quote_in
 from pex.domain.quotas import QuotaExceeded
@@ -244,10 +252,8 @@ def evaluate(
         earlier_starts(view, terms.start, shortest, at, at),
     ):
         best_count = least - 1
-        for start in direction:
-            if start > latest:
-                break
-            n = most_placeable(view, per_instance, start, start + shortest, at, reservation_id)
+        within = takewhile(lambda start: start <= latest, direction)
+        for start, n in placeable_starts(view, per_instance, within, shortest, at, reservation_id):
             if n > best_count:
                 consider(start, n)
                 best_count = n

@@ -295,7 +295,9 @@ class Node(CopiedByContainers, Aggregate):
             assert self.drain_from is not None
             raise NodeDraining(f"node {self.name} is drained from {time_text(self.drain_from)} and takes nothing "
                                "that lasts until then")
-        others = self.live_allocations(at, excluding=reservation_id)
+        # Only what overlaps [start, end) is swept: a busy node holds many other bookings.
+        others = [a for a in self.allocations.values() if a.start < end and a.end > start
+                  and a.reservation_id != reservation_id and a.counts_at(at)]
         peak = peak_demand(others, start, end)
         if not (peak + demand).fits_in(self.capacity):
             raise CapacityExceeded(self.name, f"needs {demand}, {self.capacity - peak} free at worst")

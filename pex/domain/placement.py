@@ -42,6 +42,16 @@ class FastCapacityView(CapacityView, Protocol):
         self, per_instance: Resources, start: datetime, end: datetime, at: datetime, excluding: UUID | None = None
     ) -> list[tuple[str, int, float]]: ...
 
+    def freeing_points(self, after: datetime, until: datetime, at: datetime) -> Iterable[datetime]:
+        """Sorted instants in (after, until] at which some node's free capacity may grow (a
+        booking or a live hold ends): of the change points, those and perhaps more."""
+
+    def placeable_from(
+        self, per_instance: Resources, starts: Iterable[datetime], duration: timedelta, at: datetime,
+        excluding: UUID | None = None,
+    ) -> Iterator[tuple[datetime, int]]:
+        """Each of `starts` with `most_placeable` from it for `duration`, lazily."""
+
 
 def fitting_counts(
     view: CapacityView, per_instance: Resources, start: datetime, end: datetime, at: datetime, excluding: UUID | None
@@ -145,15 +155,38 @@ def most_placeable(
     return sum(n for _, n, _ in fitting_counts(view, per_instance, start, end, at, excluding))
 
 
+def placeable_starts(
+    view: CapacityView, per_instance: Resources, starts: Iterable[datetime], duration: timedelta, at: datetime,
+    excluding: UUID | None = None,
+) -> Iterator[tuple[datetime, int]]:
+    """Each of `starts` with how many instances fit from it for `duration` (`most_placeable`),
+    lazily: a search that stops at the first start that will do asks no further."""
+    if answers_fitting_counts(view):
+        return view.placeable_from(per_instance, starts, duration, at, excluding)
+    return ((start, most_placeable(view, per_instance, start, start + duration, at, excluding)) for start in starts)
+
+
 def ever_placeable(view: CapacityView, per_instance: Resources) -> int:
     """How many instances the pool could hold if it were empty."""
     return sum(per_instance.how_many_fit_in(view.capacity(node)) for node in view.node_names())
 
 
 def later_starts(view: CapacityView, start: datetime, latest: datetime, at: datetime) -> Iterator[datetime]:
-    """Candidate starts after `start`, nearest first. The earliest feasible later start is always
-    an instant where capacity frees up, so only change points need trying."""
-    yield from view.change_points(start, latest, at)
+    """Candidate starts after `start`, nearest first, for the search of the nearest start at
+    which more instances fit than at any nearer one (each for the same duration): the first
+    change point, then only the change points where capacity frees up. Between change points
+    nothing changes; and from a change point where capacity is only taken, every node's window
+    begins at a level at least that of the window from the point before, and the rest of that
+    window lies inside its own, so no more instances fit there than from the point before.
+    (A view without `freeing_points` has every change point tried.)"""
+    points = view.change_points(start, latest, at)
+    if not answers_fitting_counts(view):
+        yield from points
+        return
+    freeing = set(view.freeing_points(start, latest, at))
+    for i, point in enumerate(points):
+        if i == 0 or point in freeing:
+            yield point
 
 
 def earlier_starts(

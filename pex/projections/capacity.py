@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -177,6 +178,8 @@ class CapacityTimeline:
         self.by_pool: dict[str, dict[str, NodeTimeline]] = {}
         self.node_by_id: dict[UUID, str] = {}
         self.boundaries: SortedDict = SortedDict()  # instant -> how many booking boundaries
+        self.booking_ends: SortedDict = SortedDict()  # instant -> how many bookings end then
+        self.steps: SortedDict = SortedDict()  # instant -> {node name: how many of its bookings' bounds}
         self.ends: list[tuple[datetime, str, UUID]] = []  # heap of booking ends, for forgetting
         self.lapses: list[tuple[datetime, str, UUID]] = []  # heap of when holds stop counting
         self.forgotten_before: datetime | None = None
@@ -220,25 +223,68 @@ class CapacityTimeline:
                 free = node.free(start, end, at, excluding)
                 fc, fm, fd = free.cpus, free.memory_mb, free.disk_gb
             else:
-                keys, values = node._flat or node.flat()
-                i = bisect_right(keys, start)
-                pc, pm, pd = values[i - 1] if i else (0, 0, 0)
-                j = bisect_left(keys, end, i)
-                while i < j:  # usually none or one or two keys inside the interval
-                    c, m, d = values[i]
-                    if c > pc:
-                        pc = c
-                    if m > pm:
-                        pm = m
-                    if d > pd:
-                        pd = d
-                    i += 1
-                fc, fm, fd = cap.cpus - pc, cap.memory_mb - pm, cap.disk_gb - pd
+                fc, fm, fd = _free_of_steps(node, start, end)
             n = _how_many(fc, fm, fd, need)
             if n > 0:
                 used = (cap.cpus - fc) / max(cap.cpus, 1) + (cap.memory_mb - fm) / max(cap.memory_mb, 1)
                 fits.append((name, n, used))
         return fits
+
+    def placeable_from(
+        self, per_instance: Resources, starts: Iterable[datetime], duration: timedelta, at: datetime,
+        excluding: UUID | None = None, pool: str | None = None,
+    ) -> Iterator[tuple[datetime, int]]:
+        """Each of `starts` with how many instances fit from it for `duration` (what
+        `fitting_counts` sums to for [start, start + duration)), lazily, in their order.
+
+        A search of alternatives asks this of hundreds of starts on a busy pool (the nearest
+        start where five whole nodes are free, say), and from one start to the next few nodes
+        change: a node is asked again only if one of its own instants lies between the two
+        starts or between the two ends. Its instants are its bookings' bounds (`steps`), and
+        the bounds of its holds that count at `at` and its drain's start (few nodes have any)."""
+        need = (per_instance.cpus, per_instance.memory_mb, per_instance.disk_gb)
+        nodes = {name: n for name, n in (self.nodes if pool is None else self.by_pool.get(pool, {})).items() if n.available}
+        # What changes a node's count beyond its steps, for the nodes that have any.
+        extra: dict[str, list[datetime]] = {}
+        for name, n in nodes.items():
+            instants = [t for h in n.holds.values() if h.reservation_id != excluding and h.counts_at(at) for t in (h.start, h.end)]
+            if n.drain_from is not None:
+                instants.append(n.drain_from)
+            if instants:
+                extra[name] = instants
+        overlaid = {name for name, n in nodes.items() if n.holds or (excluding is not None and excluding in n.bookings)}
+
+        def count(name: str, start: datetime, end: datetime) -> int:
+            node = nodes[name]
+            if node.drain_from is not None and end > node.drain_from:
+                return 0
+            if name in overlaid:
+                free = node.free(start, end, at, excluding)
+                return _how_many(free.cpus, free.memory_mb, free.disk_gb, need)
+            return _how_many(*_free_of_steps(node, start, end), need)
+
+        counts: dict[str, int] = {}
+        total, previous = 0, None
+        for start in starts:
+            if not any(v > 0 for v in need):
+                yield start, 0  # a zero size fits nowhere, as how_many_fit_in says
+                continue
+            if previous is None:
+                changed: Iterable[str] = nodes
+            else:
+                lo, hi = min(previous, start), max(previous, start)
+                found: set[str] = set()
+                for a, b in ((lo, hi), (lo + duration, hi + duration)):
+                    for t in self.steps.irange(a, b):
+                        found.update(self.steps[t])
+                    found.update(name for name, instants in extra.items() if any(a <= t <= b for t in instants))
+                changed = found & nodes.keys()
+            for name in changed:
+                fitting = count(name, start, start + duration)
+                total += fitting - counts.get(name, 0)
+                counts[name] = fitting
+            yield start, total
+            previous = start
 
     def change_points(self, after: datetime, until: datetime, at: datetime, pool: str | None = None) -> list[datetime]:
         """Where free capacity may change: every booking's bounds (all pools': a bound that
@@ -249,6 +295,17 @@ class CapacityTimeline:
             for h in n.holds.values():
                 if h.counts_at(at):
                     points.update(t for t in (h.start, h.end, h.hold_until) if t is not None and after < t <= until)
+        return sorted(points)
+
+    def freeing_points(self, after: datetime, until: datetime, at: datetime, pool: str | None = None) -> list[datetime]:
+        """Where free capacity may grow: the ends of every booking (all pools', as
+        `change_points`) and of the holds that count at `at` (of `pool`'s nodes only, with a
+        pool), with when those lapse. At any other change point capacity is only taken."""
+        points = set(self.booking_ends.irange(after, until, inclusive=(False, True)))
+        for n in (self.nodes if pool is None else self.by_pool.get(pool, {})).values():
+            for h in n.holds.values():
+                if h.counts_at(at):
+                    points.update(t for t in (h.end, h.hold_until) if t is not None and after < t <= until)
         return sorted(points)
 
     # --- following the log -------------------------------------------------------------
@@ -290,8 +347,7 @@ class CapacityTimeline:
             self._remove(node, event.reservation_id)
             a = NodeAllocation(event.reservation_id, event.start, event.end, event.instances, event.per_instance)
             node.add_booking(a)
-            for t in (a.start, a.end):
-                self.boundaries[t] = self.boundaries.get(t, 0) + 1
+            self._count_bounds(name, a, +1)
             heapq.heappush(self.ends, (a.end, name, a.reservation_id))
         elif isinstance(event, (Node.HoldReleased, Node.BookingReleased)):
             self._remove(node, event.reservation_id)
@@ -299,10 +355,24 @@ class CapacityTimeline:
     def _remove(self, node: NodeTimeline, reservation_id: UUID) -> None:
         a = node.remove(reservation_id)
         if a is not None:
-            for t in (a.start, a.end):
-                self.boundaries[t] -= 1
-                if self.boundaries[t] == 0:
-                    del self.boundaries[t]
+            self._count_bounds(node.name, a, -1)
+
+    def _count_bounds(self, name: str, a: NodeAllocation, sign: int) -> None:
+        """Count a booking of the node `name` in (sign +1) or out (-1): its bounds in
+        `boundaries` and `steps`, its end in `booking_ends`; an instant no booking bounds any
+        more is dropped."""
+        for counts, instants in ((self.boundaries, (a.start, a.end)), (self.booking_ends, (a.end,))):
+            for t in instants:
+                counts[t] = counts.get(t, 0) + sign
+                if counts[t] == 0:
+                    del counts[t]
+        for t in (a.start, a.end):
+            at_t = self.steps.setdefault(t, {})
+            at_t[name] = at_t.get(name, 0) + sign
+            if at_t[name] == 0:
+                del at_t[name]
+                if not at_t:
+                    del self.steps[t]
 
     def forget_before(self, t: datetime) -> None:
         """Drop bookings that ended by `t` and holds that lapsed: the past costs nothing.
@@ -355,8 +425,7 @@ class CapacityTimeline:
             timeline.node_by_id[UUID(n["id"])] = node.name
             for a in map(_from_allocation, n["bookings"]):
                 node.add_booking(a)
-                for t in (a.start, a.end):
-                    timeline.boundaries[t] = timeline.boundaries.get(t, 0) + 1
+                timeline._count_bounds(node.name, a, +1)
                 timeline.ends.append((a.end, node.name, a.reservation_id))
             for h in map(_from_allocation, n["holds"]):
                 node.holds[h.reservation_id] = h
@@ -444,8 +513,37 @@ class PoolTimeline:
     def change_points(self, after: datetime, until: datetime, at: datetime) -> list[datetime]:
         return self.timeline.change_points(after, until, at, pool=self.pool)
 
+    def freeing_points(self, after: datetime, until: datetime, at: datetime) -> list[datetime]:
+        return self.timeline.freeing_points(after, until, at, pool=self.pool)
+
+    def placeable_from(
+        self, per_instance: Resources, starts: Iterable[datetime], duration: timedelta, at: datetime,
+        excluding: UUID | None = None,
+    ) -> Iterator[tuple[datetime, int]]:
+        return self.timeline.placeable_from(per_instance, starts, duration, at, excluding, pool=self.pool)
+
     def bookings_overlapping(self, start: datetime, end: datetime) -> list[tuple[str, NodeAllocation]]:
         return self.timeline.bookings_overlapping(start, end, pool=self.pool)
+
+
+def _free_of_steps(node: NodeTimeline, start: datetime, end: datetime) -> tuple[int, int, int]:
+    """The free (cpus, memory, disk) of a node without holds over [start, end), off its flat
+    lists: one bisect for the level at `start`, then the levels of the keys inside."""
+    cap = node.capacity
+    keys, values = node._flat or node.flat()
+    i = bisect_right(keys, start)
+    pc, pm, pd = values[i - 1] if i else (0, 0, 0)
+    j = bisect_left(keys, end, i)
+    while i < j:  # usually none or one or two keys inside the interval
+        c, m, d = values[i]
+        if c > pc:
+            pc = c
+        if m > pm:
+            pm = m
+        if d > pd:
+            pd = d
+        i += 1
+    return cap.cpus - pc, cap.memory_mb - pm, cap.disk_gb - pd
 
 
 def _how_many(cpus: int, memory_mb: int, disk_gb: int, need: tuple[int, int, int]) -> int:

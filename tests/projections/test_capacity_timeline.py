@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 from pex.domain import CapacityExceeded, CatalogueError, Node, NodeUnavailable, Resources
 from pex.domain.negotiation import NegotiationPolicy, evaluate
 from pex.domain.node import peak_demand
-from pex.domain.placement import fitting_counts, place, re_place, scan_fitting_counts
+from pex.domain.placement import fitting_counts, most_placeable, place, re_place, scan_fitting_counts
 from pex.domain.pricing import FlatRatePricing
 from pex.domain.values import Size, Terms
 from pex.projections.capacity import CapacityTimeline
+from pex.simulation.strategies import original_openpex
 from tests.support import T0
 
 H = timedelta(hours=1)
@@ -168,13 +169,27 @@ class ScanOnly:
         return self.timeline.change_points(after, until, at)
 
 
+def test_a_drained_node_takes_nothing_from_a_start_whose_window_ends_after_its_drain():
+    # The drained node has no step of its own between the two windows: its drain is one.
+    timeline = CapacityTimeline()
+    drained, busy = (Node(name=name, capacity=Resources(4, 4096, 200), at=T0) for name in ("drained", "busy"))
+    drained.schedule_drain(T0 + 5 * H, "test", T0)
+    busy.book(uuid4(), T0 + 3 * H, T0 + 4 * H, 1, SMALL, T0)
+    for node in (drained, busy):
+        apply_all(timeline, node)
+    starts = [T0 + H, T0 + 3 * H, T0 + 4 * H]
+    assert list(timeline.placeable_from(SMALL, starts, 2 * H, T0)) == [
+        (T0 + H, 8), (T0 + 3 * H, 7), (T0 + 4 * H, 4)
+    ] == [(s, most_placeable(ScanOnly(timeline), SMALL, s, s + 2 * H, T0)) for s in starts]
+
+
 # A pool: per node (CPUs, memory in MB), 1 to 4 nodes.
 pools = st.lists(st.tuples(st.integers(1, 6), st.sampled_from([1024, 3072, 4096, 6144])), min_size=1, max_size=4)
 # A history on it: (minutes that pass, command, node, reservation, start hour from now, hours,
 # instances, size, minutes a hold lasts).
 pool_steps = st.lists(
     st.tuples(
-        st.integers(0, 90), st.sampled_from(["hold", "book", "book", "book", "release", "lose", "return"]),
+        st.integers(0, 90), st.sampled_from(["hold", "book", "book", "book", "release", "lose", "return", "drain", "undrain"]),
         st.integers(0, 3), st.integers(0, len(RIDS) - 1), st.integers(0, 12), st.integers(1, 8),
         st.integers(1, 4), st.integers(0, 1), st.integers(1, 240),
     ),
@@ -202,6 +217,10 @@ def test_the_pool_wide_scan_chooses_exactly_what_asking_node_by_node_chooses(poo
                 node.release(rid, "test", at)
             elif command == "lose":
                 node.mark_lost(at)
+            elif command == "drain":
+                node.schedule_drain(start, "test", at)
+            elif command == "undrain":
+                node.cancel_drain("test", at)
             else:
                 node.mark_returned(at)
         except (CapacityExceeded, CatalogueError, NodeUnavailable):
@@ -233,9 +252,20 @@ def test_the_pool_wide_scan_chooses_exactly_what_asking_node_by_node_chooses(poo
         assert re_place(timeline, per_instance, instances, start, end, now) == re_place(
             scan, per_instance, instances, start, end, now
         )
+        # From start to start, asking again only the nodes with a step between: as asking each.
+        points = timeline.change_points(now, now + timedelta(days=1), now)
+        starts = sorted(data.draw(st.lists(st.sampled_from([start, *points]), max_size=12)),
+                        reverse=data.draw(st.booleans()))
+        assert list(timeline.placeable_from(per_instance, starts, end - start, now, excluding)) == [
+            (s, most_placeable(scan, per_instance, s, s + (end - start), now, excluding)) for s in starts
+        ]
         size = Size("S", per_instance.cpus, per_instance.memory_mb, per_instance.disk_gb)
         terms = Terms("S", "t", data.draw(st.integers(0, 4)), data.draw(st.integers(0, 8)), start, end)
         if terms.instances >= 1:
+            # The timeline's search of later starts tries only where capacity frees up.
             assert evaluate(terms, size, timeline, now, pricing, policy, reservation_id=excluding) == evaluate(
                 terms, size, scan, now, pricing, policy, reservation_id=excluding
+            )
+            assert original_openpex(terms, size, timeline, now, pricing, policy, reservation_id=excluding) == (
+                original_openpex(terms, size, scan, now, pricing, policy, reservation_id=excluding)
             )
