@@ -10,6 +10,7 @@ import copy
 from datetime import timedelta
 from uuid import uuid4
 
+from pex.application.core import mutated
 from pex.domain.catalogue import CATALOGUE_ID
 from pex.domain.node import node_id
 from pex.domain.quotas import quota_account_id
@@ -89,3 +90,25 @@ def test_many_aggregates_loaded_in_one_query_are_as_each_loaded_alone(app, clock
     # Each caller is given a copy: changing one leaves the cache as the store has it.
     warm[instance_ids[0]].node = "changed by its caller"
     assert app.repository.get_many([instance_ids[0]])[instance_ids[0]].node == cold[instance_ids[0]].node
+
+
+def test_a_snapshot_taken_at_a_save_is_the_aggregate_as_its_events_make_it(app, clock):
+    # Saves snapshot what they saved as it stands; the snapshot must be what a replay of
+    # every event gives (a node, the user's quota account and the catalogue, each at an
+    # interval of versions), or a process loading from it would decide on another state.
+    start = clock() + H
+    nodes = set()
+    for i in range(app.node_snapshot_interval):
+        at = start + i * H
+        proposed = app.propose("alice", Terms("SMALL", "PEX Debian Etch 4.0 Template", 1, 0, at, at + H))
+        app.respond(proposed.outcome.reservation.id, "CONFIRM")
+        nodes.update(a.node for a in proposed.outcome.reservation.offer.placement)
+    for i in range(app.node_snapshot_interval):
+        app.register_template(f"template {i}")
+    snapshotted = 0
+    for aggregate_id in (*map(node_id, nodes), quota_account_id("alice"), CATALOGUE_ID):
+        for snapshot in app.snapshots.get(aggregate_id):
+            replayed = mutated(None, app.events.get(aggregate_id, lte=snapshot.originator_version))
+            assert snapshot.mutate(None).__dict__ == replayed.__dict__
+            snapshotted += 1
+    assert snapshotted >= 3

@@ -575,7 +575,7 @@ class Core(Application):
         for aggregate in changed:
             if aggregate.version % self.node_snapshot_interval == 0:
                 try:
-                    self.take_snapshot(aggregate.id, version=aggregate.version)
+                    self.snapshot_as_saved(aggregate)
                 except (OperationalError, InterfaceError) as error:
                     # A snapshot is an optimisation, and the events are committed: the store
                     # going away just then (an outage, a failover) is no error of PEX's, and
@@ -583,6 +583,15 @@ class Core(Application):
                     log.warning("snapshot of %s at version %s failed: %s", aggregate.id, aggregate.version, error)
                 except Exception:
                     log.warning("snapshot of %s at version %s failed", aggregate.id, aggregate.version, exc_info=True)
+
+    def snapshot_as_saved(self, aggregate: Aggregate) -> None:
+        """Snapshot `aggregate` as it stands, just saved: its state is what its events made it
+        (a command changes an aggregate only through them). The library's `take_snapshot`
+        loads it again from the store and replays up to an interval of events (on a busy node,
+        11 ms in process, most of a negotiation's CPU at the saves that snapshot)."""
+        snapshot_class = getattr(type(aggregate), "Snapshot", type(self).snapshot_class)
+        assert self.snapshots is not None and snapshot_class is not None  # is_snapshotting_enabled
+        self.snapshots.put([snapshot_class.take(aggregate)])
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Run a command; on a lost race (IntegrityError) or a node refusing a stale placement,
