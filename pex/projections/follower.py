@@ -23,8 +23,9 @@ process folded the persisted views, and their tracking rows moved).
 
 Which models follow when is the caller's choice: a command folds only what it decides on
 (`follow(decisions)`, cheap: an in-memory apply per event), a query of the persisted views
-folds those, the worker's tick folds everything; the last batch decoded is kept, so the
-models that follow the same events a moment apart decode them once. Thread-safe: each model
+folds those, the worker's tick folds everything; the events last decoded are kept (up to
+KEPT_DECODED), so the models that follow the same events a moment apart, from wherever each
+is, decode them once. Thread-safe: each model
 folds under its own lock (a command waits for the timeline, never for a transaction of the
 persisted views), and skips what it has already seen.
 
@@ -35,6 +36,7 @@ read models against a replay of its own, and must not trust what it checks.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -42,6 +44,9 @@ from typing import Any, Protocol
 from eventsourcing.persistence import Notification
 
 BATCH_SIZE = 1000
+# How many decoded events a follower keeps for the models that follow the same events a moment
+# apart from another position (a worker's timer, views and outbox each follow on their own).
+KEPT_DECODED = 4 * BATCH_SIZE
 
 
 class ReadModelError(Exception):
@@ -82,8 +87,10 @@ class Follower:
         self.mapper = mapper  # looked up at every decode: a test may count them
         self.batch_size = batch_size
         self.models: list[ReadModel] = []
-        self._lock = threading.Lock()  # of the last batch decoded
-        self._decoded: dict[int, Recorded] = {}  # the last batch decoded, by notification id
+        self._lock = threading.Lock()  # of the events decoded
+        # The last KEPT_DECODED decoded, by notification id, the first decoded first (an
+        # OrderedDict: a dict's first item, after many were deleted before it, is found by a scan).
+        self._decoded: OrderedDict[int, Recorded] = OrderedDict()
 
     def register(self, *models: ReadModel) -> None:
         """Have `follow()` (without arguments) feed `models` too; registering twice is harmless."""
@@ -117,8 +124,11 @@ class Follower:
         notifications = self.recorder.select_notifications(start=start, limit=limit, inclusive_of_start=False)
         with self._lock:
             batch = [self._known(n) or Recorded(n, self._decode(n)) for n in notifications]
-            if batch:
-                self._decoded = {r.id: r for r in batch}
+            decoded = self._decoded
+            for recorded in batch:
+                decoded[recorded.id] = recorded
+            while len(decoded) > KEPT_DECODED:
+                decoded.popitem(last=False)
         return batch
 
     def _known(self, notification: Notification) -> Recorded | None:

@@ -133,9 +133,35 @@ def test_models_that_follow_together_decode_each_event_once(memory_app, clock):
     dispatch.follow(memory_app)
     new = memory_app.recorder.max_notification_id() - before
     # The listings' index followed during the play (its queries fold it), and the commands the
-    # decisions: what the others then fold a moment later comes from the last batch decoded.
+    # decisions: what the others then fold a moment later comes from the events decoded.
     assert decoded[0] <= new
     assert dispatch.position == views.position() == memory_app.timeline.position == before + new
+
+
+def test_models_that_follow_apart_from_different_positions_decode_each_event_once(memory_app, clock):
+    # As a worker's timer, views and outbox do: each follows on its own, from where it is, while
+    # the log grows; the events one of them had decoded are not decoded again for another.
+    first, second, third = Counting(), Counting(), Counting()
+    follower = Follower(memory_app.recorder, memory_app.mapper)  # apart from the commands' follows
+    decoded = counting_decodes(memory_app)  # the commands' loads count too: only the follows are summed
+    following = 0
+
+    def follow(model: Counting) -> None:
+        nonlocal following
+        before = decoded[0]
+        follower.follow(model)
+        following += decoded[0] - before
+
+    half = len(FIXED_HISTORY) // 2
+    play(memory_app, clock, FIXED_HISTORY[:half])
+    follow(first)
+    play(memory_app, clock, FIXED_HISTORY[half:])
+    follow(second)  # from the start: the first's events, and the new ones
+    follow(first)
+    follow(third)  # from the start again, after the first's second batch
+    head = memory_app.recorder.max_notification_id()
+    assert first.ids == second.ids == third.ids == list(range(1, head + 1))
+    assert following == head
 
 
 def test_a_model_reset_mid_way_catches_up_alone(memory_app, clock):
