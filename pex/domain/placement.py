@@ -8,6 +8,7 @@ refuse.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -104,9 +105,11 @@ def place(
     fits = fitting_counts(view, per_instance, start, end, at, excluding)
     if sum(n for _, n, _ in fits) < instances:
         return None
-    fits.sort(key=lambda f: (-f[2], f[1], tie_order(f[0], ties)))
+    # Each node taken takes at least one instance: the first `instances` in best-fit order will
+    # do, found without sorting the pool (nsmallest is sorted(...)[:instances]).
+    chosen = heapq.nsmallest(instances, fits, key=lambda f: (-f[2], f[1], tie_order(f[0], ties)))
     placement, remaining = [], instances
-    for node, n, _ in fits:
+    for node, n, _ in chosen:
         take = min(n, remaining)
         placement.append(Allocation(node, take))
         remaining -= take

@@ -57,7 +57,7 @@ ZERO = Resources()
 STATE_SCHEMA = 1  # of to_state/from_state; change it with the shape, and old checkpoints are ignored
 
 
-@dataclass
+@dataclass(slots=True)  # one of them per node, each visited by a pool-wide scan: compact
 class NodeTimeline:
     name: str
     capacity: Resources
@@ -222,8 +222,21 @@ class CapacityTimeline:
             if node.holds or (excluding is not None and excluding in node.bookings):
                 free = node.free(start, end, at, excluding)
                 fc, fm, fd = free.cpus, free.memory_mb, free.disk_gb
-            else:
-                fc, fm, fd = _free_of_steps(node, start, end)
+            else:  # _free_of_steps, written out: this loop runs for every node of the pool
+                keys, values = node._flat or node.flat()
+                i = bisect_right(keys, start)
+                pc, pm, pd = values[i - 1] if i else (0, 0, 0)
+                j = bisect_left(keys, end, i)
+                while i < j:  # usually none or one or two keys inside the interval
+                    c, m, d = values[i]
+                    if c > pc:
+                        pc = c
+                    if m > pm:
+                        pm = m
+                    if d > pd:
+                        pd = d
+                    i += 1
+                fc, fm, fd = cap.cpus - pc, cap.memory_mb - pm, cap.disk_gb - pd
             n = _how_many(fc, fm, fd, need)
             if n > 0:
                 used = (cap.cpus - fc) / max(cap.cpus, 1) + (cap.memory_mb - fm) / max(cap.memory_mb, 1)
