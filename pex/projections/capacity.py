@@ -256,6 +256,9 @@ class CapacityTimeline:
         starts or between the two ends. Its instants are its bookings' bounds (`steps`), and
         the bounds of its holds that count at `at` and its drain's start (few nodes have any)."""
         need = (per_instance.cpus, per_instance.memory_mb, per_instance.disk_gb)
+        if not any(v > 0 for v in need):
+            yield from ((start, 0) for start in starts)  # a zero size fits nowhere, as how_many_fit_in says
+            return
         nodes = {name: n for name, n in (self.nodes if pool is None else self.by_pool.get(pool, {})).items() if n.available}
         # What changes a node's count beyond its steps, for the nodes that have any.
         extra: dict[str, list[datetime]] = {}
@@ -279,9 +282,6 @@ class CapacityTimeline:
         counts: dict[str, int] = {}
         total, previous = 0, None
         for start in starts:
-            if not any(v > 0 for v in need):
-                yield start, 0  # a zero size fits nowhere, as how_many_fit_in says
-                continue
             if previous is None:
                 changed: Iterable[str] = nodes
             else:

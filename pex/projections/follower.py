@@ -25,9 +25,9 @@ Which models follow when is the caller's choice: a command folds only what it de
 (`follow(decisions)`, cheap: an in-memory apply per event), a query of the persisted views
 folds those, the worker's tick folds everything; the events last decoded are kept (up to
 KEPT_DECODED), so the models that follow the same events a moment apart, from wherever each
-is, decode them once. Thread-safe: each model
-folds under its own lock (a command waits for the timeline, never for a transaction of the
-persisted views), and skips what it has already seen.
+is, decode them once. Thread-safe: each model folds under its own lock (a command waits for
+the timeline, never for a transaction of the persisted views), and skips what it has already
+seen.
 
 The auditor (pex.projections.audit) does not follow through here, by design: it checks the
 read models against a replay of its own, and must not trust what it checks.
