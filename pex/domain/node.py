@@ -199,8 +199,12 @@ class Node(CopiedByContainers, Aggregate):
     def allocation_of(self, reservation_id: UUID) -> NodeAllocation | None:
         return self.allocations.get(str(reservation_id))
 
-    def peak_usage(self, start: datetime, end: datetime, at: datetime) -> Resources:
-        return peak_demand(self.live_allocations(at), start, end)
+    def peak_usage(self, start: datetime, end: datetime, at: datetime, excluding: UUID | None = None) -> Resources:
+        """The peak of what is held or booked over [start, end), seen at `at`, leaving out
+        `excluding`'s own. Only what overlaps is swept: a busy node holds many bookings."""
+        overlapping = [a for a in self.allocations.values() if a.start < end and a.end > start
+                       and a.reservation_id != excluding and a.counts_at(at)]
+        return peak_demand(overlapping, start, end)
 
     # --- commands ----------------------------------------------------------------------
 
@@ -295,10 +299,7 @@ class Node(CopiedByContainers, Aggregate):
             assert self.drain_from is not None
             raise NodeDraining(f"node {self.name} is drained from {time_text(self.drain_from)} and takes nothing "
                                "that lasts until then")
-        # Only what overlaps [start, end) is swept: a busy node holds many other bookings.
-        others = [a for a in self.allocations.values() if a.start < end and a.end > start
-                  and a.reservation_id != reservation_id and a.counts_at(at)]
-        peak = peak_demand(others, start, end)
+        peak = self.peak_usage(start, end, at, excluding=reservation_id)
         if not (peak + demand).fits_in(self.capacity):
             raise CapacityExceeded(self.name, f"needs {demand}, {self.capacity - peak} free at worst")
 
